@@ -1,0 +1,622 @@
+"""Settle state machine: turn predictions plus the edits that follow them into settled examples.
+
+A ``prediction`` opens a pending entry. Later ``edit`` events of the same session and path move
+its editable region like editor anchors and rewrite its text; the entry settles when the region
+has been quiet for ``quiescence_ms`` of event time, when it reaches ``ttl_ms``, when the editor
+reports a client-side ``settled`` region, or when an edit makes the region's context unknowable
+(``context_lost``). The machine is pure and deterministic: it never reads a clock, and the same
+events in the same order always give the same records, whether applied live with idle ticks
+in between or replayed at full speed. It is used offline (:func:`settle_events`) and by the
+Faust agent, which passes a changelog-backed table as ``store``.
+
+Tracking. Each entry keeps the excerpt's *known text*: a window K of the file (in UTF-8 byte
+offsets) whose bytes are known, starting as the whole excerpt, with the region R inside it.
+Every edit fully inside K is applied to the known text (so a later edit straddling the region
+sees the right bytes); an edit that overlaps K only partly and does not touch R shrinks K to the
+part that is still known; an edit that touches R but is not inside K loses the context.
+
+Store key scheme. All durable state lives in ``store`` as JSON-serialisable values under string
+keys; every change is a fresh ``store[key] = value`` (values are never mutated after being
+stored, because a Faust table only sees ``__setitem__``) and removal is ``del store[key]``:
+
+- ``m:watermark`` -> int: the partition's event time (absent before the first event).
+- ``p:<request_id>`` -> dict: the prediction event as received; written once on open.
+- ``k:<request_id>`` -> str: the known text of window K; rewritten only when it changes.
+- ``s:<request_id>`` -> dict: the small tracking state, rewritten on each change::
+
+      {"ts": prediction ts_ms, "last": last_touch_ms, "n": touching edits applied,
+       "k0": K start (file byte offset), "klen": K length in bytes,
+       "r0": region start, "r1": region end (file byte offsets),
+       "outcome": str, "was_shown": bool}   # the last two only once an outcome was seen
+
+  ``s:`` marks the entry as open: it is written last when an entry opens and deleted first
+  when it settles, so fragments left by an interrupted call are recognised (and dropped) when a
+  machine is rebuilt from the store.
+- ``o:<request_id>`` -> dict: an orphan client ``settled`` event waiting for its prediction.
+
+The due-time heaps and the (session_id, path) index are in-memory only and rebuilt from
+``store.items()`` in ``__init__``, so a machine rebuilt on the same store after a restart
+continues exactly as the original would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+WATERMARK_KEY = "m:watermark"
+_P, _S, _K, _O = "p:", "s:", "k:", "o:"
+
+OUTCOMES = frozenset({"accepted", "rejected", "discarded", "ignored"})
+SETTLE_REASONS = ("quiescence", "ttl", "client", "context_lost")
+
+# Every value ``Applied.error`` can take; the event then changed nothing.
+ERRORS = (
+    "invalid_event",  # not a dict, or a field the machine needs is missing or mistyped
+    "unsupported_version",  # v != 1
+    "unknown_type",  # type is not prediction/edit/settled/outcome/control
+    "unknown_control_op",  # control op is not tick/flush
+    "invalid_watermark",  # tick without an int watermark_ms
+    "invalid_text",  # a text field is not encodable as UTF-8 (lone surrogate)
+    "invalid_editable_range",  # prediction range out of the excerpt, reversed, or mid-character
+    "invalid_cursor",  # prediction cursor out of the excerpt or mid-character
+    "duplicate_request_id",  # prediction for a request_id that is still open
+    "invalid_edit_range",  # edit with start > end or a negative offset
+    "offset_splits_character",  # an edit applied to known text cuts a multi-byte character
+    "unknown_request",  # outcome for a request that is not open
+    "duplicate_settled",  # second client settled event for a request that is still an orphan
+)
+
+# Fields the machine adds to a settled record; prediction fields of these names are replaced.
+_OWN_FIELDS = frozenset(
+    {
+        "settle_reason",
+        "settled_at_ms",
+        "base_region",
+        "settled_region",
+        "touching_edits",
+        "outcome",
+        "was_shown",
+    }
+)
+
+Record = dict[str, Any]
+_Commit = Callable[[list[Record], list[Record]], None]
+_Planner = Callable[["SettleMachine", dict[str, Any], int], "str | _Commit"]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one call produced; ``error`` set means the call had no effect at all."""
+
+    settled: list[Record]  # settled examples produced by this call, in settle order
+    expired: list[Record]  # orphan client settled events whose prediction never came
+    error: str | None = None
+
+
+def _failed(reason: str) -> Applied:
+    return Applied([], [], reason)
+
+
+def _is_int(x: object) -> bool:
+    # bool is an int subclass; a JSON true is not an offset or a timestamp
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _utf8(text: str) -> bytes | None:
+    """UTF-8 bytes of ``text``, or None when it holds a lone surrogate (not representable)."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
+def _is_boundary(buf: bytes, i: int) -> bool:
+    """Whether byte offset ``i`` lies in ``buf`` and not inside a multi-byte character."""
+    return 0 <= i <= len(buf) and (i == len(buf) or (buf[i] & 0xC0) != 0x80)
+
+
+def _move(p: int, a: int, b: int, length: int, *, end: bool) -> int:
+    """Move boundary ``p`` across an edit replacing [a, b) with ``length`` bytes (anchor rules).
+
+    An insertion exactly at an END boundary lands inside the region; everywhere else a boundary
+    at the edit's start stays, one at or after its end shifts, one strictly inside snaps to it.
+    """
+    if p < a:
+        return p
+    if p == a:
+        return p + length if end and a == b else p
+    if p >= b:
+        return p + length - (b - a)
+    return a + length if end else a
+
+
+@dataclass(frozen=True)
+class _Step:
+    """The planned effect of one edit on one entry (None fields: unchanged)."""
+
+    lost: bool = False
+    state: dict[str, Any] | None = None
+    known: str | None = None
+
+
+class SettleMachine:
+    """Pending entries of one partition and the rules that settle them (see module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        quiescence_ms: int = 10_000,
+        ttl_ms: int = 300_000,
+        store: MutableMapping[str, Any] | None = None,
+    ) -> None:
+        if quiescence_ms < 0 or ttl_ms < 0:
+            raise ValueError("quiescence_ms and ttl_ms must be >= 0")
+        self._q = quiescence_ms
+        self._ttl = ttl_ms
+        self._store: MutableMapping[str, Any] = {} if store is None else store
+        # (session_id, path) -> open request_ids; request_id -> its (session_id, path)
+        self._by_file: dict[tuple[str, str], set[str]] = {}
+        self._file_of: dict[str, tuple[str, str]] = {}
+        # Heaps of (due_ms, request_id). Entry keys are lower bounds (a touch only delays an
+        # entry), corrected lazily when they reach the top; orphan keys are exact.
+        self._entry_heap: list[tuple[int, str]] = []
+        self._orphan_heap: list[tuple[int, str]] = []
+        self._rebuild()
+
+    # ---- public API -------------------------------------------------------------------------
+
+    @property
+    def watermark_ms(self) -> int | None:
+        """The partition's event time: highest ts_ms (or tick) seen so far."""
+        wm = self._store.get(WATERMARK_KEY)
+        return wm if _is_int(wm) else None
+
+    @property
+    def open_count(self) -> int:
+        """Number of open prediction entries (orphan settled events not included)."""
+        return len(self._file_of)
+
+    def due_ms(self) -> int | None:
+        """Earliest time at which an entry settles or an orphan expires, for idle scheduling."""
+        best: int | None = None
+        while self._entry_heap:
+            key, rid = self._entry_heap[0]
+            st = self._store.get(_S + rid)
+            if st is None:
+                heapq.heappop(self._entry_heap)
+                continue
+            due = self._due(st)[0]
+            if due != key:
+                # stale lower bound: replace it with the real due time and look again
+                heapq.heapreplace(self._entry_heap, (due, rid))
+                continue
+            best = key
+            break
+        while self._orphan_heap:
+            key, rid = self._orphan_heap[0]
+            if self._orphan_expiry(rid) != key:
+                heapq.heappop(self._orphan_heap)
+                continue
+            best = key if best is None else min(best, key)
+            break
+        return best
+
+    def apply(self, event: dict[str, Any]) -> Applied:
+        """Apply one contract event, in partition order.
+
+        Event time first moves to the event's ts_ms and everything due by then settles; only
+        then is the event applied. An event that cannot be applied returns an error and
+        changes nothing, not even the watermark.
+        """
+        if not isinstance(event, dict):
+            return _failed("invalid_event")
+        etype = event.get("type")
+        if etype == "control":
+            return self._apply_control(event)
+        planner = self._planners.get(etype) if isinstance(etype, str) else None
+        if planner is None:
+            return _failed("unknown_type")
+        if event.get("v") != 1 or isinstance(event.get("v"), bool):
+            return _failed("unsupported_version")
+        ts = event.get("ts_ms")
+        if not _is_int(ts) or not isinstance(event.get("session_id"), str):
+            return _failed("invalid_event")
+        wm = self.watermark_ms
+        new_wm = ts if wm is None else max(wm, ts)
+        plan = planner(self, event, new_wm)
+        if isinstance(plan, str):
+            return _failed(plan)
+        settled: list[Record] = []
+        expired: list[Record] = []
+        self._advance_to(new_wm, settled, expired)
+        plan(settled, expired)
+        # a late prediction (ts below the watermark) may already be due: keep the invariant
+        # that nothing open is due at or before the watermark
+        self._settle_due(new_wm, settled, expired)
+        return Applied(settled, expired)
+
+    def advance(self, watermark_ms: int) -> Applied:
+        """Move event time forward (idle tick) and settle what became due; never goes back."""
+        if not _is_int(watermark_ms):
+            return _failed("invalid_watermark")
+        settled: list[Record] = []
+        expired: list[Record] = []
+        wm = self.watermark_ms
+        if wm is None or watermark_ms > wm:
+            self._advance_to(watermark_ms, settled, expired)
+        return Applied(settled, expired)
+
+    def flush(self) -> Applied:
+        """Settle every open entry as if event time had passed them, and expire all orphans.
+
+        The watermark itself is left where it is: flush marks the end of a finite input, it
+        does not claim that time has advanced.
+        """
+        settled: list[Record] = []
+        expired: list[Record] = []
+        pending = []
+        for rid in self._file_of:
+            due, reason = self._due(self._store[_S + rid])
+            pending.append((due, rid, reason))
+        for due, rid, reason in sorted(pending):
+            settled.append(self._settle(rid, reason, due))
+        orphans = sorted(
+            (value["ts_ms"] + self._ttl, key[len(_O) :])
+            for key, value in self._store.items()
+            if key.startswith(_O)
+        )
+        for _, rid in orphans:
+            expired.append(self._expire(rid))
+        self._entry_heap.clear()
+        self._orphan_heap.clear()
+        return Applied(settled, expired)
+
+    # ---- event planners: validate against the post-advance state, return a commit ------------
+    # A planner must not write anything; it returns an error reason or a closure that commits
+    # the event after the watermark has moved and due entries have settled.
+
+    def _plan_prediction(self, ev: dict[str, Any], new_wm: int) -> str | _Commit:
+        rid, path, excerpt = ev.get("request_id"), ev.get("path"), ev.get("excerpt")
+        start, rng, cursor = ev.get("excerpt_start"), ev.get("editable_range"), ev.get("cursor")
+        if not (isinstance(rid, str) and isinstance(path, str) and isinstance(excerpt, str)):
+            return "invalid_event"
+        if not _is_int(start) or start < 0 or not _is_int(cursor):
+            return "invalid_event"
+        raw = _utf8(excerpt)
+        if raw is None:
+            return "invalid_text"
+        if not (isinstance(rng, list) and len(rng) == 2 and all(_is_int(x) for x in rng)):
+            return "invalid_editable_range"
+        lo, hi = rng
+        if lo > hi or not (_is_boundary(raw, lo) and _is_boundary(raw, hi)):
+            return "invalid_editable_range"
+        if not _is_boundary(raw, cursor):
+            return "invalid_cursor"
+        if self._open_after(rid, new_wm):
+            return "duplicate_request_id"
+        orphan_waits = self._orphan_after(rid, new_wm)
+        ts: int = ev["ts_ms"]
+        key = (ev["session_id"], path)
+
+        def commit(settled: list[Record], expired: list[Record]) -> None:
+            pred = copy.deepcopy(ev)
+            if orphan_waits:
+                # the editor settled this request before its prediction reached us
+                orphan = self._store[_O + rid]
+                del self._store[_O + rid]
+                base = raw[lo:hi].decode()
+                settled.append(
+                    _record(pred, "client", orphan["ts_ms"], base, orphan["settled_region"], {})
+                )
+                return
+            self._store[_P + rid] = pred
+            self._store[_K + rid] = excerpt
+            state = {
+                "ts": ts,
+                "last": ts,
+                "n": 0,
+                "k0": start,
+                "klen": len(raw),
+                "r0": start + lo,
+                "r1": start + hi,
+            }
+            self._store[_S + rid] = state  # written last: the entry is now open
+            self._index(rid, key)
+            heapq.heappush(self._entry_heap, (self._due(state)[0], rid))
+
+        return commit
+
+    def _plan_edit(self, ev: dict[str, Any], new_wm: int) -> str | _Commit:
+        path, a, b, text = ev.get("path"), ev.get("start"), ev.get("end"), ev.get("text")
+        if not (isinstance(path, str) and isinstance(text, str) and _is_int(a) and _is_int(b)):
+            return "invalid_event"
+        if a < 0 or a > b:
+            return "invalid_edit_range"
+        raw = _utf8(text)
+        if raw is None:
+            return "invalid_text"
+        ts: int = ev["ts_ms"]
+        steps: list[tuple[str, _Step]] = []
+        # sorted: context_lost settles of one edit come out in request_id order
+        for rid in sorted(self._by_file.get((ev["session_id"], path), ())):
+            st = self._store[_S + rid]
+            if self._due(st)[0] <= new_wm:
+                continue  # settles before this edit applies
+            step = self._track(rid, st, a, b, raw, ts)
+            if isinstance(step, str):
+                return step
+            steps.append((rid, step))
+
+        def commit(settled: list[Record], expired: list[Record]) -> None:
+            for rid, step in steps:
+                if step.lost:
+                    settled.append(self._settle(rid, "context_lost", ts))
+                    continue
+                if step.known is not None:
+                    self._store[_K + rid] = step.known
+                if step.state is not None:
+                    self._store[_S + rid] = step.state
+                    # due times only grow, so the heap key already there stays a lower bound
+
+        return commit
+
+    def _plan_settled(self, ev: dict[str, Any], new_wm: int) -> str | _Commit:
+        rid, region = ev.get("request_id"), ev.get("settled_region")
+        if not (isinstance(rid, str) and isinstance(region, str)):
+            return "invalid_event"
+        if _utf8(region) is None:
+            return "invalid_text"
+        ts: int = ev["ts_ms"]
+        if self._open_after(rid, new_wm):
+
+            def settle_now(settled: list[Record], expired: list[Record]) -> None:
+                settled.append(self._settle(rid, "client", ts, region))
+
+            return settle_now
+        if self._orphan_after(rid, new_wm):
+            return "duplicate_settled"
+
+        def keep_orphan(settled: list[Record], expired: list[Record]) -> None:
+            self._store[_O + rid] = copy.deepcopy(ev)
+            heapq.heappush(self._orphan_heap, (ts + self._ttl, rid))
+
+        return keep_orphan
+
+    def _plan_outcome(self, ev: dict[str, Any], new_wm: int) -> str | _Commit:
+        rid, outcome, shown = ev.get("request_id"), ev.get("outcome"), ev.get("was_shown")
+        if not (isinstance(rid, str) and outcome in OUTCOMES and isinstance(shown, bool)):
+            return "invalid_event"
+        if not self._open_after(rid, new_wm):
+            return "unknown_request"
+
+        def commit(settled: list[Record], expired: list[Record]) -> None:
+            state = dict(self._store[_S + rid])
+            state["outcome"] = outcome
+            state["was_shown"] = shown
+            self._store[_S + rid] = state
+
+        return commit
+
+    _planners: ClassVar[dict[str, _Planner]] = {
+        "prediction": _plan_prediction,
+        "edit": _plan_edit,
+        "settled": _plan_settled,
+        "outcome": _plan_outcome,
+    }
+
+    def _apply_control(self, ev: dict[str, Any]) -> Applied:
+        op = ev.get("op")
+        if op == "tick":
+            wm = ev.get("watermark_ms")
+            return self.advance(wm) if _is_int(wm) else _failed("invalid_watermark")
+        if op == "flush":
+            return self.flush()
+        return _failed("unknown_control_op")
+
+    # ---- tracking ---------------------------------------------------------------------------
+
+    def _track(
+        self, rid: str, st: dict[str, Any], a: int, b: int, text: bytes, ts: int
+    ) -> _Step | str:
+        """Plan the effect of replacing file bytes [a, b) with ``text`` on one entry."""
+        k0, r0, r1 = st["k0"], st["r0"], st["r1"]
+        k1 = k0 + st["klen"]
+        touches = a <= r1 and b >= r0
+        inside = k0 <= a and b <= k1
+        if touches and not inside:
+            return _Step(lost=True)
+        length = len(text)
+        delta = length - (b - a)
+        new = dict(st)  # a fresh value: stored values are never mutated
+        new["r0"] = _move(r0, a, b, length, end=False)
+        new["r1"] = _move(r1, a, b, length, end=True)
+        known: str | None = None
+        if inside:
+            buf = self._known_bytes(rid)
+            ia, ib = a - k0, b - k0
+            if not (_is_boundary(buf, ia) and _is_boundary(buf, ib)):
+                return "offset_splits_character"
+            buf = buf[:ia] + text + buf[ib:]
+            known = buf.decode()
+            new["klen"] = len(buf)
+        elif b <= k0:
+            new["k0"] = k0 + delta  # wholly before K: everything shifts
+        elif a < k1:
+            # Partly overlaps K without touching R: keep the side of K that holds R, cut at a
+            # character boundary (widening the unknown part) so the known text stays valid.
+            buf = self._known_bytes(rid)
+            if a < k0:
+                cut = b - k0
+                while not _is_boundary(buf, cut):
+                    cut += 1
+                buf = buf[cut:]
+                new["k0"] = k0 + cut + delta
+            else:
+                cut = a - k0
+                while not _is_boundary(buf, cut):
+                    cut -= 1
+                buf = buf[:cut]
+            known = buf.decode()
+            new["klen"] = len(buf)
+        if touches:
+            new["last"] = max(st["last"], ts)
+            new["n"] = st["n"] + 1
+        return _Step(state=None if new == st else new, known=known)
+
+    def _known_bytes(self, rid: str) -> bytes:
+        return str(self._store[_K + rid]).encode("utf-8")
+
+    def _region(self, rid: str, st: dict[str, Any]) -> str:
+        buf = self._known_bytes(rid)
+        return buf[st["r0"] - st["k0"] : st["r1"] - st["k0"]].decode()
+
+    # ---- time -------------------------------------------------------------------------------
+
+    def _due(self, st: dict[str, Any]) -> tuple[int, str]:
+        """When an entry is due and why; quiescence wins a tie with the TTL."""
+        quiet = st["last"] + self._q
+        ttl = st["ts"] + self._ttl
+        return (quiet, "quiescence") if quiet <= ttl else (ttl, "ttl")
+
+    def _orphan_expiry(self, rid: str) -> int | None:
+        orphan = self._store.get(_O + rid)
+        return None if orphan is None else orphan["ts_ms"] + self._ttl
+
+    def _open_after(self, rid: str, wm: int) -> bool:
+        """Whether the entry is open and will still be open once event time reaches ``wm``."""
+        st = self._store.get(_S + rid)
+        return st is not None and self._due(st)[0] > wm
+
+    def _orphan_after(self, rid: str, wm: int) -> bool:
+        expiry = self._orphan_expiry(rid)
+        return expiry is not None and expiry > wm
+
+    def _advance_to(self, wm: int, settled: list[Record], expired: list[Record]) -> None:
+        if self.watermark_ms != wm:
+            self._store[WATERMARK_KEY] = wm
+        self._settle_due(wm, settled, expired)
+
+    def _settle_due(self, wm: int, settled: list[Record], expired: list[Record]) -> None:
+        """Settle entries and expire orphans due at or before ``wm``, in (due, request_id) order."""
+        while self._entry_heap and self._entry_heap[0][0] <= wm:
+            key, rid = heapq.heappop(self._entry_heap)
+            st = self._store.get(_S + rid)
+            if st is None:
+                continue  # already settled
+            due, reason = self._due(st)
+            if due > key:
+                heapq.heappush(self._entry_heap, (due, rid))  # touched since: re-queue
+            elif due == key:
+                settled.append(self._settle(rid, reason, due))
+            # due < key: a stale key from an earlier entry with this request_id; the current
+            # entry has its own, smaller key
+        while self._orphan_heap and self._orphan_heap[0][0] <= wm:
+            key, rid = heapq.heappop(self._orphan_heap)
+            if self._orphan_expiry(rid) == key:
+                expired.append(self._expire(rid))
+
+    # ---- settling ---------------------------------------------------------------------------
+
+    def _settle(self, rid: str, reason: str, at: int, region: str | None = None) -> Record:
+        """Close an open entry and build its record (``region`` given: the client's text)."""
+        st = self._store[_S + rid]
+        pred = self._store[_P + rid]
+        if region is None:
+            region = self._region(rid, st)
+        base = _base_region(pred)
+        del self._store[_S + rid]  # first: from here on the entry counts as closed
+        del self._store[_K + rid]
+        del self._store[_P + rid]
+        self._unindex(rid)
+        return _record(pred, reason, at, base, region, st)
+
+    def _expire(self, rid: str) -> Record:
+        orphan = copy.deepcopy(self._store[_O + rid])
+        del self._store[_O + rid]
+        return dict(orphan)
+
+    # ---- in-memory indexes ------------------------------------------------------------------
+
+    def _index(self, rid: str, key: tuple[str, str]) -> None:
+        self._by_file.setdefault(key, set()).add(rid)
+        self._file_of[rid] = key
+
+    def _unindex(self, rid: str) -> None:
+        key = self._file_of.pop(rid)
+        rids = self._by_file[key]
+        rids.discard(rid)
+        if not rids:
+            del self._by_file[key]
+
+    def _rebuild(self) -> None:
+        """Rebuild the heaps and the file index from the store (restart after a crash)."""
+        keys = list(self._store.keys())
+        present = set(keys)
+        for key in keys:
+            prefix, rid = key[:2], key[2:]
+            if prefix == _S:
+                if _P + rid not in present or _K + rid not in present:
+                    del self._store[key]  # fragment of an interrupted settle
+                    continue
+                st = self._store[key]
+                pred = self._store[_P + rid]
+                self._index(rid, (pred["session_id"], pred["path"]))
+                self._entry_heap.append((self._due(st)[0], rid))
+            elif prefix in (_P, _K):
+                if _S + rid not in present:
+                    del self._store[key]  # fragment of an interrupted open or settle
+            elif prefix == _O:
+                self._orphan_heap.append((self._store[key]["ts_ms"] + self._ttl, rid))
+        heapq.heapify(self._entry_heap)
+        heapq.heapify(self._orphan_heap)
+
+
+def _base_region(pred: dict[str, Any]) -> str:
+    """The region text at request time, cut from the excerpt at its byte offsets."""
+    lo, hi = pred["editable_range"]
+    return str(pred["excerpt"]).encode("utf-8")[lo:hi].decode()
+
+
+def _record(
+    pred: dict[str, Any],
+    reason: str,
+    at: int,
+    base: str,
+    region: str,
+    st: dict[str, Any],
+) -> Record:
+    """A settled example: the prediction's fields (sorted, for a key order that survives any
+    store round trip) without ``type``, then the settle fields in a fixed order."""
+    rec: Record = {
+        k: copy.deepcopy(pred[k]) for k in sorted(pred) if k != "type" and k not in _OWN_FIELDS
+    }
+    rec["settle_reason"] = reason
+    rec["settled_at_ms"] = at
+    rec["base_region"] = base
+    rec["settled_region"] = region
+    rec["touching_edits"] = st.get("n", 0)
+    if "outcome" in st:
+        rec["outcome"] = st["outcome"]
+        rec["was_shown"] = st["was_shown"]
+    return rec
+
+
+def settle_events(
+    events: Iterable[dict[str, Any]],
+    *,
+    quiescence_ms: int = 10_000,
+    ttl_ms: int = 300_000,
+    flush: bool = True,
+) -> list[Record]:
+    """Settle a finite, partition-ordered event stream offline; errors and orphans are dropped."""
+    machine = SettleMachine(quiescence_ms=quiescence_ms, ttl_ms=ttl_ms)
+    out: list[Record] = []
+    for event in events:
+        out.extend(machine.apply(event).settled)
+    if flush:
+        out.extend(machine.flush().settled)
+    return out
