@@ -1,0 +1,128 @@
+"""Emit stage: training-ready records and rejections, with deterministic ids and splits.
+
+The split is a stable hash of the repository, so one repository never lands in both train and
+eval (no leakage across the split). Record ids hash the pipeline version, request id, kind and
+prompt format, so reprocessing the same input yields the same keys for deduplication.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from streams.formats import build_prompt, completion_for
+from streams.ids import stable_fraction, stable_hash
+from streams.settings import Settings
+
+
+def split_for(example: dict[str, Any], eval_fraction: float) -> str:
+    # Without a repository, the session is the unit that must not straddle the split.
+    unit = example.get("repo_url") or f"session:{example['session_id']}"
+    return "eval" if stable_fraction("split", unit) < eval_fraction else "train"
+
+
+def record_id(settings: Settings, request_id: str, kind: str) -> str:
+    return stable_hash(settings.pipeline_version, request_id, kind, settings.record_format)
+
+
+def _provenance(source: dict[str, Any], settings: Settings, attempts: int) -> dict[str, Any]:
+    ex = source["example"]
+    return {
+        "session_id": ex["session_id"],
+        "path": ex["path"],
+        "repo_url": ex.get("repo_url"),
+        "revision": ex.get("revision"),
+        "served_model_version": ex.get("model_version"),
+        "student_model": source["student"]["model"],
+        "teacher_model": settings.teacher_model,
+        "judge_model": settings.judge_model if settings.judge_url else None,
+        "band": source["band"],
+        "settle_reason": ex["settle_reason"],
+        "settled_at_ms": ex["settled_at_ms"],
+        "outcome": ex.get("outcome"),
+        "repair_attempts": attempts,
+    }
+
+
+def training_records(
+    source: dict[str, Any],
+    region: str,
+    judgement: dict[str, Any],
+    settings: Settings,
+    *,
+    attempts: int = 0,
+) -> list[dict[str, Any]]:
+    """SFT always; preference when a served prediction was rejected by the user or an
+    earlier teacher answer was judged bad (the served one wins: it is real user signal)."""
+    ex = source["example"]
+    prompt = build_prompt(ex, settings.record_format)
+    chosen = completion_for(region, settings.record_format)
+    base = {
+        "v": 1,
+        "pipeline_version": settings.pipeline_version,
+        "prompt_format": settings.record_format,
+        "split": split_for(ex, settings.eval_fraction),
+        "request_id": ex["request_id"],
+        "prompt": prompt,
+        "provenance": _provenance(source, settings, attempts),
+        "scores": {"student": source["summary"], "teacher": {
+            "distance": judgement.get("distance"),
+            "reversal_ratio": judgement.get("reversal_ratio"),
+            "llm_confidence": (judgement.get("llm") or {}).get("confidence")}},
+    }
+    records = [{"id": record_id(settings, ex["request_id"], "sft"), "format": "sft",
+                **base, "completion": chosen}]
+    rejected: tuple[str, str] | None = None
+    served = ex.get("output")
+    if ex.get("outcome") == "rejected" and isinstance(served, str) and served != region:
+        rejected = (served, "user_rejected_output")
+    elif source.get("rejected_predictions"):
+        bad = [r for r in source["rejected_predictions"] if r != region]
+        if bad:
+            rejected = (bad[-1], "teacher_judged_bad")
+    if rejected is not None:
+        records.append({
+            "id": record_id(settings, ex["request_id"], "preference"), "format": "preference",
+            **base, "chosen": chosen,
+            "rejected": completion_for(rejected[0], settings.record_format),
+            "rejected_source": rejected[1]})
+    return records
+
+
+def rejected_record(
+    request_id: str,
+    stage: str,
+    reason: str,
+    settings: Settings,
+    *,
+    example: dict[str, Any] | None = None,
+    detail: str | None = None,
+    band: str | None = None,
+    summary: dict[str, Any] | None = None,
+    judgement: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "pipeline_version": settings.pipeline_version,
+        "request_id": request_id,
+        "stage": stage,
+        "reason": reason,
+        "detail": detail,
+        "example": example,
+        "band": band,
+        "summary": summary,
+        "judgement": judgement,
+    }
+
+
+def dlq_record(stage: str, reason: str, detail: str | None, topic: str, partition: int,
+               offset: int, original: bytes, settings: Settings) -> dict[str, Any]:
+    return {
+        "v": 1,
+        "pipeline_version": settings.pipeline_version,
+        "stage": stage,
+        "reason": reason,
+        "detail": detail,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "original_b64": base64.b64encode(original).decode(),
+    }

@@ -1,0 +1,64 @@
+"""Repair: a teacher answer judged bad goes back to the teacher with the judgement.
+
+At most `repair_attempts` retries; the judgement is turned into feedback the teacher can act
+on, and the bad answers are kept so they can serve as `rejected` in preference records.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.distill import Attempt
+
+
+def feedback_for(judgement: dict[str, Any]) -> str:
+    """What the teacher is told on repair: the judgement in words it can act on."""
+    words = {
+        "unparsable": "Your answer did not contain the editable region between the markers.",
+        "too_far_from_settled": (
+            f"Your region is too far from what the user wrote (normalized distance "
+            f"{judgement.get('distance')})."),
+        "reverts_user_edit": (
+            f"Your region undoes the user's last edit (reversal ratio "
+            f"{judgement.get('reversal_ratio')}). Keep their change."),
+        "judge_says_reverts": "A reviewer found that your region reverts the user's edits.",
+        "judge_low_confidence": "A reviewer was not confident the edit is right.",
+        "judge_unparsable": "The reviewer could not read your answer.",
+    }
+    lines = [words.get(r, r) for r in judgement["reasons"]]
+    llm = judgement.get("llm")
+    if llm and llm.get("reasoning"):
+        lines.append(f"Reviewer: {llm['reasoning']}")
+    return "\n".join(lines)
+
+
+def next_step(attempt_number: int, judgement: dict[str, Any], settings: Settings) -> str:
+    """`emit` a good answer, `repair` a bad one while attempts remain, else `reject`."""
+    if judgement["ok"]:
+        return "emit"
+    return "repair" if attempt_number < settings.repair_attempts else "reject"
+
+
+def repair_request(
+    scored_or_repair: dict[str, Any], att: Attempt, number: int, settings: Settings
+) -> dict[str, Any]:
+    """The `repair` record that asks for attempt `number` (1-based)."""
+    previous_bad = list(scored_or_repair.get("rejected_predictions", []))
+    if att.region is not None:
+        previous_bad.append(att.region)
+    return {
+        "v": 1,
+        "pipeline_version": settings.pipeline_version,
+        "request_id": scored_or_repair["request_id"],
+        "example": scored_or_repair["example"],
+        "student": scored_or_repair["student"],
+        "summary": scored_or_repair["summary"],
+        "band": scored_or_repair["band"],
+        "attempt": number,
+        "judgement": att.judgement,
+        "previous": att.raw,
+        "rejected_predictions": previous_bad,
+    }

@@ -1,0 +1,132 @@
+"""All configuration, in one typed, frozen object.
+
+Every field can be set by an environment variable `EDITSTREAM_<FIELD>` (upper case) or by the
+CLI flag `--<field-with-dashes>`; flags win over the environment, which wins over defaults.
+The object is passed explicitly to whatever needs it: nothing reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "EDITSTREAM_"
+DEFAULT_DISABLED_GLOBS = ("**/.env*", "**/*.pem", "**/*.key", "**/id_rsa*", "**/*secret*")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- Kafka -------------------------------------------------------------------------
+    broker: str = field(default="", metadata={"help": "bootstrap servers, e.g. 127.0.0.1:9092; "
+                                              "empty: start the embedded broker (demo only)"})
+    app_id: str = field(default="editstream", metadata={"help": "consumer group / faust app id"})
+    topic_prefix: str = field(default="", metadata={"help": "prefix for every topic name "
+                                                    "(separate runs on one broker)"})
+    partitions: int = field(default=4, metadata={"help": "partitions of the pipeline topics"})
+    pipeline_version: str = field(default="v1", metadata={"help": "stamped on every record"})
+    # --- settle ------------------------------------------------------------------------
+    quiescence_ms: int = 10_000
+    ttl_ms: int = 300_000
+    idle_tick_ms: int = field(default=1_000, metadata={
+        "help": "wall-clock idleness after which a live partition's event time is advanced"})
+    reject_settle_reasons: tuple[str, ...] = ("ttl", "context_lost")
+    # --- privacy -----------------------------------------------------------------------
+    disabled_globs: tuple[str, ...] = DEFAULT_DISABLED_GLOBS
+    require_open_source: bool = field(default=True, metadata={
+        "help": "discard events from repositories not marked open source"})
+    max_event_bytes: int = 1_048_576
+    # --- student -----------------------------------------------------------------------
+    student_url: str = field(default="", metadata={"help": "OpenAI-compatible base URL; empty: "
+                                                   "the local simulator (demo only)"})
+    student_model: str = "student"
+    student_api_key: str = ""
+    samples: int = field(default=50, metadata={"help": "student samples per example (N)"})
+    sample_temperature: float = 0.8
+    sample_max_tokens: int = 1024
+    prompt_format: str = field(default="marker", metadata={"help": "marker | fim"})
+    seed: int = 0
+    student_max_in_flight: int = 64
+    student_timeout_s: float = 30.0
+    model_max_retries: int = 4
+    sample_concurrency: int = field(default=8, metadata={
+        "help": "examples sampled at once per worker"})
+    # --- score -------------------------------------------------------------------------
+    band_low: float = 0.05
+    band_high: float = 0.6
+    # --- distill / judge / repair ------------------------------------------------------
+    teacher_url: str = field(default="", metadata={"help": "empty: the local simulator"})
+    teacher_api: str = field(default="openai", metadata={"help": "openai | anthropic"})
+    teacher_model: str = "teacher"
+    teacher_api_key: str = ""
+    teacher_max_in_flight: int = 16
+    teacher_timeout_s: float = 120.0
+    distill_concurrency: int = 4
+    judge_url: str = field(default="", metadata={"help": "LLM judge base URL (OpenAI chat); "
+                                                 "empty: deterministic checks only"})
+    judge_model: str = "judge"
+    judge_api_key: str = ""
+    judge_min_confidence: int = 3
+    judge_max_distance: float = 0.4
+    judge_max_reversal: float = 0.2
+    repair_attempts: int = 2
+    # --- emit --------------------------------------------------------------------------
+    record_format: str = field(default="marker", metadata={"help": "prompt format of records"})
+    eval_fraction: float = 0.1
+    # --- operations --------------------------------------------------------------------
+    metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port; 0: off"})
+    log_level: str = "warn"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _convert(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"not a boolean: {raw!r}")
+    if isinstance(default, tuple):
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return type(default)(raw)
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from `EDITSTREAM_*` variables, then explicit overrides (e.g. CLI flags)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        key = ENV_PREFIX + f.name.upper()
+        if key in env:
+            try:
+                values[f.name] = _convert(env[key], f.default)
+            except ValueError as exc:
+                raise ValueError(f"{key}: {exc}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
+    """One `--flag` per settings field (all optional: unset flags fall back to the env)."""
+    group = parser.add_argument_group("settings (also EDITSTREAM_<NAME> env vars)")
+    for f in fields(Settings):
+        if only is not None and f.name not in only:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "") + f" (default: {f.default!r})"
+        group.add_argument(flag, dest=f"setting_{f.name}", default=None, metavar="V",
+                           type=lambda raw, d=f.default: _convert(raw, d), help=help_)
+
+
+def from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    overrides = {k.removeprefix("setting_"): v for k, v in vars(ns).items()
+                 if k.startswith("setting_")}
+    return from_env(environ, **overrides)
