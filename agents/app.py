@@ -1,0 +1,60 @@
+"""The Faust app: wiring only. Topics, the settle table and one agent module per stage.
+
+    edit-events ─settle─▶ settled-examples ─sample─▶ student-samples ─score─▶ scored-examples
+        │                                                                      │
+        └▶ edit-events-dlq                          training-records ◀─distill─┤
+                                                    rejected-examples ◀────────┤
+                                                    repair ◀──────────────────▶ repair
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import faust
+
+from agents import distill, repair, sample, score, settle
+from agents.runtime import TOPICS, Runtime
+from streams.settings import Settings
+
+
+def broker_url(bootstrap: str) -> str:
+    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
+    app = faust.App(
+        settings.app_id,
+        broker=broker_url(settings.broker),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        web_enabled=False,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=4096,
+        broker_request_timeout=timedelta(seconds=90),
+        broker_session_timeout=timedelta(seconds=30),
+        broker_heartbeat_interval=timedelta(seconds=3),
+        broker_rebalance_timeout=timedelta(seconds=60),
+        producer_max_request_size=4 * 1024 * 1024,
+        consumer_max_fetch_size=8 * 1024 * 1024,
+    )
+    rt = Runtime(settings, app)
+    for name in TOPICS:
+        rt.topics[name] = app.topic(
+            settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
+            value_serializer="raw", partitions=settings.partitions)
+    settle.register(app, rt)
+    sample.register(app, rt)
+    score.register(app, rt)
+    distill.register(app, rt)
+    repair.register(app, rt)
+
+    @app.on_shutdown.connect
+    async def close_clients(app: faust.App, **kwargs: object) -> None:
+        await rt.aclose()
+
+    return app, rt

@@ -1,0 +1,66 @@
+"""Prometheus metrics of the worker: defined once here, updated only by the agents.
+
+Labels are bounded sets (event types, stages, reasons from fixed vocabularies, bands);
+never a request id, session id or path.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+from streams.models import RequestEvent
+
+EVENTS_IN = Counter("editstream_events_in_total", "Ingest events by type and result",
+                    ["type", "result"])
+DISCARDED = Counter("editstream_privacy_discarded_total",
+                    "Events discarded at ingest for privacy", ["reason"])
+DLQ = Counter("editstream_dlq_total", "Records sent to a dead-letter topic", ["stage", "reason"])
+OPEN_PREDICTIONS = Gauge("editstream_settle_open_predictions",
+                         "Predictions waiting to settle on this worker")
+SETTLED = Counter("editstream_settled_total", "Settled examples by reason", ["reason"])
+SETTLE_DELAY = Histogram("editstream_settle_delay_seconds",
+                         "Event time from the last touching edit to settling",
+                         buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600))
+E2E_LAG = Histogram("editstream_end_to_end_lag_seconds",
+                    "Wall time from ingest to training record or rejection",
+                    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900))
+MODEL_REQUESTS = Counter("editstream_model_requests_total", "Model HTTP attempts",
+                         ["kind", "status"])
+MODEL_RETRIES = Counter("editstream_model_retries_total", "Model HTTP retries", ["kind"])
+MODEL_LATENCY = Histogram("editstream_model_request_duration_seconds",
+                          "Model HTTP attempt latency", ["kind"],
+                          buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
+MODEL_TOKENS = Counter("editstream_model_tokens_total", "Tokens used", ["kind", "direction"])
+SAMPLE_DISTANCE = Histogram("editstream_sample_distance_ratio",
+                            "Normalized Levenshtein distance of each student sample",
+                            buckets=tuple(i / 20 for i in range(1, 21)))
+SAMPLE_REVERSAL = Histogram("editstream_sample_reversal_ratio",
+                            "Reversal ratio of each student sample",
+                            buckets=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0))
+BANDS = Counter("editstream_examples_by_band_total", "Scored examples by band", ["band"])
+REPAIRS = Counter("editstream_repair_attempts_total", "Repair attempts by result",
+                  ["result"])
+TRAINING_RECORDS = Counter("editstream_training_records_total", "Training records emitted",
+                           ["kind", "split"])
+REJECTED = Counter("editstream_rejected_examples_total", "Examples that left without a record",
+                   ["stage", "reason"])
+STAGE_SECONDS = Histogram("editstream_stage_processing_seconds",
+                          "Processing time per record and stage", ["stage"],
+                          buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120))
+
+
+def observe_request(ev: RequestEvent) -> None:
+    """The model clients' observer hook."""
+    MODEL_REQUESTS.labels(ev.kind, ev.status).inc()
+    MODEL_LATENCY.labels(ev.kind).observe(ev.latency_s)
+    if ev.retry:
+        MODEL_RETRIES.labels(ev.kind).inc()
+    if ev.prompt_tokens:
+        MODEL_TOKENS.labels(ev.kind, "prompt").inc(ev.prompt_tokens)
+    if ev.completion_tokens:
+        MODEL_TOKENS.labels(ev.kind, "completion").inc(ev.completion_tokens)
+
+
+def reason_label(reason: str) -> str:
+    """Keep the label set bounded: reasons are snake_case words; anything else is folded."""
+    head = reason.split(":", 1)[0]
+    return head if head.replace("_", "").isalnum() and len(head) <= 40 else "other"

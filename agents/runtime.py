@@ -1,0 +1,109 @@
+"""What every agent needs: settings, topics, model clients, and the send helpers.
+
+Clients are created lazily inside the worker's event loop (httpx clients bind to the loop
+that first uses them) and closed when the worker stops.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+from streams.models import Endpoint, StudentClient, TeacherClient
+
+from agents import metrics
+from streams.emit import dlq_record, rejected_record
+from streams.settings import Settings
+
+TOPICS = (
+    "edit-events", "edit-events-dlq", "settled-examples", "student-samples", "scored-examples",
+    "repair", "training-records", "rejected-examples", "pipeline-dlq",
+)
+
+
+def dumps(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record)
+
+
+def observe_lag(example: dict[str, Any]) -> None:
+    """End-to-end lag: from the moment the example settled (event time) to now."""
+    metrics.E2E_LAG.observe(max(0.0, time.time() - example["settled_at_ms"] / 1000))
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    app: faust.App
+    topics: dict[str, faust.types.TopicT] = field(default_factory=dict)
+    _student: StudentClient | None = None
+    _teacher: TeacherClient | None = None
+    _judge: TeacherClient | None = None
+    _judge_checked: bool = False
+
+    def topic(self, name: str) -> faust.types.TopicT:
+        return self.topics[name]
+
+    # --- model clients ---------------------------------------------------------------
+    @property
+    def student(self) -> StudentClient:
+        if self._student is None:
+            s = self.settings
+            self._student = StudentClient(
+                Endpoint(s.student_url, s.student_model, api_key=s.student_api_key or None,
+                         timeout_s=s.student_timeout_s, max_retries=s.model_max_retries),
+                max_in_flight=s.student_max_in_flight, observer=metrics.observe_request)
+        return self._student
+
+    @property
+    def teacher(self) -> TeacherClient:
+        if self._teacher is None:
+            s = self.settings
+            self._teacher = TeacherClient(
+                Endpoint(s.teacher_url, s.teacher_model, api=s.teacher_api,
+                         api_key=s.teacher_api_key or None, timeout_s=s.teacher_timeout_s,
+                         max_retries=s.model_max_retries),
+                max_in_flight=s.teacher_max_in_flight, observer=metrics.observe_request)
+        return self._teacher
+
+    @property
+    def judge(self) -> TeacherClient | None:
+        s = self.settings
+        if self._judge is None and s.judge_url:
+            self._judge = TeacherClient(
+                Endpoint(s.judge_url, s.judge_model, api_key=s.judge_api_key or None,
+                         timeout_s=s.teacher_timeout_s, max_retries=s.model_max_retries),
+                kind="judge", max_in_flight=s.teacher_max_in_flight,
+                observer=metrics.observe_request)
+        return self._judge
+
+    async def aclose(self) -> None:
+        for client in (self._student, self._teacher, self._judge):
+            if client is not None:
+                await client.aclose()
+
+    # --- sends -----------------------------------------------------------------------
+    async def send(self, topic: str, key: str, record: dict[str, Any],
+                   partition: int | None = None) -> None:
+        await self.topic(topic).send(key=key.encode(), value=dumps(record), partition=partition)
+
+    async def reject(self, stage: str, reason: str, example: dict[str, Any],
+                     **extra: Any) -> None:
+        metrics.REJECTED.labels(stage, metrics.reason_label(reason)).inc()
+        observe_lag(example)
+        await self.send("rejected-examples", example["request_id"],
+                        rejected_record(example["request_id"], stage, reason, self.settings,
+                                        example=example, **extra))
+
+    async def dead_letter(self, dlq_topic: str, stage: str, reason: str, detail: str | None,
+                          message: Any, *, original: bytes | None = None,
+                          key: str | None = None) -> None:
+        """Keep a record a stage could not process, with its original bytes and source."""
+        metrics.DLQ.labels(stage, metrics.reason_label(reason)).inc()
+        raw = message.value or b"" if original is None else original
+        rec = dlq_record(stage, reason, detail, message.topic, message.partition,
+                         message.offset, raw, self.settings)
+        key = key or f"{message.topic}:{message.partition}:{message.offset}"
+        await self.send(dlq_topic, key, rec)

@@ -1,0 +1,32 @@
+"""Score agent: student samples → per-sample scores, distribution summary and band."""
+
+from __future__ import annotations
+
+import time
+
+import faust
+import orjson
+
+from agents import metrics
+from agents.runtime import Runtime
+from streams.score import score_example
+
+
+def register(app: faust.App, rt: Runtime) -> None:
+    @app.agent(rt.topic("student-samples"), name="score")
+    async def score(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            started = time.perf_counter()
+            try:
+                scored = score_example(orjson.loads(msg.value), rt.settings)
+                for sc in scored["scores"]:
+                    metrics.SAMPLE_DISTANCE.observe(sc["distance"])
+                    metrics.SAMPLE_REVERSAL.observe(sc["reversal_ratio"])
+                metrics.BANDS.labels(scored["band"]).inc()
+                await rt.send("scored-examples", scored["request_id"], scored)
+            except Exception as exc:
+                await rt.dead_letter("pipeline-dlq", "score", "internal_error",
+                                     type(exc).__name__, msg)
+            finally:
+                metrics.STAGE_SECONDS.labels("score").observe(time.perf_counter() - started)

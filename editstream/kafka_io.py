@@ -1,0 +1,116 @@
+"""Plain aiokafka helpers for the command-line tools (produce, read a topic to its end).
+
+The worker moves records with Faust; tools that feed or drain topics use aiokafka directly,
+with the same durability settings (acks=all, idempotent producer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from agents.runtime import TOPICS
+from streams.settings import Settings
+
+
+async def ensure_topics(settings: Settings) -> None:
+    """Create the pipeline topics with the configured partitions (idempotent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(settings.topic(t), settings.partitions, 1) for t in TOPICS
+               if settings.topic(t) not in existing]
+        if new:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new)
+    finally:
+        await admin.close()
+
+
+def producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
+                            enable_idempotence=True, linger_ms=5,
+                            max_request_size=4 * 1024 * 1024)
+
+
+def event_key(raw: bytes) -> bytes | None:
+    """Events are keyed by session_id; unparsable lines go unkeyed (the DLQ will get them)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    sid = obj.get("session_id") if isinstance(obj, dict) else None
+    return sid.encode() if isinstance(sid, str) else None
+
+
+async def produce_events(settings: Settings, lines: Iterable[bytes], *,
+                         flush: bool = False) -> int:
+    """Send raw event lines to `edit-events`; with `flush`, end every partition with a
+    control flush so all open predictions settle (finite inputs: demo, backfill)."""
+    topic = settings.topic("edit-events")
+    prod = producer(settings)
+    await prod.start()
+    n = 0
+    try:
+        pending = []
+        for raw in lines:
+            pending.append(await prod.send(topic, raw, key=event_key(raw)))
+            n += 1
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        if flush:
+            await send_flush(prod, topic, await prod.partitions_for(topic))
+    finally:
+        await prod.stop()
+    return n
+
+
+async def send_flush(prod: AIOKafkaProducer, topic: str, partitions: Iterable[int]) -> None:
+    control = orjson.dumps({"v": 1, "type": "control", "op": "flush",
+                            "session_id": "__control__", "ts_ms": 0,
+                            "can_collect_data": False})
+    await asyncio.gather(*[await prod.send(topic, control, key=b"__control__", partition=p)
+                           for p in sorted(partitions)])
+
+
+async def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0
+                      ) -> AsyncIterator[Any]:
+    """Every record of `topic` from the beginning up to the end offsets seen at start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
+                                fetch_max_bytes=64 << 20)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while remaining and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for tp, records in batch.items():
+                for rec in records:
+                    if rec.offset < ends[tp]:
+                        yield rec
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
