@@ -130,3 +130,18 @@ def from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     overrides = {k.removeprefix("setting_"): v for k, v in vars(ns).items()
                  if k.startswith("setting_")}
     return from_env(environ, **overrides)
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The `EDITSTREAM_*` variables that reproduce `settings` in a child process."""
+    out = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, tuple):
+            text = ",".join(value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        out[ENV_PREFIX + f.name.upper()] = text
+    return out
