@@ -86,7 +86,8 @@ _SKIP_DIRS = frozenset(
 # make "line" ambiguous for consumers, so we skip such files (and tabs, for simple indents).
 _BAD_CHARS = re.compile("[\r\t\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _TOKEN = re.compile(r"\w+|\s+|[^\w\s]")  # covers every char, so "".join(tokens) == line
-_IDENT = re.compile(r"(?<![\w])[A-Za-z_][A-Za-z0-9_]*(?![\w])")
+# An identifier; not right after a backslash, so the "n" of a "\n" escape is not a name.
+_IDENT = re.compile(r"(?<![\w\\])[A-Za-z_][A-Za-z0-9_]*(?![\w])")
 _NOT_RENAMEABLE = frozenset({*keyword.kwlist, *keyword.softkwlist, *dir(builtins), "self", "cls"})
 
 # Outcome plans for a prediction, with weights. "none" = no outcome event at all (the region
@@ -146,6 +147,7 @@ def write_jsonl(events: Iterable[dict[str, Any]], path: str | Path) -> int:
             for event in events:
                 fh.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
                 count += 1
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; this is a shareable data file
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -390,6 +392,7 @@ class _Traits:
     open_source: bool
     client_settles: bool
     secret_path: str | None
+    leaky_history: bool  # the client does not filter sensitive files out of `history`
     non_ascii: bool
     ttl: bool
     repo: int
@@ -419,6 +422,7 @@ class _Session:
         self.group: _Group | None = None
         self.pending: list[_Pending] = []
         self.jump = False  # next action moves far away (after an abandoned prediction)
+        self.leak_next = False  # next prediction's history carries a sensitive diff
         rng = self.rng
         self.client_quiet_ms = rng.randint(*CLIENT_QUIET_MS)
         self.model_version: str | None = rng.choice(MODEL_VERSIONS)
@@ -518,6 +522,8 @@ class _Session:
         if g is None or g.before == g.after:
             return
         g.diff = unified_diff(g.path, g.before, g.after)
+        if self.closed:  # only the newest group can be undone: drop older file snapshots
+            self.closed[-1].before = self.closed[-1].after = ""
         self.closed.append(g)
 
     def edit(self, path: str, start: int, end: int, text: str, *, predicted: bool = False) -> None:
@@ -542,16 +548,25 @@ class _Session:
         """The last 1-3 edit groups (the in-progress one included) as unified diffs.
 
         Edits of sensitive files are kept out of other files' history, as an editor that
-        respects the exclusion globs would do; a prediction on such a file sees them.
+        respects the exclusion globs would do; a prediction on such a file sees them. A
+        "leaky" client (one session) lets its latest sensitive diff through once, so the
+        server's check of history paths has something to catch.
         """
-        groups = list(self.closed[-3:])
+        groups = list(self.closed[-8:])
         g = self.group
         if g is not None and g.before != g.after:
             groups.append(_Group(g.path, g.before, g.after, g.ts_ms, g.predicted))
+        leak: _Group | None = None
         if not is_disabled_path(path):
+            if self.leak_next:
+                leak = next((x for x in reversed(groups) if is_disabled_path(x.path)), None)
             groups = [x for x in groups if not is_disabled_path(x.path)]
+        chosen = groups[-self.rng.randint(1, 3) :]
+        if leak is not None:
+            chosen = sorted([*chosen[-2:], leak], key=lambda x: x.ts_ms)
+            self.leak_next = False
         out = []
-        for x in groups[-self.rng.randint(1, 3) :]:
+        for x in chosen:
             diff = x.diff if x.diff is not None else unified_diff(x.path, x.before, x.after)
             out.append({"path": x.path, "diff": diff, "predicted": x.predicted, "ts_ms": x.ts_ms})
         return out
@@ -644,7 +659,9 @@ class _Session:
         secret_at = ttl_at = -1
         non_ascii: set[int] = set()
         if self.traits.secret_path:
-            secret_at = rng.choice(sorted(flagged)) if flagged else rng.randrange(n_actions)
+            # not the last prediction, so a later one can carry a leaked history entry
+            options = sorted(flagged)[:-1] or sorted(flagged) or list(range(n_actions))
+            secret_at = rng.choice(options)
         if self.traits.ttl and flagged - {secret_at}:
             ttl_at = rng.choice(sorted(flagged - {secret_at}))
         if self.traits.non_ascii:
@@ -662,6 +679,7 @@ class _Session:
                 self._pause()
                 plan = self._plan(allow_context_lost=False) if i in flagged else None
                 self.act_type(self.traits.secret_path or path, plan)
+                self.leak_next = self.traits.leaky_history
             elif i in flagged:
                 self._pause()
                 plan = "ttl" if i == ttl_at else self._plan()
@@ -839,11 +857,13 @@ class _Session:
     def _wrong_rest(self, rest: str) -> str:
         """Something plausible the model might have predicted instead of `rest`."""
         rng = self.rng
-        idents = sorted({m.group() for m in _IDENT.finditer(rest)} - _NOT_RENAMEABLE)
+        idents = sorted(
+            {m.group() for m in _IDENT.finditer(rest) if len(m.group()) >= 3} - _NOT_RENAMEABLE
+        )
         if idents and rng.random() < 0.5:
             name = rng.choice(idents)
             other = _new_name(rng, name)
-            out = re.sub(rf"(?<![\w]){re.escape(name)}(?![\w])", other, rest, count=1)
+            out = re.sub(rf"(?<![\w\\]){re.escape(name)}(?![\w])", other, rest, count=1)
             if out != rest:
                 return out
         tokens = _TOKEN.findall(rest)
@@ -924,7 +944,7 @@ class _Session:
             return
         old = rng.choice(names)
         new = _new_name(rng, old)
-        pat = re.compile(rf"(?<![\w]){re.escape(old)}(?![\w])")
+        pat = re.compile(rf"(?<![\w\\]){re.escape(old)}(?![\w])")
         first = w0 + next(pat.finditer(span)).start()
         self.edit(path, first, first + len(old), new)  # select the word, type the new name
         cursor = first + len(new)
@@ -1094,6 +1114,7 @@ def _simulate(config: GenerateConfig) -> tuple[list[dict[str, Any]], dict[tuple[
     secret = _pick_sessions(master, n, 0.15)
     non_ascii = _pick_sessions(master, n, 0.40)
     ttl = _pick_sessions(master, n, 0.05)
+    leaky = {master.choice(sorted(secret))} if secret else set()
     repos = list(range(config.repos))
     master.shuffle(repos)  # every repo gets used once there are enough sessions
     merged: list[tuple[int, int, int, dict[str, Any]]] = []
@@ -1104,6 +1125,7 @@ def _simulate(config: GenerateConfig) -> tuple[list[dict[str, Any]], dict[tuple[
             open_source=i not in closed_source,
             client_settles=i in client_settles,
             secret_path=master.choice(SECRET_PATHS) if i in secret else None,
+            leaky_history=i in leaky,
             non_ascii=i in non_ascii,
             ttl=i in ttl,
             repo=repos[i % len(repos)],

@@ -164,7 +164,8 @@ def test_time_order(generated: tuple[Events, Any]) -> None:
     for e in events:
         spans[e["session_id"]].append(e["ts_ms"])
     firsts = sorted((min(v), max(v)) for v in spans.values())
-    assert any(b[0] < a[1] for a, b in pairwise(firsts))
+    if len(spans) >= 8:  # a handful of short sessions may well not overlap
+        assert any(b[0] < a[1] for a, b in pairwise(firsts))
 
 
 def test_request_ids_unique_and_referenced(generated: tuple[Events, Any]) -> None:
@@ -273,10 +274,24 @@ def test_history_is_real_unified_diffs(generated: tuple[Events, Any]) -> None:
         for h in e["history"]:
             _check_unified_diff(h["diff"], h["path"])
             seen += 1
-            # sensitive files never leak into another file's history
-            if not is_disabled_path(e["path"]):
-                assert not is_disabled_path(h["path"])
     assert seen > 0
+
+
+def test_sensitive_history_leaks_only_from_the_leaky_client(generated: tuple[Events, Any]) -> None:
+    events, _ = generated
+    leaks = [
+        e
+        for e in events
+        if e["type"] == "prediction"
+        and not is_disabled_path(e["path"])
+        and any(is_disabled_path(h["path"]) for h in e["history"])
+    ]
+    # exactly one session's client lets one sensitive diff through, once
+    assert len(leaks) == 1
+    sid = leaks[0]["session_id"]
+    assert any(
+        x.get("path") and is_disabled_path(x["path"]) and x["session_id"] == sid for x in events
+    )
 
 
 def _check_unified_diff(diff: str, path: str) -> None:
@@ -448,6 +463,7 @@ def test_write_jsonl_round_trip(tmp_path: Path) -> None:
     text = out.read_text(encoding="utf-8")
     assert [json.loads(line) for line in text.splitlines()] == events
     assert not list(out.parent.glob(".*.tmp"))
+    assert out.stat().st_mode & 0o777 == 0o644
 
 
 def test_committed_sample_matches_generator(default_events: Events) -> None:
