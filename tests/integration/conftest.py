@@ -1,0 +1,112 @@
+"""Fixtures for tests on a real broker: Tansu (embedded), the model simulator as a real HTTP
+server process, and `editstream worker` processes — the same commands a user runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from editstream.broker import BrokerHandle, start_broker
+from streams.settings import Settings, to_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[BrokerHandle]:
+    with start_broker("tansu") as handle:
+        yield handle
+
+
+class Simulator:
+    def __init__(self, tmp: Path, *flags: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(tmp / f"simulator-{self.port}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "editstream.cli", "simulate", "--port", str(self.port),
+             *flags], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("simulator did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    sim = Simulator(tmp_path_factory.mktemp("sim"))
+    yield sim
+    sim.stop()
+
+
+class Worker:
+    """An `editstream worker` process with its log kept for the test report."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        env = {**os.environ, **to_env(self.settings)}
+        self.proc = subprocess.Popen([sys.executable, "-m", "editstream.cli", "worker"],
+                                     env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, n: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+def run_settings(broker: str, sim_url: str, **kw: object) -> Settings:
+    """Settings for one isolated run: its own topics and consumer group on a shared broker."""
+    run = uuid.uuid4().hex[:8]
+    base = dict(broker=broker, topic_prefix=f"t{run}-", app_id=f"editstream-t{run}",
+                student_url=sim_url, teacher_url=sim_url, samples=8, idle_tick_ms=500,
+                partitions=4, log_level="warn")
+    base.update(kw)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        w.stop()
