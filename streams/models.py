@@ -1,0 +1,631 @@
+"""Async HTTP clients for the model servers: the student (sampling) and the teacher/judge (chat).
+
+The pipeline talks to OpenAI-compatible servers (vLLM, SGLang, the local simulator) and, for
+the teacher, optionally to Anthropic's Messages API. Model servers are slow, rate limited and
+flaky, so every call here is bounded (a semaphore per client), timed out, retried with
+exponential backoff and full jitter, and honours ``Retry-After``. Whatever goes wrong is
+translated at this boundary into one exception type, :class:`ModelError`, with a short
+machine-readable ``reason``; httpx and JSON errors never reach callers.
+
+Determinism: the student asks for ``n`` samples with one seed. Servers that accept ``n``
+derive choice ``i`` from ``seed + index`` (the simulator does; so do servers that seed
+per-choice generators that way). Servers that reject ``n`` get ``n`` requests with ``n=1``
+and ``seed = seed + i``, so both modes yield the same samples in the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+import httpx
+import orjson
+
+__all__ = [
+    "ChatResult",
+    "Endpoint",
+    "ModelError",
+    "RequestEvent",
+    "SampleBatch",
+    "StudentClient",
+    "TeacherClient",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+APIS = ("openai", "anthropic")
+ANTHROPIC_VERSION = "2023-06-01"
+# A server asking us to wait longer than this is treated as asking for this long: one bad
+# header must not park a pipeline stage for an hour.
+RETRY_AFTER_CAP_S = 60.0
+# Error details are kept for debugging, but bounded so a huge error page can't bloat logs.
+_DETAIL_MAX = 500
+# "n" as a word in an error message, e.g. "n > 1 is not supported" or "'n' must be 1".
+_MENTIONS_N = re.compile(r"(?<![\w-])['\"`]?n['\"`]?(?![\w-])")
+
+
+class ModelError(Exception):
+    """A model call failed; ``reason`` says how, in a form fit for metrics labels.
+
+    Reasons: ``"timeout"``, ``"connection"``, ``"http_<status>"``, ``"malformed_response"``
+    and ``"retry_budget_exhausted"`` (then ``last_reason`` holds the reason of the last
+    attempt). ``status`` and ``detail`` carry the HTTP status and the server's error message
+    when there was one; neither ever contains prompt text we sent.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        last_reason: str | None = None,
+        status: int | None = None,
+        detail: str | None = None,
+        param: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        self.reason = reason
+        self.last_reason = last_reason
+        self.status = status
+        self.detail = detail
+        self.param = param
+        self.attempts = attempts
+        msg = reason if last_reason is None else f"{reason} (last: {last_reason})"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a model is served and how patiently to talk to it.
+
+    ``base_url`` is the server root (``http://host:8000``); a trailing ``/v1`` is tolerated
+    because OpenAI-style configs usually include it. ``max_retries`` counts retries after
+    the first attempt. ``timeout_s`` applies to each phase of an attempt (connect, write,
+    wait for bytes), as httpx timeouts do.
+    """
+
+    base_url: str
+    model: str
+    api: str = "openai"  # "openai" | "anthropic" (teacher only)
+    api_key: str | None = None
+    timeout_s: float = 30.0
+    max_retries: int = 4
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.api not in APIS:
+            raise ValueError(f"unknown api {self.api!r}; expected one of {APIS}")
+        if self.timeout_s <= 0 or self.max_retries < 0:
+            raise ValueError("timeout_s must be > 0 and max_retries >= 0")
+        if self.backoff_base_s < 0 or self.backoff_max_s < 0:
+            raise ValueError("backoff times must be >= 0")
+
+    def __repr__(self) -> str:
+        # Never print the key (configs end up in logs).
+        key = None if self.api_key is None else "***"
+        return (
+            f"Endpoint(base_url={self.base_url!r}, model={self.model!r}, api={self.api!r}, "
+            f"api_key={key}, timeout_s={self.timeout_s}, max_retries={self.max_retries})"
+        )
+
+
+@dataclass(frozen=True)
+class RequestEvent:
+    """One HTTP attempt, as the metrics observer sees it (never any prompt or answer text)."""
+
+    kind: str  # "student" | "teacher" | "judge"
+    status: str  # "ok" | "timeout" | "connection" | "http_<status>" | "malformed_response"
+    latency_s: float
+    retry: bool  # this attempt is a retry of an earlier one
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class SampleBatch:
+    """``n`` student samples in seed order, with what it cost to get them.
+
+    ``latencies_ms[i]`` is the wall time of the call that produced sample ``i``, retries
+    and backoff included (in ``"n"`` mode all samples share one call). ``requests`` counts
+    every HTTP attempt, including a rejected ``n`` request before falling back.
+    """
+
+    texts: list[str]
+    latencies_ms: list[float]
+    mode: str  # "n" (one request with n) or "parallel" (n requests with n=1)
+    requests: int
+    retries: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A teacher/judge answer; ``latency_ms`` includes retries and backoff."""
+
+    text: str
+    latency_ms: float
+    retries: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class _Outcome(Generic[T]):
+    """A successful call: the parsed value plus accounting across its attempts."""
+
+    value: T
+    latency_ms: float
+    attempts: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class _Malformed(Exception):
+    """A 200 response whose body is not what the API promises."""
+
+
+@dataclass(frozen=True)
+class _Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT; be lenient with servers that omit it
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _error_details(content: bytes) -> tuple[str | None, str | None]:
+    """(message, param) from an OpenAI- or Anthropic-shaped error body, when it has one."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        text = content[:_DETAIL_MAX].decode("utf-8", "replace").strip()
+        return (text or None), None
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        message, param = err.get("message"), err.get("param")
+        return (
+            str(message)[:_DETAIL_MAX] if message is not None else None,
+            str(param) if param is not None else None,
+        )
+    if isinstance(err, str):
+        return err[:_DETAIL_MAX], None
+    return None, None
+
+
+def _int_field(obj: Any, key: str) -> int:
+    """A token count from a usage object; absent or odd counts read as 0 (usage is advisory)."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _str_field(obj: Any, key: str) -> str:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(value, str):
+        raise _Malformed(f"missing string field {key!r}")
+    return value
+
+
+def _base_url(url: str) -> httpx.URL:
+    """The server root as an httpx URL; rejects what httpx could never connect to."""
+    try:
+        parsed = httpx.URL(url.rstrip("/").removesuffix("/v1"))
+    except httpx.InvalidURL as exc:  # translate at the boundary: config errors are ValueErrors
+        raise ValueError(f"invalid base_url {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {url!r}")
+    return parsed
+
+
+class _ModelClient:
+    """Shared machinery: one pooled httpx client, a concurrency bound, the retry loop."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        kind: str,
+        max_in_flight: int,
+        observer: Callable[[RequestEvent], None] | None,
+        sleep: Callable[[float], Awaitable[None]],
+        rng: random.Random | None,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be >= 1")
+        self.endpoint = endpoint
+        self.kind = kind
+        self._observer = observer
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._semaphore = asyncio.Semaphore(max_in_flight)
+        self._client = httpx.AsyncClient(
+            base_url=_base_url(endpoint.base_url),
+            headers=self._auth_headers(),
+            timeout=httpx.Timeout(endpoint.timeout_s),
+            # The semaphore already bounds attempts; size the pool so it never queues them.
+            limits=httpx.Limits(
+                max_connections=max_in_flight, max_keepalive_connections=max_in_flight
+            ),
+            transport=transport,
+        )
+
+    def _auth_headers(self) -> dict[str, str]:
+        key = self.endpoint.api_key
+        if self.endpoint.api == "anthropic":
+            headers = {"anthropic-version": ANTHROPIC_VERSION}
+            if key is not None:
+                headers["x-api-key"] = key
+            return headers
+        return {} if key is None else {"Authorization": f"Bearer {key}"}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _observe(self, event: RequestEvent) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer(event)
+        except Exception:  # a metrics hook must never fail a model call
+            log.exception("model request observer failed")
+
+    def _backoff_s(self, attempt: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff, stretched to honour the server's Retry-After."""
+        ep = self.endpoint
+        delay = self._rng.uniform(0.0, min(ep.backoff_max_s, ep.backoff_base_s * 2**attempt))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, RETRY_AFTER_CAP_S))
+        return delay
+
+    async def _call(
+        self,
+        path: str,
+        body: dict[str, Any],
+        parse: Callable[[Any], tuple[T, _Usage]],
+    ) -> _Outcome[T]:
+        """POST ``body`` until it succeeds, fails for good, or the retry budget runs out.
+
+        Retried: timeouts, connection failures (the server closing the connection
+        included), 429, 5xx, and 200s whose body does not parse. Any other status fails at
+        once with ``http_<status>``.
+        """
+        ep = self.endpoint
+        content = orjson.dumps(body)
+        headers = {"content-type": "application/json"}
+        started = time.monotonic()
+        reason = "connection"
+        for attempt in range(ep.max_retries + 1):
+            retry_after: float | None = None
+            t0 = time.monotonic()
+            try:
+                async with self._semaphore:
+                    resp = await self._client.post(path, content=content, headers=headers)
+            except httpx.TimeoutException:
+                reason = "timeout"
+            except httpx.DecodingError:  # e.g. a corrupt gzip body: the response is broken
+                reason = "malformed_response"
+            except httpx.HTTPError:  # TransportError & co: refused, reset, closed early
+                reason = "connection"
+            else:
+                latency = time.monotonic() - t0
+                status = resp.status_code
+                if status == 200:
+                    try:
+                        value, usage = parse(orjson.loads(resp.content))
+                    except (_Malformed, orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+                        reason = "malformed_response"
+                    else:
+                        self._observe(
+                            RequestEvent(
+                                self.kind,
+                                "ok",
+                                latency,
+                                attempt > 0,
+                                usage.prompt_tokens,
+                                usage.completion_tokens,
+                            )
+                        )
+                        return _Outcome(
+                            value,
+                            (time.monotonic() - started) * 1000.0,
+                            attempt + 1,
+                            usage.prompt_tokens,
+                            usage.completion_tokens,
+                        )
+                else:
+                    reason = f"http_{status}"
+                    if status != 429 and status < 500:
+                        self._observe(RequestEvent(self.kind, reason, latency, attempt > 0, 0, 0))
+                        detail, param = _error_details(resp.content)
+                        raise ModelError(
+                            reason, status=status, detail=detail, param=param, attempts=attempt + 1
+                        )
+                    retry_after = _retry_after_s(resp.headers.get("retry-after"))
+            self._observe(RequestEvent(self.kind, reason, time.monotonic() - t0, attempt > 0, 0, 0))
+            if attempt < ep.max_retries:
+                await self._sleep(self._backoff_s(attempt, retry_after))
+        raise ModelError("retry_budget_exhausted", last_reason=reason, attempts=ep.max_retries + 1)
+
+
+class StudentClient(_ModelClient):
+    """Samples completions from the student model (OpenAI-compatible ``/v1/completions``)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        max_in_flight: int = 64,
+        observer: Callable[[RequestEvent], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if endpoint.api != "openai":
+            raise ValueError("the student speaks the OpenAI completions API only")
+        super().__init__(
+            endpoint,
+            kind="student",
+            max_in_flight=max_in_flight,
+            observer=observer,
+            sleep=sleep,
+            rng=rng,
+            transport=transport,
+        )
+        # Learned once per client: after a server rejects `n`, don't ask again.
+        self.n_supported = True
+
+    async def sample(
+        self,
+        prompt: str,
+        n: int,
+        *,
+        temperature: float = 0.8,
+        max_tokens: int = 1024,
+        seed: int = 0,
+        stop: list[str] | None = None,
+    ) -> SampleBatch:
+        """``n`` samples of ``prompt``; sample ``i`` is the one drawn with ``seed + i``.
+
+        One request with ``n`` when the server accepts it (choices ordered by ``index``);
+        otherwise ``n`` concurrent requests with ``n=1``. A 400 that names ``n``, or fewer
+        choices than asked, marks ``n`` unsupported for this client and falls back.
+        """
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        base: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "prompt": prompt,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
+        if stop is not None:
+            base["stop"] = stop
+        wasted = 0  # attempts spent on a rejected n request still count as requests
+        if self.n_supported:
+            try:
+                out = await self._call(
+                    "/v1/completions", {**base, "n": n, "seed": seed}, self._choices_parser(n)
+                )
+            except ModelError as exc:
+                if not self._rejects_n(exc, n):
+                    raise
+                wasted = exc.attempts
+            else:
+                if out.value is not None:
+                    return SampleBatch(
+                        texts=out.value,
+                        latencies_ms=[out.latency_ms] * n,
+                        mode="n",
+                        requests=out.attempts,
+                        retries=out.attempts - 1,
+                        prompt_tokens=out.prompt_tokens,
+                        completion_tokens=out.completion_tokens,
+                    )
+                wasted = out.attempts  # too few choices: the server ignores n
+            log.info(
+                "server at %s does not support n; sampling in parallel", self.endpoint.base_url
+            )
+            self.n_supported = False
+        return await self._sample_parallel(base, n, seed, wasted)
+
+    @staticmethod
+    def _rejects_n(exc: ModelError, n: int) -> bool:
+        if exc.status != 400 or n == 1:
+            return False
+        return exc.param == "n" or bool(exc.detail and _MENTIONS_N.search(exc.detail))
+
+    async def _sample_parallel(
+        self, base: dict[str, Any], n: int, seed: int, wasted: int
+    ) -> SampleBatch:
+        parser = self._choices_parser(1)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(
+                        self._call("/v1/completions", {**base, "n": 1, "seed": seed + i}, parser)
+                    )
+                    for i in range(n)
+                ]
+        except BaseExceptionGroup as group:
+            # The first failure cancels the siblings; surface it as the plain ModelError.
+            errors = [e for e in group.exceptions if isinstance(e, ModelError)]
+            if errors:
+                raise errors[0] from None
+            raise
+        outs = [t.result() for t in tasks]
+        texts: list[str] = []
+        for out in outs:
+            if out.value is None:  # an n=1 request that returned no choice at all
+                raise ModelError("malformed_response", detail="no choices returned")
+            texts.append(out.value[0])
+        attempts = sum(o.attempts for o in outs)
+        return SampleBatch(
+            texts=texts,
+            latencies_ms=[o.latency_ms for o in outs],
+            mode="parallel",
+            requests=attempts + wasted,
+            retries=attempts - n,
+            prompt_tokens=sum(o.prompt_tokens for o in outs),
+            completion_tokens=sum(o.completion_tokens for o in outs),
+        )
+
+    @staticmethod
+    def _choices_parser(n: int) -> Callable[[Any], tuple[list[str] | None, _Usage]]:
+        """Parse a completions body into texts ordered by ``index``; None if < n choices."""
+
+        def parse(body: Any) -> tuple[list[str] | None, _Usage]:
+            choices = body["choices"]
+            if not isinstance(choices, list):
+                raise _Malformed("choices is not a list")
+            indexed: dict[int, str] = {}
+            for pos, choice in enumerate(choices):
+                index = choice.get("index", pos) if isinstance(choice, dict) else pos
+                if not isinstance(index, int) or index in indexed:
+                    raise _Malformed("bad or duplicate choice index")
+                indexed[index] = _str_field(choice, "text")
+            usage = body.get("usage")
+            counts = _Usage(
+                _int_field(usage, "prompt_tokens"), _int_field(usage, "completion_tokens")
+            )
+            if sorted(indexed) != list(range(n)):
+                if len(indexed) < n:
+                    return None, counts
+                raise _Malformed("choice indexes do not match n")
+            return [indexed[i] for i in range(n)], counts
+
+        return parse
+
+
+class TeacherClient(_ModelClient):
+    """Chats with the teacher or judge model (OpenAI chat or Anthropic Messages)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        kind: str = "teacher",
+        max_in_flight: int = 16,
+        observer: Callable[[RequestEvent], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            endpoint,
+            kind=kind,
+            max_in_flight=max_in_flight,
+            observer=observer,
+            sleep=sleep,
+            rng=rng,
+            transport=transport,
+        )
+
+    async def chat(
+        self,
+        system: str,
+        user: str,
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 2048,
+        seed: int = 0,
+    ) -> ChatResult:
+        """One system + user turn; returns the assistant's text.
+
+        ``seed`` is sent to OpenAI-compatible servers only (Anthropic has no such field).
+        """
+        if self.endpoint.api == "anthropic":
+            path = "/v1/messages"
+            body: dict[str, Any] = {
+                "model": self.endpoint.model,
+                "max_tokens": max_tokens,
+                "system": system,
+                "messages": [{"role": "user", "content": user}],
+                "temperature": temperature,
+            }
+            parse = _parse_anthropic
+        else:
+            path = "/v1/chat/completions"
+            body = {
+                "model": self.endpoint.model,
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": user},
+                ],
+                "temperature": temperature,
+                "max_tokens": max_tokens,
+                "seed": seed,
+            }
+            parse = _parse_openai_chat
+        out = await self._call(path, body, parse)
+        return ChatResult(
+            text=out.value,
+            latency_ms=out.latency_ms,
+            retries=out.attempts - 1,
+            prompt_tokens=out.prompt_tokens,
+            completion_tokens=out.completion_tokens,
+        )
+
+
+def _parse_openai_chat(body: Any) -> tuple[str, _Usage]:
+    message = body["choices"][0]["message"]
+    usage = body.get("usage")
+    return (
+        _str_field(message, "content"),
+        _Usage(_int_field(usage, "prompt_tokens"), _int_field(usage, "completion_tokens")),
+    )
+
+
+def _parse_anthropic(body: Any) -> tuple[str, _Usage]:
+    blocks = body["content"]
+    if not isinstance(blocks, list):
+        raise _Malformed("content is not a list")
+    # Concatenate text blocks; other block types (thinking, tool use) are not the answer.
+    texts = [
+        _str_field(b, "text") for b in blocks if isinstance(b, dict) and b.get("type") == "text"
+    ]
+    if not texts:
+        raise _Malformed("no text block in content")
+    usage = body.get("usage")
+    return (
+        "".join(texts),
+        _Usage(_int_field(usage, "input_tokens"), _int_field(usage, "output_tokens")),
+    )

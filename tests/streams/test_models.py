@@ -1,0 +1,416 @@
+"""The model clients against the real simulator over real HTTP (no HTTP mocks).
+
+Backoff sleeps are injected (recorded, not slept) so retry tests are fast and can check what
+the client *would* have waited; everything else runs on 127.0.0.1 with an ephemeral port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
+from streams.formats import (
+    JUDGE_SYSTEM,
+    TEACHER_SYSTEM,
+    build_prompt,
+    judge_user_message,
+    parse_output,
+    teacher_user_message,
+)
+from streams.models import (
+    ChatResult,
+    Endpoint,
+    ModelError,
+    RequestEvent,
+    StudentClient,
+    TeacherClient,
+    _retry_after_s,
+)
+
+StartSim = Callable[..., Awaitable[RunningSimulator]]
+
+
+def example(i: int = 0) -> dict[str, Any]:
+    """A small settled example whose last edit added a line inside the editable region."""
+    before = "def handle(request):\n    user = request.user\n"
+    region = f"    items = load(user, {i})\n    total = 0\n    for item in items:\n"
+    after = "    return total\n"
+    diff = (
+        "--- a/app.py\n+++ b/app.py\n@@ -1,4 +1,5 @@\n def handle(request):\n"
+        f"     user = request.user\n+    items = load(user, {i})\n     total = 0\n"
+        "     for item in items:\n"
+    )
+    start = len(before.encode())
+    return {
+        "path": "app.py",
+        "excerpt": before + region + after,
+        "editable_range": [start, start + len(region.encode())],
+        "cursor": start + len(region.encode()),
+        "history": [{"path": "app.py", "diff": diff, "predicted": False, "ts_ms": 0}],
+        "settled_region": region + "        total += item.price\n",
+    }
+
+
+PROMPT = build_prompt(example())
+
+
+class RecordingSleep:
+    """Stands in for asyncio.sleep: records the backoff the client asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+class SpyTransport(httpx.AsyncHTTPTransport):
+    """The real transport, recording request headers on the way (a spy, not a mock)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[httpx.Headers] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.headers.append(request.headers)
+        return await super().handle_async_request(request)
+
+
+@pytest.fixture
+async def start_sim() -> AsyncIterator[StartSim]:
+    """Start simulators with given config fields; all are stopped after the test."""
+    running: list[RunningSimulator] = []
+
+    async def start(**fields: Any) -> RunningSimulator:
+        sim = await start_simulator(SimulatorConfig(**fields))
+        running.append(sim)
+        return sim
+
+    yield start
+    for sim in running:
+        await sim.stop()
+
+
+def endpoint(sim: RunningSimulator, **fields: Any) -> Endpoint:
+    return Endpoint(base_url=sim.url, model="sim-student", **fields)
+
+
+# ------------------------------------------------------------------------------------------
+# Student: n mode, fallback, determinism
+
+
+async def test_n_mode_is_deterministic_per_seed(start_sim: StartSim) -> None:
+    sim = await start_sim()
+    async with StudentClient(endpoint(sim)) as client:
+        a = await client.sample(PROMPT, 6, seed=7)
+        b = await client.sample(PROMPT, 6, seed=7)
+        c = await client.sample(PROMPT, 6, seed=8)
+        single = [(await client.sample(PROMPT, 1, seed=7 + i)).texts[0] for i in range(6)]
+    assert a.mode == "n" and a.requests == 1 and a.retries == 0
+    assert len(a.texts) == 6 and len(a.latencies_ms) == 6
+    assert a.texts == b.texts
+    assert a.texts != c.texts
+    assert len(set(a.texts)) > 1  # samples of one request differ
+    assert single == a.texts  # choice i is the sample drawn with seed + i
+    assert a.prompt_tokens > 0 and a.completion_tokens > 0
+    assert sim.stats.requests["/v1/completions"] == 3 + 6
+
+
+async def test_parallel_fallback_gives_same_samples_as_n_mode(start_sim: StartSim) -> None:
+    with_n = await start_sim(accept_n=True)
+    without_n = await start_sim(accept_n=False)
+    async with (
+        StudentClient(endpoint(with_n)) as n_client,
+        StudentClient(endpoint(without_n)) as p_client,
+    ):
+        expected = await n_client.sample(PROMPT, 5, seed=3)
+        first = await p_client.sample(PROMPT, 5, seed=3)
+        second = await p_client.sample(PROMPT, 5, seed=3)
+    assert first.mode == second.mode == "parallel"
+    assert first.texts == expected.texts == second.texts
+    assert first.requests == 5 + 1  # the rejected n request counts
+    assert second.requests == 5  # n-unsupported is remembered per client
+    assert p_client.n_supported is False
+    assert without_n.stats.statuses[400] == 1
+    assert first.prompt_tokens == 5 * expected.prompt_tokens  # each request pays the prompt
+
+
+async def test_temperature_zero_is_greedy(start_sim: StartSim) -> None:
+    sim = await start_sim()
+    async with StudentClient(endpoint(sim)) as client:
+        batch = await client.sample(PROMPT, 4, temperature=0.0)
+    assert len(set(batch.texts)) == 1
+
+
+async def test_concurrency_is_bounded_by_max_in_flight(start_sim: StartSim) -> None:
+    sim = await start_sim(accept_n=False, latency_ms=20, jitter_ms=10)
+    async with StudentClient(endpoint(sim), max_in_flight=4) as client:
+        batches = await asyncio.gather(*(client.sample(PROMPT, 6, seed=s) for s in range(4)))
+    assert all(len(b.texts) == 6 for b in batches)
+    assert sim.stats.requests["/v1/completions"] >= 24
+    assert 1 < sim.stats.max_in_flight <= 4
+
+
+async def test_base_url_with_v1_suffix_and_bearer_auth(start_sim: StartSim) -> None:
+    sim = await start_sim()
+    spy = SpyTransport()
+    ep = Endpoint(base_url=sim.url + "/v1/", model="m", api_key="secret")
+    async with StudentClient(ep, transport=spy) as client:
+        await client.sample(PROMPT, 2)
+    assert spy.headers[0]["authorization"] == "Bearer secret"
+    assert "secret" not in repr(ep)
+
+
+def test_invalid_configuration_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        StudentClient(Endpoint(base_url="ftp://host", model="m"))
+    with pytest.raises(ValueError):
+        StudentClient(Endpoint(base_url="http://h", model="m", api="anthropic"))
+    with pytest.raises(ValueError):
+        Endpoint(base_url="http://h", model="m", api="grpc")
+
+
+# ------------------------------------------------------------------------------------------
+# Faults: retries, backoff, translation into ModelError
+
+
+async def test_500s_are_retried_until_success(start_sim: StartSim) -> None:
+    sim = await start_sim(error_rate=0.5, seed=11)
+    clean = await start_sim(seed=11)
+    sleep = RecordingSleep()
+    events: list[RequestEvent] = []
+    ep = endpoint(sim, max_retries=30)
+    async with (
+        StudentClient(ep, sleep=sleep, observer=events.append) as client,
+        StudentClient(endpoint(clean)) as reference,
+    ):
+        batches = [await client.sample(PROMPT, 3, seed=s) for s in range(8)]
+        expected = [await reference.sample(PROMPT, 3, seed=s) for s in range(8)]
+    assert [b.texts for b in batches] == [e.texts for e in expected]
+    failures = [e for e in events if e.status == "http_500"]
+    assert failures, "error_rate=0.5 over 8 calls should produce some 500s"
+    assert sum(b.retries for b in batches) == len(failures) == len(sleep.calls)
+    assert sim.stats.faults["error"] == len(failures)
+    assert [e.retry for e in events].count(True) == len(failures)
+
+
+async def test_500s_exhaust_the_retry_budget(start_sim: StartSim) -> None:
+    sim = await start_sim(error_rate=1.0)
+    sleep = RecordingSleep()
+    ep = endpoint(sim, max_retries=3, backoff_base_s=0.5, backoff_max_s=1.0)
+    async with StudentClient(ep, sleep=sleep, rng=random.Random(1)) as client:
+        with pytest.raises(ModelError) as info:
+            await client.sample(PROMPT, 2)
+    err = info.value
+    assert err.reason == "retry_budget_exhausted" and err.last_reason == "http_500"
+    assert err.attempts == 4 and sim.stats.faults["error"] == 4
+    # Full jitter: each sleep is within [0, min(max, base * 2**attempt)].
+    assert len(sleep.calls) == 3
+    for attempt, slept in enumerate(sleep.calls):
+        assert 0 <= slept <= min(1.0, 0.5 * 2**attempt)
+
+
+async def test_429_honours_retry_after(start_sim: StartSim) -> None:
+    sim = await start_sim(rate_limit_rate=1.0, retry_after_s=1.5)
+    sleep = RecordingSleep()
+    ep = endpoint(sim, max_retries=2, backoff_base_s=0.01, backoff_max_s=0.02)
+    async with StudentClient(ep, sleep=sleep) as client:
+        with pytest.raises(ModelError) as info:
+            await client.sample(PROMPT, 2)
+    assert info.value.reason == "retry_budget_exhausted"
+    assert info.value.last_reason == "http_429"
+    assert len(sleep.calls) == 2 and all(s >= 1.5 for s in sleep.calls)
+
+
+async def test_429_then_success(start_sim: StartSim) -> None:
+    sim = await start_sim(rate_limit_rate=0.5, retry_after_s=2, seed=5)
+    sleep = RecordingSleep()
+    async with StudentClient(endpoint(sim, max_retries=30), sleep=sleep) as client:
+        for s in range(6):
+            await client.sample(PROMPT, 2, seed=s)
+    assert sim.stats.faults["rate_limit"] == len(sleep.calls) > 0
+    assert all(s >= 2 for s in sleep.calls)
+
+
+async def test_timeouts_are_retried_then_exhaust_the_budget(start_sim: StartSim) -> None:
+    sim = await start_sim(timeout_rate=1.0, timeout_s=2.0)
+    sleep = RecordingSleep()
+    events: list[RequestEvent] = []
+    ep = endpoint(sim, timeout_s=0.2, max_retries=2)
+    async with StudentClient(ep, sleep=sleep, observer=events.append) as client:
+        with pytest.raises(ModelError) as info:
+            await client.sample(PROMPT, 2)
+    assert info.value.reason == "retry_budget_exhausted"
+    assert info.value.last_reason == "timeout"
+    assert [e.status for e in events] == ["timeout"] * 3
+    assert [e.retry for e in events] == [False, True, True]
+    assert len(sleep.calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [("malformed_rate", "malformed_response"), ("drop_rate", "connection")],
+)
+async def test_malformed_and_dropped_become_model_errors(
+    start_sim: StartSim, fault: str, reason: str
+) -> None:
+    sim = await start_sim(**{fault: 1.0})
+    sleep = RecordingSleep()
+    async with (
+        StudentClient(endpoint(sim, max_retries=2), sleep=sleep) as student,
+        TeacherClient(endpoint(sim, max_retries=1), sleep=sleep) as teacher,
+    ):
+        with pytest.raises(ModelError) as info:
+            await student.sample(PROMPT, 3)
+        assert info.value.reason == "retry_budget_exhausted"
+        assert info.value.last_reason == reason
+        with pytest.raises(ModelError) as info:
+            await teacher.chat(TEACHER_SYSTEM, teacher_user_message(example()))
+        assert info.value.last_reason == reason
+
+
+async def test_mixed_faults_recover_with_the_same_answers(start_sim: StartSim) -> None:
+    faulty = await start_sim(
+        seed=2, drop_rate=0.15, malformed_rate=0.15, error_rate=0.1, rate_limit_rate=0.1,
+        retry_after_s=0,
+    )  # fmt: skip
+    clean = await start_sim(seed=2)
+    events: list[RequestEvent] = []
+    async with (
+        StudentClient(
+            endpoint(faulty, max_retries=40), sleep=RecordingSleep(), observer=events.append
+        ) as client,
+        StudentClient(endpoint(clean)) as reference,
+    ):
+        got = [(await client.sample(PROMPT, 4, seed=s)).texts for s in range(10)]
+        want = [(await reference.sample(PROMPT, 4, seed=s)).texts for s in range(10)]
+    assert got == want
+    statuses = {e.status for e in events}
+    assert {"ok", "connection", "malformed_response"} <= statuses
+
+
+async def test_non_retryable_400_fails_at_once(start_sim: StartSim) -> None:
+    sim = await start_sim()
+    sleep = RecordingSleep()
+    async with StudentClient(endpoint(sim), sleep=sleep) as client:
+        with pytest.raises(ModelError) as info:
+            await client.sample(PROMPT, 2, temperature=5.0)  # out of range: the server says 400
+    err = info.value
+    assert err.reason == "http_400" and err.status == 400 and err.attempts == 1
+    assert err.detail is not None and "temperature" in err.detail
+    assert sleep.calls == [] and sim.stats.requests["/v1/completions"] == 1
+    assert client.n_supported  # a 400 about another parameter is not about n
+
+
+async def test_parallel_failure_surfaces_as_model_error(start_sim: StartSim) -> None:
+    sim = await start_sim(error_rate=1.0)
+    async with StudentClient(endpoint(sim, max_retries=1), sleep=RecordingSleep()) as client:
+        client.n_supported = False
+        with pytest.raises(ModelError) as info:  # not an ExceptionGroup
+            await client.sample(PROMPT, 4)
+    assert info.value.last_reason == "http_500"
+
+
+async def test_connection_refused_is_a_connection_error() -> None:
+    sim = await start_simulator(SimulatorConfig())
+    url = sim.url
+    await sim.stop()  # nothing listens on this port any more
+    ep = Endpoint(base_url=url, model="m", max_retries=1)
+    async with StudentClient(ep, sleep=RecordingSleep()) as client:
+        with pytest.raises(ModelError) as info:
+            await client.sample(PROMPT, 1)
+    assert info.value.last_reason == "connection"
+
+
+async def test_observer_failure_does_not_fail_the_call(start_sim: StartSim) -> None:
+    sim = await start_sim()
+
+    def broken(event: RequestEvent) -> None:
+        raise RuntimeError("metrics backend down")
+
+    async with StudentClient(endpoint(sim), observer=broken) as client:
+        assert len((await client.sample(PROMPT, 2)).texts) == 2
+
+
+def test_retry_after_parsing() -> None:
+    assert _retry_after_s("3") == 3.0
+    assert _retry_after_s("0.5") == 0.5
+    assert _retry_after_s("-4") == 0.0
+    assert _retry_after_s(None) is None
+    assert _retry_after_s("soon") is None
+    future = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= (_retry_after_s(future) or 0) <= 31
+    past = email.utils.formatdate(time.time() - 30, usegmt=True)
+    assert _retry_after_s(past) == 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# Teacher and judge
+
+
+async def test_teacher_openai_and_anthropic_agree(start_sim: StartSim) -> None:
+    sim = await start_sim()
+    spy = SpyTransport()
+    user = teacher_user_message(example(4))
+    events: list[RequestEvent] = []
+    async with (
+        TeacherClient(endpoint(sim), observer=events.append) as openai,
+        TeacherClient(
+            Endpoint(base_url=sim.url, model="claude-sim", api="anthropic", api_key="k"),
+            transport=spy,
+        ) as anthropic,
+    ):
+        a = await openai.chat(TEACHER_SYSTEM, user)
+        b = await anthropic.chat(TEACHER_SYSTEM, user)
+    assert isinstance(a, ChatResult) and a.retries == 0
+    assert a.text == b.text  # both paths reach the same simulated teacher
+    assert a.prompt_tokens > 0 and b.prompt_tokens > 0 and b.completion_tokens > 0
+    assert sim.stats.requests["/v1/chat/completions"] == 1
+    assert sim.stats.requests["/v1/messages"] == 1
+    assert spy.headers[0]["x-api-key"] == "k"
+    assert spy.headers[0]["anthropic-version"] == "2023-06-01"
+    assert [e.kind for e in events] == ["teacher"]
+
+
+async def test_anthropic_without_key_is_http_401(start_sim: StartSim) -> None:
+    sim = await start_sim()
+    ep = Endpoint(base_url=sim.url, model="claude-sim", api="anthropic")
+    async with TeacherClient(ep, sleep=RecordingSleep()) as client:
+        with pytest.raises(ModelError) as info:
+            await client.chat(TEACHER_SYSTEM, teacher_user_message(example()))
+    assert info.value.reason == "http_401" and info.value.attempts == 1
+
+
+async def test_teacher_answers_mostly_parse(start_sim: StartSim) -> None:
+    sim = await start_sim()
+    async with TeacherClient(endpoint(sim)) as client:
+        results = await asyncio.gather(
+            *(client.chat(TEACHER_SYSTEM, teacher_user_message(example(i))) for i in range(30))
+        )
+    parsed = [parse_output(r.text) for r in results]
+    assert sum(p is not None for p in parsed) >= 20
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+async def test_judge_returns_json_verdicts(start_sim: StartSim, api: str) -> None:
+    sim = await start_sim()
+    ep = Endpoint(base_url=sim.url, model="judge", api=api, api_key="k")
+    ex = example(2)
+    user = judge_user_message(ex, ex["settled_region"])
+    async with TeacherClient(ep, kind="judge") as judge:
+        first = await judge.chat(JUDGE_SYSTEM, user)
+        again = await judge.chat(JUDGE_SYSTEM, user)
+    verdict = orjson.loads(first.text)
+    assert set(verdict) == {"reasoning", "reverts_edits", "confidence"}
+    assert isinstance(verdict["reasoning"], str) and isinstance(verdict["reverts_edits"], bool)
+    assert verdict["confidence"] in range(1, 6)
+    assert first.text == again.text
