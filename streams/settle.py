@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import heapq
+import math
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,7 +56,8 @@ SETTLE_REASONS = ("quiescence", "ttl", "client", "context_lost")
 
 # Every value ``Applied.error`` can take; the event then changed nothing.
 ERRORS = (
-    "invalid_event",  # not a dict, or a field the machine needs is missing or mistyped
+    "invalid_event",  # not a dict, a needed field missing or mistyped, or a stored event
+    # (prediction, orphan settled) holding something other than plain JSON values
     "unsupported_version",  # v != 1
     "unknown_type",  # type is not prediction/edit/settled/outcome/control
     "unknown_control_op",  # control op is not tick/flush
@@ -104,6 +106,23 @@ def _failed(reason: str) -> Applied:
 def _is_int(x: object) -> bool:
     # bool is an int subclass; a JSON true is not an offset or a timestamp
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _plain_json(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` survives a JSON changelog round trip unchanged: dict (str keys), list,
+    str, int, bool, None, and finite floats (extra prediction fields are carried along and may
+    hold them); no tuples, bytes, NaN; bounded nesting."""
+    if value is None or isinstance(value, str | int):  # bool is an int
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if depth > 64:
+        return False
+    if isinstance(value, list):
+        return all(_plain_json(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def _utf8(text: str) -> bytes | None:
@@ -296,6 +315,8 @@ class SettleMachine:
             return "invalid_editable_range"
         if not _is_boundary(raw, cursor):
             return "invalid_cursor"
+        if not _plain_json(ev):
+            return "invalid_event"  # it is stored and copied into the record
         if self._open_after(rid, new_wm):
             return "duplicate_request_id"
         orphan_waits = self._orphan_after(rid, new_wm)
@@ -379,6 +400,8 @@ class SettleMachine:
             return settle_now
         if self._orphan_after(rid, new_wm):
             return "duplicate_settled"
+        if not _plain_json(ev):
+            return "invalid_event"  # it is stored until its prediction comes
 
         def keep_orphan(settled: list[Record], expired: list[Record]) -> None:
             self._store[_O + rid] = copy.deepcopy(ev)
@@ -388,7 +411,8 @@ class SettleMachine:
 
     def _plan_outcome(self, ev: dict[str, Any], new_wm: int) -> str | _Commit:
         rid, outcome, shown = ev.get("request_id"), ev.get("outcome"), ev.get("was_shown")
-        if not (isinstance(rid, str) and outcome in OUTCOMES and isinstance(shown, bool)):
+        valid_outcome = isinstance(outcome, str) and outcome in OUTCOMES  # may be unhashable
+        if not (isinstance(rid, str) and valid_outcome and isinstance(shown, bool)):
             return "invalid_event"
         if not self._open_after(rid, new_wm):
             return "unknown_request"

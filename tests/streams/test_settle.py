@@ -79,9 +79,7 @@ def settled_ev(rid: str, ts: int, region: str, *, sid: str = "s1") -> dict[str, 
     }
 
 
-def outcome_ev(
-    rid: str, ts: int, outcome: str = "accepted", shown: bool = True
-) -> dict[str, Any]:
+def outcome_ev(rid: str, ts: int, outcome: str = "accepted", shown: bool = True) -> dict[str, Any]:
     return {
         "v": 1,
         "type": "outcome",
