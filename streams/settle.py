@@ -283,12 +283,9 @@ class SettleMachine:
             pending.append((due, rid, reason))
         for due, rid, reason in sorted(pending):
             settled.append(self._settle(rid, reason, due))
-        orphans = sorted(
-            (value["ts_ms"] + self._ttl, key[len(_O) :])
-            for key, value in self._store.items()
-            if key.startswith(_O)
-        )
-        for _, rid in orphans:
+        # every waiting orphan has exactly one exact heap item; no need to scan the store
+        orphans = {(key, rid) for key, rid in self._orphan_heap if self._orphan_expiry(rid) == key}
+        for _, rid in sorted(orphans):
             expired.append(self._expire(rid))
         self._entry_heap.clear()
         self._orphan_heap.clear()
