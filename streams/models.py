@@ -338,6 +338,7 @@ class _ModelClient:
             t0 = time.monotonic()
             try:
                 async with self._semaphore:
+                    t0 = time.monotonic()  # the attempt's latency excludes waiting for a slot
                     resp = await self._client.post(path, content=content, headers=headers)
             except httpx.TimeoutException:
                 reason = "timeout"

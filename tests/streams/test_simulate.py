@@ -1,0 +1,424 @@
+"""The model simulator, over real HTTP: protocol shapes, faults, and its error model.
+
+The error-model tests pin the *spread* the pipeline relies on (trivial / ideal / noise
+student samples, teacher reverts and format slips, repairs that mostly work), not exact
+texts, so the simulator can be tuned without rewriting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rapidfuzz.distance import Levenshtein
+
+from editstream.simulate import (
+    DESCRIPTION,
+    RunningSimulator,
+    SimulatorConfig,
+    add_arguments,
+    config_from_args,
+    revert_edit,
+    start_simulator,
+)
+from streams.formats import (
+    JUDGE_SYSTEM,
+    REGION_END,
+    REGION_START,
+    TEACHER_SYSTEM,
+    build_prompt,
+    judge_user_message,
+    parse_output,
+    split_excerpt,
+    teacher_user_message,
+)
+
+NAMES = ("parse_config", "load_items", "total", "buffer", "handle", "request", "user_id", "cache")
+
+
+def _code_line(rng: random.Random) -> str:
+    a, b, c = rng.sample(NAMES, 3)
+    return rng.choice(
+        (
+            f"    {a} = {b}({c}, {rng.randint(0, 99)})",
+            f"    if {a} is not None:",
+            f"        return {b}.{c}()",
+            f"    for {a} in {b}:",
+            f"    # {a} then {b}",
+            f"    {a}.append({c})",
+        )
+    )
+
+
+def make_example(i: int) -> dict[str, Any]:
+    """A settled example whose last edit added ``added`` inside the region; then one more line.
+
+    ``added`` is included in the returned dict (not part of the contract) for assertions.
+    """
+    rng = random.Random(i)
+    before = "def f():\n" + "".join(_code_line(rng) + "\n" for _ in range(rng.randint(1, 4)))
+    lines = [_code_line(rng) for _ in range(rng.randint(3, 12))]
+    after = "".join(_code_line(rng) + "\n" for _ in range(rng.randint(1, 4)))
+    old_region = "\n".join(lines) + "\n"
+    pos = rng.randrange(1, len(lines))
+    added = f"    {rng.choice(NAMES)}_{i} = {rng.choice(NAMES)}({i})"
+    lines.insert(pos, added)
+    region = "\n".join(lines) + "\n"
+    diff = "".join(
+        difflib.unified_diff(
+            (before + old_region + after).splitlines(True),
+            (before + region + after).splitlines(True),
+            "a/src/app.py",
+            "b/src/app.py",
+        )
+    )
+    start = len(before.encode())
+    return {
+        "path": "src/app.py",
+        "excerpt": before + region + after,
+        "editable_range": [start, start + len(region.encode())],
+        "cursor": start + len("\n".join(lines[: pos + 1]).encode()),
+        "history": [{"path": "src/app.py", "diff": diff, "predicted": False, "ts_ms": 0}],
+        "settled_region": region + f"    {rng.choice(NAMES)}.flush()\n",
+        "added": added,
+    }
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[RunningSimulator]:
+    running = await start_simulator(SimulatorConfig())
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def http(sim: RunningSimulator) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=sim.url, timeout=10) as client:
+        yield client
+
+
+async def complete(http: httpx.AsyncClient, prompt: str, **fields: Any) -> dict[str, Any]:
+    resp = await http.post("/v1/completions", json={"model": "m", "prompt": prompt, **fields})
+    assert resp.status_code == 200, resp.text
+    body: dict[str, Any] = resp.json()
+    return body
+
+
+async def chat(http: httpx.AsyncClient, system: str, user: str, seed: int = 0) -> str:
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    resp = await http.post(
+        "/v1/chat/completions", json={"model": "m", "messages": messages, "seed": seed}
+    )
+    assert resp.status_code == 200, resp.text
+    content: str = resp.json()["choices"][0]["message"]["content"]
+    return content
+
+
+# ------------------------------------------------------------------------------------------
+# Protocol shapes
+
+
+async def test_completions_shape(http: httpx.AsyncClient) -> None:
+    body = await complete(http, build_prompt(make_example(1)), n=3, seed=4)
+    assert body["object"] == "text_completion" and body["model"] == "m"
+    assert isinstance(body["id"], str) and isinstance(body["created"], int)
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    for choice in body["choices"]:
+        assert choice["finish_reason"] == "stop" and choice["logprobs"] is None
+        assert choice["text"].startswith(REGION_START) and choice["text"].endswith(REGION_END)
+    usage = body["usage"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["completion_tokens"] == sum(len(c["text"]) // 4 + 1 for c in body["choices"])
+
+
+async def test_prompt_as_list_of_one_string(http: httpx.AsyncClient) -> None:
+    prompt = build_prompt(make_example(1))
+    as_str = await complete(http, prompt, seed=1)
+    resp = await http.post("/v1/completions", json={"model": "m", "prompt": [prompt], "seed": 1})
+    assert resp.json()["choices"] == as_str["choices"]
+
+
+async def test_fim_prompts_get_a_bare_region(http: httpx.AsyncClient) -> None:
+    ex = make_example(2)
+    body = await complete(http, build_prompt(ex, "fim"), n=4, temperature=0.0)
+    texts = [c["text"] for c in body["choices"]]
+    assert all(REGION_START not in t and REGION_END not in t for t in texts)
+    assert len(set(texts)) == 1  # temperature 0: one greedy answer, whatever the seed
+
+
+async def test_stop_and_max_tokens(http: httpx.AsyncClient) -> None:
+    prompt = build_prompt(make_example(3))
+    stopped = await complete(http, prompt, stop=[REGION_END], temperature=0.0)
+    assert REGION_END not in stopped["choices"][0]["text"]
+    short = await complete(http, prompt, max_tokens=3)
+    assert short["choices"][0]["finish_reason"] == "length"
+    assert len(short["choices"][0]["text"]) <= 8
+
+
+async def test_n_rejected_when_not_accepted() -> None:
+    async with (
+        await start_simulator(SimulatorConfig(accept_n=False)) as sim,
+        httpx.AsyncClient(base_url=sim.url) as http,
+    ):
+        resp = await http.post("/v1/completions", json={"model": "m", "prompt": "x", "n": 2})
+        assert resp.status_code == 400
+        assert resp.json()["error"]["param"] == "n"
+        assert "n > 1" in resp.json()["error"]["message"]
+        ok = await http.post("/v1/completions", json={"model": "m", "prompt": "x", "n": 1})
+        assert ok.status_code == 200
+
+
+async def test_chat_and_messages_shapes(http: httpx.AsyncClient) -> None:
+    user = teacher_user_message(make_example(5))
+    text = await chat(http, TEACHER_SYSTEM, user)
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    body = {
+        "model": "claude-sim",
+        "max_tokens": 4096,
+        "system": TEACHER_SYSTEM,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": user}]}],
+    }
+    resp = await http.post("/v1/messages", json=body, headers=headers)
+    assert resp.status_code == 200
+    msg = resp.json()
+    assert msg["type"] == "message" and msg["role"] == "assistant"
+    assert msg["stop_reason"] == "end_turn" and msg["model"] == "claude-sim"
+    assert msg["content"] == [{"type": "text", "text": text}]
+    assert msg["usage"]["input_tokens"] > 0 and msg["usage"]["output_tokens"] > 0
+
+
+async def test_messages_requires_headers_and_answers_errors_in_anthropic_shape(
+    http: httpx.AsyncClient,
+) -> None:
+    body = {"model": "c", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    no_key = await http.post("/v1/messages", json=body, headers={"anthropic-version": "x"})
+    assert no_key.status_code == 401
+    assert no_key.json()["type"] == "error"
+    assert no_key.json()["error"]["type"] == "authentication_error"
+    no_version = await http.post("/v1/messages", json=body, headers={"x-api-key": "k"})
+    assert no_version.status_code == 400
+    assert no_version.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_models_and_health(http: httpx.AsyncClient) -> None:
+    models = (await http.get("/v1/models")).json()
+    assert models["object"] == "list" and models["data"][0]["id"] == "editstream-simulator"
+    assert (await http.get("/healthz")).json()["status"] == "ok"
+    missing = await http.get("/v1/nope")
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+async def test_answers_depend_on_config_seed_only() -> None:
+    prompt = build_prompt(make_example(6))
+    texts = []
+    for seed in (0, 0, 1):
+        async with (
+            await start_simulator(SimulatorConfig(seed=seed)) as sim,
+            httpx.AsyncClient(base_url=sim.url) as http,
+        ):
+            body = await complete(http, prompt, n=8, seed=0)
+            texts.append([c["text"] for c in body["choices"]])
+    assert texts[0] == texts[1] != texts[2]
+
+
+# ------------------------------------------------------------------------------------------
+# Faults and stats
+
+
+async def test_faults_are_injected_and_counted() -> None:
+    config = SimulatorConfig(
+        seed=9, drop_rate=0.2, rate_limit_rate=0.2, error_rate=0.2, malformed_rate=0.2,
+        retry_after_s=3,
+    )  # fmt: skip
+    seen: set[str] = set()
+    async with await start_simulator(config) as sim:
+        async with httpx.AsyncClient(base_url=sim.url) as http:
+            for _ in range(60):
+                try:
+                    resp = await http.post("/v1/completions", json={"model": "m", "prompt": "x"})
+                except httpx.RemoteProtocolError:
+                    seen.add("drop")
+                    continue
+                if resp.status_code == 429:
+                    assert resp.headers["retry-after"] == "3"
+                    seen.add("rate_limit")
+                elif resp.status_code == 500:
+                    seen.add("error")
+                else:
+                    try:
+                        resp.json()
+                        seen.add("none")
+                    except ValueError:
+                        seen.add("malformed")
+        stats = sim.stats
+    assert seen == {"drop", "rate_limit", "error", "malformed", "none"}
+    assert stats.requests["/v1/completions"] == 60
+    assert sum(stats.faults.values()) == 60
+    assert set(stats.faults) == seen
+    assert stats.as_dict()["requests"] == {"/v1/completions": 60}
+
+
+async def test_timeout_fault_hangs() -> None:
+    config = SimulatorConfig(timeout_rate=1.0, timeout_s=5)
+    async with (
+        await start_simulator(config) as sim,
+        httpx.AsyncClient(base_url=sim.url, timeout=0.2) as http,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post("/v1/completions", json={"model": "m", "prompt": "x"})
+        assert sim.stats.faults["timeout"] == 1
+
+
+# ------------------------------------------------------------------------------------------
+# The error model
+
+
+async def test_student_samples_spread_over_the_distance_bands(http: httpx.AsyncClient) -> None:
+    distances: list[float] = []
+    for i in range(60):
+        ex = make_example(i)
+        body = await complete(http, build_prompt(ex), n=2, seed=i)
+        region = split_excerpt(ex).region
+        for choice in body["choices"]:
+            predicted = parse_output(choice["text"])
+            assert predicted is not None  # the student keeps the format
+            distances.append(Levenshtein.normalized_distance(region, predicted))
+    trivial = sum(d < 0.05 for d in distances)
+    ideal = sum(0.05 <= d <= 0.6 for d in distances)
+    noise = sum(d > 0.6 for d in distances)
+    assert min(trivial, ideal, noise) >= 10, (trivial, ideal, noise)
+
+
+async def test_teacher_mostly_follows_hindsight_but_sometimes_errs(
+    http: httpx.AsyncClient,
+) -> None:
+    outcomes: dict[str, int] = {"hindsight": 0, "revert": 0, "malformed": 0, "other": 0}
+    for i in range(60):
+        ex = make_example(i)
+        answer = parse_output(await chat(http, TEACHER_SYSTEM, teacher_user_message(ex)))
+        if answer is None:
+            outcomes["malformed"] += 1
+        elif answer == ex["settled_region"]:
+            outcomes["hindsight"] += 1
+        elif ex["added"] not in answer and ex["added"] in ex["settled_region"]:
+            outcomes["revert"] += 1
+        else:
+            outcomes["other"] += 1
+    assert outcomes["hindsight"] >= 30, outcomes
+    assert outcomes["revert"] >= 2 and outcomes["malformed"] >= 1, outcomes
+
+
+async def test_repair_prompts_mostly_parse(http: httpx.AsyncClient) -> None:
+    parsed = correct = 0
+    for i in range(40):
+        ex = make_example(i)
+        user = teacher_user_message(ex, feedback="It reverts the user's edit.", previous="x")
+        answer = parse_output(await chat(http, TEACHER_SYSTEM, user))
+        parsed += answer is not None
+        correct += (
+            answer is not None
+            and Levenshtein.normalized_distance(answer, ex["settled_region"]) < 0.05
+        )
+    assert parsed >= 32 and correct >= 20, (parsed, correct)
+
+
+async def test_judge_verdicts(http: httpx.AsyncClient) -> None:
+    flagged = confident = 0
+    for i in range(30):
+        ex = make_example(i)
+        good = await chat(http, JUDGE_SYSTEM, judge_user_message(ex, ex["settled_region"]))
+        assert good == await chat(http, JUDGE_SYSTEM, judge_user_message(ex, ex["settled_region"]))
+        verdict = orjson.loads(good)
+        assert set(verdict) == {"reasoning", "reverts_edits", "confidence"}
+        assert verdict["confidence"] in range(1, 6)
+        confident += verdict["confidence"] >= 4 and not verdict["reverts_edits"]
+        reverted = ex["settled_region"].replace(ex["added"] + "\n", "")
+        flagged += orjson.loads(await chat(http, JUDGE_SYSTEM, judge_user_message(ex, reverted)))[
+            "reverts_edits"
+        ]
+    assert confident >= 18 and flagged >= 24, (confident, flagged)
+
+
+def test_revert_edit() -> None:
+    diff = "--- a/f\n+++ b/f\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
+    assert revert_edit("a\nB\nc\nd", diff) == "a\nb\nc\nd"  # whole hunk found
+    assert revert_edit("B\nc\nd", diff) == "b\nc\nd"  # only part of it in the text
+    assert revert_edit("x\ny", diff) is None  # nothing of the edit is there
+
+
+# ------------------------------------------------------------------------------------------
+# Bad input never causes a 5xx
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
+# Bodies with a valid model, so validation of the other fields is reached too.
+FIELDS = st.fixed_dictionaries(
+    {"model": st.just("m")},
+    optional={
+        "prompt": st.just("p") | JSON,
+        "n": st.integers(-2, 200) | JSON,
+        "seed": st.integers() | JSON,
+        "temperature": st.floats(-1, 3) | JSON,
+        "max_tokens": st.integers(-2, 50) | JSON,
+        "stop": st.lists(st.text(max_size=3), max_size=5) | JSON,
+        "messages": st.just([{"role": "user", "content": "hi"}]) | JSON,
+        "system": st.text(max_size=5) | JSON,
+    },
+)
+# stdlib json encodes what orjson refuses (ints beyond 64 bits, Infinity): good bad input.
+BODIES = st.binary(max_size=64) | JSON.map(_encode) | FIELDS.map(_encode)
+PATHS = st.sampled_from(["/v1/completions", "/v1/chat/completions", "/v1/messages"])
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(path=PATHS, body=BODIES)
+async def test_bad_input_gets_4xx_not_5xx(http: httpx.AsyncClient, path: str, body: bytes) -> None:
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    resp = await http.post(path, content=body, headers=headers)
+    assert resp.status_code < 500, resp.text
+    if resp.status_code >= 400:
+        err = resp.json()
+        assert "error" in err and err["error"]["message"]
+
+
+# ------------------------------------------------------------------------------------------
+# CLI arguments
+
+
+def test_cli_flags_cover_every_field() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert "SIMULATOR" in parser.format_help() and "not a model" in DESCRIPTION
+    ns = parser.parse_args(
+        ["--seed", "3", "--no-accept-n", "--drop-rate", "0.1", "--latency-ms", "5", "--port", "0"]
+    )
+    config = config_from_args(ns)
+    assert config == SimulatorConfig(seed=3, accept_n=False, drop_rate=0.1, latency_ms=5)
+    assert (ns.host, ns.port) == ("127.0.0.1", 0)
+    assert config_from_args(parser.parse_args([])) == SimulatorConfig()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--error-rate", "1.5"])
+    with pytest.raises(ValueError):  # each rate is fine, their sum is not
+        config_from_args(parser.parse_args(["--error-rate", "0.6", "--drop-rate", "0.6"]))
