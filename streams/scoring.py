@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from rapidfuzz.distance import LCSseq, Levenshtein
+from rapidfuzz.distance import Indel, LCSseq, Levenshtein
 
 __all__ = [
     "KeptRate",
@@ -61,6 +61,8 @@ _PUNCT = "|".join(re.escape(op) for op in _OPERATORS)
 # (group 1) or one punctuation token. Python's \w is exactly str.isalnum() or "_", i.e.
 # "Unicode alphanumeric or underscore".
 _UNIT_RE = re.compile(rf"[\r\n]+|{_WS_CLASS}+|(\w+)|{_PUNCT}|.", re.DOTALL)
+# The same without the group, so findall returns whole matches (the kept-rate hot path).
+_UNIT_FLAT_RE = re.compile(rf"[\r\n]+|{_WS_CLASS}+|\w+|{_PUNCT}|.", re.DOTALL)
 
 # ASCII identifier split points: underscore runs (captured, so they are kept as tokens),
 # lower/digit→Upper, and Upper→Upper-followed-by-lower (XMLHttp → XML|Http).
@@ -131,7 +133,7 @@ def _units(text: str) -> list[str]:
     Consecutive identifier tokens always come from one identifier run, so the units are just
     the tokenizer's matches before identifiers are split (``new_name`` is one unit).
     """
-    return [m.group() for m in _UNIT_RE.finditer(text)]
+    return _UNIT_FLAT_RE.findall(text)
 
 
 def _utf8_len(text: str) -> int:
@@ -174,7 +176,7 @@ def _lcs_pairs(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, 
     backtracked from the end, taking the diagonal on equal items and otherwise stepping left
     (dropping a ``b`` item) when left >= up. The table is held bit-parallel (Hyyrö's
     formulation): row ``i`` is an int whose bit ``j`` is 1 iff L[i][j+1] == L[i][j], so the
-    tie test "left >= up" is a single bit test and the whole table costs len(a) big-int ops.
+    tie test "left >= up" is a bit test and the table costs O(len(a)) big-int ops.
     """
     n, m = len(a), len(b)
     p = _common_prefix_len(a, b)
@@ -196,14 +198,19 @@ def _lcs_pairs(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, 
         i, j = len(mid_a), len(mid_b)
         middle: list[tuple[int, int]] = []
         while i > 0 and j > 0:
-            if mid_a[i - 1] == mid_b[j - 1]:
-                i -= 1
+            # Along row i the backtrack steps left while the items differ and left >= up
+            # (bit j-1 set); it stops at a match (diagonal) or a 0 bit (step up). The next
+            # stop is therefore the highest set bit below j of (match | ~row): one big-int
+            # op per row instead of one per column.
+            here = match_bits.get(mid_a[i - 1], 0)
+            stops = (here | ~rows[i]) & ((1 << j) - 1)
+            if not stops:
+                break  # left all the way to column 0
+            j = stops.bit_length()
+            i -= 1
+            if (here >> (j - 1)) & 1:
                 j -= 1
                 middle.append((p + i, p + j))
-            elif (rows[i] >> (j - 1)) & 1:
-                j -= 1  # L[i][j-1] == L[i][j]: left >= up
-            else:
-                i -= 1
         pairs.extend(reversed(middle))
     pairs.extend((n - s + k, m - s + k) for k in range(s))
     return pairs
@@ -760,7 +767,6 @@ _CHRF_MAX_N = 6
 _CHRF_CONTEXT = 5
 _NEWLINE_RUN = re.compile(r"[\r\n]+")
 _SPACE_RUN = re.compile(f"{_WS_CLASS}+")
-_NEGATED = "¬"
 
 
 def _collapse_whitespace(text: str) -> str:
@@ -772,11 +778,58 @@ def _collapse_whitespace(text: str) -> str:
     return _SPACE_RUN.sub(" ", _NEWLINE_RUN.sub("\n", text))
 
 
-def _ngram_deltas(before_full: str, after_full: str) -> list[dict[str, int]]:
-    """Per n = 1..6, the n-gram count changes of the changed slice (plus 5 chars context).
+@dataclass(frozen=True, slots=True)
+class _Deltas:
+    """The n-gram deltas of one edit, for all n at once.
 
-    Negative changes are stored as positive counts of ``¬``+n-gram; n-grams whose count did
-    not change stay as keys with count 0 (they make the delta non-empty).
+    ``added`` holds the positive deltas and ``removed`` the negated ones (the spec's
+    ``¬``+n-gram keys) in two dicts, so the n of a key is just its length and a text that
+    itself contains ``¬`` cannot collide with a negated key. Zero deltas are not stored:
+    they never change TP, FP or FN; what they do decide – whether the delta of an n is empty
+    – is kept in ``empty`` (index n-1: neither slice has an n-gram of length n).
+    """
+
+    added: dict[str, int]
+    removed: dict[str, int]
+    empty: tuple[bool, ...]
+
+    def totals(self) -> list[int]:
+        """Σ counts per n (index n; index 0 unused)."""
+        totals = [0] * (_CHRF_MAX_N + 1)
+        for side in (self.added, self.removed):
+            for gram, count in side.items():
+                totals[len(gram)] += count
+        return totals
+
+
+def _unshared_ngrams(text: str, blocks: list[tuple[int, int]], n: int) -> list[str]:
+    """The n-grams of ``text`` that do not lie entirely inside one matched block.
+
+    ``blocks`` are ``(start, size)`` of ``text``'s side of matching blocks against the other
+    slice; an n-gram inside a block has an identical twin on the other side, so it cancels
+    in the delta and need not be counted at all.
+    """
+    grams: list[str] = []
+    pos = 0
+    for start, size in blocks:
+        if size < n:
+            continue
+        if start > pos:
+            grams.extend([text[i : i + n] for i in range(pos, start)])
+        pos = max(pos, start + size - n + 1)
+    grams.extend([text[i : i + n] for i in range(pos, len(text) - n + 1)])
+    return grams
+
+
+def _ngram_deltas(before_full: str, after_full: str) -> _Deltas:
+    """The n-gram count changes (n = 1..6) of the changed slice plus 5 chars of context.
+
+    Definition: after stripping the common prefix/suffix (keeping 5 chars of each as
+    context), delta = count(after) - count(before) per n-gram. Computed exactly but cheaply:
+    the slices are aligned with rapidfuzz's matching blocks and only n-grams touching a
+    non-matched part are counted, since each n-gram inside a matched block is paired with
+    the same n-gram on the other side and its contributions cancel. All n share one Counter
+    per side (n-grams of different n differ in length, so they never collide).
     """
     p = _common_prefix_len(before_full, after_full)
     s = _common_suffix_len(before_full, after_full, min(len(before_full), len(after_full)) - p)
@@ -784,45 +837,57 @@ def _ngram_deltas(before_full: str, after_full: str) -> list[dict[str, int]]:
     cut = max(0, s - _CHRF_CONTEXT)
     before = before_full[lo : len(before_full) - cut]
     after = after_full[lo : len(after_full) - cut]
-    deltas: list[dict[str, int]] = []
+    matching = Indel.opcodes(before, after).as_matching_blocks()
+    before_blocks = [(m.a, m.size) for m in matching if m.size]
+    after_blocks = [(m.b, m.size) for m in matching if m.size]
+    after_grams: list[str] = []
+    before_grams: list[str] = []
     for n in range(1, _CHRF_MAX_N + 1):
-        counts = Counter(after[i : i + n] for i in range(len(after) - n + 1))
-        counts.subtract(before[i : i + n] for i in range(len(before) - n + 1))
-        delta: dict[str, int] = {}
-        for gram, count in counts.items():
-            if count < 0:
-                delta[_NEGATED + gram] = -count
-            else:
-                delta[gram] = count
-        deltas.append(delta)
-    return deltas
+        after_grams += _unshared_ngrams(after, after_blocks, n)
+        before_grams += _unshared_ngrams(before, before_blocks, n)
+    after_counts = Counter(after_grams)
+    before_counts = Counter(before_grams)
+    added: dict[str, int] = {}
+    removed: dict[str, int] = {}
+    for gram, count in after_counts.items():
+        d = count - before_counts.get(gram, 0)
+        if d > 0:
+            added[gram] = d
+        elif d < 0:
+            removed[gram] = -d
+    for gram, count in before_counts.items():
+        if gram not in after_counts:
+            removed[gram] = count
+    longest = max(len(before), len(after))
+    empty = tuple(longest < n for n in range(1, _CHRF_MAX_N + 1))
+    return _Deltas(added, removed, empty)
 
 
-def _f_beta(expected: list[dict[str, int]], actual: list[dict[str, int]], beta: float) -> float:
-    """chrF's F-beta over per-n precision/recall of the actual vs expected deltas."""
-    precisions: list[float] = []
-    recalls: list[float] = []
-    for exp, act in zip(expected, actual, strict=True):
-        if not exp and not act:
-            precisions.append(1.0)
-            recalls.append(1.0)
-            continue
-        tp = fp = fn = 0
+def _f_beta(expected: _Deltas, expected_totals: list[int], actual: _Deltas, beta: float) -> float:
+    """chrF's F-beta over per-n precision/recall of the actual vs expected deltas.
+
+    TP = Σ min(expected, actual) per key; FP = Σ actual excess = Σ actual - TP and
+    FN = Σ expected excess = Σ expected - TP, so P = TP / Σ actual and R = TP / Σ expected.
+    """
+    tp = [0] * (_CHRF_MAX_N + 1)
+    for act, exp in ((actual.added, expected.added), (actual.removed, expected.removed)):
         for gram, a_count in act.items():
-            e_count = exp.get(gram, 0)
-            if a_count >= e_count:
-                tp += e_count
-                fp += a_count - e_count
-            else:
-                tp += a_count
-                fn += e_count - a_count
-        for gram, e_count in exp.items():
-            if gram not in act:
-                fn += e_count
-        precisions.append(tp / (tp + fp) if tp + fp else 0.0)
-        recalls.append(tp / (tp + fn) if tp + fn else 0.0)
-    p = sum(precisions) / len(precisions)
-    r = sum(recalls) / len(recalls)
+            e_count = exp.get(gram)
+            if e_count is not None:
+                tp[len(gram)] += a_count if a_count < e_count else e_count
+    actual_totals = actual.totals()
+    p_sum = r_sum = 0.0
+    for n in range(1, _CHRF_MAX_N + 1):
+        if expected.empty[n - 1] and actual.empty[n - 1]:
+            p_sum += 1.0
+            r_sum += 1.0
+            continue
+        if actual_totals[n]:
+            p_sum += tp[n] / actual_totals[n]
+        if expected_totals[n]:
+            r_sum += tp[n] / expected_totals[n]
+    p = p_sum / _CHRF_MAX_N
+    r = r_sum / _CHRF_MAX_N
     if p + r == 0:
         return 0.0
     b2 = beta * beta
@@ -838,12 +903,13 @@ class _DeltaChrfScorer:
         self.beta = beta
         self._original_c = _collapse_whitespace(original)
         self._expected_deltas = _ngram_deltas(self._original_c, _collapse_whitespace(expected))
+        self._expected_totals = self._expected_deltas.totals()
 
     def score(self, actual: str) -> float:
         if self.original == self.expected == actual:
             return 100.0
         actual_deltas = _ngram_deltas(self._original_c, _collapse_whitespace(actual))
-        return _f_beta(self._expected_deltas, actual_deltas, self.beta)
+        return _f_beta(self._expected_deltas, self._expected_totals, actual_deltas, self.beta)
 
 
 def delta_chrf(original: str, expected: str, actual: str, beta: float = 0.5) -> float:

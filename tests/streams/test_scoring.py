@@ -7,6 +7,8 @@ definition (tie-breaking, byte vs character counting, context width...) makes a 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -512,6 +514,72 @@ def test_delta_chrf_context_is_five_chars() -> None:
     long = delta_chrf("q" * 495 + "01234x", "q" * 495 + "01234y", "q" * 495 + "01234z")
     assert short == long
     assert 0.0 < short < 100.0
+
+
+def _naive_delta_chrf(original: str, expected: str, actual: str, beta: float = 0.5) -> float:
+    """The spec's delta chrF spelled out literally (per-n Counters, ¬ keys, zero keys)."""
+    if original == expected == actual:
+        return 100.0
+
+    def collapse(t: str) -> str:
+        ws = "[\t\x0b\x0c \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
+        return re.sub(ws, " ", re.sub("[\r\n]+", "\n", t))
+
+    def deltas(before_full: str, after_full: str) -> list[dict[str, int]]:
+        p = 0
+        while p < min(len(before_full), len(after_full)) and before_full[p] == after_full[p]:
+            p += 1
+        s = 0
+        limit = min(len(before_full), len(after_full)) - p
+        while s < limit and before_full[-1 - s] == after_full[-1 - s]:
+            s += 1
+        lo, cut = max(0, p - 5), max(0, s - 5)
+        before = before_full[lo : len(before_full) - cut]
+        after = after_full[lo : len(after_full) - cut]
+        out = []
+        for n in range(1, 7):
+            ca = Counter(after[i : i + n] for i in range(len(after) - n + 1))
+            cb = Counter(before[i : i + n] for i in range(len(before) - n + 1))
+            delta = {}
+            for gram in set(ca) | set(cb):
+                d = ca[gram] - cb[gram]
+                delta[("¬" + gram) if d < 0 else gram] = abs(d)
+            out.append(delta)
+        return out
+
+    o = collapse(original)
+    exp_d, act_d = deltas(o, collapse(expected)), deltas(o, collapse(actual))
+    ps, rs = [], []
+    for e, a in zip(exp_d, act_d, strict=True):
+        if not e and not a:
+            ps.append(1.0)
+            rs.append(1.0)
+            continue
+        keys = set(e) | set(a)
+        tp = sum(min(e.get(k, 0), a.get(k, 0)) for k in keys)
+        fp = sum(max(0, a.get(k, 0) - e.get(k, 0)) for k in keys)
+        fn = sum(max(0, e.get(k, 0) - a.get(k, 0)) for k in keys)
+        ps.append(tp / (tp + fp) if tp + fp else 0.0)
+        rs.append(tp / (tp + fn) if tp + fn else 0.0)
+    p, r = sum(ps) / 6, sum(rs) / 6
+    if p + r == 0:
+        return 0.0
+    b2 = beta * beta
+    return 100 * (1 + b2) * p * r / (b2 * p + r)
+
+
+_chrf_text = st.text(alphabet=st.sampled_from(list("aab¬c \n\t(")), max_size=40)
+
+
+@given(_chrf_text, _chrf_text, _chrf_text, st.sampled_from([0.5, 1.0, 2.0]))
+@settings(max_examples=300)
+def test_delta_chrf_matches_literal_definition(
+    original: str, expected: str, actual: str, beta: float
+) -> None:
+    # The implementation skips n-grams that cancel inside matched blocks; it must agree
+    # with the literal definition everywhere.
+    got = delta_chrf(original, expected, actual, beta)
+    assert got == pytest.approx(_naive_delta_chrf(original, expected, actual, beta))
 
 
 @given(_code_text, _code_text, _code_text)
