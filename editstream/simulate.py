@@ -218,7 +218,13 @@ _COMPLETIONS = ("()", ";", ",", ")", ":", "?", "s", "[0]", " + 1", "_id", " = 0"
 _KEYWORDS = ("let", "const", "def", "fn", "return", "if", "for", "while", "var", "match")
 
 
+# Distances steer the error model only; on huge texts compare prefixes so one request can't
+# stall the event loop with a quadratic computation.
+_DISTANCE_MAX_CHARS = 20_000
+
+
 def _distance(a: str, b: str) -> float:
+    a, b = a[:_DISTANCE_MAX_CHARS], b[:_DISTANCE_MAX_CHARS]
     return float(Levenshtein.normalized_distance(a, b))
 
 
