@@ -53,8 +53,4 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     distill.register(app, rt)
     repair.register(app, rt)
 
-    @app.on_shutdown.connect
-    async def close_clients(app: faust.App, **kwargs: object) -> None:
-        await rt.aclose()
-
     return app, rt

@@ -81,8 +81,9 @@ class SettleState:
 
 def register(app: faust.App, rt: Runtime) -> SettleState:
     s = rt.settings
-    table = app.Table("settle-state", partitions=s.partitions, key_type=str,
-                      key_serializer="json", value_serializer="json")
+    table = app.Table("settle-state", partitions=s.partitions,
+                      schema=faust.Schema(key_type=str, key_serializer="json",
+                                          value_serializer="json"))
     state = SettleState(rt, table)
     source = rt.topic("edit-events")
 

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, UnknownError
 
 from agents.runtime import TOPICS
 from streams.settings import Settings
@@ -35,10 +35,21 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
-def producer(settings: Settings) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
-                            enable_idempotence=True, linger_ms=5,
-                            max_request_size=4 * 1024 * 1024)
+async def start_producer(settings: Settings) -> AIOKafkaProducer:
+    """An idempotent acks=all producer; plain acks=all on brokers without producer ids
+    (the embedded Tansu broker answers InitProducerId with an unknown error)."""
+    for idempotent in (True, False):
+        prod = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
+                                enable_idempotence=idempotent, linger_ms=5,
+                                max_request_size=4 * 1024 * 1024)
+        try:
+            await prod.start()
+            return prod
+        except UnknownError:
+            await prod.stop()
+            if not idempotent:
+                raise
+    raise AssertionError("unreachable")
 
 
 def event_key(raw: bytes) -> bytes | None:
@@ -56,8 +67,7 @@ async def produce_events(settings: Settings, lines: Iterable[bytes], *,
     """Send raw event lines to `edit-events`; with `flush`, end every partition with a
     control flush so all open predictions settle (finite inputs: demo, backfill)."""
     topic = settings.topic("edit-events")
-    prod = producer(settings)
-    await prod.start()
+    prod = await start_producer(settings)
     n = 0
     try:
         pending = []
