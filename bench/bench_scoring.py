@@ -96,15 +96,21 @@ def build_inputs() -> tuple[str, str, list[str], list[dict[str, Any]]]:
     return base, settled, samples, history
 
 
-def _median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of ``fn`` over ``repeat`` runs (after one warm-up run)."""
-    fn()
-    times: list[float] = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
+def _median_seconds(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median wall time of each function over ``repeat`` rounds, after one warm-up each.
+
+    Rounds interleave the functions (a, b, c, a, b, c, ...) so that drift in machine load
+    or clock speed hits every path alike instead of biasing whichever ran first.
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def run(repeat: int) -> dict[str, Any]:
@@ -123,10 +129,9 @@ def run(repeat: int) -> dict[str, Any]:
     def uncached() -> object:
         return [score_prediction(base, settled, s, history=history, path=PATH) for s in samples]
 
-    a = _median_seconds(bare, repeat)
-    b = _median_seconds(all_metrics, repeat)
-    c = _median_seconds(distance_only, repeat)
-    d = _median_seconds(uncached, max(1, repeat // 2))
+    fast = _median_seconds({"a": bare, "b": all_metrics, "c": distance_only}, repeat)
+    a, b, c = fast["a"], fast["b"], fast["c"]
+    d = _median_seconds({"d": uncached}, max(1, repeat // 3))["d"]
     scores = score_samples(base, settled, samples, history=history, path=PATH)
     return {
         "samples": len(samples),

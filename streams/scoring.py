@@ -779,27 +779,21 @@ def _collapse_whitespace(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _Deltas:
-    """The n-gram deltas of one edit, for all n at once.
+class _NgramChange:
+    """The n-grams of one n an edit may have changed, counted on each side.
 
-    ``added`` holds the positive deltas and ``removed`` the negated ones (the spec's
-    ``¬``+n-gram keys) in two dicts, so the n of a key is just its length and a text that
-    itself contains ``¬`` cannot collide with a negated key. Zero deltas are not stored:
-    they never change TP, FP or FN; what they do decide – whether the delta of an n is empty
-    – is kept in ``empty`` (index n-1: neither slice has an n-gram of length n).
+    Only n-grams not inside a matched block are counted (see ``_ngram_changes``); the delta
+    of a gram is ``after[g] - before[g]``. ``size`` is Σ|delta| over all grams and ``empty``
+    says the spec's delta (zero-count keys included) is empty: neither slice has an n-gram
+    of this length. Zero deltas never change TP, FP or FN, so that flag is all that is kept
+    of them. Deltas stay implicit (two Counters built in C) because most samples share few
+    grams with the expected edit and only those are ever looked at.
     """
 
-    added: dict[str, int]
-    removed: dict[str, int]
-    empty: tuple[bool, ...]
-
-    def totals(self) -> list[int]:
-        """Σ counts per n (index n; index 0 unused)."""
-        totals = [0] * (_CHRF_MAX_N + 1)
-        for side in (self.added, self.removed):
-            for gram, count in side.items():
-                totals[len(gram)] += count
-        return totals
+    after: Counter[str]
+    before: Counter[str]
+    size: int
+    empty: bool
 
 
 def _unshared_ngrams(text: str, blocks: list[tuple[int, int]], n: int) -> list[str]:
@@ -821,15 +815,15 @@ def _unshared_ngrams(text: str, blocks: list[tuple[int, int]], n: int) -> list[s
     return grams
 
 
-def _ngram_deltas(before_full: str, after_full: str) -> _Deltas:
+def _ngram_changes(before_full: str, after_full: str) -> list[_NgramChange]:
     """The n-gram count changes (n = 1..6) of the changed slice plus 5 chars of context.
 
     Definition: after stripping the common prefix/suffix (keeping 5 chars of each as
-    context), delta = count(after) - count(before) per n-gram. Computed exactly but cheaply:
-    the slices are aligned with rapidfuzz's matching blocks and only n-grams touching a
-    non-matched part are counted, since each n-gram inside a matched block is paired with
-    the same n-gram on the other side and its contributions cancel. All n share one Counter
-    per side (n-grams of different n differ in length, so they never collide).
+    context), delta = count(after) - count(before) per n-gram; the spec writes a negative
+    delta -c of g as count c of ``¬``+g. Computed exactly but cheaply: the slices are
+    aligned with rapidfuzz's matching blocks and only n-grams touching a non-matched part
+    are counted, since each n-gram inside a matched block is paired with the same n-gram on
+    the other side and its contributions cancel.
     """
     p = _common_prefix_len(before_full, after_full)
     s = _common_suffix_len(before_full, after_full, min(len(before_full), len(after_full)) - p)
@@ -840,52 +834,77 @@ def _ngram_deltas(before_full: str, after_full: str) -> _Deltas:
     matching = Indel.opcodes(before, after).as_matching_blocks()
     before_blocks = [(m.a, m.size) for m in matching if m.size]
     after_blocks = [(m.b, m.size) for m in matching if m.size]
-    after_grams: list[str] = []
-    before_grams: list[str] = []
-    for n in range(1, _CHRF_MAX_N + 1):
-        after_grams += _unshared_ngrams(after, after_blocks, n)
-        before_grams += _unshared_ngrams(before, before_blocks, n)
-    after_counts = Counter(after_grams)
-    before_counts = Counter(before_grams)
-    added: dict[str, int] = {}
-    removed: dict[str, int] = {}
-    for gram, count in after_counts.items():
-        d = count - before_counts.get(gram, 0)
-        if d > 0:
-            added[gram] = d
-        elif d < 0:
-            removed[gram] = -d
-    for gram, count in before_counts.items():
-        if gram not in after_counts:
-            removed[gram] = count
     longest = max(len(before), len(after))
-    empty = tuple(longest < n for n in range(1, _CHRF_MAX_N + 1))
-    return _Deltas(added, removed, empty)
+    changes: list[_NgramChange] = []
+    for n in range(1, _CHRF_MAX_N + 1):
+        after_counts = Counter(_unshared_ngrams(after, after_blocks, n))
+        before_counts = Counter(_unshared_ngrams(before, before_blocks, n))
+        # Σ|a - b| = Σa + Σb - 2 Σ min(a, b), and min is non-zero only on common grams.
+        overlap = 0
+        for gram in after_counts.keys() & before_counts.keys():
+            a, b = after_counts[gram], before_counts[gram]
+            overlap += a if a < b else b
+        size = after_counts.total() + before_counts.total() - 2 * overlap
+        changes.append(_NgramChange(after_counts, before_counts, size, longest < n))
+    return changes
 
 
-def _f_beta(expected: _Deltas, expected_totals: list[int], actual: _Deltas, beta: float) -> float:
+@dataclass(frozen=True, slots=True)
+class _Reference:
+    """The expected edit's deltas made explicit once: positive and negated grams per n."""
+
+    added: list[dict[str, int]]
+    removed: list[dict[str, int]]
+    changes: list[_NgramChange]
+
+    @classmethod
+    def of(cls, changes: list[_NgramChange]) -> _Reference:
+        added: list[dict[str, int]] = []
+        removed: list[dict[str, int]] = []
+        for ch in changes:
+            plus: dict[str, int] = {}
+            minus: dict[str, int] = {}
+            for gram in ch.after.keys() | ch.before.keys():
+                d = ch.after.get(gram, 0) - ch.before.get(gram, 0)
+                if d > 0:
+                    plus[gram] = d
+                elif d < 0:
+                    minus[gram] = -d
+            added.append(plus)
+            removed.append(minus)
+        return cls(added, removed, changes)
+
+
+def _f_beta(expected: _Reference, actual: list[_NgramChange], beta: float) -> float:
     """chrF's F-beta over per-n precision/recall of the actual vs expected deltas.
 
-    TP = Σ min(expected, actual) per key; FP = Σ actual excess = Σ actual - TP and
-    FN = Σ expected excess = Σ expected - TP, so P = TP / Σ actual and R = TP / Σ expected.
+    TP = Σ min(expected, actual) per key (positive and negated keys separately);
+    FP = Σ actual excess = Σ|actual| - TP and FN = Σ expected excess = Σ|expected| - TP,
+    so P = TP / Σ|actual| and R = TP / Σ|expected| (0 when that sum is 0).
     """
-    tp = [0] * (_CHRF_MAX_N + 1)
-    for act, exp in ((actual.added, expected.added), (actual.removed, expected.removed)):
-        for gram, a_count in act.items():
-            e_count = exp.get(gram)
-            if e_count is not None:
-                tp[len(gram)] += a_count if a_count < e_count else e_count
-    actual_totals = actual.totals()
     p_sum = r_sum = 0.0
-    for n in range(1, _CHRF_MAX_N + 1):
-        if expected.empty[n - 1] and actual.empty[n - 1]:
+    for n, act in enumerate(actual):
+        exp = expected.changes[n]
+        if exp.empty and act.empty:
             p_sum += 1.0
             r_sum += 1.0
             continue
-        if actual_totals[n]:
-            p_sum += tp[n] / actual_totals[n]
-        if expected_totals[n]:
-            r_sum += tp[n] / expected_totals[n]
+        tp = 0
+        plus, minus = expected.added[n], expected.removed[n]
+        for gram in plus.keys() & act.after.keys():
+            d = act.after[gram] - act.before.get(gram, 0)
+            if d > 0:
+                e = plus[gram]
+                tp += d if d < e else e
+        for gram in minus.keys() & act.before.keys():
+            d = act.before[gram] - act.after.get(gram, 0)
+            if d > 0:
+                e = minus[gram]
+                tp += d if d < e else e
+        if act.size:
+            p_sum += tp / act.size
+        if exp.size:
+            r_sum += tp / exp.size
     p = p_sum / _CHRF_MAX_N
     r = r_sum / _CHRF_MAX_N
     if p + r == 0:
@@ -902,14 +921,15 @@ class _DeltaChrfScorer:
         self.expected = expected
         self.beta = beta
         self._original_c = _collapse_whitespace(original)
-        self._expected_deltas = _ngram_deltas(self._original_c, _collapse_whitespace(expected))
-        self._expected_totals = self._expected_deltas.totals()
+        self._reference = _Reference.of(
+            _ngram_changes(self._original_c, _collapse_whitespace(expected))
+        )
 
     def score(self, actual: str) -> float:
         if self.original == self.expected == actual:
             return 100.0
-        actual_deltas = _ngram_deltas(self._original_c, _collapse_whitespace(actual))
-        return _f_beta(self._expected_deltas, self._expected_totals, actual_deltas, self.beta)
+        changes = _ngram_changes(self._original_c, _collapse_whitespace(actual))
+        return _f_beta(self._reference, changes, self.beta)
 
 
 def delta_chrf(original: str, expected: str, actual: str, beta: float = 0.5) -> float:
