@@ -347,6 +347,9 @@ def kept_rate(base: str, candidate: str, reference: str) -> KeptRate:
     by LCS(side, base), deleted units are base units not kept by it. ``kept`` counts candidate
     new units kept by LCS(candidate-new, reference-new); ``correctly_deleted`` counts base
     units both sides dropped. All counts are UTF-8 bytes.
+
+    Interpretation: the two early exits (all three texts equal → rates 1; size changes more
+    than 512 bytes apart → rates 0) skip tokenizing, so their byte counts are all 0.
     """
     return _KeptRateScorer(base, reference).score(candidate)
 
