@@ -55,7 +55,9 @@ def decode_event(raw: bytes | None, settings: Settings) -> Verdict:
         except UnicodeDecodeError as uexc:
             return Rejected("invalid_utf8", f"invalid UTF-8 at byte {uexc.start}")
         return Rejected("invalid_json", str(exc)[:200])
-    discard = privacy_verdict(
+    # Control events (idle ticks, flush) are written by the pipeline and carry no content.
+    is_control = isinstance(event, dict) and event.get("type") == "control"
+    discard = None if is_control else privacy_verdict(
         event, settings.disabled_globs, require_open_source=settings.require_open_source
     )
     if discard is not None:

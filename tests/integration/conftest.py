@@ -99,7 +99,7 @@ def run_settings(broker: str, sim_url: str, **kw: object) -> Settings:
     run = uuid.uuid4().hex[:8]
     base = dict(broker=broker, topic_prefix=f"t{run}-", app_id=f"editstream-t{run}",
                 student_url=sim_url, teacher_url=sim_url, samples=8, idle_tick_ms=500,
-                partitions=4, log_level="warn")
+                partitions=4, log_level="info")
     base.update(kw)
     return Settings(**base)  # type: ignore[arg-type]
 

@@ -92,3 +92,11 @@ def test_history_on_a_disabled_path_is_discarded() -> None:
 ])
 def test_glob_semantics(path: str, disabled: bool) -> None:
     assert path_disabled(path, DEFAULT_DISABLED_GLOBS) is disabled
+
+
+def test_control_events_bypass_privacy_but_not_the_schema() -> None:
+    tick = {"v": 1, "type": "control", "op": "tick", "session_id": "__control__",
+            "ts_ms": 5, "can_collect_data": False, "watermark_ms": 5}
+    assert isinstance(decode_event(orjson.dumps(tick), S), Accepted)
+    bad = {k: v for k, v in tick.items() if k != "watermark_ms"}
+    assert isinstance(decode_event(orjson.dumps(bad), S), Rejected)
