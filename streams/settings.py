@@ -75,7 +75,7 @@ class Settings:
     repair_attempts: int = 2
     # --- emit --------------------------------------------------------------------------
     record_format: str = field(default="marker", metadata={"help": "prompt format of records"})
-    eval_fraction: float = 0.1
+    eval_fraction: float = 0.15
     # --- operations --------------------------------------------------------------------
     metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port; 0: off"})
     log_level: str = "warn"
