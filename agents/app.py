@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import faust
 
-from agents import distill, repair, sample, score, settle
+from agents import distill, repair, retry, sample, score, settle
 from agents.runtime import TOPICS, Runtime
 from streams.settings import Settings
 
@@ -27,6 +27,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         settings.app_id,
         broker=broker_url(settings.broker),
         store="memory://",
+        processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
         web_enabled=False,
@@ -52,5 +53,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     score.register(app, rt)
     distill.register(app, rt)
     repair.register(app, rt)
+    retry.register(app, rt)
 
     return app, rt

@@ -11,17 +11,19 @@ from typing import Any
 
 import faust
 import orjson
-from streams.models import ModelError
 
 from agents import metrics
 from agents.runtime import Runtime, observe_lag
 from streams.distill import attempt, route_scored
 from streams.emit import training_records
+from streams.models import ModelError
 from streams.repair import next_step, repair_request
 
 
-async def teach(rt: Runtime, source: dict[str, Any], number: int) -> None:
-    """Attempt `number` (0 = first distillation) for a scored or repair record."""
+async def teach(rt: Runtime, source: dict[str, Any], number: int,
+                retry_attempt: int = 0) -> None:
+    """Attempt `number` (0 = first distillation) for a scored or repair record;
+    `retry_attempt` counts re-queues after model outages."""
     s = rt.settings
     stage = "distill" if number == 0 else "repair"
     example = source["example"]
@@ -29,8 +31,8 @@ async def teach(rt: Runtime, source: dict[str, Any], number: int) -> None:
         att = await attempt(example, rt.teacher, rt.judge, s, number=number,
                             previous=source.get("previous"), judgement=source.get("judgement"))
     except ModelError as exc:
-        await rt.reject(stage, f"teacher_{exc.reason}", example, detail=str(exc)[:300],
-                        band=source["band"], summary=source["summary"])
+        await rt.requeue(stage, source, exc, retry_attempt, band=source["band"],
+                         summary=source["summary"])
         return
     step = next_step(number, att.judgement, s)
     if number > 0:

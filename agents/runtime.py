@@ -12,15 +12,16 @@ from typing import Any
 
 import faust
 import orjson
-from streams.models import Endpoint, StudentClient, TeacherClient
 
 from agents import metrics
 from streams.emit import dlq_record, rejected_record
+from streams.models import Endpoint, ModelError, StudentClient, TeacherClient
+from streams.retry import retry_record
 from streams.settings import Settings
 
 TOPICS = (
     "edit-events", "edit-events-dlq", "settled-examples", "student-samples", "scored-examples",
-    "repair", "training-records", "rejected-examples", "pipeline-dlq",
+    "repair", "model-retry", "training-records", "rejected-examples", "pipeline-dlq",
 )
 
 
@@ -96,6 +97,19 @@ class Runtime:
         await self.send("rejected-examples", example["request_id"],
                         rejected_record(example["request_id"], stage, reason, self.settings,
                                         example=example, **extra))
+
+    async def requeue(self, stage: str, payload: dict[str, Any], exc: ModelError,
+                      attempt: int, **reject_extra: Any) -> None:
+        """After a model outage: re-queue with a delay, or reject once retries are spent."""
+        record = retry_record(stage, payload, f"{exc.reason}", attempt + 1,
+                              int(time.time() * 1000), self.settings)
+        if record is not None:
+            metrics.MODEL_REQUEUED.labels(stage).inc()
+            await self.send("model-retry", payload["request_id"], record)
+            return
+        model = "student" if stage == "sample" else "teacher"
+        await self.reject(stage, f"{model}_{exc.reason}", payload.get("example", payload),
+                          detail=str(exc)[:300], **reject_extra)
 
     async def dead_letter(self, dlq_topic: str, stage: str, reason: str, detail: str | None,
                           message: Any, *, original: bytes | None = None,

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import faust
 import orjson
-from streams.models import ModelError
 
 from agents import metrics
 from agents.runtime import Runtime
+from streams.models import ModelError
 from streams.sample import sample_example
+
+
+async def sample_one(rt: Runtime, example: dict[str, Any], retry_attempt: int = 0) -> None:
+    """Sample one settled example; `retry_attempt` counts re-queues after model outages."""
+    s = rt.settings
+    if example["settle_reason"] in s.reject_settle_reasons:
+        await rt.reject("settle", f"settle_{example['settle_reason']}", example)
+        return
+    try:
+        record = await sample_example(example, rt.student, s)
+    except ModelError as exc:
+        await rt.requeue("sample", example, exc, retry_attempt)
+        return
+    await rt.send("student-samples", example["request_id"], record)
 
 
 def register(app: faust.App, rt: Runtime) -> None:
@@ -22,17 +37,7 @@ def register(app: faust.App, rt: Runtime) -> None:
             msg = event.message
             started = time.perf_counter()
             try:
-                example = orjson.loads(msg.value)
-                if example["settle_reason"] in s.reject_settle_reasons:
-                    await rt.reject("settle", f"settle_{example['settle_reason']}", example)
-                    continue
-                try:
-                    record = await sample_example(example, rt.student, s)
-                except ModelError as exc:
-                    await rt.reject("sample", f"student_{exc.reason}", example,
-                                    detail=str(exc)[:300])
-                    continue
-                await rt.send("student-samples", example["request_id"], record)
+                await sample_one(rt, orjson.loads(msg.value))
             except Exception as exc:
                 await rt.dead_letter("pipeline-dlq", "sample", "internal_error",
                                      type(exc).__name__, msg)

@@ -28,6 +28,8 @@ class Settings:
                                                     "(separate runs on one broker)"})
     partitions: int = field(default=4, metadata={"help": "partitions of the pipeline topics"})
     pipeline_version: str = field(default="v1", metadata={"help": "stamped on every record"})
+    processing_guarantee: str = field(default="at_least_once", metadata={
+        "help": "at_least_once | exactly_once (Kafka transactions; not on the embedded broker)"})
     # --- settle ------------------------------------------------------------------------
     quiescence_ms: int = 10_000
     ttl_ms: int = 300_000
@@ -73,6 +75,12 @@ class Settings:
     judge_max_distance: float = 0.4
     judge_max_reversal: float = 0.2
     repair_attempts: int = 2
+    # --- model outages -----------------------------------------------------------------
+    retry_attempts: int = field(default=2, metadata={
+        "help": "times an example whose model calls exhausted their retries is re-queued "
+                "on the retry topic before it is rejected"})
+    retry_delay_ms: int = field(default=5_000, metadata={
+        "help": "delay before the first re-queued attempt (doubles each time)"})
     # --- emit --------------------------------------------------------------------------
     record_format: str = field(default="marker", metadata={"help": "prompt format of records"})
     eval_fraction: float = 0.15
