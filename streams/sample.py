@@ -1,16 +1,25 @@
-"""Sample stage: draw N student predictions for a settled example.
+"""Sample stage: draw up to N student predictions for a settled example.
 
 The sampling seed is derived from the request id and the configured seed, so a replay asks
 the (seeded) student for exactly the same samples as the live run did.
+
+Adaptive sampling (``settings.adaptive_sampling``, see ``streams.adaptive``): samples are drawn
+in batches and drawing stops as soon as the band of the median distance is decided with high
+confidence. Batch seeds line up with the full run: a batch starting at sample j asks for
+``n=batch`` with ``seed = base_seed + j``, and the server derives choice i from ``seed + i``,
+so sample j always has seed ``base_seed + j`` whatever the batching. The record then carries
+``adaptive = {"drawn": k, "cap": N, "decided": band | None}``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from streams.formats import build_prompt
+from streams.adaptive import AdaptivePolicy
+from streams.formats import build_prompt, parse_output
 from streams.ids import stable_int
 from streams.models import SampleBatch, StudentClient
+from streams.scoring import normalized_levenshtein
 from streams.settings import Settings
 
 
@@ -33,9 +42,13 @@ def student_info(settings: Settings, seed: int, mode: str | None = None) -> dict
 
 
 def samples_record(
-    example: dict[str, Any], batch: SampleBatch, settings: Settings, seed: int
+    example: dict[str, Any],
+    batch: SampleBatch,
+    settings: Settings,
+    seed: int,
+    adaptive: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    record = {
         "v": 1,
         "pipeline_version": settings.pipeline_version,
         "request_id": example["request_id"],
@@ -48,6 +61,43 @@ def samples_record(
         "prompt_tokens": batch.prompt_tokens,
         "completion_tokens": batch.completion_tokens,
     }
+    if adaptive is not None:
+        record["adaptive"] = adaptive
+    return record
+
+
+def policy_for(settings: Settings) -> AdaptivePolicy:
+    return AdaptivePolicy(
+        cap=settings.samples,
+        band_low=settings.band_low,
+        band_high=settings.band_high,
+        min_samples=settings.adaptive_min_samples,
+        batch=settings.adaptive_batch,
+        confidence=settings.adaptive_confidence,
+    )
+
+
+def sample_distance(example: dict[str, Any], text: str, prompt_format: str) -> float:
+    """The distance the score stage will compute for this sample (same parse fallback and
+    rounding as ``streams.score``), so the stopping rule and the band agree exactly."""
+    parsed = parse_output(text, prompt_format)
+    region = text if parsed is None else parsed
+    return round(normalized_levenshtein(region, example["settled_region"]), 6)
+
+
+def merge_batches(batches: list[SampleBatch]) -> SampleBatch:
+    """Batches in seed order as one batch (costs summed; mode of the last batch)."""
+    if len(batches) == 1:
+        return batches[0]
+    return SampleBatch(
+        texts=[t for b in batches for t in b.texts],
+        latencies_ms=[x for b in batches for x in b.latencies_ms],
+        mode=batches[-1].mode,
+        requests=sum(b.requests for b in batches),
+        retries=sum(b.retries for b in batches),
+        prompt_tokens=sum(b.prompt_tokens for b in batches),
+        completion_tokens=sum(b.completion_tokens for b in batches),
+    )
 
 
 async def sample_example(
@@ -55,11 +105,34 @@ async def sample_example(
 ) -> dict[str, Any]:
     """One `student-samples` record; raises `streams.models.ModelError` when the model fails."""
     seed = sample_seed(example, settings)
-    batch = await client.sample(
-        build_prompt(example, settings.prompt_format),
-        settings.samples,
-        temperature=settings.sample_temperature,
-        max_tokens=settings.sample_max_tokens,
-        seed=seed,
-    )
-    return samples_record(example, batch, settings, seed)
+    prompt = build_prompt(example, settings.prompt_format)
+    if not settings.adaptive_sampling:
+        batch = await client.sample(
+            prompt,
+            settings.samples,
+            temperature=settings.sample_temperature,
+            max_tokens=settings.sample_max_tokens,
+            seed=seed,
+        )
+        return samples_record(example, batch, settings, seed)
+
+    policy = policy_for(settings)
+    batches: list[SampleBatch] = []
+    distances: list[float] = []
+    decided: str | None = None
+    for start, size in policy.batches():
+        batch = await client.sample(
+            prompt,
+            size,
+            temperature=settings.sample_temperature,
+            max_tokens=settings.sample_max_tokens,
+            seed=seed + start,  # sample j always has seed + j, as in the one-request run
+        )
+        batches.append(batch)
+        distances.extend(sample_distance(example, t, settings.prompt_format) for t in batch.texts)
+        decided = policy.decide(distances)
+        if decided is not None:
+            break
+    merged = merge_batches(batches)
+    adaptive = {"drawn": len(merged.texts), "cap": policy.cap, "decided": decided}
+    return samples_record(example, merged, settings, seed, adaptive)

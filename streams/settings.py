@@ -59,6 +59,14 @@ class Settings:
     # --- score -------------------------------------------------------------------------
     band_low: float = 0.05
     band_high: float = 0.6
+    adaptive_sampling: bool = field(default=True, metadata={
+        "help": "stop sampling an example once its band is decided (streams/adaptive.py)"})
+    adaptive_min_samples: int = field(default=10, metadata={
+        "help": "samples in the first adaptive batch"})
+    adaptive_batch: int = field(default=10, metadata={
+        "help": "samples per later adaptive batch"})
+    adaptive_confidence: float = field(default=0.95, metadata={
+        "help": "confidence that an early band decision is right (over all looks)"})
     # --- distill / judge / repair ------------------------------------------------------
     teacher_url: str = field(default="", metadata={"help": "empty: the local simulator"})
     teacher_api: str = field(default="openai", metadata={"help": "openai | anthropic"})
