@@ -1,0 +1,329 @@
+"""The pure core of the ingestion gateway (`editstream/gateway.py` is the HTTP/Kafka edge).
+
+Everything an HTTP request goes through before it reaches the broker is decided here, without
+I/O, so it can be tested in microseconds and reasoned about in one place:
+
+* `decompress`: gzip / zstd bodies, stream-decoded with a hard output cap (decompression
+  bombs stop at `cap + 1` bytes, whatever the compression ratio);
+* `split_body`: a JSON array or NDJSON into per-event items; one malformed NDJSON line is one
+  rejected event, not a failed batch;
+* `judge`: one event's fate, in the order privacy → secrets → internal-only types → size →
+  schema → offsets. Privacy runs first, as in `streams.ingest.decode_event`, so an opted-out
+  event is discarded before anything inspects its content;
+* `TokenAuth` (constant-time bearer tokens) and `TokenBucket` (per-client event rate).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import io
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import fastjsonschema
+import orjson
+import zstandard
+
+from schemas import compiled_edit_event_validator
+from streams.privacy import privacy_verdict
+from streams.secrets import event_secret
+from streams.settings import Settings
+
+# Reasons are a fixed vocabulary: they are returned to editors and used as metric labels.
+REJECT_REASONS = (
+    "invalid_json", "invalid_utf8", "not_an_object", "too_large", "control_not_allowed",
+    "schema", "invalid_editable_range", "invalid_cursor", "region_too_large",
+)
+DISCARD_REASONS = ("no_consent", "disabled_path", "not_open_source", "secret_detected")
+ENCODINGS = ("identity", "gzip", "zstd")
+MEDIA_TYPES = ("application/json", "application/x-ndjson")
+
+
+class BodyError(Exception):
+    """The request body as a whole cannot be used (answered with `status`, nothing written)."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------- body
+
+
+def decompress(body: bytes, encoding: str, cap: int) -> bytes:
+    """`body` decoded per its Content-Encoding, never producing more than `cap` bytes.
+
+    Both decoders are driven as streams asked for `cap + 1` bytes, so memory and CPU are
+    bounded by the cap, not by what the compressed data claims to expand to.
+    """
+    enc = encoding.strip().lower()
+    if enc in ("", "identity"):
+        data = body
+    elif enc in ("gzip", "x-gzip"):
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(body)) as fh:
+                data = fh.read(cap + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise BodyError(400, "bad_encoding", f"invalid gzip data: {exc}"[:200]) from None
+    elif enc == "zstd":
+        try:
+            dctx = zstandard.ZstdDecompressor()
+            with dctx.stream_reader(io.BytesIO(body), read_across_frames=True) as reader:
+                data = _read_up_to(reader, cap + 1)
+        except zstandard.ZstdError as exc:
+            raise BodyError(400, "bad_encoding", f"invalid zstd data: {exc}"[:200]) from None
+    else:
+        raise BodyError(415, "unsupported_encoding",
+                        f"Content-Encoding must be one of {', '.join(ENCODINGS)}")
+    if len(data) > cap:
+        raise BodyError(413, "body_too_large", f"decompressed body exceeds {cap} bytes")
+    return data
+
+
+def _read_up_to(reader: io.RawIOBase | Any, n: int) -> bytes:
+    """Read until `n` bytes or EOF (a stream reader may return short reads)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        chunk = reader.read(min(n - got, 1 << 20))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """An NDJSON line that is not an event at all (rejected on its own)."""
+
+    reason: str
+    detail: str
+
+
+Item = Any  # a parsed JSON value, or Malformed
+
+
+def split_body(data: bytes, media_type: str, max_events: int) -> list[Item]:
+    """The batch as a list of items: parsed JSON values (or `Malformed` NDJSON lines).
+
+    A JSON array must parse as a whole (there is no way to resynchronise inside one); in
+    NDJSON each non-blank line is one event, and a bad line only rejects that event.
+    """
+    if media_type == "application/x-ndjson":
+        lines = [ln for ln in data.split(b"\n") if ln.strip()]
+        if len(lines) > max_events:
+            raise BodyError(413, "too_many_events", f"{len(lines)} events > {max_events}")
+        return [_parse_line(ln) for ln in lines]
+    if media_type != "application/json":
+        raise BodyError(415, "unsupported_media_type",
+                        f"Content-Type must be one of {', '.join(MEDIA_TYPES)}")
+    try:
+        batch = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, "invalid_json", str(exc)[:200]) from None
+    if not isinstance(batch, list):
+        raise BodyError(400, "not_an_array", "the body must be a JSON array of events")
+    if len(batch) > max_events:
+        raise BodyError(413, "too_many_events", f"{len(batch)} events > {max_events}")
+    return batch
+
+
+def _parse_line(line: bytes) -> Item:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as uexc:
+            return Malformed("invalid_utf8", f"invalid UTF-8 at byte {uexc.start}")
+        return Malformed("invalid_json", str(exc)[:200])
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One event's fate. Only accepted events carry `value`/`key` (what goes to Kafka);
+    `detail` never contains event content."""
+
+    status: Literal["accepted", "rejected", "discarded"]
+    reason: str | None = None
+    detail: str | None = None
+    value: bytes | None = None
+    key: bytes | None = None
+
+
+def judge(item: Item, settings: Settings, max_region_bytes: int) -> Verdict:
+    """Decide one event. Privacy and secrets come before anything that could echo content."""
+    if isinstance(item, Malformed):
+        return Verdict("rejected", item.reason, item.detail)
+    if not isinstance(item, dict):
+        return Verdict("rejected", "not_an_object", "an event must be a JSON object")
+    discard = privacy_verdict(item, settings.disabled_globs,
+                              require_open_source=settings.require_open_source)
+    if discard is not None:
+        return Verdict("discarded", discard)
+    if event_secret(item) is not None:
+        # The kind of secret is counted by the caller's metrics only through this reason;
+        # nothing about where or what it was is reported back or logged.
+        return Verdict("discarded", "secret_detected")
+    if item.get("type") == "control":
+        return Verdict("rejected", "control_not_allowed",
+                       "control events are internal to the pipeline")
+    value = orjson.dumps(item)
+    if len(value) > settings.max_event_bytes:
+        return Verdict("rejected", "too_large",
+                       f"{len(value)} bytes > {settings.max_event_bytes}")
+    try:
+        compiled_edit_event_validator()(item)
+    except fastjsonschema.JsonSchemaException as exc:
+        return Verdict("rejected", "schema", str(exc.message)[:300])
+    if item["type"] == "prediction":
+        problem = _check_offsets(item, max_region_bytes)
+        if problem is not None:
+            return Verdict("rejected", problem[0], problem[1])
+    return Verdict("accepted", value=value, key=item["session_id"].encode())
+
+
+def _is_boundary(raw: bytes, i: int) -> bool:
+    """`i` is a UTF-8 character boundary inside (or at the end of) `raw`."""
+    return 0 <= i <= len(raw) and (i == len(raw) or (raw[i] & 0xC0) != 0x80)
+
+
+def _check_offsets(ev: dict[str, Any], max_region_bytes: int) -> tuple[str, str] | None:
+    """Static checks of a (schema-valid) prediction that the settle stage would otherwise
+    dead-letter later; the editor learns about them synchronously instead."""
+    raw = ev["excerpt"].encode("utf-8", "surrogatepass")
+    lo, hi = ev["editable_range"]
+    if lo > hi or not (_is_boundary(raw, lo) and _is_boundary(raw, hi)):
+        return "invalid_editable_range", "editable_range must be [start, end) on UTF-8 " \
+            f"character boundaries of the {len(raw)}-byte excerpt"
+    if not _is_boundary(raw, ev["cursor"]):
+        return "invalid_cursor", "cursor must be a UTF-8 character boundary of the excerpt"
+    if hi - lo > max_region_bytes:
+        return "region_too_large", f"editable region of {hi - lo} bytes > {max_region_bytes}"
+    return None
+
+
+# --------------------------------------------------------------------------- auth
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MIN_TOKEN_LENGTH = 16
+
+
+def parse_tokens(spec: str) -> tuple[tuple[str, str], ...]:
+    """`name:token` entries separated by commas or newlines (`#` starts a comment line).
+
+    Errors name the client, never the token. Names become metric labels, hence the strict
+    charset; tokens must be long enough not to be guessable.
+    """
+    out: list[tuple[str, str]] = []
+    for raw in re.split(r"[,\n]", spec):
+        entry = raw.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        name, sep, token = entry.partition(":")
+        name, token = name.strip(), token.strip()
+        if not sep or not _NAME.fullmatch(name):
+            raise ValueError("token entries must be `name:token` with a name of "
+                             "letters, digits, `_`, `.`, `-` (at most 64)")
+        if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
+            raise ValueError(f"token of client {name!r} must be at least {MIN_TOKEN_LENGTH} "
+                             "characters without spaces")
+        out.append((name, token))
+    names = [n for n, _ in out]
+    if len(set(names)) != len(names):
+        raise ValueError("client names must be unique")
+    if len({t for _, t in out}) != len(out):
+        raise ValueError("two clients share a token")
+    return tuple(out)
+
+
+class TokenAuth:
+    """Bearer tokens → client name, in constant time over all configured tokens.
+
+    Both sides are hashed first, so `compare_digest` sees equal lengths and leaks neither a
+    token's length nor how many leading bytes matched; every token is compared on every
+    request (no early exit), so timing does not reveal which client matched either.
+    """
+
+    def __init__(self, tokens: Iterable[tuple[str, str]]) -> None:
+        self._digests = [(name, hashlib.sha256(tok.encode()).digest()) for name, tok in tokens]
+
+    @property
+    def clients(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self._digests)
+
+    def client(self, authorization: str | None) -> str | None:
+        if not authorization:
+            return None
+        scheme, _, cred = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not cred.strip():
+            return None
+        digest = hashlib.sha256(cred.strip().encode("utf-8", "surrogateescape")).digest()
+        found: str | None = None
+        for name, expected in self._digests:
+            if hmac.compare_digest(digest, expected):
+                found = name
+        return found
+
+
+# --------------------------------------------------------------------------- rate
+
+
+class TokenBucket:
+    """`rate` events per second, bursts up to `burst`; the clock is passed in (testable)."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = max(self.stamp, now)
+
+    def wait(self, n: float, now: float) -> float:
+        """Seconds until `n` events would pass, consuming nothing (0: they would now)."""
+        self._refill(now)
+        if n <= self.tokens:
+            return 0.0
+        return float("inf") if n > self.burst else (n - self.tokens) / self.rate
+
+    def refund(self, n: float) -> None:
+        """Give back events charged for a request that was then not taken (503)."""
+        self.tokens = min(self.burst, self.tokens + n)
+
+    def take(self, n: float, now: float) -> float:
+        """Consume `n` and return 0, or consume nothing and return the seconds until `n`
+        would be available (a request larger than the burst can never pass: infinity)."""
+        wait = self.wait(n, now)
+        if wait == 0.0:
+            self.tokens -= n
+        return wait
+
+
+def summarize(verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    """The response body: counts, then one result per event in request order."""
+    results: list[dict[str, Any]] = []
+    counts = {"accepted": 0, "rejected": 0, "discarded": 0}
+    for i, v in enumerate(verdicts):
+        counts[v.status] += 1
+        res: dict[str, Any] = {"index": i, "status": v.status}
+        if v.reason is not None:
+            res["reason"] = v.reason
+        if v.detail is not None:
+            res["detail"] = v.detail
+        results.append(res)
+    return {**counts, "results": results}

@@ -1,0 +1,151 @@
+"""Secret detection for editor content: credentials must never become training data.
+
+Why a detector at all: consent and path globs catch `.env` files, but a developer can paste an
+API key into any buffer, and the excerpt, the typed text or a history diff then carries it.
+The gateway discards (never writes, never logs) every event with a string that looks like a
+credential. Training data loses little when an event is dropped by mistake, but a leaked key
+is a real incident; still, false positives must stay rare, because source code is full of
+long random-looking strings (hashes, base64 test vectors, UUIDs).
+
+So every rule is a *specific* credential format with a fixed, distinctive prefix and a body
+long enough to be a real token, and several add a validation step (mixed character classes
+for `sk-` keys, a decodable JSON header for JWTs, key material after a PEM header). Generic
+"high entropy string" rules are deliberately absent: they flag half of any codebase.
+
+Pure: no I/O, no Kafka. Each rule has a cheap literal prefilter (`str.__contains__`, which
+is fast substring search in C) so that text without any of the prefixes costs a handful of
+scans and never reaches the regular expressions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+def _mixed(token: str) -> bool:
+    """A real key body mixes upper case, lower case and digits; prose and kebab-case
+    identifiers (`sk-learn-compatible-estimator`) do not."""
+    return (any(c.isupper() for c in token) and any(c.islower() for c in token)
+            and any(c.isdigit() for c in token))
+
+
+def _jwt_header(token: str) -> bool:
+    """The first JWT segment must decode to a JSON object naming an algorithm."""
+    head = token.split(".", 1)[0]
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "alg" in data
+
+
+def _not_aws_example(token: str) -> bool:
+    """AWS documents `AKIAIOSFODNN7EXAMPLE`; copies of it fill open-source test suites."""
+    return not token.endswith("EXAMPLE")
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One credential format: `name` is the reported kind (a fixed vocabulary, safe as a
+    metric label); the pattern runs only when one of `literals` occurs in the text."""
+
+    name: str
+    literals: tuple[str, ...]
+    pattern: re.Pattern[str]
+    check: Callable[[str], bool] | None = None
+
+
+# Boundaries: `(?<![A-Za-z0-9_])` instead of `\b` so that `-` and `.` may precede a token
+# (`key=ghp_...`, `"Bearer eyJ..."`) while a longer identifier that merely contains the prefix
+# (`my_ghp_thing`) does not match.
+_B = r"(?<![A-Za-z0-9_])"
+_E = r"(?![A-Za-z0-9_])"
+
+RULES: tuple[Rule, ...] = (
+    # PEM/OpenSSH/PGP private keys: the header alone appears in parsers and docs, so require
+    # key material (a long base64 run) right after it, also when newlines are escaped (`\n`).
+    Rule("private_key", ("PRIVATE KEY",),
+         re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+                    r"(?:\\[nr]|\s|[A-Za-z-]+: [^\n\\]*)*?[A-Za-z0-9+/=]{40,}")),
+    Rule("aws_access_key", ("AKIA", "ASIA"),
+         re.compile(_B + r"(?:AKIA|ASIA)[0-9A-Z]{16}" + _E), _not_aws_example),
+    # The 40-char secret has no prefix of its own; only flag it next to its usual name.
+    Rule("aws_secret_key", ("ecret_access_key", "ECRET_ACCESS_KEY", "ecretAccessKey"),
+         re.compile(r"(?i:aws_?secret_?access_?key)[\"']?\s*[:=]\s*[\"']?"
+                    r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"), _mixed),
+    Rule("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+         re.compile(_B + r"gh[pousr]_[A-Za-z0-9]{36,251}" + _E)),
+    Rule("github_token", ("github_pat_",),
+         re.compile(_B + r"github_pat_[A-Za-z0-9_]{50,}")),
+    Rule("slack_token", ("xox",),
+         re.compile(_B + r"xox[baprs]-(?=[A-Za-z0-9-]*[0-9])[A-Za-z0-9]+-[A-Za-z0-9-]{8,}")),
+    Rule("slack_webhook", ("hooks.slack.com/",),
+         re.compile(r"hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]{20,}")),
+    # OpenAI (`sk-`, `sk-proj-`, `sk-svcacct-`), Anthropic (`sk-ant-api03-`) and similar.
+    Rule("api_key_sk", ("sk-",),
+         re.compile(_B + r"sk-(?:[a-z]{2,10}-){0,2}([A-Za-z0-9_-]{20,})" + _E), _mixed),
+    Rule("stripe_key", ("k_live_",),
+         re.compile(_B + r"[rs]k_live_[A-Za-z0-9]{20,}" + _E)),
+    Rule("google_api_key", ("AIza",),
+         re.compile(_B + r"AIza[0-9A-Za-z_-]{35}" + _E)),
+    Rule("jwt", ("eyJ",),
+         re.compile(_B + r"eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{16,}"),
+         _jwt_header),
+)
+
+SECRET_KINDS: tuple[str, ...] = tuple(dict.fromkeys(r.name for r in RULES))
+
+
+def find_secret(text: str) -> str | None:
+    """The kind of the first credential found in `text`, or None.
+
+    Only the kind is returned, never the match: callers report and count it, and nothing
+    about the secret itself may travel further.
+    """
+    for rule in RULES:
+        if not any(lit in text for lit in rule.literals):
+            continue
+        for m in rule.pattern.finditer(text):
+            token = m.group(m.lastindex or 0)
+            if rule.check is None or rule.check(token):
+                return rule.name
+    return None
+
+
+def iter_strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value (keys too), iteratively: a deeply nested payload must not
+    hit Python's recursion limit."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if isinstance(k, str):
+                    yield k
+                stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def event_secret(event: Any) -> str | None:
+    """The kind of credential anywhere in an event, or None.
+
+    All strings are scanned, not only the content fields (excerpt, text, output,
+    settled_region, history diffs): unknown extra fields are carried along to the topic too,
+    and `repo_url` can embed a token (`https://x:ghp_...@github.com/...`).
+    """
+    for text in iter_strings(event):
+        if len(text) >= 16:  # shorter than any rule's minimal match
+            kind = find_secret(text)
+            if kind is not None:
+                return kind
+    return None
