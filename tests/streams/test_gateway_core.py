@@ -1,0 +1,187 @@
+"""The gateway's pure core: body decoding with caps, batch splitting, per-event verdicts in
+privacy-first order, token auth and the token bucket."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+import orjson
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.gateway_core import (
+    BodyError,
+    Malformed,
+    TokenAuth,
+    TokenBucket,
+    decompress,
+    judge,
+    parse_tokens,
+    split_body,
+    summarize,
+)
+from streams.settings import Settings
+
+S = Settings()
+
+
+def prediction(**kw: Any) -> dict[str, Any]:
+    ev = {"v": 1, "type": "prediction", "session_id": "s1", "ts_ms": 5, "can_collect_data": True,
+          "request_id": "r1", "path": "src/app.py", "in_open_source_repo": True,
+          "excerpt": "héllo = 1\n", "excerpt_start": 0, "cursor": 3,
+          "editable_range": [0, 11], "history": []}
+    ev.update(kw)
+    return ev
+
+
+# ----------------------------------------------------------------------------- body
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+def test_decompress_round_trip_and_bomb_cap(encoding: str) -> None:
+    data = b"[" + b" " * 1000 + b"]"
+    pack = gzip.compress if encoding == "gzip" else zstandard.ZstdCompressor().compress
+    assert decompress(pack(data), encoding, 2000) == data
+    bomb = pack(b"\0" * (64 << 20))  # 64 MiB of zeros, a few KiB compressed
+    assert len(bomb) < 100_000
+    with pytest.raises(BodyError) as err:
+        decompress(bomb, encoding, 4 << 20)
+    assert err.value.status == 413
+
+
+def test_decompress_errors() -> None:
+    with pytest.raises(BodyError) as err:
+        decompress(b"not gzip", "gzip", 100)
+    assert err.value.status == 400
+    with pytest.raises(BodyError) as err:
+        decompress(gzip.compress(b"x" * 100)[:-12], "gzip", 1000)  # truncated
+    assert err.value.status == 400
+    with pytest.raises(BodyError) as err:
+        decompress(b"\x28\xb5\x2f\xfd garbage", "zstd", 100)
+    assert err.value.status == 400
+    with pytest.raises(BodyError) as err:
+        decompress(b"x", "br", 100)
+    assert err.value.status == 415
+    assert decompress(b"abc", "identity", 3) == b"abc"
+    with pytest.raises(BodyError):
+        decompress(b"abcd", "", 3)
+
+
+def test_split_body() -> None:
+    assert split_body(b"[1, {}]", "application/json", 2) == [1, {}]
+    lines = split_body(b'{"a":1}\n\n  \r\n{bad\n\xff\n', "application/x-ndjson", 5)
+    assert lines[0] == {"a": 1}
+    assert isinstance(lines[1], Malformed) and lines[1].reason == "invalid_json"
+    assert isinstance(lines[2], Malformed) and lines[2].reason == "invalid_utf8"
+    for body, media, status in [(b"[1,2,3]", "application/json", 413),
+                                (b"1\n2\n3\n", "application/x-ndjson", 413),
+                                (b"{}", "application/json", 400),
+                                (b"[1,", "application/json", 400),
+                                (b"[]", "text/plain", 415)]:
+        with pytest.raises(BodyError) as err:
+            split_body(body, media, 2)
+        assert err.value.status == status
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def test_accepts_valid_event_with_key() -> None:
+    v = judge(prediction(), S, 4096)
+    assert v.status == "accepted" and v.key == b"s1"
+    assert v.value is not None and orjson.loads(v.value) == prediction()
+
+
+@pytest.mark.parametrize(("event", "status", "reason"), [
+    (prediction(can_collect_data=False), "discarded", "no_consent"),
+    (prediction(can_collect_data="yes"), "discarded", "no_consent"),
+    (prediction(path="config/.env.local"), "discarded", "disabled_path"),
+    (prediction(history=[{"path": "k/id_rsa", "diff": "", "predicted": False, "ts_ms": 0}]),
+     "discarded", "disabled_path"),
+    (prediction(in_open_source_repo=False), "discarded", "not_open_source"),
+    (prediction(excerpt="k = 'AI" + "za" + "Sy" + "A1b2C3d4" * 4 + "E'\n"), "discarded",
+     "secret_detected"),
+    # privacy first: a malformed opted-out event is discarded, not rejected with content
+    (prediction(can_collect_data=False, ts_ms="soon"), "discarded", "no_consent"),
+    (prediction(ts_ms="soon", output="sk" + "-" + "Ab1" * 16), "discarded", "secret_detected"),
+    ({"v": 1, "type": "control", "op": "flush", "session_id": "x", "ts_ms": 0,
+      "can_collect_data": True}, "rejected", "control_not_allowed"),
+    (prediction(ts_ms="soon"), "rejected", "schema"),
+    ([1, 2], "rejected", "not_an_object"),
+    (Malformed("invalid_json", "x"), "rejected", "invalid_json"),
+    (prediction(editable_range=[5, 2]), "rejected", "invalid_editable_range"),
+    (prediction(editable_range=[0, 99]), "rejected", "invalid_editable_range"),
+    (prediction(editable_range=[2, 5]), "rejected", "invalid_editable_range"),  # inside é
+    (prediction(cursor=2), "rejected", "invalid_cursor"),
+    (prediction(excerpt="x" * 5000, editable_range=[0, 4097], cursor=0), "rejected",
+     "region_too_large"),
+])
+def test_verdicts(event: Any, status: str, reason: str) -> None:
+    v = judge(event, S, 4096)
+    assert (v.status, v.reason) == (status, reason)
+    assert v.value is None
+
+
+def test_region_exactly_at_cap_passes_and_size_limit() -> None:
+    ok = prediction(excerpt="x" * 5000, editable_range=[0, 4096], cursor=0)
+    assert judge(ok, S, 4096).status == "accepted"
+    big = prediction(excerpt="x" * 2000)
+    assert judge(big, S.replace(max_event_bytes=1000), 4096).reason == "too_large"
+    assert judge(prediction(in_open_source_repo=False),
+                 S.replace(require_open_source=False), 4096).status == "accepted"
+
+
+def test_summarize() -> None:
+    out = summarize([judge(prediction(), S, 4096), judge([], S, 4096)])
+    assert (out["accepted"], out["rejected"], out["discarded"]) == (1, 1, 0)
+    assert out["results"][0] == {"index": 0, "status": "accepted"}
+    assert out["results"][1]["reason"] == "not_an_object"
+
+
+# ----------------------------------------------------------------------------- auth / rate
+
+
+def test_parse_tokens() -> None:
+    assert parse_tokens("zed-prod:" + "a" * 16 + ", zed-dev:" + "b" * 20 + "\n# c\n") == (
+        ("zed-prod", "a" * 16), ("zed-dev", "b" * 20))
+    for bad in ["noname", "a:short", "bad name:" + "x" * 16, "a:" + "x" * 16 + ",a:" + "y" * 16,
+                "a:" + "x" * 16 + ",b:" + "x" * 16]:
+        with pytest.raises(ValueError) as err:
+            parse_tokens(bad)
+        assert "x" * 16 not in str(err.value)  # never echo a token
+
+
+def test_token_auth() -> None:
+    auth = TokenAuth([("a", "t" * 16), ("b", "u" * 20)])
+    assert auth.client("Bearer " + "t" * 16) == "a"
+    assert auth.client("bearer   " + "u" * 20 + " ") == "b"
+    for header in [None, "", "Bearer", "Basic " + "t" * 16, "Bearer " + "t" * 15,
+                   "Bearer " + "t" * 17, "Bearer \udcff"]:
+        assert auth.client(header) is None
+
+
+def test_token_bucket() -> None:
+    b = TokenBucket(rate=10, burst=100, now=0)
+    assert b.take(100, 0) == 0
+    assert b.take(1, 0) == pytest.approx(0.1)
+    assert b.wait(50, 1.0) == pytest.approx(4.0)  # 10 refilled, 40 missing at 10/s
+    assert b.take(10, 1.0) == 0
+    assert b.take(101, 50) == float("inf")
+    b.refund(1000)
+    assert b.tokens == 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 5), st.integers(1, 50)), max_size=40))
+def test_bucket_never_exceeds_rate(steps: list[tuple[float, int]]) -> None:
+    """Whatever the request pattern, events let through <= burst + rate * elapsed."""
+    b = TokenBucket(rate=20, burst=60, now=0)
+    now = passed = 0.0
+    for dt, n in steps:
+        now += dt
+        if b.take(n, now) == 0:
+            passed += n
+        assert passed <= 60 + 20 * now + 1e-6
