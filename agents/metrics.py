@@ -1,51 +1,109 @@
 """Prometheus metrics of the worker: defined once here, updated only by the agents.
 
-Labels are bounded sets (event types, stages, reasons from fixed vocabularies, bands);
+Naming follows the Prometheus conventions: an `editstream_` prefix, base units (seconds,
+ratios, messages), `_total` on counters. Labels are bounded sets (event types, stages,
+reasons from fixed vocabularies, bands, model kinds, topic names and partition numbers);
 never a request id, session id or path.
+
+Several workers on one host: set `PROMETHEUS_MULTIPROC_DIR` (see `editstream/worker.py`);
+gauges then declare how the per-process values combine (`multiprocess_mode`).
+
+Label values that are known up front are created at import with a zero value, so a panel or
+alert on them has a series (a flat 0) before the first event instead of "No data".
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
-from streams.models import RequestEvent
 
+from streams.models import RequestEvent
+from streams.settle import SETTLE_REASONS
+
+MODEL_KINDS = ("student", "teacher", "judge")
+STAGES = ("settle", "sample", "score", "distill", "repair", "retry")
+BAND_NAMES = ("trivial", "ideal", "noise")
+RECORD_KINDS = ("sft", "preference")
+SPLITS = ("train", "eval")
+
+# --- ingest and settle -------------------------------------------------------------------
 EVENTS_IN = Counter("editstream_events_in_total", "Ingest events by type and result",
                     ["type", "result"])
 DISCARDED = Counter("editstream_privacy_discarded_total",
                     "Events discarded at ingest for privacy", ["reason"])
-DLQ = Counter("editstream_dlq_total", "Records sent to a dead-letter topic", ["stage", "reason"])
+DLQ = Counter("editstream_dlq_records_total", "Records sent to a dead-letter topic",
+              ["stage", "reason"])
 OPEN_PREDICTIONS = Gauge("editstream_settle_open_predictions",
-                         "Predictions waiting to settle on this worker")
+                         "Predictions waiting to settle on this worker",
+                         multiprocess_mode="livesum")
 SETTLED = Counter("editstream_settled_total", "Settled examples by reason", ["reason"])
 SETTLE_DELAY = Histogram("editstream_settle_delay_seconds",
                          "Event time from the last touching edit to settling",
                          buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600))
 E2E_LAG = Histogram("editstream_end_to_end_lag_seconds",
-                    "Wall time from ingest to training record or rejection",
+                    "Wall time from settling to training record or rejection",
                     buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900))
-MODEL_REQUESTS = Counter("editstream_model_requests_total", "Model HTTP attempts",
+
+# --- model calls -------------------------------------------------------------------------
+MODEL_REQUESTS = Counter("editstream_model_requests_total", "Model HTTP attempts by status",
                          ["kind", "status"])
 MODEL_RETRIES = Counter("editstream_model_retries_total", "Model HTTP retries", ["kind"])
 MODEL_LATENCY = Histogram("editstream_model_request_duration_seconds",
                           "Model HTTP attempt latency", ["kind"],
                           buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
 MODEL_TOKENS = Counter("editstream_model_tokens_total", "Tokens used", ["kind", "direction"])
+MODEL_REQUEUED = Counter("editstream_model_requeued_total",
+                         "Examples re-queued on the retry topic after a model outage",
+                         ["stage"])
+
+# --- data quality ------------------------------------------------------------------------
 SAMPLE_DISTANCE = Histogram("editstream_sample_distance_ratio",
                             "Normalized Levenshtein distance of each student sample",
                             buckets=tuple(i / 20 for i in range(1, 21)))
 SAMPLE_REVERSAL = Histogram("editstream_sample_reversal_ratio",
                             "Reversal ratio of each student sample",
                             buckets=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0))
-BANDS = Counter("editstream_examples_by_band_total", "Scored examples by band", ["band"])
+BANDS = Counter("editstream_scored_examples_total", "Scored examples by band", ["band"])
 REPAIRS = Counter("editstream_repair_attempts_total", "Repair attempts by result",
                   ["result"])
 TRAINING_RECORDS = Counter("editstream_training_records_total", "Training records emitted",
                            ["kind", "split"])
 REJECTED = Counter("editstream_rejected_examples_total", "Examples that left without a record",
                    ["stage", "reason"])
+
+# --- operations --------------------------------------------------------------------------
 STAGE_SECONDS = Histogram("editstream_stage_processing_seconds",
                           "Processing time per record and stage", ["stage"],
                           buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120))
+CONSUMER_LAG = Gauge("editstream_consumer_lag_messages",
+                     "Messages behind the log end in the worker's assigned partitions "
+                     "(highwater minus committed offset); set by agents/lag.py",
+                     ["topic", "partition"], multiprocess_mode="livesum")
+
+
+def _initialise() -> None:
+    """Zero series for the label values known up front (see the module docstring)."""
+    for kind in MODEL_KINDS:
+        MODEL_REQUESTS.labels(kind, "ok")
+        MODEL_RETRIES.labels(kind)
+        MODEL_LATENCY.labels(kind)
+        for direction in ("prompt", "completion"):
+            MODEL_TOKENS.labels(kind, direction)
+    for stage in ("sample", "distill", "repair"):
+        MODEL_REQUEUED.labels(stage)
+    for stage in STAGES:
+        STAGE_SECONDS.labels(stage)
+    for reason in SETTLE_REASONS:
+        SETTLED.labels(reason)
+    for band in BAND_NAMES:
+        BANDS.labels(band)
+    for result in ("repaired", "failed"):
+        REPAIRS.labels(result)
+    for kind in RECORD_KINDS:
+        for split in SPLITS:
+            TRAINING_RECORDS.labels(kind, split)
+
+
+_initialise()
 
 
 def observe_request(ev: RequestEvent) -> None:

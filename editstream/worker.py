@@ -1,21 +1,70 @@
-"""Run the Faust worker for the configured pipeline (topics are created first)."""
+"""Run the Faust worker for the configured pipeline (topics are created first).
+
+Metrics: with `metrics_port` set, `/metrics` is served on that port. Several workers on one
+host share it through prometheus_client's multiprocess mode: set `PROMETHEUS_MULTIPROC_DIR`
+(`PROMETHEUS_MULTIPROCESS_DIR` is accepted as an alias) to an empty directory that all of
+them can write; the first worker to bind the port serves the registry aggregated over every
+process, the others only write their values into the directory.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import errno
+import logging
+import os
 
 import faust
-from prometheus_client import start_http_server
 
-from agents.app import create_app
-from editstream.kafka_io import ensure_topics
 from streams.settings import Settings
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name
+MULTIPROC_ALIAS = "PROMETHEUS_MULTIPROCESS_DIR"
+log = logging.getLogger(__name__)
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory, exported under prometheus_client's name.
+
+    Must run before prometheus_client is imported: it picks its value store at import."""
+    path = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ALIAS)
+    if not path:
+        return None
+    os.environ[MULTIPROC_ENV] = path
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def start_metrics_server(port: int, mp_dir: str | None) -> bool:
+    """Serve /metrics; False when another worker of this host already serves the port."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    if mp_dir is None:
+        start_http_server(port, addr="0.0.0.0")
+        return True
+    # live gauges of a stopped worker must not be summed any more
+    atexit.register(multiprocess.mark_process_dead, os.getpid(), mp_dir)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=mp_dir)
+    try:
+        start_http_server(port, addr="0.0.0.0", registry=registry)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        log.warning("metrics port %d in use: another worker serves this host's metrics", port)
+        return False
+    return True
 
 
 def run_worker(settings: Settings) -> int:
+    mp_dir = multiprocess_dir()
+    from agents.app import create_app  # imports prometheus_client: after multiprocess_dir()
+    from editstream.kafka_io import ensure_topics
+
     asyncio.run(ensure_topics(settings))
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="0.0.0.0")
+        start_metrics_server(settings.metrics_port, mp_dir)
     app, _ = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
