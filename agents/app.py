@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import faust
 
-from agents import distill, repair, retry, sample, score, settle
+from agents import distill, lag, repair, retry, sample, score, settle
 from agents.runtime import TOPICS, Runtime
 from streams.settings import Settings
 
@@ -54,5 +54,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     distill.register(app, rt)
     repair.register(app, rt)
     retry.register(app, rt)
+    lag.register(app, rt)
 
     return app, rt
