@@ -25,13 +25,14 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError, for_code
 from aiokafka.structs import OffsetAndMetadata
 
 from agents.runtime import TOPICS
@@ -39,6 +40,7 @@ from streams import settings as settings_mod
 from streams.settings import Settings
 
 WhenKind = Literal["time", "offset", "earliest", "latest"]
+T = TypeVar("T")
 
 _UNITS_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
              "w": 7 * 86_400_000}
@@ -152,10 +154,12 @@ async def resolve(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], whe
     return {tp: (found[tp].offset if found.get(tp) is not None else end[tp]) for tp in tps}
 
 
-def new_consumer(bootstrap: str, group_id: str | None = None) -> AIOKafkaConsumer:
+def new_consumer(bootstrap: str, group_id: str | None = None, *,
+                 isolation_level: str = "read_uncommitted") -> AIOKafkaConsumer:
     """A consumer that never commits on its own and never joins a group by itself."""
     return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                             enable_auto_commit=False, auto_offset_reset="earliest",
+                            isolation_level=isolation_level,
                             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
 
 
@@ -172,18 +176,35 @@ class GroupState:
     members: list[str]  # "client_id@host (member_id)"
 
 
+async def retrying(call: Callable[[], Awaitable[T]], attempts: int = 20) -> T:
+    """Retry Kafka's retriable errors for a while: a fresh cluster answers "coordinator not
+    available" until it has created `__consumer_offsets`, and a coordinator moving or loading
+    says so the same way."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not exc.retriable or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(min(0.1 * 2 ** attempt, 1.0))
+    raise AssertionError("unreachable")
+
+
 async def describe_group(admin: AIOKafkaAdminClient, group: str) -> GroupState:
     """State and members of `group` (raw DescribeGroups answer, positional fields)."""
-    responses = await admin.describe_consumer_groups([group])
-    for resp in responses:
-        for g in resp.groups:
-            error_code, gid, state, members = g[0], g[1], g[2], g[5]
-            if gid != group:
-                continue
-            if error_code:
-                raise RuntimeError(f"describe group {group!r}: error code {error_code}")
-            return GroupState(state, [f"{m[1]}@{m[2]} ({m[0]})" for m in members])
-    return GroupState("Dead", [])
+
+    async def once() -> GroupState:
+        for resp in await admin.describe_consumer_groups([group]):
+            for g in resp.groups:
+                error_code, gid, state, members = g[0], g[1], g[2], g[5]
+                if gid != group:
+                    continue
+                if error_code:  # e.g. 14, coordinator still loading: retriable
+                    raise for_code(error_code)(f"describe group {group!r}")
+                return GroupState(state, [f"{m[1]}@{m[2]} ({m[0]})" for m in members])
+        return GroupState("Dead", [])
+
+    return await retrying(once)
 
 
 @dataclass
@@ -208,7 +229,7 @@ async def plan_reset(bootstrap: str, group: str, when: When, topics: Iterable[st
     await admin.start()
     await consumer.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group)
+        committed = await retrying(lambda: admin.list_consumer_group_offsets(group))
         wanted = list(topics)
         if not wanted:
             wanted = sorted({tp.topic for tp in committed})
