@@ -444,7 +444,23 @@ class GatewayHandle:
     async def stop(self) -> None:
         await self.runner.cleanup()
         if self.owns_producer:
-            await self.producer.stop()
+            await stop_producer(self.producer, self.gateway.config.send_timeout_s)
+
+
+async def stop_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    """Flush and stop, but not forever: with the broker gone, aiokafka would retry pending
+    batches for its whole request timeout. Whatever is still pending then belongs to requests
+    already answered 503 (never acknowledged), so dropping it loses nothing promised."""
+    stopping = asyncio.ensure_future(producer.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=timeout_s)
+    if not done:
+        log.warning("broker unreachable; dropping unacknowledged sends on shutdown")
+        # stop() waits for the flush OR the sender task: ending the sender ends the flush.
+        sender = getattr(producer, "_sender", None)
+        task = getattr(sender, "sender_task", None)
+        if task is not None:
+            task.cancel()
+        await asyncio.wait({stopping}, timeout=5)
 
 
 async def ensure_topic(settings: Settings) -> None:
@@ -536,7 +552,7 @@ async def _serve(settings: Settings, config: GatewayConfig) -> int:
         await stop.wait()
     finally:
         await handle.stop()
-        await producer.stop()
+        await stop_producer(producer, config.send_timeout_s)
     return 0
 
 

@@ -77,6 +77,8 @@ def decompress(body: bytes, encoding: str, cap: int) -> bytes:
             dctx = zstandard.ZstdDecompressor()
             with dctx.stream_reader(io.BytesIO(body), read_across_frames=True) as reader:
                 data = _read_up_to(reader, cap + 1)
+            if len(data) <= cap:
+                _check_zstd_frames(dctx, body)
         except zstandard.ZstdError as exc:
             raise BodyError(400, "bad_encoding", f"invalid zstd data: {exc}"[:200]) from None
     else:
@@ -85,6 +87,21 @@ def decompress(body: bytes, encoding: str, cap: int) -> bytes:
     if len(data) > cap:
         raise BodyError(413, "body_too_large", f"decompressed body exceeds {cap} bytes")
     return data
+
+
+def _check_zstd_frames(dctx: zstandard.ZstdDecompressor, body: bytes) -> None:
+    """Raise on a truncated frame, which the stream reader silently treats as the end.
+
+    Only called once the bounded first pass produced at most the cap, so this second pass
+    cannot inflate beyond it either.
+    """
+    rest = body
+    while rest:
+        dobj = dctx.decompressobj()
+        dobj.decompress(rest)
+        if not dobj.eof:
+            raise zstandard.ZstdError("truncated zstd frame")
+        rest = dobj.unused_data
 
 
 def _read_up_to(reader: io.RawIOBase | Any, n: int) -> bytes:

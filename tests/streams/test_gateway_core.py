@@ -59,9 +59,12 @@ def test_decompress_errors() -> None:
     with pytest.raises(BodyError) as err:
         decompress(gzip.compress(b"x" * 100)[:-12], "gzip", 1000)  # truncated
     assert err.value.status == 400
-    with pytest.raises(BodyError) as err:
-        decompress(b"\x28\xb5\x2f\xfd garbage", "zstd", 100)
-    assert err.value.status == 400
+    frames = zstandard.ZstdCompressor().compress(b"[1]") + zstandard.ZstdCompressor().compress(b" ")
+    assert decompress(frames, "zstd", 100) == b"[1] "  # several frames are one body
+    for bad in [b"\x28\xb5\x2f\xfd garbage", frames[:-2], frames + b"x"]:
+        with pytest.raises(BodyError) as err:
+            decompress(bad, "zstd", 100)  # truncated frames must not pass as shorter bodies
+        assert err.value.status == 400
     with pytest.raises(BodyError) as err:
         decompress(b"x", "br", 100)
     assert err.value.status == 415
