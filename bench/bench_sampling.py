@@ -1,0 +1,214 @@
+"""Sampling efficiency: student samples/s achieved by the real StudentClient vs. its bound.
+
+Run ``python -m bench.bench_sampling [--runs 3] [--scale 1.0] [--json]``. The model
+simulator runs as a subprocess (``editstream simulate``, its own process) with 200 ms +- 50 ms
+latency per request; the client asks for 50 samples of each example's real prompt, all
+examples submitted at once, so the client's ``max_in_flight`` is the only bound:
+
+* n mode (the server accepts ``n``): one request yields 50 samples; the bound is
+  ``max_in_flight x 50 / 0.2 s``;
+* parallel mode (``--no-accept-n``): 50 requests with ``n=1`` per example; the bound is
+  ``max_in_flight / 0.2 s``.
+
+Beside the ratio, each case reports the latency the client really saw (the simulator
+computes its answers after the sleep: ~4 ms of CPU per n=50 request), how busy the client
+kept its slots given that latency, and the CPU of client and simulator, so it is clear who
+the bottleneck is. n mode is measured at 16 in flight (a worker's sample stage has
+``sample_concurrency`` = 8 examples, so 8-16 requests, in flight) and, as a ceiling probe,
+at the client default of 64, where one simulator process cannot make 16 000 samples/s.
+
+The production client (httpx's own pool, ``default``) is compared with two prototype
+transports from ``bench/transports.py`` (``sharded`` httpx pools, ``aiohttp``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import events, machine, median, settled_examples
+from bench.transports import AiohttpTransport, ShardedTransport
+from editstream.broker import free_port
+from streams.formats import build_prompt
+from streams.models import Endpoint, RequestEvent, StudentClient
+from streams.sample import sample_seed
+from streams.settings import Settings
+
+LATENCY_MS = 200.0
+JITTER_MS = 50.0
+N = 50
+
+
+@contextmanager
+def simulator(accept_n: bool) -> Iterator[tuple[str, int]]:
+    """``editstream simulate`` as a child process; yields its base URL and pid."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "editstream.cli", "simulate", "--port", str(port),
+           "--latency-ms", str(LATENCY_MS), "--jitter-ms", str(JITTER_MS)]
+    if not accept_n:
+        cmd.append("--no-accept-n")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("simulator did not start") from None
+                time.sleep(0.1)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def prompts(count: int) -> list[tuple[str, int]]:
+    """(prompt, seed) of ``count`` realistic settled examples (generated, then settled)."""
+    settings = Settings()
+    out: list[tuple[str, int]] = []
+    sessions = max(4, count // 4)
+    while len(out) < count:
+        out = [(build_prompt(ex, "marker"), sample_seed(ex, settings))
+               for ex in settled_examples(events(sessions, seed=11))]
+        sessions *= 2
+    return out[:count]
+
+
+TRANSPORTS = ("default", "sharded", "aiohttp")
+
+
+def make_transport(kind: str, max_in_flight: int) -> httpx.AsyncBaseTransport | None:
+    if kind == "sharded":
+        return ShardedTransport(max_in_flight)
+    if kind == "aiohttp":
+        return AiohttpTransport(max_in_flight)
+    return None  # the production path: httpx's own pool
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_run(url: str, work: list[tuple[str, int]], max_in_flight: int, transport: str,
+                  sim_pid: int) -> dict[str, Any]:
+    """Sample every prompt concurrently; wall time from the first submit to the last answer."""
+    latencies: list[float] = []  # per HTTP attempt, without the wait for a slot
+
+    def observe(ev: RequestEvent) -> None:
+        latencies.append(ev.latency_s * 1000)
+
+    client = StudentClient(Endpoint(url, "student", max_retries=0, timeout_s=60),
+                           max_in_flight=max_in_flight, observer=observe,
+                           transport=make_transport(transport, max_in_flight))
+    async with client:
+        # warm the connection pool so the run measures steady state, not TCP handshakes
+        await asyncio.gather(*(client.sample(work[0][0], 1, seed=0) for _ in range(max_in_flight)))
+        mode_probe = await client.sample(work[0][0], 2, seed=0)
+        latencies.clear()
+        cpu0, sim0 = time.process_time(), cpu_seconds(sim_pid)
+        t0 = time.perf_counter()
+        batches = await asyncio.gather(*(client.sample(p, N, seed=s) for p, s in work))
+        elapsed = time.perf_counter() - t0
+        cpu, sim = time.process_time() - cpu0, cpu_seconds(sim_pid) - sim0
+    samples = sum(len(b.texts) for b in batches)
+    return {"mode": mode_probe.mode, "samples": samples, "elapsed_s": elapsed,
+            "samples_per_s": samples / elapsed, "requests": sum(b.requests for b in batches),
+            "mean_latency_ms": sum(latencies) / len(latencies),
+            "client_cpu_cores": cpu / elapsed, "simulator_cpu_cores": sim / elapsed}
+
+
+def measure(accept_n: bool, max_in_flight: int, examples: int, runs: int, transport: str,
+            work: list[tuple[str, int]]) -> dict[str, Any]:
+    per_request = N if accept_n else 1
+    bound = max_in_flight * per_request / (LATENCY_MS / 1000)
+    results = []
+    with simulator(accept_n) as (url, pid):
+        for _ in range(runs):
+            results.append(asyncio.run(one_run(url, work[:examples], max_in_flight, transport,
+                                               pid)))
+    rates = [r["samples_per_s"] for r in results]
+    rate = median(rates)
+    latency = median([r["mean_latency_ms"] for r in results])
+    return {
+        "mode": results[0]["mode"],
+        "transport": transport,
+        "max_in_flight": max_in_flight,
+        "examples": examples,
+        "samples_per_run": results[0]["samples"],
+        "requests_per_run": results[0]["requests"],
+        "runs": runs,
+        "bound_samples_per_s": bound,
+        "bound_formula": f"{max_in_flight} x {per_request} / {LATENCY_MS / 1000:g} s",
+        "samples_per_s": rate,
+        "samples_per_s_runs": rates,
+        "ratio": rate / bound,
+        # how busy the client kept its slots, given the latency it really saw (the simulator
+        # computes answers after its sleep, so requests take longer than the nominal 200 ms)
+        "mean_latency_ms": latency,
+        "slot_utilisation": rate * latency / 1000 / (max_in_flight * per_request),
+        "client_cpu_cores": median([r["client_cpu_cores"] for r in results]),
+        "simulator_cpu_cores": median([r["simulator_cpu_cores"] for r in results]),
+        "goal_ratio": 0.9,
+    }
+
+
+# (accept_n, max_in_flight, examples, transport): the production client first, then the
+# prototype transports of bench/transports.py. Fewer examples where a case is slow.
+CASES = (
+    (True, 16, 1000, "default"),
+    (False, 64, 10, "default"),
+    (False, 64, 40, "sharded"),
+    (False, 64, 40, "aiohttp"),
+    (True, 64, 200, "default"),
+    (True, 64, 1000, "aiohttp"),
+)
+
+
+def run(runs: int = 3, scale: float = 1.0) -> dict[str, Any]:
+    cases = [(a, f, max(1, round(e * scale)), t) for a, f, e, t in CASES]
+    work = prompts(max(e for _, _, e, _ in cases))
+    return {
+        "machine": machine(),
+        "latency_ms": LATENCY_MS,
+        "jitter_ms": JITTER_MS,
+        "n": N,
+        "cases": [measure(a, f, e, runs, t, work) for a, f, e, t in cases],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scale", type=float, default=1.0, help="scale every case's examples")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    figures = run(args.runs, args.scale)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return
+    for c in figures["cases"]:
+        print(f"{c['mode']:8} {c['transport']:8} in-flight {c['max_in_flight']:3} "
+              f"examples {c['examples']:5}: {c['samples_per_s']:8.0f} samples/s vs bound "
+              f"{c['bound_samples_per_s']:6.0f} ({c['bound_formula']}) = {c['ratio']:.3f}; "
+              f"latency {c['mean_latency_ms']:.0f} ms, slots {c['slot_utilisation']:.2f}, "
+              f"cpu client {c['client_cpu_cores']:.2f} sim {c['simulator_cpu_cores']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
