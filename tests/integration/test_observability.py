@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -315,3 +316,65 @@ async def test_every_dashboard_and_alert_expression_has_data(
         if target := os.environ.get("EDITSTREAM_DASHBOARD_PNG"):  # refresh docs/dashboard.png
             shutil.copyfile(png, target)
     assert time.monotonic() - t0 < 150
+
+
+# --------------------------------------------------------------------------- multiprocess
+
+MULTIPROCESS_WORKER = """
+import sys
+from editstream.worker import multiprocess_dir, start_metrics_server
+mp_dir = multiprocess_dir()  # before prometheus_client is imported, as run_worker does
+from agents import metrics
+serving = start_metrics_server(int(sys.argv[1]), mp_dir)
+n = int(sys.argv[2])
+metrics.EVENTS_IN.labels("edit", "accepted").inc(n)
+metrics.OPEN_PREDICTIONS.set(n)
+metrics.CONSUMER_LAG.labels("edit-events", sys.argv[3]).set(10 * n)
+print("serving" if serving else "writing", flush=True)
+sys.stdin.read()  # run until the test closes stdin, then exit normally (atexit runs)
+"""
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_workers_on_one_host_share_the_metrics_port_in_multiprocess_mode(
+        tmp_path: Path) -> None:
+    """Two processes, one PROMETHEUS_MULTIPROCESS_DIR: the first serves the sum of both;
+    when one stops, its counters stay and its live gauges leave the sum."""
+    port = free_port()
+    env = {**os.environ, "PROMETHEUS_MULTIPROCESS_DIR": str(tmp_path / "prom")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for n, partition in ((3, "0"), (4, "1")):
+            p = subprocess.Popen([sys.executable, "-c", MULTIPROCESS_WORKER, str(port), str(n),
+                                  partition], env=env, cwd=ROOT, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+            procs.append(p)
+            assert p.stdout is not None
+            assert p.stdout.readline().strip() == ("writing" if procs[1:] else "serving")
+        events = ("editstream_events_in_total", (("result", "accepted"), ("type", "edit")))
+        lag1 = ("editstream_consumer_lag_messages", (("partition", "1"),
+                                                      ("topic", "edit-events")))
+        both = scrape(port)
+        assert both[events] == 7
+        assert both[("editstream_settle_open_predictions", ())] == 7
+        assert both[lag1] == 40
+        assert procs[1].stdin is not None
+        procs[1].stdin.close()
+        assert procs[1].wait(timeout=10) == 0
+        one = scrape(port)
+        assert one[events] == 7  # counters of a stopped process still count
+        assert one[("editstream_settle_open_predictions", ())] == 3
+        assert lag1 not in one
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
