@@ -232,3 +232,10 @@ def test_dockerfile_pins_python_runs_as_non_root_and_installs_dependencies_first
     first_source_copy = next(i for i, ln in enumerate(lines) if ln.startswith("COPY streams"))
     deps = next(i for i, ln in enumerate(lines) if "pip install -r" in ln)
     assert lines.index("COPY pyproject.toml ./") < deps < first_source_copy
+    ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
+    for ln in lines:
+        if ln.startswith("COPY "):
+            source = ln.split()[1]
+            assert (ROOT / source).exists(), f"{ln}: missing from the repository"
+            top = source.split("/")[0]
+            assert top not in ignored or f"!{source}" in ignored, f"{ln}: in .dockerignore"
