@@ -1,0 +1,274 @@
+"""`editstream export` and `editstream report` on Apache Kafka.
+
+Each test exports from its own namespace, filled with the live run's real training records
+and rejections plus what a real sink topic accumulates: repeats (at-least-once), records of
+an older pipeline version, an unparsable value, and records written hours ago (`--since`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from editstream import export, report
+from editstream.broker import BrokerHandle, acreate_topics
+from editstream.export import STATE_DIR
+from editstream.offsets import parse_when
+from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.integration.kafka_fixtures import LiveRun
+
+pytest_plugins = ("tests.integration.kafka_fixtures",)
+pytestmark = [pytest.mark.broker, pytest.mark.kafka]
+
+HOURS_AGO = 3
+
+
+@dataclass
+class Source:
+    settings: Settings
+    records: dict[str, dict[str, Any]]  # unique current-version training records by id
+    rejected: dict[str, dict[str, Any]]  # by request id
+    recent_ids: set[str]  # records written "now" (the rest: HOURS_AGO ago)
+    repeats: int  # extra copies written
+
+
+async def make_source(live: LiveRun, kafka: BrokerHandle) -> Source:
+    s = live.settings.replace(topic_prefix=f"exp{uuid.uuid4().hex[:8]}-")
+    records = {r["id"]: r for r in live.outputs["training-records"]}
+    rejected = {r["request_id"]: r for r in live.outputs["rejected-examples"]}
+    assert len(records) >= 3 and rejected, "the live run should yield records and rejections"
+    await acreate_topics(kafka.bootstrap, [s.topic("training-records"),
+                                           s.topic("rejected-examples")], partitions=4)
+    now = int(time.time() * 1000)
+    old = now - HOURS_AGO * 3_600_000
+    ordered = sorted(records)
+    recent = set(ordered[len(ordered) // 2:])
+    prod = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await prod.start()
+    try:
+        async def put(name: str, key: str, value: bytes, ts: int,
+                      partition: int | None = None) -> int:
+            meta = await prod.send_and_wait(s.topic(name), value, key=key.encode(),
+                                            timestamp_ms=ts, partition=partition)
+            return int(meta.partition)
+
+        for rid in ordered:
+            p = await put("training-records", rid, orjson.dumps(records[rid]),
+                          now if rid in recent else old)
+        repeats = ordered[:2] + ordered[-1:]  # at-least-once: the same record again
+        for rid in repeats:
+            # old repeats land after a recent record (partition p), as a late redelivery would
+            await put("training-records", rid, orjson.dumps(records[rid]),
+                      now if rid in recent else old, partition=p)
+        stale = {**records[ordered[0]], "pipeline_version": "v0", "id": "v0-" + ordered[0]}
+        await put("training-records", stale["id"], orjson.dumps(stale), now)
+        await put("training-records", "garbage", b"{not json", now)
+        for rid, rec in sorted(rejected.items()):
+            await put("rejected-examples", rid, orjson.dumps(rec), now)
+        first_rejected = sorted(rejected)[0]
+        await put("rejected-examples", first_rejected, orjson.dumps(rejected[first_rejected]),
+                  now)
+    finally:
+        await prod.stop()
+    return Source(s, records, rejected, recent, len(repeats) + 1)
+
+
+@pytest.fixture
+def source(live_run: LiveRun, kafka_broker: BrokerHandle) -> Source:
+    return asyncio.run(make_source(live_run, kafka_broker))
+
+
+def run(src: Source, out: Path, *extra: str) -> int:
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    ns = parser.parse_args(["--out", str(out), "--broker", src.settings.broker,
+                            "--topic-prefix", src.settings.topic_prefix, "--no-progress",
+                            *extra])
+    return export.main_export(ns)
+
+
+def manifest(out: Path) -> dict[str, Any]:
+    return orjson.loads((out / "manifest.json").read_bytes())
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def comparable(m: dict[str, Any]) -> dict[str, Any]:
+    """A manifest without what differs between runs of the same export."""
+    return {k: v for k, v in m.items() if k not in ("exported_at", "runs")}
+
+
+def test_export_dedupes_filters_and_writes_manifest(source: Source, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    assert run(source, out, "--rejected") == 0
+    m = manifest(out)
+    recs = source.records
+    assert m["counts"]["records"] == len(recs)
+    assert m["duplicates_removed"] == source.repeats  # 3 training records + 1 rejection
+    assert m["skipped"] == {"other_pipeline_version": 1, "unparsable": 1, "before_since": 0}
+    assert m["records_read"] == len(recs) + 3 + 2 + len(source.rejected) + 1
+    assert m["pipeline_version"] == "v1" and m["format"] == "jsonl"
+    assert m["models"]["student"] == ["student"] and m["models"]["teacher"] == ["teacher"]
+    assert m["thresholds"]["band_low"] == source.settings.band_low
+    assert m["counts"]["rejected"] == len(source.rejected)
+
+    seen: dict[str, dict[str, Any]] = {}
+    for kind in ("sft", "preference"):
+        for split in ("train", "eval"):
+            rel = f"{kind}/{split}.jsonl"
+            expected = sorted(r["id"] for r in recs.values()
+                              if r["format"] == kind and r["split"] == split)
+            assert m["counts"][kind][split] == len(expected)
+            if not expected:
+                assert not (out / rel).exists() and rel not in m["files"]
+                continue
+            got = rows(out / rel)
+            assert [r["id"] for r in got] == expected  # unique, sorted by id
+            for row in got:
+                rec = recs[row["id"]]
+                assert row["prompt"] == rec["prompt"]
+                if kind == "sft":
+                    assert row["completion"] == rec["completion"]
+                else:
+                    assert (row["chosen"], row["rejected"]) == (rec["chosen"], rec["rejected"])
+                assert orjson.loads(row["provenance"]) == rec["provenance"]
+                assert orjson.loads(row["scores"]) == rec["scores"]
+                seen[row["id"]] = row
+            blob = (out / rel).read_bytes()
+            assert m["files"][rel] == {"rows": len(expected),
+                                       "sha256": hashlib.sha256(blob).hexdigest()}
+    assert seen.keys() == recs.keys()
+    rejected = rows(out / "rejected" / "rejected.jsonl")
+    assert [r["request_id"] for r in rejected] == sorted(source.rejected)
+
+    digest = hashlib.sha256()
+    for rel in sorted(m["files"]):
+        digest.update(rel.encode() + b"\0" + (out / rel).read_bytes())
+    assert m["content_sha256"] == digest.hexdigest()
+    settled = [r["provenance"]["settled_at_ms"] for r in recs.values()]
+    assert m["time_range"]["settled_at"]["min"].startswith(
+        time.strftime("%Y-%m-%dT%H:%M", time.gmtime(min(settled) / 1000)))
+
+
+def test_export_resumes_to_the_one_shot_result(source: Source, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    one_shot, resumed = tmp_path / "one-shot", tmp_path / "resumed"
+    assert run(source, one_shot, "--rejected") == 0
+
+    assert run(source, resumed, "--rejected", "--max-records", "2") == 0
+    assert "stopped after 2 records" in capsys.readouterr().out
+    assert not (resumed / "manifest.json").exists()
+    # a crash after the checkpoint: half a record appended that no checkpoint covers
+    with (resumed / STATE_DIR / "records.jsonl").open("ab") as fh:
+        fh.write(b'{"id": "torn-wri')
+    assert run(source, resumed, "--rejected", "--max-records", "3") == 0
+    assert run(source, resumed, "--rejected") == 0
+
+    a, b = manifest(one_shot), manifest(resumed)
+    assert comparable(a) == comparable(b)
+    assert (a["runs"], b["runs"]) == (1, 3)
+    for rel in a["files"]:
+        assert (one_shot / rel).read_bytes() == (resumed / rel).read_bytes(), rel
+
+    # other options on the same directory: refused, not mixed
+    assert run(source, resumed) == 2
+    assert "other options" in capsys.readouterr().err
+
+    # run again later: only what arrived since is read (an incremental export)
+    capsys.readouterr()
+    extra = {**next(iter(source.records.values()))}
+    extra["id"] = "later-" + extra["id"]
+    asyncio.run(_produce(source.settings, "training-records", extra["id"], orjson.dumps(extra)))
+    assert run(source, resumed, "--rejected") == 0
+    assert "read 1 this run" in capsys.readouterr().out
+    assert manifest(resumed)["counts"]["records"] == len(source.records) + 1
+
+
+async def _produce(s: Settings, name: str, key: str, value: bytes) -> None:
+    prod = AIOKafkaProducer(bootstrap_servers=s.broker, acks="all")
+    await prod.start()
+    try:
+        await prod.send_and_wait(s.topic(name), value, key=key.encode())
+    finally:
+        await prod.stop()
+
+
+def test_export_since_reads_only_recent_records(source: Source, tmp_path: Path) -> None:
+    out = tmp_path / "recent"
+    assert run(source, out, "--since", f"{HOURS_AGO - 1}h") == 0
+    m = manifest(out)
+    assert m["counts"]["records"] == len(source.recent_ids)
+    exported = {r["id"] for rel in m["files"] for r in rows(out / rel)}
+    assert exported == source.recent_ids
+    # the old repeats written after the first recent record are read, but not exported
+    assert m["skipped"]["before_since"] >= 1
+    assert m["since"]["text"] == f"{HOURS_AGO - 1}h"
+    assert parse_when(m["since"]["at"]).value <= int(time.time() * 1000)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_export_loads_with_hugging_face_datasets(source: Source, tmp_path: Path,
+                                                 fmt: str) -> None:
+    from datasets import load_dataset
+
+    out = tmp_path / fmt
+    assert run(source, out, "--format", fmt, "--rejected") == 0
+    m = manifest(out)
+    loader = "json" if fmt == "jsonl" else "parquet"
+    cache = tmp_path / "hf-cache"
+    columns = {"sft": ["prompt", "completion"],
+               "preference": ["prompt", "chosen", "rejected"],
+               "rejected": ["request_id", "stage", "reason"]}
+    loaded = 0
+    for kind, head in columns.items():
+        files = export.data_files(out, kind)
+        if not files:
+            continue
+        ds = load_dataset(loader, data_files=files, cache_dir=str(cache))
+        for split, d in ds.items():
+            assert d.num_rows == m["files"][m["data_files"][kind][split]]["rows"]
+            assert d.column_names[:len(head)] == head  # TRL's columns come first
+            for col in head:
+                assert d.features[col].dtype == "string"
+            if kind != "rejected":
+                assert d.features["student_distance_p50"].dtype == "float64"
+                assert d.features["repair_attempts"].dtype == "int64"
+                assert orjson.loads(d[0]["provenance"])["band"] == d[0]["band"]
+            loaded += d.num_rows
+    assert loaded == m["counts"]["records"] + m["counts"]["rejected"]
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_report_summarises_and_plots(source: Source, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ds"
+    assert run(source, out, "--rejected") == 0
+    capsys.readouterr()
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    assert report.main_report(parser.parse_args([str(out)])) == 0
+    text = capsys.readouterr().out
+    m = manifest(out)
+    assert f"records: {m['counts']['records']}" in text
+    for needle in ("by band", "by split", "rejected by reason", "distance", "reversal",
+                   "repair"):
+        assert needle in text, needle
+    for png in report.PLOTS:
+        path = out / png
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert png in text
