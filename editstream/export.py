@@ -431,6 +431,8 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
     for rel in sorted(files):
         digest.update(rel.encode() + b"\0" + (out / rel).read_bytes())
     prov = [r.get("provenance") or {} for r in records]
+    # per example (its SFT record; a preference record is a second record of the same one)
+    per_example = [r.get("provenance") or {} for r in records if r.get("format") == "sft"]
     settled = [int(p["settled_at_ms"]) for p in prov if isinstance(p.get("settled_at_ms"), int)]
     models = {name: sorted({str(p[key]) for p in prov if p.get(key)})
               for name, key in (("student", "student_model"), ("teacher", "teacher_model"),
@@ -447,10 +449,11 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
             "records": len(records),
             **{kind: counts[kind] for kind in KINDS},
             "rejected": len(rejected) if include_rejected else None,
-            "by_band": dict(sorted(Counter(str(p.get("band")) for p in prov).items())),
+            "examples": len(per_example),
+            "by_band": dict(sorted(Counter(str(p.get("band")) for p in per_example).items())),
             "by_settle_reason": dict(sorted(Counter(str(p.get("settle_reason"))
-                                                    for p in prov).items())),
-            "repaired": sum(1 for p in prov if (p.get("repair_attempts") or 0) > 0),
+                                                    for p in per_example).items())),
+            "repaired": sum(1 for p in per_example if (p.get("repair_attempts") or 0) > 0),
             "rejected_by_reason": dict(sorted(Counter(f"{r.get('stage')}:{r.get('reason')}"
                                                       for r in rejected).items())),
         },

@@ -450,4 +450,8 @@ def main_replay(ns: argparse.Namespace) -> int:
     except (RuntimeError, TimeoutError) as exc:
         print(f"editstream replay: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the worker was stopped on the way out; the topics stay
+        print("\neditstream replay: interrupted; the replay namespace is left as it is "
+              "(delete its topics, or inspect them)", file=sys.stderr)
+        return 130
     return 0

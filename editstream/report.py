@@ -157,7 +157,7 @@ def summary(exp: Export, plots: list[Path]) -> str:
         f"  examples: {len(ex)} ({len(records)} with records, {len(rejected)} rejected"
         + ("" if counts.get("rejected") is not None else "; rejections not exported: "
            "re-export with --rejected for the full picture") + ")",
-        f"  by band:            {_fmt(Counter(e.band for e in ex))}",
+        f"  by band:            {_fmt(Counter(e.band or 'unscored' for e in ex))}",
         f"  by split:           {_fmt(Counter(e.split for e in records))}",
         f"  settled by reason:  {_fmt(Counter(e.settle_reason for e in ex))}",
         f"  rejected by reason: {_fmt(Counter(e.reason for e in rejected))}",
@@ -195,7 +195,8 @@ def plot(exp: Export) -> list[Path]:
 
     # distance: stacked by band, thresholds drawn in
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    bands = [b for b in ("trivial", "ideal", "noise", "") if any(e.band == b for e in ex)]
+    bands = [b for b in ("trivial", "ideal", "noise", "")
+             if any(e.band == b and e.student_p50 is not None for e in ex)]
     data = [[e.student_p50 for e in ex if e.band == b and e.student_p50 is not None]
             for b in bands]
     if any(data):
@@ -221,11 +222,12 @@ def plot(exp: Export) -> list[Path]:
     student = [e.student_reversal for e in ex if e.student_reversal is not None]
     teacher = [e.teacher_reversal for e in ex if e.outcome == "record"
                and e.teacher_reversal is not None]
+    # log scale: most answers reverse nothing, and the tail is what matters
     if student:
-        ax.hist(student, bins=bins, alpha=0.7, color="#e9c46a",
+        ax.hist(student, bins=bins, alpha=0.7, color="#e9c46a", log=True,
                 label="student samples (mean per example)")
     if teacher:
-        ax.hist(teacher, bins=bins, histtype="step", linewidth=1.8, color="#264653",
+        ax.hist(teacher, bins=bins, histtype="step", linewidth=1.8, color="#264653", log=True,
                 label="teacher answer (records)")
     jmax = th.get("judge_max_reversal")
     if isinstance(jmax, int | float):
@@ -233,7 +235,8 @@ def plot(exp: Export) -> list[Path]:
         ax.annotate(f"judge_max_reversal {jmax}", (jmax, 1),
                     xycoords=("data", "axes fraction"), xytext=(3, -12),
                     textcoords="offset points", fontsize=8)
-    ax.set(xlim=(0, 1), xlabel="reversal ratio", ylabel="examples", title="Reversal ratio")
+    ax.set(xlim=(0, 1), xlabel="share of the user's own edit that the answer undoes",
+           ylabel="examples (log scale)", title="Reversal ratio")
     if student or teacher:
         ax.legend(fontsize=8)
     paths.append(_save(fig, exp.root / PLOTS[1]))
@@ -290,7 +293,11 @@ def _bucket_name(width: int) -> str:
 
 def _save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    for ax in fig.axes:  # counts of examples: whole numbers only
+        if ax.get_yscale() == "linear":
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
