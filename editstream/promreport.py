@@ -42,11 +42,13 @@ class PrometheusError(RuntimeError):
 class Span:
     start: float
     end: float
-    step: float  # also the window of increase()/rate(): one bucket per step
+    step: float  # one bar / heatmap column per step
 
     @property
     def window(self) -> str:
-        return f"{max(1, round(self.step))}s"
+        """rate() window for ratios (quantiles, means): two steps, so no jump falls between
+        windows; ratios do not mind the overlap."""
+        return f"{max(1, round(2 * self.step))}s"
 
 
 class Prometheus:
@@ -87,14 +89,37 @@ def find_span(prom: Prometheus, end: float, lookback_s: float) -> Span | None:
         return None
     scrape = statistics.median(gaps) if gaps else 15.0
     first, last = min(changes), max(changes)
-    step = max(2 * scrape, (last - first) / 60)
+    step = max(2 * scrape, (last - first) / 40)
     return Span(start=first - 2 * step, end=min(end, last + 3 * step), step=step)
 
 
-def _points(series: dict[str, Any]) -> tuple[list[float], list[float]]:
-    xs = [float(t) for t, _ in series["values"]]
-    ys = [float(v) for _, v in series["values"]]
-    return xs, ys
+def increments(prom: Prometheus, expr: str, span: Span) -> list[dict[str, Any]]:
+    """Per-step increments of a summed counter, from differences of the scraped values.
+
+    Exact, unlike `increase()` over step-long windows, which misses the jumps between two
+    windows and extrapolates the rest. A value below the previous one is a restart: the
+    new value is the increment. A series that appears later counts its first value."""
+    before = Span(span.start - span.step, span.end, span.step)
+    out = []
+    for series in prom.query_range(expr, before):
+        values = [(float(t), float(v)) for t, v in series["values"]]
+        diffs = [(values[0][0], values[0][1] if values[0][0] > before.start + 1e-6 else 0.0)]
+        diffs += [(t, b - a if b >= a else b) for (_, a), (t, b) in itertools.pairwise(values)]
+        out.append({"metric": series["metric"],
+                    "values": [[t, str(v)] for t, v in diffs if t > before.start + 1e-6]})
+    return out
+
+
+def _total(series: list[dict[str, Any]], label: str) -> dict[str, float]:
+    return {s["metric"].get(label, "?"): sum(_points(s)[1]) for s in series}
+
+
+def _points(series: dict[str, Any], *, finite_only: bool = False
+            ) -> tuple[list[float], list[float]]:
+    pairs = [(float(t), float(v)) for t, v in series["values"]]
+    if finite_only:
+        pairs = [(t, v) for t, v in pairs if math.isfinite(v)]
+    return [t for t, _ in pairs], [v for _, v in pairs]
 
 
 def _times(xs: list[float]) -> list[datetime]:
@@ -143,11 +168,15 @@ def render_prometheus(url: str, out: Path, *, end: float | None = None,
 
 def _draw(prom: Prometheus, span: Span, ax_heat: Any, ax_band: Any, ax_rev: Any,
           ax_rep: Any, fig: Any) -> str:
+    from matplotlib.colors import PowerNorm
+    from matplotlib.ticker import MaxNLocator
+
     w = span.window
+    per = f"{span.step:.3g}s"
     whole = f"{max(1, round(span.end - span.start))}s"
 
     # --- distance distribution: per-bucket sample counts (de-cumulated `le` buckets)
-    buckets = prom.query_range(f"sum by (le) (increase({DISTANCE}_bucket[{w}]))", span)
+    buckets = increments(prom, f"sum by (le) ({DISTANCE}_bucket)", span)
     finite = sorted((float(s["metric"]["le"]), s) for s in buckets
                     if s["metric"]["le"] != "+Inf")
     if finite:
@@ -159,18 +188,21 @@ def _draw(prom: Prometheus, span: Span, ax_heat: Any, ax_band: Any, ax_rev: Any,
                    for x in xs]
             grid.append(row)
         edges_y = [0.0] + [le for le, _ in finite]
-        edges_x = _times([xs[0] - span.step, *xs])  # increase() at x covers (x - step, x]
-        mesh = ax_heat.pcolormesh(edges_x, edges_y, grid, cmap="Oranges", shading="flat")
-        fig.colorbar(mesh, ax=ax_heat, label=f"samples per {w}")
+        edges_x = _times([xs[0] - span.step, *xs])  # the increment at x: (x - step, x]
+        # square-root colour scale (as the dashboard's exponent 0.5): the few crowded
+        # cells near 0 do not wash out the rest of the distribution
+        mesh = ax_heat.pcolormesh(edges_x, edges_y, grid, cmap="Oranges", shading="flat",
+                                  norm=PowerNorm(gamma=0.5))
+        fig.colorbar(mesh, ax=ax_heat, label=f"samples per {per}")
     ax_heat.set_title("Sample distance distribution (normalized Levenshtein)")
     ax_heat.set_ylabel("distance")
     ax_heat.set_ylim(0, 1)
 
     # --- band mix over time, totals in the legend
-    total = {s["metric"].get("band", "?"): float(s["value"][1]) for s in
-             prom.query(f"sum by (band) (increase({BANDS}[{whole}]))", span.end)}
-    n_scored = sum(v for v in total.values() if math.isfinite(v))
-    series = sorted(prom.query_range(f"sum by (band) (increase({BANDS}[{w}]))", span),
+    by_band = increments(prom, f"sum by (band) ({BANDS})", span)
+    total = _total(by_band, "band")
+    n_scored = sum(total.values())
+    series = sorted(by_band,
                     key=lambda s: list(BAND_COLORS).index(s["metric"].get("band"))
                     if s["metric"].get("band") in BAND_COLORS else 99)
     bottom: dict[float, float] = {}
@@ -184,7 +216,9 @@ def _draw(prom: Prometheus, span: Span, ax_heat: Any, ax_band: Any, ax_rev: Any,
         for x, y in zip(xs, ys, strict=True):
             bottom[x] = bottom.get(x, 0.0) + y
     ax_band.set_title("Band mix (scored examples)")
-    ax_band.set_ylabel(f"examples per {w}")
+    ax_band.set_ylabel(f"examples per {per}")
+    ax_band.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_band.set_ylim(0, max([*bottom.values(), 1.0]) * 1.15)
     ax_band.legend(loc="upper left")
 
     # --- reversal ratio: quantiles and mean (markers: a short burst is one point)
@@ -194,7 +228,8 @@ def _draw(prom: Prometheus, span: Span, ax_heat: Any, ax_band: Any, ax_rev: Any,
         ("mean", f"sum(rate({REVERSAL}_sum[{w}])) / sum(rate({REVERSAL}_count[{w}]))", "^:"),
     ):
         for s in prom.query_range(expr, span):
-            xs, ys = _points(s)
+            # windows without samples are NaN: join the windows that have some
+            xs, ys = _points(s, finite_only=True)
             ax_rev.plot(_times(xs), ys, style, label=label, markersize=4)
     overall = prom.query(f"sum(increase({REVERSAL}_sum[{whole}])) / "
                          f"sum(increase({REVERSAL}_count[{whole}]))", span.end)
@@ -206,11 +241,11 @@ def _draw(prom: Prometheus, span: Span, ax_heat: Any, ax_band: Any, ax_rev: Any,
     ax_rev.legend(loc="upper left")
 
     # --- repair attempts and success
-    attempts = {s["metric"].get("result", "?"): float(s["value"][1]) for s in
-                prom.query(f"sum by (result) (increase({REPAIRS}[{whole}]))", span.end)}
-    n_attempts = sum(v for v in attempts.values() if math.isfinite(v))
+    by_result = increments(prom, f"sum by (result) ({REPAIRS})", span)
+    attempts = _total(by_result, "result")
+    n_attempts = sum(attempts.values())
     bottom = {}
-    for s in prom.query_range(f"sum by (result) (increase({REPAIRS}[{w}]))", span):
+    for s in by_result:
         result = s["metric"].get("result", "?")
         xs, ys = _points(s)
         ax_rep.bar(_times(xs), ys, width=-span.step / 86400 * 0.9, align="edge",
@@ -222,10 +257,11 @@ def _draw(prom: Prometheus, span: Span, ax_heat: Any, ax_band: Any, ax_rev: Any,
     ax_rep.set_title("Repair attempts: success "
                      + (f"{success:.0%} of {n_attempts:.0f}" if success is not None
                         else "(no attempts in range)"))
-    ax_rep.set_ylabel(f"attempts per {w}")
+    ax_rep.set_ylabel(f"attempts per {per}")
+    ax_rep.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_rep.set_ylim(0, max([*bottom.values(), 1.0]) * 1.15)
     ax_rep.legend(loc="upper left")
 
-    samples = prom.query(f"sum(increase({DISTANCE}_count[{whole}]))", span.end)
-    n_samples = float(samples[0]["value"][1]) if samples else 0.0
+    n_samples = sum(sum(_points(x)[1]) for x in increments(prom, f"sum({DISTANCE}_count)", span))
     return (f"{n_samples:.0f} samples, {n_scored:.0f} scored examples, "
             f"{n_attempts:.0f} repair attempts")
