@@ -220,7 +220,12 @@ def _check_offsets(ev: dict[str, Any], max_region_bytes: int) -> tuple[str, str]
     """Static checks of a (schema-valid) prediction that the settle stage would otherwise
     dead-letter later; the editor learns about them synchronously instead."""
     raw = ev["excerpt"].encode("utf-8", "surrogatepass")
-    lo, hi = ev["editable_range"]
+    rng = ev["editable_range"]
+    # fastjsonschema implements draft-07, so the schema's 2020-12 `prefixItems` (the two
+    # offsets' types) is not enforced by it: check them here.
+    if not (len(rng) == 2 and all(type(x) is int for x in rng)):
+        return "invalid_editable_range", "editable_range must be two integer byte offsets"
+    lo, hi = rng
     if lo > hi or not (_is_boundary(raw, lo) and _is_boundary(raw, hi)):
         return "invalid_editable_range", "editable_range must be [start, end) on UTF-8 " \
             f"character boundaries of the {len(raw)}-byte excerpt"

@@ -119,6 +119,10 @@ def test_accepts_valid_event_with_key() -> None:
     (prediction(editable_range=[0, 99]), "rejected", "invalid_editable_range"),
     (prediction(editable_range=[2, 5]), "rejected", "invalid_editable_range"),  # inside é
     (prediction(cursor=2), "rejected", "invalid_cursor"),
+    (prediction(editable_range=["a", 3]), "rejected", "invalid_editable_range"),
+    (prediction(editable_range=[1.5, 3]), "rejected", "invalid_editable_range"),
+    (prediction(editable_range=[True, 3]), "rejected", "invalid_editable_range"),
+    (prediction(editable_range=[None, None]), "rejected", "invalid_editable_range"),
     (prediction(excerpt="x" * 5000, editable_range=[0, 4097], cursor=0), "rejected",
      "region_too_large"),
 ])
@@ -188,3 +192,29 @@ def test_bucket_never_exceeds_rate(steps: list[tuple[float, int]]) -> None:
         if b.take(n, now) == 0:
             passed += n
         assert passed <= 60 + 20 * now + 1e-6
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(prediction())), JSON_VALUES,
+       st.sampled_from(["prediction", "edit", "settled", "outcome", "control", "x"]))
+def test_judge_never_raises_on_any_field_value(field: str, value: Any, kind: str) -> None:
+    """Whatever an editor puts in any field, the verdict is a verdict, never an exception
+    (which the HTTP edge would turn into a 500 for the whole batch)."""
+    ev = {**prediction(), "type": kind, field: value}
+    v = judge(ev, S, 4096)
+    assert v.status in ("accepted", "rejected", "discarded")
+    assert (v.value is not None) == (v.status == "accepted")
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_VALUES)
+def test_judge_never_raises_on_any_json(value: Any) -> None:
+    assert judge(value, S, 4096).status in ("rejected", "discarded")
