@@ -32,7 +32,7 @@ from tests.integration.conftest import Simulator, Worker, run_settings
 # Event time runs this many times faster than the feed; no single pause is longer than CAP.
 COMPRESS = 40.0
 CAP_S = 1.0
-STALL_S = 2.5  # two pauses longer than quiescence_ms in wall time → idle ticks settle
+STALL_S = 3.0  # two pauses longer than quiescence_ms in wall time → idle ticks settle
 QUIESCENCE_MS = 1500
 
 
