@@ -41,7 +41,14 @@ def start_metrics_server(port: int, mp_dir: str | None) -> bool:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     if mp_dir is None:
-        start_http_server(port, addr="0.0.0.0")
+        try:
+            start_http_server(port, addr="0.0.0.0")
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise SystemExit(f"editstream worker: metrics port {port} is in use; several "
+                             f"workers on one host share it with {MULTIPROC_ENV}=<dir>, "
+                             "or give each its own EDITSTREAM_METRICS_PORT") from None
         return True
     # live gauges of a stopped worker must not be summed any more
     atexit.register(multiprocess.mark_process_dead, os.getpid(), mp_dir)
