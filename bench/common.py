@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -44,8 +45,10 @@ def spread(values: Sequence[float]) -> str:
     return f"{min(values):.3g}-{max(values):.3g}"
 
 
+@functools.lru_cache(maxsize=4)
 def events(sessions: int, seed: int = 7) -> list[dict[str, Any]]:
-    """Realistic edit traces (streams.generate), ~77 events per session."""
+    """Realistic edit traces (streams.generate), ~77 events per session; cached, so callers
+    must not mutate them."""
     return generate_events(GenerateConfig(seed=seed, sessions=sessions))
 
 
