@@ -148,7 +148,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tokens-file", dest="gateway_tokens_file", default=None, metavar="F",
                        help="file of `name:token` lines (also EDITSTREAM_GATEWAY_TOKENS_FILE; "
                             "EDITSTREAM_GATEWAY_TOKENS=name:token,... adds more)")
-    settings_mod.add_arguments(parser, only=SETTINGS_FIELDS)
+    # The CLI may already have added every settings flag to this parser: then keep those.
+    with contextlib.suppress(argparse.ArgumentError):
+        settings_mod.add_arguments(parser, only=SETTINGS_FIELDS)
 
 
 def config_from_args(ns: argparse.Namespace,
