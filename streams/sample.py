@@ -8,7 +8,8 @@ in batches and drawing stops as soon as the band of the median distance is decid
 confidence. Batch seeds line up with the full run: a batch starting at sample j asks for
 ``n=batch`` with ``seed = base_seed + j``, and the server derives choice i from ``seed + i``,
 so sample j always has seed ``base_seed + j`` whatever the batching. The record then carries
-``adaptive = {"drawn": k, "cap": N, "decided": band | None}``.
+``adaptive = {"drawn": k, "cap": N, "decided": band | None, "distances": [...]}`` (the
+distances the score stage computes too, in sample order, for it to reuse).
 """
 
 from __future__ import annotations
@@ -134,5 +135,7 @@ async def sample_example(
         if decided is not None:
             break
     merged = merge_batches(batches)
-    adaptive = {"drawn": len(merged.texts), "cap": policy.cap, "decided": decided}
+    # the distances ride along so the score stage need not compute them a second time
+    adaptive = {"drawn": len(merged.texts), "cap": policy.cap, "decided": decided,
+                "distances": distances}
     return samples_record(example, merged, settings, seed, adaptive)

@@ -200,7 +200,10 @@ async def test_decided_band_is_the_score_stage_band(
             assert info["cap"] == 50 and info["drawn"] == len(rec["samples"])
             assert info["decided"] is not None or info["drawn"] == 50  # undecided: all drawn
             dists = [sample_distance(ex, t, "marker") for t in rec["samples"]]
+            assert info["distances"] == dists
             assert policy().decide(dists) == info["decided"]
+            scores = score_example(rec, settings)["scores"]
+            assert [s["distance"] for s in scores] == dists  # what score computes, reusable
             if info["decided"] is not None:
                 assert score_example(rec, settings)["band"] == info["decided"]
 
