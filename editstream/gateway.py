@@ -125,8 +125,9 @@ def config_from_env(environ: Mapping[str, str] | None = None, *,
     for f in _TUNABLE:
         key = ENV_PREFIX + f.name.upper()
         if key in env:
+            default: Any = f.default
             try:
-                values[f.name] = type(f.default)(env[key])
+                values[f.name] = type(default)(env[key])
             except ValueError as exc:
                 raise ValueError(f"{key}: {exc}") from None
     spec = env.get(ENV_PREFIX + "TOKENS", "")

@@ -209,7 +209,7 @@ def judge(item: Item, settings: Settings, max_region_bytes: int) -> Verdict:
     try:
         compiled_edit_event_validator()(item)
     except fastjsonschema.JsonSchemaException as exc:
-        return Verdict("rejected", "schema", str(exc.message)[:300])
+        return Verdict("rejected", "schema", str(getattr(exc, "message", exc))[:300])
     if item["type"] == "prediction":
         problem = _check_offsets(item, max_region_bytes)
         if problem is not None:
