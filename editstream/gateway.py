@@ -548,7 +548,8 @@ def main_gateway(ns: argparse.Namespace) -> int:
         print("editstream gateway: no client tokens; set EDITSTREAM_GATEWAY_TOKENS or "
               "--tokens-file", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper().replace("WARN", "WARNING"),
+    level = settings.log_level.upper()
+    logging.basicConfig(level="WARNING" if level == "WARN" else level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(_serve(settings, config))
 
