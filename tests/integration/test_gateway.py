@@ -34,6 +34,7 @@ import schemas
 from editstream.broker import BrokerHandle, start_broker
 from editstream.gateway import OPENAPI_PATH, GatewayConfig, GatewayHandle, start_gateway
 from editstream.kafka_io import read_to_end
+from streams.gateway_core import DISCARD_REASONS, REJECT_REASONS
 from streams.generate import GenerateConfig, generate_events
 from streams.ingest import Accepted, decode_event
 from streams.privacy import privacy_verdict
@@ -206,6 +207,9 @@ def test_openapi_event_schema_matches_the_contract() -> None:
                "$defs": {d: back(comps[n]) for n, d in names.items()}}
     expected = {k: v for k, v in contract.items() if k not in ("$schema", "$id")}
     assert rebuilt == expected
+    # and every reason the gateway can give is documented
+    reasons = comps["EventResult"]["properties"]["reason"]["enum"]
+    assert sorted(reasons) == sorted(REJECT_REASONS + DISCARD_REASONS)
 
 
 # ----------------------------------------------------------------------------- 2. auth, rate
