@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -46,11 +47,23 @@ async def partition_lag(app: faust.App, topics: set[str]) -> dict[TP, int]:
                                   if uncommitted else {})
     lag: dict[TP, int] = {}
     for tp in assigned:
-        end = highwaters.get(tp)
+        # the log end from ListOffsets, or the high watermark of the last fetch when larger
+        # (brokers such as Tansu answer ListOffsets with the last batch's base offset + 1)
+        ends = [e for e in (highwaters.get(tp), _fetched_highwater(consumer, tp))
+                if e is not None]
+        end = max(ends) if ends else None
         start = committed[tp] if committed[tp] is not None else earliest.get(tp)
         if end is not None and start is not None:
             lag[tp] = max(0, end - start)
     return lag
+
+
+def _fetched_highwater(consumer: Any, tp: TP) -> int | None:
+    try:
+        value = consumer.highwater(tp)
+    except Exception:  # not fetched yet / consumer restarting
+        return None
+    return value if isinstance(value, int) and value >= 0 else None
 
 
 def register(app: faust.App, rt: Runtime) -> None:

@@ -34,13 +34,13 @@ import pytest
 import yaml
 
 from editstream.broker import BrokerHandle
-from editstream.demo import expected_predictions
+from editstream.demo import accounted, expected_predictions
 from editstream.gateway import GatewayConfig, GatewayHandle, start_gateway
-from editstream.kafka_io import ensure_topics, produce_events
+from editstream.kafka_io import ensure_topics, produce_events, read_to_end, start_producer
 from editstream.promreport import render_prometheus
 from streams.generate import GenerateConfig, generate_events
 from tests.integration.conftest import Simulator, Worker, free_port, run_settings
-from tests.integration.test_pipeline import POISON, wait_accounted
+from tests.integration.test_pipeline import POISON
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(900)]  # includes a first apt install
 
@@ -224,6 +224,43 @@ def split_sessions(events: list[dict[str, Any]], n: int) -> tuple[list[bytes], l
     gw = [orjson.dumps(e) for e in events if e["session_id"] in via_gateway]
     direct = [orjson.dumps(e) for e in events if e["session_id"] not in via_gateway]
     return gw, direct
+
+
+# --------------------------------------------------------------------------- waiting
+
+TERMINAL = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq")
+FENCE = b'{"__observability_fence__": true}'
+
+
+async def wait_accounted(settings: Any, expected: set[str], worker: Worker,
+                         timeout: float) -> None:
+    """Until every expected prediction has a record, a rejection or a dead letter.
+
+    The terminal topics are read after a one-record fence batch per partition: Tansu answers
+    ListOffsets(latest) with the last batch's base offset + 1, so a plain read to the end
+    can stop short of the tail of a multi-record batch (see tests/integration/
+    test_gateway.py). Nothing consumes these topics, so the fences disturb no one."""
+    producer = await start_producer(settings)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            outputs: dict[str, list[dict[str, Any]]] = {}
+            for name in TERMINAL:
+                topic = settings.topic(name)
+                for partition in sorted(await producer.partitions_for(topic)):
+                    await producer.send_and_wait(topic, FENCE, partition=partition)
+                outputs[name] = [orjson.loads(r.value) async for r in
+                                 read_to_end(settings.broker, topic) if r.value != FENCE]
+            missing = expected - accounted(outputs)
+            if not missing:
+                return
+            assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(missing)} unaccounted, e.g. {sorted(missing)[:3]}"
+                                     "\n" + worker.log_tail())
+            await asyncio.sleep(1)
+    finally:
+        await producer.stop()
 
 
 # --------------------------------------------------------------------------- the test
