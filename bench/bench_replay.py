@@ -109,7 +109,7 @@ def full_replay(bootstrap: str, sessions: int) -> dict[str, Any]:
             "ratio": result.copied / elapsed / bare["events_per_s"]}
 
 
-def run(bootstrap: str, sessions: int = 100, runs: int = 3, full_sessions: int = 10
+def run(bootstrap: str, sessions: int = 400, runs: int = 3, full_sessions: int = 10
         ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     s = bench_settings(bootstrap, f"bench-replay-{tag}-", f"bench-replay-{tag}")
@@ -140,7 +140,7 @@ def run(bootstrap: str, sessions: int = 100, runs: int = 3, full_sessions: int =
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", default=None, help="broker; default: start Kafka")
-    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--sessions", type=int, default=400)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--full-sessions", type=int, default=10,
                         help="sessions of the end-to-end replay (0: skip it)")

@@ -164,11 +164,13 @@ def kafka_recovery(bootstrap: str, store: dict[str, Any], open_count: int,
     empty_run = faust_run(empty, full.partitions, env=env, timeout_s=300, fixes=fixes)
     full_run = faust_run(full, full.partitions, env=env, timeout_s=900, fixes=fixes)
     recovery = (full_run["recovery_completed_after_spawn_s"]
-                - empty_run["recovery_completed_after_spawn_s"])
+                - empty_run["recovery_completed_after_spawn_s"])  # Faust's table recovery
     first = full_run["first_event_after_spawn_s"] - empty_run["first_event_after_spawn_s"]
     ready = (full_run["first_event_after_spawn_s"] + full_run["elapsed_s"]
              - empty_run["first_event_after_spawn_s"] - empty_run["elapsed_s"])
     return {
+        "open": open_count,
+        "fixes": list(fixes),
         "changelog_records": records,
         "changelog_write_s": write_s,
         "faust_recovery_s": recovery,
