@@ -45,7 +45,7 @@ def render_all(meta: dict[str, Any], log: dict[str, Any]) -> str:
         "(interleaved with it where it is a throughput) and a median of several runs; "
         "absolute numbers move with the load, ratios much less.",
         "",
-        "**Reproduce:** `make bench` (all of it, ~10 min; Apache Kafka 4.1 is started from the "
+        "**Reproduce:** `make bench` (all of it, 8-10 min; Apache Kafka 4.1 is started from the "
         "Maven jars, Java 17 + Maven needed). One bench: `.venv/bin/python -m bench.<name>` "
         "with `bench_settle`, `bench_sampling`, `bench_scoring`, `bench_state`, `bench_replay`, "
         "`bench_adaptive` (each has `--help`); `python -m bench.run --only settle,state` "
@@ -65,7 +65,7 @@ def render_all(meta: dict[str, Any], log: dict[str, Any]) -> str:
     out += _state(log.get("state"))
     out += _replay(log.get("replay"))
     out += _gateway(log.get("gateway"))
-    out += _findings()
+    out += _findings(log)
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -176,6 +176,12 @@ def _settle(s: dict[str, Any] | None) -> list[str]:
     assert s is not None
     b, p, f = s["baseline"], s["settle"], s["settle_proposed_fixes"]
     floor_us = s["faust_floor"]["cpu_us_per_event"]
+    vol = s.get("changelog")
+    wm_text = "about one changelog record per event"
+    if vol:
+        wm = vol["records_per_event"].get("m:", 0)
+        wm_text = (f"{wm:.2f} changelog records per event, "
+                   f"{wm / vol['total_records_per_event']:.0%} of all changelog records")
     no_log_us = s["settle_without_changelog"]["cpu_us_per_event"]
     types = ", ".join(f"{k} {v}" for k, v in s["event_types"].items())
     out += [
@@ -227,8 +233,8 @@ def _settle(s: dict[str, Any] | None) -> list[str]:
         "- `linger` — `agents/app.py`: `producer_linger_ms` is 0, so changelog and output sends "
         "leave as many small produce requests; 5 ms batches them.",
         "- `lazywm` — `streams/settle.py`: the watermark key is rewritten on almost every event "
-        "(~1 changelog record per event, ~40% of all changelog records); the prototype keeps it "
-        "in memory and writes it with the partition's next other write.",
+        f"({wm_text}); the prototype keeps it in memory and writes it with the partition's "
+        "next other write.",
         "",
     ]
     if s.get("profile"):
@@ -276,12 +282,12 @@ def _sampling(sp: dict[str, Any] | None) -> list[str]:
         "is slow or only probes (the production client in parallel mode does ~35 requests/s).",
         "",
         "What limits each case: in **parallel mode the production client is CPU-bound in "
-        "httpcore's connection pool** (finding 4): it reaches a fraction of the bound with a "
-        "whole core busy; an aiohttp-backed transport reaches ~0.9 at a third of a core. In n "
-        "mode at 16 in flight the client keeps its slots busy and the gap to the bound is the "
-        "simulator's answer time. At 64 in flight in n mode the bound is 16 000 samples/s, "
-        "more than one simulator process can generate (its CPU column), so that row is a "
-        "ceiling probe of the test rig, not of the client.",
+        "httpcore's connection pool** (finding 4)" + _pool_sentence(sp) + " In n mode at 16 "
+        "in flight the client keeps its slots busy and the gap to the bound is the simulator's "
+        "answer time. At 64 in flight in n mode the bound is 16 000 samples/s, more than one "
+        "simulator process can generate (its CPU column), so those rows are ceiling probes of "
+        "the test rig rather than of the client; the production client is CPU-bound there "
+        "too.",
         "",
         "Optimisation made: `sniffio` added to the dependencies: httpcore imports it on every "
         "request and, when it is missing, each failed import scans `sys.path` (13% of the "
@@ -292,6 +298,27 @@ def _sampling(sp: dict[str, Any] | None) -> list[str]:
         "",
     ]
     return out
+
+
+def _case(sp: dict[str, Any], mode: str, transport: str, in_flight: int
+          ) -> dict[str, Any] | None:
+    return next((c for c in sp["cases"] if (c["mode"], c["transport"], c["max_in_flight"])
+                 == (mode, transport, in_flight)), None)
+
+
+def _cpu_ms_per_request(c: dict[str, Any]) -> float:
+    per_request = 50 if c["mode"] == "n" else 1
+    return c["client_cpu_cores"] / (c["samples_per_s"] / per_request) * 1000
+
+
+def _pool_sentence(sp: dict[str, Any]) -> str:
+    d, a = _case(sp, "parallel", "default", 64), _case(sp, "parallel", "aiohttp", 64)
+    if d is None or a is None:
+        return "."
+    return (f": {d['ratio']:.2f} of the bound with {d['client_cpu_cores']:.2f} cores busy, "
+            f"{_cpu_ms_per_request(d):.1f} ms of CPU per request; the aiohttp-backed "
+            f"transport reaches {a['ratio']:.2f} with {a['client_cpu_cores']:.2f} cores, "
+            f"{_cpu_ms_per_request(a):.1f} ms per request.")
 
 
 def _scoring(sc: dict[str, Any] | None) -> list[str]:
@@ -447,8 +474,8 @@ def _replay(rp: dict[str, Any] | None) -> list[str]:
         f"{', '.join(_n(x) for x in rp['replay_copy_runs'])} |",
         "",
         f"Copy / bare consume: **{rp['ratio_copy']:.3f}**. The copy must produce every record "
-        "with acks=all, which a consume does not; the settle bench's bare consume→produce is "
-        "the comparable baseline for it.",
+        "with acks=all, which a consume does not; a bare consume→produce (the settle bench's "
+        "baseline) is the comparable reference for it.",
         "",
     ]
     fr = rp.get("full_replay")
@@ -490,7 +517,56 @@ def _gateway(gw: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _findings() -> list[str]:
+def _profile_share(s: dict[str, Any] | None, needle: str) -> float | None:
+    """Share of the settle profile's wall time spent (self) in frames whose path has
+    ``needle``."""
+    if not _ok(s) or not s or not s.get("profile"):
+        return None
+    path = ROOT / s["profile"]
+    if not path.exists():
+        return None
+    text = path.read_text()
+    duration = next((float(x.split("Duration:")[1].split()[0]) for x in text.splitlines()
+                     if "Duration:" in x), None)
+    flat = text.split("\n\n\n")[-1].splitlines()
+    spent = sum(float(ln.split()[0]) for ln in flat if ln[:1].isdigit() and needle in ln)
+    return spent / duration if duration else None
+
+
+def _volume_text(s: dict[str, Any] | None) -> str:
+    vol = s.get("changelog") if _ok(s) and s else None
+    if not vol:
+        return "Several table writes per event, most of them the watermark and the known text."
+    rec, size = vol["records_per_event"], vol["bytes_per_event"]
+    parts = ", ".join(f"`{k}` {rec.get(k, 0):.2f}" for k in ("m:", "s:", "k:", "p:", "del"))
+    k_share = size.get("k:", 0) / vol["total_bytes_per_event"]
+    return (f"{vol['total_records_per_event']:.1f} changelog records per event ({parts}; `m:` "
+            f"is the watermark, `del` tombstones) and {vol['total_bytes_per_event']:.0f} B of "
+            f"changelog per event, {k_share:.0%} of it `k:` (the whole known text, rewritten on "
+            "every edit inside the window).")
+
+
+def _findings(log: dict[str, Any]) -> list[str]:
+    s, st, sp = log.get("settle"), log.get("state"), log.get("sampling")
+    logging_share = _profile_share(s, "logging/")
+    log_text = (f"{logging_share:.0%} of the settle worker's wall time in `logging` in this run"
+                if logging_share is not None else "a large share of the worker's time")
+    if _ok(st) and st and st.get("kafka") and st.get("kafka_spinner_fix"):
+        k, kf = st["kafka"], st["kafka_spinner_fix"]
+        log_text += (f"; table recovery {k['faust_recovery_s']:.1f} s → "
+                     f"{kf['faust_recovery_s']:.1f} s with the fix")
+    faust_text = "a few hundred µs of CPU per message here even for a no-op agent"
+    if _ok(s) and s:
+        floor = s["faust_floor"]["cpu_us_per_event"]
+        bare = s["baseline"]["cpu_us_per_event"]
+        faust_text = (f"~{floor:.0f} µs of CPU per message here even for a no-op agent, "
+                      f"{floor / bare:.0f}× a bare consume→produce ({bare:.0f} µs)")
+    pool_text = "a large share of a core per request"
+    d = _case(sp, "parallel", "default", 64) if _ok(sp) and sp else None
+    if d is not None:
+        pool_text = (f"~{_cpu_ms_per_request(d):.0f} ms of CPU per request, capping "
+                     f"parallel-mode sampling at {d['ratio']:.2f} of its bound with "
+                     f"{d['client_cpu_cores']:.2f} cores busy")
     return [
         "## Findings in code owned by others",
         "",
@@ -500,26 +576,25 @@ def _findings() -> list[str]:
         "1. **`editstream/worker.py` `run_worker`: DEBUG logging on in every worker.** "
         "`faust.Worker(..., loglevel='warn')` keeps its terminal spinner and sets the root "
         "logger to DEBUG (faust/worker.py `_setup_spinner_handler`), so aiokafka and faust "
-        "build a log record for every send and fetch (`Logger._log` + `LogRecord.__init__`: "
-        "~10% of the settle worker's time; table recovery took 1.7× as long). Fix: "
+        "build a log record for every send and fetch (`Logger._log`, `LogRecord.__init__`: "
+        f"{log_text}). Fix: "
         "`worker.spinner = None` before `execute_from_commandline()`.",
-        "2. **`streams/settle.py`: changelog volume.** ~2.4 table writes per event (watermark "
-        "~1.0, `s:` ~0.6, `k:` ~0.5) and ~1 KB of changelog per event, 70% of it `k:` (the "
-        "whole known text, rewritten on every edit inside the window). The changelog is the "
-        "biggest cost of the settle stage (see the probes). Suggestions: do not persist the "
+        "2. **`streams/settle.py`: changelog volume.** " + _volume_text(s)
+        + " The changelog is the biggest cost of the settle stage (see the probes). "
+        "Suggestions: do not persist the "
         "watermark on its own (prototype `lazywm`); store the known text as the excerpt "
         "(already in `p:`) plus the list of applied edits inside `s:`, or rewrite `k:` only "
         "when an edit straddles the window; one key per open prediction instead of three "
         "would also cut recovery time (it is per record).",
         "3. **`agents/app.py`: `producer_linger_ms` 0.** Changelog writes and outputs leave as "
-        "many small produce requests (`socket.send` is the top self-time entry of the settle "
-        "profile); 5 ms linger batches them (prototype `linger`).",
+        "many small produce requests (`socket.send`, `Topic.publish_message`, "
+        "`Producer.send` are among the top self-time entries of the settle profile); 5 ms "
+        "linger batches them (prototype `linger`).",
         "4. **`streams/models.py` `_ModelClient`: httpcore's pool is O(connections²) per "
         "request.** httpcore 1.0 `AsyncConnectionPool._assign_requests_to_connections` "
         "re-checks every connection (`has_expired` → anyio `extra_attributes`) and counts "
         "`is_idle` in a nested loop each time a request enters or leaves the pool; at "
-        "`max_in_flight=64` that is ~18-30 ms of CPU per request, capping parallel-mode "
-        "sampling at ~0.1 of its bound with a full core busy. Fix: a transport that does not "
+        f"`max_in_flight=64` that is {pool_text}. Fix: a transport that does not "
         "scan, e.g. an aiohttp-backed `httpx.AsyncBaseTransport` (aiohttp is already a "
         "dependency; prototype in `bench/transports.py`, mapping errors to the httpx "
         "exceptions `_call` handles and leaving decoding to httpx), or several small httpx "
@@ -536,9 +611,9 @@ def _findings() -> list[str]:
         "now, but O(table) per partition). Cache the labelled children once, set the gauge on "
         "a timer.",
         "7. **Faust itself** (conductor, stream iteration, acks, producer buffer) costs "
-        "~150-250 µs of CPU per message here even for a no-op agent, 3-5× a bare "
-        "consume→produce; `stream.take()` batching does not change that (measured with the "
-        "`takenoop` probe). Reaching ≥ 0.5 of the bare client would need the settle stage on "
+        f"{faust_text}; `stream.take()` batching does not change that (measured during "
+        "development with the harness's `takenoop` probe: 168 vs 154 µs per message). "
+        "Reaching ≥ 0.5 of the bare client would need the settle stage on "
         "plain aiokafka (batched fetch, apply, one changelog write per key per batch, commit "
         "after the batch's sends are acked).",
         "8. **Table recovery** (faust `Recovery._slurp_changelogs` → conductor `on_message`, a "

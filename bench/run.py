@@ -155,7 +155,7 @@ def _git_commit() -> str:
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "bench", "streams",
                                 "agents", "editstream"], cwd=ROOT, check=True,
                                capture_output=True, text=True).stdout.strip()
-        return out + (" (+ uncommitted changes)" if dirty else "")
+        return out + (" (the working tree has uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
