@@ -622,5 +622,13 @@ def _findings(log: dict[str, Any]) -> list[str]:
         "9. **`editstream/replay.py` `copy_range`**: I/O-bound as it should be (consume + "
         "acks=all produce, acks awaited per 2 000 records); start-up of its consumer and "
         "producer dominates short ranges. Nothing to fix beyond larger batches.",
+        "10. **Faust, after a long table recovery: records already waiting may never be "
+        "delivered.** In 2 of 5 attempts (20 000 open predictions, 60 000 changelog records, "
+        "a fresh consumer group) the settle-only worker logged `Recovery complete`, `Worker "
+        "ready` and then did not process the 4 records waiting in `edit-events` for over 70 s; "
+        "records written after the recovery were processed in 5 of 5 (the state bench now "
+        "writes its ticks after recovery). Worth an integration test in `agents/` land "
+        "(restart a worker on a big changelog with input waiting) before restarts are relied "
+        "on.",
         "",
     ]

@@ -6,8 +6,9 @@ nothing. ``agents.settle._handle`` (the per-message work) is wrapped to time the
 the first message to the ``BENCH_EXPECTED``-th, then the producer is flushed (changelog and
 settled-examples acknowledged) and the figures are written to ``BENCH_RESULT`` as JSON.
 ``BENCH_PROFILE``: also write a pyinstrument text profile of that window to this path.
-``BENCH_RECOVERY``: also report when the table recovery completed, counted from
-``BENCH_SPAWNED`` (the state bench restarts a worker on a big changelog), and the RSS.
+``BENCH_RECOVERY=<watermark_ms>``: also report when the table recovery completed, counted
+from ``BENCH_SPAWNED`` (the state bench restarts a worker on a big changelog), and the RSS;
+once recovered, the worker writes one control tick (that watermark) per partition itself.
 ``BENCH_FIXES``: comma-separated prototype fixes for files the bench does not own
 (``spinner``, ``linger``, ``lazywm``) and probes (``noop``: Faust alone; ``dictstore``: settle
 without the changelog; ``takenoop``: Faust alone, consuming with ``stream.take``).
@@ -144,6 +145,7 @@ def main() -> None:
         settle_agent.PartitionStore = lambda table, partition: {}  # type: ignore[assignment,misc]
 
     if os.environ.get("BENCH_RECOVERY"):
+        tick_wm = int(os.environ["BENCH_RECOVERY"])  # the ticks' watermark (event time)
 
         @app.task
         async def watch_recovery() -> None:
@@ -151,6 +153,14 @@ def main() -> None:
             while not app.tables.recovery.completed.is_set():
                 await asyncio.sleep(0.02)
             completed = time.time() - spawned
+            # the events that make every partition build its machine are written only now:
+            # a fresh group reading records written before its (long) recovery sometimes
+            # never gets them from Faust
+            tick = json.dumps({"v": 1, "type": "control", "op": "tick",
+                               "session_id": "__control__", "ts_ms": tick_wm,
+                               "can_collect_data": False, "watermark_ms": tick_wm}).encode()
+            for p in range(settings.partitions):
+                await rt.topic("edit-events").send(key=b"__control__", value=tick, partition=p)
             while "figures" not in state:  # the expected events, processed after recovery
                 await asyncio.sleep(0.02)
             result.write_text(json.dumps(
