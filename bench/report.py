@@ -501,8 +501,8 @@ def _gateway(gw: dict[str, Any] | None) -> list[str]:
     cfg, g, d, r = gw["config"], gw["gateway"], gw["kafka_direct"], gw["ratio"]
     return [
         *out,
-        f"From `bench/bench_gateway.py` (another engineer's; run by `make bench` on the same "
-        f"Kafka, figures from `bench/results/gateway.json`): {_n(cfg['events'])} events in "
+        f"From `bench/bench_gateway.py` (another engineer's bench, run by `make bench` on the "
+        f"same Kafka; it writes `bench/results/gateway.json`): {_n(cfg['events'])} events in "
         f"batches of {cfg['batch']}, {cfg['clients']} clients, median of {cfg['rounds']} "
         "rounds.",
         "",
