@@ -8,6 +8,7 @@ tools use `jsonschema` for full error reports and cross-schema references.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from functools import cache
@@ -32,16 +33,24 @@ TOPIC_SCHEMAS = {
 
 
 @cache
-def load(topic: str) -> dict[str, Any]:
-    """The JSON Schema of `topic` (a key of TOPIC_SCHEMAS)."""
+def _parsed(topic: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((SCHEMA_DIR / TOPIC_SCHEMAS[topic]).read_text())
     return data
 
 
+def load(topic: str) -> dict[str, Any]:
+    """The JSON Schema of `topic` (a key of TOPIC_SCHEMAS): a fresh copy on every call.
+
+    A copy because consumers rewrite what they are given (fastjsonschema.compile turns every
+    `$ref` into an absolute URI in place); the cached parse stays as the file says."""
+    return copy.deepcopy(_parsed(topic))
+
+
 @cache
 def _registry() -> Registry:
-    resources = [(f, Resource.from_contents(load(t))) for t, f in TOPIC_SCHEMAS.items()]
-    ids = [(load(t)["$id"], Resource.from_contents(load(t))) for t in TOPIC_SCHEMAS]
+    loaded = {t: Resource.from_contents(load(t)) for t in TOPIC_SCHEMAS}
+    resources = [(f, loaded[t]) for t, f in TOPIC_SCHEMAS.items()]
+    ids = [(r.contents["$id"], r) for r in loaded.values()]
     return Registry().with_resources(resources + ids)
 
 
