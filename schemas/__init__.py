@@ -4,6 +4,10 @@ The schemas are the source of truth shared with editor vendors (CONTRACT.md); th
 records in `schemas.records` mirror them for the type checker. Ingest validation uses a
 compiled validator (fastjsonschema) because it runs once per event on the hot path; tests and
 tools use `jsonschema` for full error reports and cross-schema references.
+
+The files declare draft 2020-12; fastjsonschema implements drafts 04-07, so the fast validator
+compiles a draft-07 translation of the schema (see `_as_draft07`) that accepts and rejects
+what the 2020-12 `validator` does, for the keywords these schemas use.
 """
 
 from __future__ import annotations
@@ -67,7 +71,44 @@ def errors(topic: str, record: Any) -> list[str]:
     ]
 
 
+# keywords whose value maps names to subschemas (the names are not keywords)
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+# keywords whose value is instance data, not a schema
+_DATA = ("const", "enum", "default", "examples")
+
+
+def _as_draft07(schema: Any) -> Any:
+    """`schema` (draft 2020-12) with its tuple keywords in draft-07 form, for fastjsonschema.
+
+    fastjsonschema silently ignores the 2020-12 `prefixItems`, and would apply a sibling
+    `items` to every element instead of only those after the prefix. Draft-07 spells the same
+    constraint `items: [...]` plus `additionalItems`. The other 2020-12 keywords used by the
+    schemas (`$defs` via JSON-pointer `$ref`, `const`, `if`/`then`) mean the same in draft-07
+    (none of their `$ref`s has siblings, which draft-07 would ignore);
+    `tests/streams/test_schemas_loading.py` checks both validators agree."""
+    if isinstance(schema, list):
+        return [_as_draft07(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DATA:
+            out[key] = value
+        elif key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _as_draft07(sub) for name, sub in value.items()}
+        else:
+            out[key] = _as_draft07(value)
+    if "prefixItems" in out:
+        prefix = out.pop("prefixItems")
+        if "items" in out:
+            out["additionalItems"] = out.pop("items")
+        out["items"] = prefix
+    if "$schema" in out:
+        out["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return out
+
+
 @cache
 def compiled_edit_event_validator() -> Callable[[Any], Any]:
     """A fast validator for ingest; raises `fastjsonschema.JsonSchemaException`."""
-    return fastjsonschema.compile(load("edit-events"))
+    return fastjsonschema.compile(_as_draft07(load("edit-events")))

@@ -1,13 +1,18 @@
-"""`schemas.load` hands out copies nobody can corrupt."""
+"""`schemas.load` hands out copies nobody can corrupt, and the fast (fastjsonschema, draft-07)
+and full (jsonschema, draft 2020-12) edit-event validators accept and reject the same events."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import fastjsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import schemas
+from streams.generate import GenerateConfig, generate_events
 
 
 def from_file(topic: str) -> dict[str, Any]:
@@ -40,8 +45,7 @@ def test_declared_draft() -> None:
         assert from_file(topic)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
 
 
-# ----------------------------------------------------------------------------- helpers
-
+# ----------------------------------------------------------------------------- agreement
 
 
 def prediction(**kw: Any) -> dict[str, Any]:
@@ -51,3 +55,96 @@ def prediction(**kw: Any) -> dict[str, Any]:
           "editable_range": [0, 11], "history": []}
     ev.update(kw)
     return ev
+
+
+def fast_accepts(event: Any) -> bool:
+    try:
+        schemas.compiled_edit_event_validator()(event)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
+
+
+def full_accepts(event: Any) -> bool:
+    return schemas.errors("edit-events", event) == []
+
+
+BAD_RANGES = [["a", 3], [1], [1, 2, 3], [-1, 2], [1, -2], [None, 2], [True, 2], [0.5, 2],
+              [0, 2**32], [[0], 2], [], "0,2", None, {"0": 0, "1": 2}]
+GOOD_RANGES = [[0, 11], [0, 0], [3, 3], [0, 2**32 - 1], [1.0, 2]]  # 1.0: an integer to JSON Schema
+
+BAD = [prediction(editable_range=r) for r in BAD_RANGES] + [
+    prediction(cursor="3"), prediction(cursor=-1), prediction(excerpt_start=1.5),
+    prediction(history=[{"path": "a", "diff": "", "predicted": True}]),
+    prediction(history=[{"path": "", "diff": "", "predicted": True, "ts_ms": 1}]),
+    prediction(v=2), prediction(type="nope"), prediction(session_id=""),
+    {k: v for k, v in prediction().items() if k != "editable_range"},
+    {"v": 1, "type": "edit", "session_id": "s", "ts_ms": 1, "can_collect_data": True,
+     "path": "a.py", "start": 0, "end": "1", "text": "", "predicted": False},
+    {"v": 1, "type": "control", "session_id": "s", "ts_ms": 1, "can_collect_data": False,
+     "op": "tick"},
+    {"v": 1, "type": "outcome", "session_id": "s", "ts_ms": 1, "can_collect_data": True,
+     "request_id": "r", "outcome": "maybe", "was_shown": True},
+    [], "event", None,
+]
+GOOD = [prediction(editable_range=r) for r in GOOD_RANGES] + [
+    prediction(extra_field={"anything": [1]}),  # forward compatible
+    prediction(history=[{"path": "a", "diff": "", "predicted": True, "ts_ms": 1}]),
+    {"v": 1, "type": "control", "session_id": "s", "ts_ms": 1, "can_collect_data": False,
+     "op": "tick", "watermark_ms": 0},
+    {"v": 1, "type": "settled", "session_id": "s", "ts_ms": 1, "can_collect_data": True,
+     "request_id": "r", "settled_region": ""},
+]
+
+
+def short(event: Any) -> str:
+    return json.dumps(event)[-60:]
+
+
+@pytest.mark.parametrize("event", BAD, ids=short)
+def test_both_validators_reject(event: Any) -> None:
+    assert (fast_accepts(event), full_accepts(event)) == (False, False)
+
+
+@pytest.mark.parametrize("event", GOOD, ids=short)
+def test_both_validators_accept(event: Any) -> None:
+    assert (fast_accepts(event), full_accepts(event)) == (True, True)
+
+
+def test_both_validators_accept_generated_events() -> None:
+    events = generate_events(GenerateConfig(sessions=4, predictions_per_session=3))
+    assert {e["type"] for e in events} >= {"prediction", "edit"}
+    for event in events:
+        assert (fast_accepts(event), full_accepts(event)) == (True, True), event
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 2**32 + 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=2), inner,
+                                                                max_size=2),
+    max_leaves=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rng=json_values | st.lists(json_values, min_size=1, max_size=3))
+def test_validators_agree_on_any_editable_range(rng: Any) -> None:
+    event = prediction(editable_range=rng)
+    assert fast_accepts(event) == full_accepts(event)
+
+
+def test_draft07_translation_of_tuples() -> None:
+    tr = schemas._as_draft07
+    assert tr({"prefixItems": [{"type": "string"}], "items": False}) == {
+        "items": [{"type": "string"}], "additionalItems": False}
+    # a property *named* prefixItems and data values are left alone
+    s = {"properties": {"prefixItems": {"type": "string"}}, "const": {"prefixItems": 1}}
+    assert tr(s) == s
+    # the 2020-12 `items` beyond the prefix constrains only the extra elements
+    fast = fastjsonschema.compile(tr({"type": "array", "prefixItems": [{"type": "string"}],
+                                      "items": {"type": "integer"}}))
+    assert fast(["a", 1, 2]) == ["a", 1, 2]
+    with pytest.raises(fastjsonschema.JsonSchemaException):
+        fast(["a", "b"])
+    with pytest.raises(fastjsonschema.JsonSchemaException):
+        fast([1])
