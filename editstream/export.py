@@ -326,9 +326,9 @@ async def export(settings: Settings, out: Path, *, since: When | None = None,
                 while todo and not stop:
                     batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=5000)
                     for tp, records in batch.items():
+                        # No cut at ends[tp]: Tansu's end offset is the last batch's base
+                        # offset + 1, and fetches return whole batches (see read_to_end).
                         for rec in records:
-                            if rec.offset >= ends[tp]:
-                                break
                             _take(rec, spools[tp.topic], settings, state)
                             pos[tp] = rec.offset + 1
                             read += 1
@@ -338,7 +338,7 @@ async def export(settings: Settings, out: Path, *, since: When | None = None,
                                 break
                         if stop:
                             break
-                        pos[tp] = max(pos[tp], min(ends[tp], await consumer.position(tp)))
+                        pos[tp] = max(pos[tp], await consumer.position(tp))
                     todo = {tp for tp in todo if pos[tp] < ends[tp]}
                     if time.monotonic() - last_cp > CHECKPOINT_EVERY_S:
                         checkpoint()
