@@ -1,23 +1,36 @@
-"""`editstream`: the command line. One subcommand per job; settings flags on every one.
+"""`editstream`: the command line. One subcommand per job; settings flags where they matter.
 
-    worker    run the streaming pipeline (Faust worker)
-    demo      embedded broker + simulator + worker + bundled sample → demo-output/
-    broker    run a local broker (embedded Tansu, or Apache Kafka from Maven Central)
-    simulate  run the local model simulator (OpenAI / Anthropic compatible; not a model)
-    generate  write seeded, realistic edit traces from real source files
-    produce   send a JSONL file of events to edit-events
-    export    write training records from the sink topic to dataset files
+    worker         run the streaming pipeline (Faust worker)
+    demo           embedded broker + simulator + worker + bundled sample → demo-output/
+    broker         run a local broker (embedded Tansu, or Apache Kafka from Maven Central)
+    simulate       run the local model simulator (OpenAI / Anthropic compatible; not a model)
+    generate       write seeded, realistic edit traces from real source files
+    produce        send a JSONL file of events to edit-events
+    gateway        HTTP ingestion edge: editors POST /v1/events, accepted events → edit-events
+    replay         re-run a range of edit-events / settled-examples in its own namespace
+    reset-offsets  move a consumer group's committed offsets (dry run unless --execute)
+    export         write training records from the sink topic to dataset files
+    report         summarise and plot an export DIR, or render the dashboard from Prometheus
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from streams import settings as settings_mod
+
+# Every import of a subcommand's module happens inside its `_args_*` / `_cmd_*` function:
+# `main` only builds the flags of the subcommand it runs, so `editstream worker` does not pay
+# for aiohttp, matplotlib or the admin client.
+
+
+# --------------------------------------------------------------------------- handlers
 
 
 def _cmd_worker(ns: argparse.Namespace) -> int:
@@ -81,74 +94,223 @@ def _cmd_produce(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gateway(ns: argparse.Namespace) -> int:
+    from editstream.gateway import main_gateway
+
+    return main_gateway(ns)
+
+
+def _cmd_replay(ns: argparse.Namespace) -> int:
+    from editstream.replay import main_replay
+
+    return main_replay(ns)
+
+
+def _cmd_reset_offsets(ns: argparse.Namespace) -> int:
+    from editstream.offsets import main_reset_offsets
+
+    return main_reset_offsets(ns)
+
+
 def _cmd_export(ns: argparse.Namespace) -> int:
-    from editstream.export import run_export
+    from editstream.export import main_export
 
-    s = settings_mod.from_args(ns)
-    if not s.broker:
-        print("editstream export: set --broker or EDITSTREAM_BROKER", file=sys.stderr)
-        return 2
-    return run_export(s, Path(ns.out), include_rejected=ns.rejected)
+    return main_export(ns)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="editstream", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _cmd_report(ns: argparse.Namespace) -> int:
+    if ns.prometheus:
+        import httpx
 
-    p = sub.add_parser("worker", help="run the streaming pipeline")
+        from editstream.offsets import parse_duration_ms
+        from editstream.promreport import PrometheusError, render_prometheus
+
+        lookback_ms = parse_duration_ms(ns.lookback) or 0  # validated by _check_report
+        try:
+            path = render_prometheus(ns.prometheus, Path(ns.out),
+                                     lookback_s=lookback_ms / 1000)
+        except (PrometheusError, httpx.HTTPError) as exc:
+            print(f"editstream report: Prometheus at {ns.prometheus}: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {path}")
+        return 0
+    from editstream.report import main_report
+
+    return main_report(ns)
+
+
+def _check_report(ns: argparse.Namespace) -> str | None:
+    """The two forms of `report`: DIR, or --prometheus URL --out FILE."""
+    if ns.prometheus:
+        if ns.dir:
+            return "give either DIR or --prometheus URL, not both"
+        if not ns.out:
+            return "--prometheus needs --out FILE (the PNG to write)"
+        from editstream.offsets import parse_duration_ms
+
+        if not parse_duration_ms(ns.lookback):
+            return f"--lookback {ns.lookback!r} is not a duration (30m, 3h, 1d)"
+        return None
+    if ns.out:
+        return "--out goes with --prometheus (a DIR report writes its plots into DIR)"
+    if not ns.dir:
+        return "give an export directory DIR, or --prometheus URL --out FILE"
+    return None
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def _args_worker(p: argparse.ArgumentParser) -> None:
     settings_mod.add_arguments(p)
-    p.set_defaults(func=_cmd_worker)
 
-    p = sub.add_parser("demo", help="run the whole pipeline locally on the bundled sample")
+
+def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", default=str(Path(__file__).resolve().parent.parent / "data" /
                                            "sample-traces.jsonl"))
     p.add_argument("--out", default="demo-output")
     p.add_argument("--timeout", type=float, default=170.0,
                    help="seconds to wait for every example to be accounted for")
     settings_mod.add_arguments(p)
-    p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("broker", help="run a local Kafka-compatible broker")
-    from editstream.broker import add_arguments as broker_args
 
-    broker_args(p)
-    p.set_defaults(func=_cmd_broker)
+def _args_broker(p: argparse.ArgumentParser) -> None:
+    from editstream.broker import add_arguments
 
-    p = sub.add_parser(
-        "simulate",
-        help="run the local model SIMULATOR (speaks OpenAI completions/chat and Anthropic "
-             "Messages; its answers are synthetic, derived from the prompt — not a model)")
-    from editstream.simulate import add_arguments as sim_args
+    add_arguments(p)
 
-    sim_args(p)
-    p.set_defaults(func=_cmd_simulate)
 
-    p = sub.add_parser("generate", help="write seeded edit traces (JSONL) from real files")
+def _args_simulate(p: argparse.ArgumentParser) -> None:
+    from editstream.simulate import add_arguments
+
+    add_arguments(p)
+
+
+def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--predictions-per-session", type=int, default=6)
     p.add_argument("--source-dir", default=None, help="default: the Python standard library")
-    p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("produce", help="send a JSONL file of events to edit-events")
+
+def _args_produce(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="JSONL file, or - for stdin")
     p.add_argument("--flush", action="store_true",
                    help="end with a control flush: settle everything (finite input)")
     settings_mod.add_arguments(p)
-    p.set_defaults(func=_cmd_produce)
 
-    p = sub.add_parser("export", help="write training records to dataset files")
-    p.add_argument("--out", required=True)
-    p.add_argument("--rejected", action="store_true", help="also export rejected-examples")
-    settings_mod.add_arguments(p)
-    p.set_defaults(func=_cmd_export)
+
+# The modules below add the settings flags they use themselves (gateway, reset-offsets: a
+# subset; replay, export: all of them): adding them here again would register them twice.
+
+
+def _args_gateway(p: argparse.ArgumentParser) -> None:
+    from editstream.gateway import add_arguments
+
+    add_arguments(p)
+
+
+def _args_replay(p: argparse.ArgumentParser) -> None:
+    from editstream.replay import add_arguments
+
+    add_arguments(p)
+
+
+def _args_reset_offsets(p: argparse.ArgumentParser) -> None:
+    from editstream.offsets import add_arguments
+
+    add_arguments(p)
+
+
+def _args_export(p: argparse.ArgumentParser) -> None:
+    from editstream.export import add_arguments
+
+    add_arguments(p)
+
+
+def _args_report(p: argparse.ArgumentParser) -> None:
+    from editstream.report import add_arguments
+
+    add_arguments(p)
+    group = p.add_argument_group("dashboard from Prometheus (instead of DIR)")
+    # tolerate report.add_arguments growing these flags itself
+    with contextlib.suppress(argparse.ArgumentError):
+        group.add_argument("--prometheus", default=None, metavar="URL",
+                           help="render the Grafana dashboard's data-quality panels from the "
+                                "Prometheus server at URL (e.g. http://localhost:9090)")
+    with contextlib.suppress(argparse.ArgumentError):
+        group.add_argument("--out", default=None, metavar="FILE",
+                           help="the PNG to write (with --prometheus)")
+    with contextlib.suppress(argparse.ArgumentError):
+        group.add_argument("--lookback", default="3h", metavar="DURATION",
+                           help="how far back to look for scored samples (default: 3h)")
+
+
+# --------------------------------------------------------------------------- parser
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    check: Callable[[argparse.Namespace], str | None] | None = None
+
+
+COMMANDS: dict[str, Command] = {
+    "worker": Command("run the streaming pipeline", _args_worker, _cmd_worker),
+    "demo": Command("run the whole pipeline locally on the bundled sample", _args_demo,
+                    _cmd_demo),
+    "broker": Command("run a local Kafka-compatible broker", _args_broker, _cmd_broker),
+    "simulate": Command(
+        "run the local model SIMULATOR (speaks OpenAI completions/chat and Anthropic "
+        "Messages; its answers are synthetic, derived from the prompt — not a model)",
+        _args_simulate, _cmd_simulate),
+    "generate": Command("write seeded edit traces (JSONL) from real files", _args_generate,
+                        _cmd_generate),
+    "produce": Command("send a JSONL file of events to edit-events", _args_produce,
+                       _cmd_produce),
+    "gateway": Command("serve the HTTP ingestion gateway (POST /v1/events → edit-events)",
+                       _args_gateway, _cmd_gateway),
+    "replay": Command("re-run a time or offset range of edit-events or settled-examples in "
+                      "its own topics and consumer group", _args_replay, _cmd_replay),
+    "reset-offsets": Command("move a consumer group's committed offsets to WHEN (dry run "
+                             "unless --execute; refused while the group is active)",
+                             _args_reset_offsets, _cmd_reset_offsets),
+    "export": Command("write training records to dataset files (resumable, deduplicated)",
+                      _args_export, _cmd_export),
+    "report": Command("summarise and plot an export DIR, or render the dashboard's "
+                      "data-quality panels from Prometheus", _args_report, _cmd_report,
+                      _check_report),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `editstream` parser. With `only`, just that subcommand gets its flags (the others
+    stay listed, with their help line): importing every module would slow every command."""
+    parser = argparse.ArgumentParser(prog="editstream", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        if only is None or only == name:
+            cmd.add_arguments(p)
+        p.set_defaults(func=cmd.run, check=cmd.check, subparser=p)
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The subcommand `argv` names: the first word (the top level has no other options)."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns = build_parser(_command_in(args)).parse_args(args)
+    if ns.check is not None and (problem := ns.check(ns)):
+        ns.subparser.error(problem)  # usage + message, exit 2 (as argparse's own errors)
     try:
         return int(ns.func(ns) or 0)
     except ValueError as exc:  # configuration errors: say what is wrong, no traceback
