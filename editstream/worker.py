@@ -73,6 +73,18 @@ def run_worker(settings: Settings) -> int:
     if settings.metrics_port:
         start_metrics_server(settings.metrics_port, mp_dir)
     app, _ = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
-    worker.execute_from_commandline()
+    build_worker(app, settings).execute_from_commandline()
     return 0
+
+
+def build_worker(app: faust.App, settings: Settings) -> faust.Worker:
+    """The Faust worker of `app`, without its terminal progress spinner.
+
+    faust.Worker has no option for it: the constructor always makes one, and only a log level
+    below WARN drops it again. At WARN and above (the default) the spinner lowers the root
+    logger to DEBUG for the worker's whole life, so that every debug record of every library
+    (aiokafka's per-request ones included) is built and handed to its handler, and it writes
+    terminal escapes to stdout even when that is not a terminal."""
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.spinner = None
+    return worker
