@@ -32,6 +32,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         topic_replication_factor=1,
         web_enabled=False,
         producer_acks=-1,
+        producer_linger=timedelta(milliseconds=5),  # let stage sends batch (aiokafka linger_ms)
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
         broker_commit_interval=1.0,
