@@ -8,7 +8,8 @@ I/O, so it can be tested in microseconds and reasoned about in one place:
 * `split_body`: a JSON array or NDJSON into per-event items; one malformed NDJSON line is one
   rejected event, not a failed batch;
 * `judge`: one event's fate, in the order privacy → secrets (in the event's JSON) →
-  internal-only types → size → schema → offsets. Privacy runs first, as in
+  internal-only types → size → schema (with `streams.ingest.float_in_integer_field`: `3.0` is
+  not an integer offset) → offsets. Privacy runs first, as in
   `streams.ingest.decode_event`, so an opted-out event is discarded before anything
   inspects its content;
 * `TokenAuth` (constant-time bearer tokens) and `TokenBucket` (per-client event rate).
@@ -31,6 +32,7 @@ import orjson
 import zstandard
 
 from schemas import compiled_edit_event_validator
+from streams.ingest import float_in_integer_field, not_an_int_detail
 from streams.privacy import privacy_verdict
 from streams.secrets import find_secret
 from streams.settings import Settings
@@ -210,6 +212,9 @@ def judge(item: Item, settings: Settings, max_region_bytes: int) -> Verdict:
         compiled_edit_event_validator()(item)
     except fastjsonschema.JsonSchemaException as exc:
         return Verdict("rejected", "schema", str(getattr(exc, "message", exc))[:300])
+    bad = float_in_integer_field(item)
+    if bad is not None:
+        return Verdict("rejected", "schema", not_an_int_detail(bad))
     if item["type"] == "prediction":
         problem = _check_offsets(item, max_region_bytes)
         if problem is not None:
@@ -223,15 +228,11 @@ def _is_boundary(raw: bytes, i: int) -> bool:
 
 
 def _check_offsets(ev: dict[str, Any], max_region_bytes: int) -> tuple[str, str] | None:
-    """Static checks of a (schema-valid) prediction that the settle stage would otherwise
-    dead-letter later; the editor learns about them synchronously instead."""
+    """Static checks of a prediction that the settle stage would otherwise dead-letter
+    later; the editor learns about them synchronously instead. Only for a schema-valid one
+    whose integer fields hold ints (`float_in_integer_field`), so the offsets index bytes."""
     raw = ev["excerpt"].encode("utf-8", "surrogatepass")
-    rng = ev["editable_range"]
-    # fastjsonschema implements draft-07, so the schema's 2020-12 `prefixItems` (the two
-    # offsets' types) is not enforced by it: check them here.
-    if not (len(rng) == 2 and all(type(x) is int for x in rng)):
-        return "invalid_editable_range", "editable_range must be two integer byte offsets"
-    lo, hi = rng
+    lo, hi = ev["editable_range"]
     if lo > hi or not (_is_boundary(raw, lo) and _is_boundary(raw, hi)):
         return "invalid_editable_range", "editable_range must be [start, end) on UTF-8 " \
             f"character boundaries of the {len(raw)}-byte excerpt"

@@ -124,8 +124,10 @@ def test_accepts_valid_event_with_key() -> None:
     (prediction(editable_range=[1.5, 3]), "rejected", "schema"),
     (prediction(editable_range=[True, 3]), "rejected", "schema"),
     (prediction(editable_range=[None, None]), "rejected", "schema"),
-    # ... but to JSON Schema 1.0 is an integer, which cannot index bytes: the gateway's check
-    (prediction(editable_range=[1.0, 3]), "rejected", "invalid_editable_range"),
+    # ... and to JSON Schema 1.0 is an integer, but a float cannot index bytes: the ingest's
+    # integer check rejects it as `schema` too (tests/streams/test_integer_fields.py)
+    (prediction(editable_range=[1.0, 3]), "rejected", "schema"),
+    (prediction(cursor=3.0), "rejected", "schema"),
     (prediction(excerpt="x" * 5000, editable_range=[0, 4097], cursor=0), "rejected",
      "region_too_large"),
 ])
