@@ -38,8 +38,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         broker_commit_interval=1.0,
         stream_buffer_maxsize=4096,
         broker_request_timeout=timedelta(seconds=90),
-        broker_session_timeout=timedelta(seconds=30),
-        broker_heartbeat_interval=timedelta(seconds=3),
+        broker_session_timeout=timedelta(seconds=settings.session_timeout_s),
+        # a third of the session timeout at most, as Kafka asks
+        broker_heartbeat_interval=timedelta(seconds=min(3.0, settings.session_timeout_s / 3)),
         broker_rebalance_timeout=timedelta(seconds=60),
         producer_max_request_size=4 * 1024 * 1024,
         consumer_max_fetch_size=8 * 1024 * 1024,

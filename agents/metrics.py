@@ -36,6 +36,9 @@ OPEN_PREDICTIONS = Gauge("editstream_settle_open_predictions",
                          "Predictions waiting to settle on this worker",
                          multiprocess_mode="livesum")
 SETTLED = Counter("editstream_settled_total", "Settled examples by reason", ["reason"])
+SETTLE_REPLAYED = Counter(
+    "editstream_settle_replayed_events_total",
+    "Events seen again after a crash whose state had already landed (skipped, not re-applied)")
 SETTLE_DELAY = Histogram("editstream_settle_delay_seconds",
                          "Event time from the last touching edit to settling",
                          buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600))

@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.streams import current_event
 
 from agents import metrics
 from streams.emit import dlq_record, rejected_record
@@ -87,8 +88,21 @@ class Runtime:
 
     # --- sends -----------------------------------------------------------------------
     async def send(self, topic: str, key: str, record: dict[str, Any],
-                   partition: int | None = None) -> None:
-        await self.topic(topic).send(key=key.encode(), value=dumps(record), partition=partition)
+                   partition: int | None = None, *, wait: bool = False) -> None:
+        """Send `record`, by default to the partition number of the event being processed.
+
+        Every topic has the same partition count, so an example stays in its session's
+        partition from settle to training record. That is what makes exactly-once hold:
+        faust puts a send into the transaction of its *destination* partition, and only
+        when that is the source partition does the output commit atomically with the
+        source offset (and the settle table's changelog). Keys stay the deterministic ids.
+        """
+        if partition is None and (event := current_event()) is not None:
+            partition = event.message.partition
+        sent = await self.topic(topic).send(key=key.encode(), value=dumps(record),
+                                            partition=partition)
+        if wait:  # until the broker has it (a caller about to record that it was sent)
+            await sent
 
     async def reject(self, stage: str, reason: str, example: dict[str, Any],
                      **extra: Any) -> None:
@@ -113,11 +127,11 @@ class Runtime:
 
     async def dead_letter(self, dlq_topic: str, stage: str, reason: str, detail: str | None,
                           message: Any, *, original: bytes | None = None,
-                          key: str | None = None) -> None:
+                          key: str | None = None, wait: bool = False) -> None:
         """Keep a record a stage could not process, with its original bytes and source."""
         metrics.DLQ.labels(stage, metrics.reason_label(reason)).inc()
         raw = message.value or b"" if original is None else original
         rec = dlq_record(stage, reason, detail, message.topic, message.partition,
                          message.offset, raw, self.settings)
         key = key or f"{message.topic}:{message.partition}:{message.offset}"
-        await self.send(dlq_topic, key, rec)
+        await self.send(dlq_topic, key, rec, wait=wait)

@@ -27,28 +27,71 @@ from streams.settle import SettleMachine
 CONTROL_KEY = b"__control__"
 
 
+_DELETED = object()
+
+
 class PartitionStore(MutableMapping[str, Any]):
-    """The slice of the settle table that belongs to one source partition."""
+    """The slice of the settle table that belongs to one source partition.
+
+    Writes made while one event is handled are staged and land in the table together, after
+    the event's outputs were acknowledged, along with the event's offset. Faust commits on a
+    timer, which can fall in the middle of an event (at any await), committing its table
+    writes but not its offset; the event is then handled again after a crash. Landing state
+    last, and skipping events at or below the landed offset, makes that replay harmless:
+    outputs may repeat (same keys, same bytes) but no edit is ever applied twice and no output
+    is lost.
+    """
 
     def __init__(self, table: faust.Table, partition: int) -> None:
         self._table = table
         self._prefix = f"{partition}|"
+        self._applied_key = f"{partition}#applied"  # outside the prefix: the machine never sees it
+        self._staged: dict[str, Any] = {}
 
     def __getitem__(self, key: str) -> Any:
+        if key in self._staged:
+            value = self._staged[key]
+            if value is _DELETED:
+                raise KeyError(key)
+            return value
         return self._table.data[self._prefix + key]
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._table[self._prefix + key] = value
+        self._staged[key] = value
 
     def __delitem__(self, key: str) -> None:
-        del self._table[self._prefix + key]
+        if key not in self:
+            raise KeyError(key)
+        self._staged[key] = _DELETED
 
     def __iter__(self) -> Iterator[str]:
         n = len(self._prefix)
-        return (k[n:] for k in list(self._table.data.keys()) if k.startswith(self._prefix))
+        landed = [k[n:] for k in list(self._table.data.keys()) if k.startswith(self._prefix)]
+        staged = self._staged
+        yield from (k for k in landed if staged.get(k) is not _DELETED)
+        yield from (k for k, v in list(staged.items())
+                    if v is not _DELETED and self._prefix + k not in self._table.data)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    @property
+    def applied_offset(self) -> int | None:
+        """Offset of the last event whose state landed (None before the first)."""
+        value = self._table.data.get(self._applied_key)
+        return value if isinstance(value, int) else None
+
+    def land(self, offset: int) -> None:
+        """Write the staged changes and `offset` to the table, with no await in between."""
+        data = self._table.data
+        for key, value in self._staged.items():
+            full = self._prefix + key
+            if value is not _DELETED:
+                self._table[full] = value
+            elif full in data:
+                del self._table[full]
+        self._staged.clear()
+        self._table[self._applied_key] = offset
 
 
 class SettleState:
@@ -58,6 +101,7 @@ class SettleState:
         self.rt = rt
         self.table = table
         self.machines: dict[int, SettleMachine] = {}
+        self.stores: dict[int, PartitionStore] = {}
         # partition -> (wall time of the last real event, watermark then)
         self.anchors: dict[int, tuple[float, int]] = {}
 
@@ -65,14 +109,16 @@ class SettleState:
         m = self.machines.get(partition)
         if m is None:
             s = self.rt.settings
-            m = SettleMachine(quiescence_ms=s.quiescence_ms, ttl_ms=s.ttl_ms,
-                              store=PartitionStore(self.table, partition))
+            store = PartitionStore(self.table, partition)
+            m = SettleMachine(quiescence_ms=s.quiescence_ms, ttl_ms=s.ttl_ms, store=store)
             self.machines[partition] = m
+            self.stores[partition] = store
         return m
 
     def forget(self) -> None:
         """After a rebalance: rebuild lazily from the (recovered) table."""
         self.machines.clear()
+        self.stores.clear()
         self.anchors.clear()
 
     def open_total(self) -> int:
@@ -134,26 +180,42 @@ async def _handle(rt: Runtime, state: SettleState, msg: Any) -> None:
         return
     if not isinstance(verdict, Accepted):
         metrics.EVENTS_IN.labels("unknown", "dlq").inc()
-        await rt.dead_letter("edit-events-dlq", "ingest", verdict.reason, verdict.detail, msg)
+        await rt.dead_letter("edit-events-dlq", "ingest", verdict.reason, verdict.detail, msg,
+                             wait=True)
         return
     event = verdict.event
     machine = state.machine(msg.partition)
+    store = state.stores[msg.partition]
+    applied = store.applied_offset
+    if applied is not None and msg.offset <= applied:
+        metrics.SETTLE_REPLAYED.inc()  # handled before a crash; its outputs are out already
+        return
+    try:
+        await _apply(rt, state, machine, event, msg)
+    finally:
+        store.land(msg.offset)
+    metrics.OPEN_PREDICTIONS.set(state.open_total())
+
+
+async def _apply(rt: Runtime, state: SettleState, machine: SettleMachine,
+                 event: dict[str, Any], msg: Any) -> None:
+    """Apply one event (writes are staged) and send what it produced, waiting for acks."""
+    s = rt.settings
     result = machine.apply(event)
     if event["type"] != "control":
         state.anchors[msg.partition] = (time.time(), machine.watermark_ms or event["ts_ms"])
     if result.error is not None:
         metrics.EVENTS_IN.labels(event["type"], "dlq").inc()
-        await rt.dead_letter("edit-events-dlq", "settle", result.error, None, msg)
+        await rt.dead_letter("edit-events-dlq", "settle", result.error, None, msg, wait=True)
     else:
         metrics.EVENTS_IN.labels(event["type"], "accepted").inc()
     for orphan in result.expired:
         await rt.dead_letter("edit-events-dlq", "settle", "orphan_settled",
                              "no prediction arrived within ttl_ms", msg, original=dumps(orphan),
-                             key=f"orphan:{orphan.get('request_id')}")
+                             key=f"orphan:{orphan.get('request_id')}", wait=True)
     for record in result.settled:
         record["pipeline_version"] = s.pipeline_version
         metrics.SETTLED.labels(record["settle_reason"]).inc()
         delay_ms = (machine.watermark_ms or record["settled_at_ms"]) - record["ts_ms"]
         metrics.SETTLE_DELAY.observe(max(0, delay_ms) / 1000)
-        await rt.send("settled-examples", record["request_id"], record)
-    metrics.OPEN_PREDICTIONS.set(state.open_total())
+        await rt.send("settled-examples", record["request_id"], record, wait=True)

@@ -93,11 +93,14 @@ async def send_flush(prod: AIOKafkaProducer, topic: str, partitions: Iterable[in
                            for p in sorted(partitions)])
 
 
-async def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0
-                      ) -> AsyncIterator[Any]:
+async def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
+                      isolation_level: str = "read_committed") -> AsyncIterator[Any]:
     """Every record of `topic` from the beginning up to (at least) the end offsets seen at
     start."""
+    # read_committed: under exactly-once, records of aborted transactions (a killed worker's
+    # half-done work) are not output and must not be counted as such.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level=isolation_level,
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
                                 fetch_max_bytes=64 << 20)
     await consumer.start()

@@ -846,6 +846,11 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "simulator": True})
 
 
+async def _stats(request: web.Request) -> web.Response:
+    """What was asked and which faults were injected, so fault tests can check their premise."""
+    return web.json_response(request.app[_STATS].as_dict())
+
+
 @web.middleware
 async def _json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -873,6 +878,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app.router.add_post("/v1/messages", _model_endpoint(_anthropic))
     app.router.add_get("/v1/models", _models)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/stats", _stats)
     return app
 
 

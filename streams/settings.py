@@ -94,6 +94,9 @@ class Settings:
     eval_fraction: float = 0.15
     # --- operations --------------------------------------------------------------------
     metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port; 0: off"})
+    session_timeout_s: float = field(default=30.0, metadata={
+        "help": "consumer group session timeout: how long a crashed worker holds its "
+                "partitions before the group moves them (broker minimum 6 s)"})
     log_level: str = "warn"
 
     def topic(self, name: str) -> str:
