@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import faust
 
-from agents import distill, lag, repair, retry, sample, score, settle
+from agents import distill, faust_fixes, lag, repair, retry, sample, score, settle
 from agents.runtime import TOPICS, Runtime
 from streams.settings import Settings
 
@@ -23,6 +23,7 @@ def broker_url(bootstrap: str) -> str:
 
 
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
+    faust_fixes.apply()
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.broker),

@@ -19,7 +19,7 @@ from typing import Any
 
 import faust
 
-from agents import metrics
+from agents import faust_fixes, metrics
 from agents.runtime import Runtime, dumps
 from streams.ingest import Accepted, Discarded, decode_event
 from streams.settle import SettleMachine
@@ -81,17 +81,40 @@ class PartitionStore(MutableMapping[str, Any]):
         value = self._table.data.get(self._applied_key)
         return value if isinstance(value, int) else None
 
-    def land(self, offset: int) -> None:
-        """Write the staged changes and `offset` to the table, with no await in between."""
+    def land(self, offset: int) -> list[tuple[str, Any]]:
+        """Write the staged changes and `offset` into the table's data, with no await in
+        between, and return them as changelog writes (value None: delete) for `publish`."""
         data = self._table.data
+        writes: list[tuple[str, Any]] = []
         for key, value in self._staged.items():
             full = self._prefix + key
             if value is not _DELETED:
-                self._table[full] = value
+                data[full] = value
+                writes.append((full, value))
             elif full in data:
-                del self._table[full]
+                del data[full]
+                writes.append((full, None))
         self._staged.clear()
-        self._table[self._applied_key] = offset
+        data[self._applied_key] = offset
+        writes.append((self._applied_key, offset))
+        return writes
+
+
+async def publish(table: faust.Table, partition: int, writes: list[tuple[str, Any]]) -> None:
+    """Send one event's changelog writes together, awaited, while no commit can start.
+
+    Faust's own table writes go through a buffer that a background task drains, and an
+    exactly-once commit can fall between two of them; after a crash the table would hold half
+    an event. Sent here under the commit gate, one event's writes share a transaction."""
+    topic = table.changelog_topic
+    async with faust_fixes.COMMIT_GATE:
+        for key, value in writes:
+            if value is None:
+                await topic.send(key=key, value=None, partition=partition,
+                                 key_serializer="json", value_serializer="raw")
+            else:
+                await topic.send(key=key, value=value, partition=partition,
+                                 key_serializer="json", value_serializer="json")
 
 
 class SettleState:
@@ -193,7 +216,7 @@ async def _handle(rt: Runtime, state: SettleState, msg: Any) -> None:
     try:
         await _apply(rt, state, machine, event, msg)
     finally:
-        store.land(msg.offset)
+        await publish(state.table, msg.partition, store.land(msg.offset))
     metrics.OPEN_PREDICTIONS.set(state.open_total())
 
 

@@ -34,8 +34,11 @@ def test_writes_are_staged_until_landed_and_reads_see_them() -> None:
     assert dict(store) == {"b": 20, "c": 3}
     assert "a" not in store and len(store) == 2
     assert store.applied_offset is None
-    store.land(41)
+    writes = store.land(41)
     assert dict(table) == {"0|b": 20, "0|c": 3, "1|a": 9, "0#applied": 41}
+    # the changelog writes that reproduce it on recovery: sets, deletes (None), the offset last
+    assert sorted(writes[:-1]) == [("0|a", None), ("0|b", 20), ("0|c", 3)]
+    assert writes[-1] == ("0#applied", 41)
     assert dict(store) == {"b": 20, "c": 3}  # the applied offset is not part of the view
     assert store.applied_offset == 41
 
