@@ -8,6 +8,12 @@ crash before that one commits loses them while the offsets stay committed: state
 goes back in time (seen in tests/integration/test_reliability.py's kill -9 test as settled
 examples that never settle). Flushing first puts them in the transaction they belong to.
 
+Recovery under exactly-once takes each changelog partition's end from aiokafka's cached last
+stable offset, which is unknown (-1) for a partition this consumer has not fetched yet, as
+after joining a group: faust then restores nothing and the worker carries on with an empty
+table (seen in the two-worker test as predictions that never settle). Asking the broker
+(ListOffsets, read_committed) gives the real end.
+
 The settle agent writes its changelog itself (agents.settle.publish) and holds COMMIT_GATE
 while it does, so a commit never splits one event's writes between two transactions.
 """
@@ -19,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from faust.transport.consumer import TransactionManager
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 _original_commit = TransactionManager.commit
 COMMIT_GATE = asyncio.Lock()
@@ -31,7 +38,15 @@ async def _commit_after_flush(self: TransactionManager, offsets: Mapping[Any, in
         return await _original_commit(self, offsets, start_new_transaction=start_new_transaction)
 
 
+async def _highwaters_from_broker(self: AIOKafkaConsumerThread,
+                                  partitions: list[Any]) -> Mapping[Any, int]:
+    # the consumer is read_committed under exactly-once, so this is the last stable offset
+    return await self._ensure_consumer().end_offsets(partitions)  # type: ignore[no-any-return]
+
+
 def apply() -> None:
-    """Idempotent: install the flushing commit once."""
+    """Idempotent: install the corrections once."""
     if TransactionManager.commit is not _commit_after_flush:
         TransactionManager.commit = _commit_after_flush  # type: ignore[method-assign]
+    if AIOKafkaConsumerThread._highwaters is not _highwaters_from_broker:
+        AIOKafkaConsumerThread._highwaters = _highwaters_from_broker  # type: ignore[method-assign]

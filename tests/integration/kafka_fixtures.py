@@ -11,6 +11,7 @@ drained until every prediction is accounted for. Replays and exports work from i
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -38,12 +39,16 @@ QUIESCENCE_MS = 1500
 
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerHandle]:
+    # The Apache Kafka tier is part of `make test` and CI: a missing Java or Maven fails it
+    # loudly. EDITSTREAM_SKIP_KAFKA=1 skips it on purpose (a machine without Java).
+    if os.environ.get("EDITSTREAM_SKIP_KAFKA") == "1":
+        pytest.skip("EDITSTREAM_SKIP_KAFKA=1")
     if shutil.which("java") is None:
-        pytest.skip("java not installed")
+        pytest.fail("java is not installed: the Apache Kafka tier needs Java 17+")
     try:
         ensure_kafka()
     except BrokerError as exc:
-        pytest.skip(f"kafka jars unavailable: {exc}")
+        pytest.fail(f"Apache Kafka jars unavailable: {exc}")
     with start_broker("kafka", data_dir=tmp_path_factory.mktemp("kafka-broker")) as handle:
         yield handle
 

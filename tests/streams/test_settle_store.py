@@ -57,29 +57,29 @@ def _outputs(machine: SettleMachine, event: dict[str, Any]) -> bytes:
     return orjson.dumps([res.settled, res.expired, res.error])
 
 
+def _landed(events: list[dict[str, Any]], upto: int) -> tuple[DictTable, list[bytes]]:
+    """Handle events[0..upto] with landing after each; the table and each event's outputs."""
+    table = DictTable()
+    store = PartitionStore(table, 0)
+    m = SettleMachine(quiescence_ms=QUIET, ttl_ms=TTL, store=store)
+    out = []
+    for offset in range(upto + 1):
+        out.append(_outputs(m, events[offset]))
+        store.land(offset)
+    return table, out
+
+
 def test_crash_between_landing_and_commit_replays_without_double_application() -> None:
     """A crash after state landed for events up to k, but with the committed offset at
     j < k: the restarted worker sees events j..k again. Skipping those at or below the landed
     offset gives the uncrashed run's outputs and final state, for any j <= k."""
     events = gen_stream(7, 400, garbage=0.05)
-    clean_table = DictTable()
-    clean_store = PartitionStore(clean_table, 0)
-    clean = SettleMachine(quiescence_ms=QUIET, ttl_ms=TTL, store=clean_store)
-    clean_out = []
-    for offset, ev in enumerate(events):
-        clean_out.append(_outputs(clean, ev))
-        clean_store.land(offset)
-
+    clean_table, clean_out = _landed(events, len(events) - 1)
     rng = random.Random(1)
     for _ in range(20):
         k = rng.randrange(len(events))
         j = rng.randrange(k + 1)
-        table = DictTable()
-        store = PartitionStore(table, 0)
-        m = SettleMachine(quiescence_ms=QUIET, ttl_ms=TTL, store=store)
-        for offset in range(k + 1):
-            _outputs(m, events[offset])
-            store.land(offset)
+        table, _ = _landed(events, k)
         # crash: a new machine over the recovered table, consuming again from j
         store = PartitionStore(table, 0)
         m = SettleMachine(quiescence_ms=QUIET, ttl_ms=TTL, store=store)
@@ -97,21 +97,10 @@ def test_crash_between_landing_and_commit_replays_without_double_application() -
 def test_without_the_offset_check_a_replay_applies_edits_twice() -> None:
     """Guards the test above: replaying already-landed events does change the outcome."""
     events = gen_stream(7, 400, garbage=0.0)
-    table = DictTable()
-    store = PartitionStore(table, 0)
-    m = SettleMachine(quiescence_ms=QUIET, ttl_ms=TTL, store=store)
-    clean = []
-    for offset, ev in enumerate(events):
-        clean.append(_outputs(m, ev))
-        store.land(offset)
+    _, clean = _landed(events, len(events) - 1)
     differs = 0
     for k in range(50, 400, 50):
-        table = DictTable()
-        store = PartitionStore(table, 0)
-        m = SettleMachine(quiescence_ms=QUIET, ttl_ms=TTL, store=store)
-        for offset in range(k + 1):
-            _outputs(m, events[offset])
-            store.land(offset)
+        table, _ = _landed(events, k)
         m = SettleMachine(quiescence_ms=QUIET, ttl_ms=TTL, store=PartitionStore(table, 0))
         again = [_outputs(m, events[o]) for o in range(k - 40, len(events))]
         differs += again[41:] != clean[k + 1:]
