@@ -48,7 +48,7 @@ Verdict = Accepted | Rejected | Discarded
 
 
 def decode_event(raw: bytes | None, settings: Settings) -> Verdict:
-    if raw is None:
+    if not raw:  # a tombstone (None) or a zero-length value
         return Rejected("empty", "record has no value")
     if len(raw) > settings.max_event_bytes:
         return Rejected("too_large", f"{len(raw)} bytes > {settings.max_event_bytes}")

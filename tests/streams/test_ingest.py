@@ -100,3 +100,9 @@ def test_control_events_bypass_privacy_but_not_the_schema() -> None:
     assert isinstance(decode_event(orjson.dumps(tick), S), Accepted)
     bad = {k: v for k, v in tick.items() if k != "watermark_ms"}
     assert isinstance(decode_event(orjson.dumps(bad), S), Rejected)
+
+
+def test_zero_length_value_is_empty_like_a_tombstone() -> None:
+    for raw in (None, b""):
+        verdict = decode_event(raw, Settings())
+        assert isinstance(verdict, Rejected) and verdict.reason == "empty"
