@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import random
 import time
@@ -32,6 +33,13 @@ pytestmark = [pytest.mark.broker, pytest.mark.kafka, pytest.mark.timeout(900)]
 
 FIGURES: dict[str, Any] = {}
 GUARANTEE = "exactly_once"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_figures() -> Iterator[None]:
+    """The run's figures for RELIABILITY.md, printed at the end (`pytest -s` shows them)."""
+    yield
+    print("\nRELIABILITY FIGURES", json.dumps(FIGURES, sort_keys=True))
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +181,6 @@ async def test_kill_9_at_random_points_loses_nothing(
     FIGURES["crash"] = {"crashes": crashes, "predictions": len(expected),
                         "training_records": len(run["training"]),
                         "duplicates_removed": raw - len(run["training"])}
-    print("FIGURES", FIGURES)
     assert_same(run, clean)
 
 

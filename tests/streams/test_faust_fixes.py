@@ -1,0 +1,35 @@
+"""agents.faust_fixes: the gap a jump in offsets leaves stops before the record that showed it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from faust.transport.consumer import Consumer
+from intervaltree import IntervalTree
+
+from agents import faust_fixes
+
+
+def _gap_after(read_offset: int, offset: int) -> set[int]:
+    """Offsets marked as acknowledged when `offset` arrives after `read_offset`."""
+    faust_fixes.apply()
+    fake: Any = SimpleNamespace(_committed_offset=defaultdict(lambda: None),
+                                _gap=defaultdict(IntervalTree))
+    asyncio.run(Consumer._add_gap(fake, "tp", read_offset + 1, offset))
+    return {o for iv in fake._gap["tp"] for o in range(iv.begin, iv.end)}
+
+
+def test_the_record_that_reveals_a_gap_is_not_acknowledged() -> None:
+    # a transaction marker at 5: the next record, 6, must still be processed before commit
+    assert _gap_after(4, 6) == {5}
+    assert _gap_after(10, 20) == set(range(11, 20))
+
+
+def test_apply_is_idempotent() -> None:
+    faust_fixes.apply()
+    patched = Consumer._add_gap
+    faust_fixes.apply()
+    assert Consumer._add_gap is patched
