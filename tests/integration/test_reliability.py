@@ -112,6 +112,13 @@ def outcome(out: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """What a run produced, as sets of deterministic keys (duplicates collapse)."""
     return {
         "settled": {r["request_id"]: orjson.dumps(r) for r in out["settled-examples"]},
+        # every distinct settled record per request: a repeat collapses, a second one shows
+        "all_settled": {rid: sorted({orjson.dumps({k: v for k, v in r.items()
+                                                   if k in ("settle_reason", "touching_edits",
+                                                            "settled_at_ms")})
+                                     for r in out["settled-examples"]
+                                     if r["request_id"] == rid})
+                        for rid in {r["request_id"] for r in out["settled-examples"]}},
         "training": {r["id"]: orjson.dumps(r) for r in out["training-records"]},
         "rejected": {(r["request_id"], r["stage"], r["reason"])
                      for r in out["rejected-examples"]},
@@ -132,7 +139,31 @@ async def clean_run(kafka: BrokerHandle, sim: Simulator, lines: list[bytes], tmp
         w.stop()
 
 
+async def diagnose(s: Settings, run: dict[str, Any], clean: dict[str, Any],
+                   out: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Where a crashed run's settle went another way: its state writes and dead letters."""
+    differ = sorted(rid for rid in run["all_settled"]
+                    if run["all_settled"][rid] != clean["all_settled"].get(rid))
+    changelog = f"{s.app_id}-settle-state-changelog"
+    diag: dict[str, Any] = {"differ": differ, "dlq": sorted(
+        (r["stage"], r["reason"]) for name in ("edit-events-dlq", "pipeline-dlq")
+        for r in out[name])}
+    for iso in ("read_committed", "read_uncommitted"):
+        recs = [r async for r in read_to_end(s.broker, changelog, isolation_level=iso)]
+        diag[iso] = {rid: [(r.partition, r.offset, r.key.decode()[-12:], r.value is None)
+                           for r in recs if rid.encode() in (r.key or b"")][-6:]
+                     for rid in differ}
+        diag[iso + "_applied"] = {p: [int(r.value) for r in recs if r.partition == p
+                                      and b"#applied" in (r.key or b"")][-40:]
+                                  for p in range(s.partitions)}
+    return diag
+
+
 def assert_same(run: dict[str, Any], clean: dict[str, Any]) -> None:
+    differ = {rid for rid in run["all_settled"] | clean["all_settled"]
+              if run["all_settled"].get(rid) != clean["all_settled"].get(rid)}
+    assert not differ, {rid: (run["all_settled"].get(rid), clean["all_settled"].get(rid))
+                        for rid in sorted(differ)[:3]}
     assert run["settled"].keys() == clean["settled"].keys()
     assert run["training"].keys() == clean["training"].keys()
     assert run["rejected"] == clean["rejected"]
@@ -177,6 +208,8 @@ async def test_kill_9_at_random_points_loses_nothing(
     finally:
         worker.stop()
     run = outcome(out)
+    if run["all_settled"] != clean["all_settled"]:
+        print("DIAG", await diagnose(s, run, clean, out))
     raw = len(out["training-records"])
     FIGURES["crash"] = {"crashes": crashes, "predictions": len(expected),
                         "training_records": len(run["training"]),
@@ -398,7 +431,7 @@ def poison_lines(events: list[dict[str, Any]]) -> list[tuple[bytes, str]]:
 
     edit = {"v": 1, "type": "edit", "session_id": "poison-session", "ts_ms": pred["ts_ms"] + 1,
             "can_collect_data": True, "path": pred["path"], "start": 9, "end": 3,
-            "text": "x"}
+            "text": "x", "predicted": False}
     outcome_ = {"v": 1, "type": "outcome", "session_id": "poison-session",
                 "ts_ms": pred["ts_ms"] + 2, "can_collect_data": True,
                 "request_id": "never-predicted", "outcome": "accepted", "was_shown": True}
