@@ -100,6 +100,16 @@ class PartitionStore(MutableMapping[str, Any]):
         return writes
 
 
+def drop_partitions(table: faust.Table, partitions: set[int]) -> int:
+    """Remove the given source partitions' keys from the table's memory (no changelog)."""
+    data = table.data
+    prefixes = tuple(f"{p}|" for p in partitions) + tuple(f"{p}#" for p in partitions)
+    doomed = [k for k in list(data.keys()) if k.startswith(prefixes)]
+    for key in doomed:
+        del data[key]
+    return len(doomed)
+
+
 async def publish(table: faust.Table, partition: int, writes: list[tuple[str, Any]]) -> None:
     """Send one event's changelog writes together, awaited, while no commit can start.
 
@@ -186,6 +196,14 @@ def register(app: faust.App, rt: Runtime) -> SettleState:
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         state.forget()
+        # Drop what this worker holds of the revoked partitions' state. Recovery (the memory
+        # store always restores from the start of the changelog) then rebuilds exactly what
+        # was committed: writes of a transaction that a revoke left open, and that the next
+        # owner aborts, must not survive in memory under keys the changelog never confirms.
+        names = {tp.topic for tp in revoked}
+        parts = {tp.partition for tp in revoked if tp.topic == source.get_topic_name()}
+        if parts and source.get_topic_name() in names:
+            drop_partitions(table, parts)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:

@@ -105,3 +105,11 @@ def test_without_the_offset_check_a_replay_applies_edits_twice() -> None:
         again = [_outputs(m, events[o]) for o in range(k - 40, len(events))]
         differs += again[41:] != clean[k + 1:]
     assert differs > 0
+
+
+def test_drop_partitions_forgets_only_their_keys() -> None:
+    from agents.settle import drop_partitions
+
+    table = DictTable({"0|s:a": 1, "0#applied": 5, "1|s:b": 2, "1#applied": 7, "10|s:c": 3})
+    assert drop_partitions(table, {1}) == 2  # type: ignore[arg-type]
+    assert dict(table) == {"0|s:a": 1, "0#applied": 5, "10|s:c": 3}
