@@ -549,10 +549,3 @@ def main_export(ns: argparse.Namespace) -> int:
           + f"); read {result.read_this_run} this run, {m['duplicates_removed']} duplicates "
           f"removed, sha256 {m['content_sha256'][:16]}")
     return 0
-
-
-def run_export(settings: Settings, out: Path, *, include_rejected: bool = False) -> int:
-    """Entry point kept for the current `export` subcommand wiring (jsonl, from the start
-    or the checkpoint in `out`)."""
-    result = asyncio.run(export(settings, out, include_rejected=include_rejected))
-    return 0 if result.complete else 1

@@ -135,7 +135,6 @@ def test_reset_offsets_needs_to(capsys: pytest.CaptureFixture[str]) -> None:
 def test_export_dispatch_uses_main_export(monkeypatch: pytest.MonkeyPatch) -> None:
     rec = Recorder()
     monkeypatch.setattr(export, "main_export", rec)
-    monkeypatch.setattr(export, "run_export", must_not_run)
     assert cli.main(["export", "--out", "ds", "--since", "1d", "--pipeline-version", "v3",
                      "--format", "parquet", "--rejected", "--broker", "b:1"]) == 42
     ns = rec.ns

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import schemas
 from streams.generate import GenerateConfig, generate_events
+from tests.streams.test_gateway_core import prediction
 
 
 def from_file(topic: str) -> dict[str, Any]:
@@ -46,15 +47,6 @@ def test_declared_draft() -> None:
 
 
 # ----------------------------------------------------------------------------- agreement
-
-
-def prediction(**kw: Any) -> dict[str, Any]:
-    ev = {"v": 1, "type": "prediction", "session_id": "s1", "ts_ms": 5, "can_collect_data": True,
-          "request_id": "r1", "path": "src/app.py", "in_open_source_repo": True,
-          "excerpt": "héllo = 1\n", "excerpt_start": 0, "cursor": 3,
-          "editable_range": [0, 11], "history": []}
-    ev.update(kw)
-    return ev
 
 
 def fast_accepts(event: Any) -> bool:
