@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from datetime import timedelta
 
 import faust
@@ -22,12 +24,21 @@ def broker_url(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
 
 
+def state_dir(settings: Settings) -> str:
+    """faust creates `<datadir>/v1/tables` even for memory tables; keep it out of the cwd."""
+    path = settings.state_dir or os.path.join(tempfile.gettempdir(), "editstream",
+                                              f"{settings.app_id}-data")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)  # faust makes one level
+    return path
+
+
 def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     faust_fixes.apply()
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.broker),
         store="memory://",
+        datadir=state_dir(settings),
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.partitions,
         topic_replication_factor=1,

@@ -98,6 +98,9 @@ class Settings:
         "help": "consumer group session timeout: how long a crashed worker holds its "
                 "partitions before the group moves them (broker minimum 6 s)"})
     log_level: str = "warn"
+    state_dir: str = field(default="", metadata={
+        "help": "faust's scratch directory (tables live in memory and changelogs); "
+                "empty: a per-app directory under the system temp dir, not the cwd"})
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
