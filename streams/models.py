@@ -103,7 +103,8 @@ class Endpoint:
     ``base_url`` is the server root (``http://host:8000``); a trailing ``/v1`` is tolerated
     because OpenAI-style configs usually include it. ``max_retries`` counts retries after
     the first attempt. ``timeout_s`` applies to each phase of an attempt (connect, write,
-    wait for bytes), as httpx timeouts do.
+    wait for bytes), as httpx timeouts do; with the aiohttp pool (the default) to the connect
+    and to each wait for bytes (aiohttp has no write timeout; requests are a few KB).
     """
 
     base_url: str
