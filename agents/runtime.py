@@ -56,7 +56,8 @@ class Runtime:
             self._student = StudentClient(
                 Endpoint(s.student_url, s.student_model, api_key=s.student_api_key or None,
                          timeout_s=s.student_timeout_s, max_retries=s.model_max_retries),
-                max_in_flight=s.student_max_in_flight, observer=metrics.observe_request)
+                max_in_flight=s.student_max_in_flight, observer=metrics.observe_request,
+                http_transport=s.http_transport)
         return self._student
 
     @property
@@ -67,7 +68,8 @@ class Runtime:
                 Endpoint(s.teacher_url, s.teacher_model, api=s.teacher_api,
                          api_key=s.teacher_api_key or None, timeout_s=s.teacher_timeout_s,
                          max_retries=s.model_max_retries),
-                max_in_flight=s.teacher_max_in_flight, observer=metrics.observe_request)
+                max_in_flight=s.teacher_max_in_flight, observer=metrics.observe_request,
+                http_transport=s.http_transport)
         return self._teacher
 
     @property
@@ -78,7 +80,7 @@ class Runtime:
                 Endpoint(s.judge_url, s.judge_model, api_key=s.judge_api_key or None,
                          timeout_s=s.teacher_timeout_s, max_retries=s.model_max_retries),
                 kind="judge", max_in_flight=s.teacher_max_in_flight,
-                observer=metrics.observe_request)
+                observer=metrics.observe_request, http_transport=s.http_transport)
         return self._judge
 
     async def aclose(self) -> None:

@@ -95,9 +95,7 @@ def _summary_rows(log: dict[str, Any]) -> list[str]:
     if _ok(sp):
         assert sp is not None
         for c in sp["cases"]:
-            what = {"default": "production client (httpx pool)",
-                    "sharded": "prototype: sharded httpx pools",
-                    "aiohttp": "prototype: aiohttp transport"}[c["transport"]]
+            what = _TRANSPORT_LABELS.get(c["transport"], c["transport"])
             rows.append(f"| sampling efficiency, {c['mode']} mode, {c['max_in_flight']} in "
                         f"flight, {what} | {_n(c['samples_per_s'])} samples/s | bound "
                         f"{c['bound_formula']} = {_n(c['bound_samples_per_s'])} | "
@@ -253,6 +251,15 @@ def _settle(s: dict[str, Any] | None) -> list[str]:
     return out
 
 
+_TRANSPORT_LABELS = {
+    "default": "production client (aiohttp pool)",
+    "httpx pool": "httpx's own pool (`http_transport=httpx`, the default before)",
+}
+# The last published figures of the production client while it used httpx's own pool
+# (make bench, 2026-11-26, commit 21a6cfd): before the switch to the aiohttp pool.
+_BEFORE = {("n", 16): 0.918, ("parallel", 64): 0.187, ("n", 64): 0.168}
+
+
 def _sampling(sp: dict[str, Any] | None) -> list[str]:
     out = ["## Sampling efficiency" + _stale(sp), ""]
     if (msg := _failed("sampling", sp)) is not None:
@@ -282,28 +289,59 @@ def _sampling(sp: dict[str, Any] | None) -> list[str]:
         "*Slot use* = achieved × observed latency / (in flight × samples per request): how busy "
         "the client kept its slots given the latency it really saw (the simulator computes its "
         "answer after the sleep, ~4 ms of CPU per n=50 request, so requests take longer than "
-        "200 ms). *default* is the production client; *sharded* and *aiohttp* are the "
-        "prototype transports of `bench/transports.py`, passed through `StudentClient`'s "
-        "`transport=` parameter (`--all-transports` adds *sharded*). Fewer examples where a case "
-        "is slow or only probes (the production client in parallel mode does ~35 requests/s).",
+        "200 ms). *default* is the production client as configured by default: "
+        "`http_transport=aiohttp`, httpx-aiohttp's transport under the same `httpx.AsyncClient` "
+        "(aiohttp's connection pool, `limit` = `max_in_flight`, keep-alive). *httpx pool* is "
+        "the same client with `http_transport=httpx` (httpcore's pool, the production default "
+        "until this change), measured in the same run for comparison. Fewer examples where a "
+        "case is slow (httpx's pool does ~35 requests/s at 64 in flight).",
         "",
-        "What limits each case: in **parallel mode the production client is CPU-bound in "
-        "httpcore's connection pool** (finding 4)" + _pool_sentence(sp) + " In n mode at 16 "
-        "in flight the client keeps its slots busy and the gap to the bound is the simulator's "
-        "answer time. At 64 in flight in n mode the bound is 16 000 samples/s, more than one "
-        "simulator process can generate (its CPU column), so those rows are ceiling probes of "
-        "the test rig rather than of the client; the production client is CPU-bound there "
-        "too.",
+        "What limits each case: " + _pool_sentence(sp) + " In n mode at 16 in flight the "
+        "client keeps its slots busy and the gap to the bound is the simulator's answer time. "
+        "At 64 in flight in n mode the bound is 16 000 samples/s, more than one simulator "
+        "process can generate (320 answers/s at ~4 ms of CPU each is 1.3 cores; its CPU "
+        "column), so those rows are ceiling probes of the test rig rather than of the client"
+        + _n64_sentence(sp),
         "",
-        "Optimisation made: `sniffio` added to the dependencies: httpcore imports it on every "
-        "request and, when it is missing, each failed import scans `sys.path` (13% of the "
+        *_before_after(sp),
+        "",
+        "Optimisation made earlier: `sniffio` added to the dependencies: httpcore imports it on "
+        "every request and, when it is missing, each failed import scans `sys.path` (13% of the "
         "client's CPU in the profile). Measured during development in parallel mode, 64 in "
-        "flight: sharded pools 0.73 → 0.85 of the bound, aiohttp transport 0.87 → 0.89, "
-        "production client 0.12 → 0.12 (its pool scan dominates). Not re-measured by `make "
+        "flight: sharded httpx pools 0.73 → 0.85 of the bound, an aiohttp transport 0.87 → "
+        "0.89, httpx's pool 0.12 → 0.12 (its pool scan dominates). Not re-measured by `make "
         "bench`, which runs with sniffio installed.",
         "",
     ]
     return out
+
+
+def _n64_sentence(sp: dict[str, Any]) -> str:
+    d = _case(sp, "n", "default", 64)
+    if d is None:
+        return "."
+    return (f": the production client keeps its slots busy there ({d['slot_utilisation']:.2f}) "
+            f"with {d['client_cpu_cores']:.2f} cores, and its requests take "
+            f"{d['mean_latency_ms']:.0f} ms instead of ~200 ms, waiting on the simulator.")
+
+
+def _before_after(sp: dict[str, Any]) -> list[str]:
+    """The production client before (httpx pool) and after (aiohttp pool), vs. the goal."""
+    rows = ["Before → after the switch of the production client from httpx's pool to "
+            "aiohttp's (`streams/models.py`, `http_transport` setting), ratio of the bound; "
+            "goal ≥ 0.9:", "",
+            "| case | before: last published run | before: httpx pool, this run | after: "
+            "production (aiohttp pool), this run | goal ≥ 0.9 met |",
+            "| --- | --- | --- | --- | --- |"]
+    for (mode, in_flight), published in _BEFORE.items():
+        after = _case(sp, mode, "default", in_flight)
+        pool = _case(sp, mode, "httpx pool", in_flight)
+        if after is None:
+            continue
+        pool_ratio = "—" if pool is None else f"{pool['ratio']:.3f}"
+        rows.append(f"| {mode} mode, {in_flight} in flight | {published:.3f} | {pool_ratio} | "
+                    f"**{after['ratio']:.3f}** | {_met(after['ratio'], 0.9)} |")
+    return rows
 
 
 def _case(sp: dict[str, Any], mode: str, transport: str, in_flight: int
@@ -318,13 +356,17 @@ def _cpu_ms_per_request(c: dict[str, Any]) -> float:
 
 
 def _pool_sentence(sp: dict[str, Any]) -> str:
-    d, a = _case(sp, "parallel", "default", 64), _case(sp, "parallel", "aiohttp", 64)
-    if d is None or a is None:
-        return "."
-    return (f": {d['ratio']:.2f} of the bound with {d['client_cpu_cores']:.2f} cores busy, "
-            f"{_cpu_ms_per_request(d):.1f} ms of CPU per request; the aiohttp-backed "
-            f"transport reaches {a['ratio']:.2f} with {a['client_cpu_cores']:.2f} cores, "
-            f"{_cpu_ms_per_request(a):.1f} ms per request.")
+    d, h = _case(sp, "parallel", "default", 64), _case(sp, "parallel", "httpx pool", 64)
+    if d is None:
+        return ""
+    text = (f"in **parallel mode** (64 in flight) the production client reaches "
+            f"{d['ratio']:.2f} of the bound with {d['client_cpu_cores']:.2f} cores busy, "
+            f"{_cpu_ms_per_request(d):.1f} ms of CPU per request")
+    if h is not None:
+        text += (f"; httpx's own pool is CPU-bound in httpcore's connection pool (finding 4): "
+                 f"{h['ratio']:.2f} with {h['client_cpu_cores']:.2f} cores, "
+                 f"{_cpu_ms_per_request(h):.1f} ms per request")
+    return text + "."
 
 
 def _scoring(sc: dict[str, Any] | None) -> list[str]:
@@ -568,11 +610,16 @@ def _findings(log: dict[str, Any]) -> list[str]:
         faust_text = (f"~{floor:.0f} µs of CPU per message here even for a no-op agent, "
                       f"{floor / bare:.0f}× a bare consume→produce ({bare:.0f} µs)")
     pool_text = "a large share of a core per request"
+    h = _case(sp, "parallel", "httpx pool", 64) if _ok(sp) and sp else None
     d = _case(sp, "parallel", "default", 64) if _ok(sp) and sp else None
+    if h is not None:
+        pool_text = (f"~{_cpu_ms_per_request(h):.0f} ms of CPU per request, capping "
+                     f"parallel-mode sampling at {h['ratio']:.2f} of its bound with "
+                     f"{h['client_cpu_cores']:.2f} cores busy")
+    fixed_text = ""
     if d is not None:
-        pool_text = (f"~{_cpu_ms_per_request(d):.0f} ms of CPU per request, capping "
-                     f"parallel-mode sampling at {d['ratio']:.2f} of its bound with "
-                     f"{d['client_cpu_cores']:.2f} cores busy")
+        fixed_text = (f" (parallel mode, 64 in flight: {d['ratio']:.2f} of the bound, "
+                      f"{_cpu_ms_per_request(d):.1f} ms of CPU per request)")
     return [
         "## Findings in code owned by others",
         "",
@@ -597,15 +644,14 @@ def _findings(log: dict[str, Any]) -> list[str]:
         "`Producer.send` are among the top self-time entries of the settle profile); 5 ms "
         "linger batches them (prototype `linger`).",
         "4. **`streams/models.py` `_ModelClient`: httpcore's pool is O(connections²) per "
-        "request.** httpcore 1.0 `AsyncConnectionPool._assign_requests_to_connections` "
+        "request — fixed.** httpcore 1.0 `AsyncConnectionPool._assign_requests_to_connections` "
         "re-checks every connection (`has_expired` → anyio `extra_attributes`) and counts "
         "`is_idle` in a nested loop each time a request enters or leaves the pool; at "
-        f"`max_in_flight=64` that is {pool_text}. Fix: a transport that does not "
-        "scan, e.g. an aiohttp-backed `httpx.AsyncBaseTransport` (aiohttp is already a "
-        "dependency; prototype in `bench/transports.py`, mapping errors to the httpx "
-        "exceptions `_call` handles and leaving decoding to httpx), or several small httpx "
-        "pools (`ShardedTransport`); create it in `_ModelClient.__init__` (or pass "
-        "`transport=` in `agents/runtime.py`).",
+        f"`max_in_flight=64` that is {pool_text} (`http_transport=httpx`). The model clients "
+        "now default to httpx-aiohttp's transport (aiohttp's pool, O(1) per request)"
+        f"{fixed_text}; aiohttp failures are re-mapped to the httpx exceptions `_call` "
+        "classifies, so every fault keeps its `ModelError` reason (tests run each fault over "
+        "both pools).",
         "5. **`streams/score.py`: distances computed twice with adaptive sampling.** The "
         "student-samples record now carries `adaptive.distances` (what the score stage computes, "
         "same parse fallback and rounding); `score_texts` could take them instead of calling "

@@ -11,6 +11,13 @@ Determinism: the student asks for ``n`` samples with one seed. Servers that acce
 derive choice ``i`` from ``seed + index`` (the simulator does; so do servers that seed
 per-choice generators that way). Servers that reject ``n`` get ``n`` requests with ``n=1``
 and ``seed = seed + i``, so both modes yield the same samples in the same order.
+
+Transport: by default requests go through aiohttp's connection pool (``httpx-aiohttp``'s
+transport under the same ``httpx.AsyncClient``), not httpcore's. httpcore 1.0's pool
+re-scans every connection each time a request enters or leaves it, ~30 ms of CPU per
+request at 64 connections, which held the student to under 0.2 of its in-flight bound
+(BENCHMARKS.md, sampling); aiohttp's pool is O(1) per request. ``http_transport="httpx"``
+keeps httpx's own pool (it also honours ``HTTP(S)_PROXY``, which the aiohttp one does not).
 """
 
 from __future__ import annotations
@@ -21,13 +28,15 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
+import aiohttp
 import httpx
 import orjson
+from httpx_aiohttp import AiohttpTransport
 
 __all__ = [
     "ChatResult",
@@ -38,6 +47,8 @@ __all__ = [
     "StudentClient",
     "TeacherClient",
 ]
+
+HTTP_TRANSPORTS = ("aiohttp", "httpx")
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +103,8 @@ class Endpoint:
     ``base_url`` is the server root (``http://host:8000``); a trailing ``/v1`` is tolerated
     because OpenAI-style configs usually include it. ``max_retries`` counts retries after
     the first attempt. ``timeout_s`` applies to each phase of an attempt (connect, write,
-    wait for bytes), as httpx timeouts do.
+    wait for bytes), as httpx timeouts do; with the aiohttp pool (the default) to the connect
+    and to each wait for bytes (aiohttp has no write timeout; requests are a few KB).
     """
 
     base_url: str
@@ -244,8 +256,129 @@ def _base_url(url: str) -> httpx.URL:
     return parsed
 
 
+def _as_httpx_error(exc: Exception, request: httpx.Request) -> httpx.TransportError | None:
+    """The httpx error httpx's own transport raises for the failure behind ``exc``.
+
+    httpx-aiohttp maps aiohttp's errors by class, and every ``ClientConnectionError`` it
+    does not know better becomes ``ConnectTimeout``: a server closing the connection
+    (``ServerDisconnectedError``), a reset and even a refused connect would read as
+    timeouts. aiohttp errors it does not map at all (a response that is not HTTP, a bare
+    ``TimeoutError``) would escape as non-httpx errors. So the cause is classified again
+    here, as httpcore would: timeouts are timeouts, a failed connect is ``ConnectError``,
+    anything that breaks an established exchange is ``RemoteProtocolError``/``ReadError``.
+    None: keep ``exc`` (already the right httpx error, or not a transport failure).
+    """
+    cause: BaseException = exc
+    if isinstance(exc, httpx.TransportError) and exc.__cause__ is not None:
+        cause = exc.__cause__
+    if not isinstance(cause, aiohttp.ClientError | OSError):  # TimeoutError is an OSError
+        return None
+    message = str(cause) or type(cause).__name__
+    mapped: type[httpx.TransportError]
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        mapped = httpx.ConnectTimeout
+    elif isinstance(cause, TimeoutError):  # SocketTimeoutError, asyncio's TimeoutError
+        mapped = httpx.ReadTimeout
+    elif isinstance(cause, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake
+        mapped = httpx.ConnectError
+    elif isinstance(cause, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        mapped = httpx.UnsupportedProtocol
+    elif isinstance(cause, OSError):  # reset, broken pipe (aiohttp.ClientOSError too)
+        mapped = httpx.ReadError
+    else:  # disconnected, truncated body, not HTTP at all: the exchange broke
+        mapped = httpx.RemoteProtocolError
+    if type(exc) is mapped:
+        return None
+    error = mapped(message, request=request)
+    error.__cause__ = cause
+    return error
+
+
+class _MappedStream(httpx.AsyncByteStream):
+    """A response body whose read errors are mapped like the request's (see above)."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
+        self._inner = inner
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except Exception as exc:
+            if (mapped := _as_httpx_error(exc, self._request)) is None:
+                raise
+            raise mapped from mapped.__cause__
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        except Exception as exc:
+            if (mapped := _as_httpx_error(exc, self._request)) is None:
+                raise
+            raise mapped from mapped.__cause__
+
+
+class _AiohttpPool(AiohttpTransport):
+    """httpx-aiohttp's transport with one aiohttp session sized to the client's bound.
+
+    The session is made on first use, inside the running loop (aiohttp binds a session to
+    its loop). It keeps connections alive (``keepalive_expiry`` as httpx's default, 5 s),
+    leaves bodies encoded so httpx decodes them (a corrupt gzip body is still a
+    ``DecodingError``), keeps no cookies of its own (httpx's client does) and does not read
+    proxies or ``.netrc`` from the environment (aiohttp would do so per request, in a
+    thread). Timeouts are httpx's, per request: connect and pool wait bound the connect,
+    ``read`` bounds each wait for bytes (aiohttp's ``sock_read``), so a server that hangs
+    after accepting the request times out after ``timeout_s`` as it does with httpx.
+    """
+
+    def __init__(self, max_connections: int) -> None:
+        self._max_connections = max_connections
+        super().__init__(
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            client=self._session,
+        )
+
+    def _session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self.limits.keepalive_expiry,
+                ssl=self.ssl_context,
+            ),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            trust_env=False,
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            response = await super().handle_async_request(request)
+        except Exception as exc:
+            if (mapped := _as_httpx_error(exc, request)) is None:
+                raise
+            raise mapped from mapped.__cause__
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _MappedStream(response.stream, request)
+        return response
+
+
+def _default_transport(kind: str, max_in_flight: int) -> httpx.AsyncBaseTransport | None:
+    """The transport for ``http_transport=kind``; None: httpx's own pool."""
+    if kind not in HTTP_TRANSPORTS:
+        raise ValueError(f"unknown http_transport {kind!r}; expected one of {HTTP_TRANSPORTS}")
+    return _AiohttpPool(max_in_flight) if kind == "aiohttp" else None
+
+
 class _ModelClient:
-    """Shared machinery: one pooled httpx client, a concurrency bound, the retry loop."""
+    """Shared machinery: one pooled httpx client, a concurrency bound, the retry loop.
+
+    ``transport`` (tests inject one) wins over ``http_transport``, which picks the pool:
+    ``"aiohttp"`` (default, see the module docstring for why) or ``"httpx"``.
+    """
 
     def __init__(
         self,
@@ -257,9 +390,12 @@ class _ModelClient:
         sleep: Callable[[float], Awaitable[None]],
         rng: random.Random | None,
         transport: httpx.AsyncBaseTransport | None,
+        http_transport: str,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        if transport is None:
+            transport = _default_transport(http_transport, max_in_flight)
         self.endpoint = endpoint
         self.kind = kind
         self._observer = observer
@@ -270,7 +406,8 @@ class _ModelClient:
             base_url=_base_url(endpoint.base_url),
             headers=self._auth_headers(),
             timeout=httpx.Timeout(endpoint.timeout_s),
-            # The semaphore already bounds attempts; size the pool so it never queues them.
+            # The semaphore already bounds attempts; size the pool so it never queues them
+            # (the aiohttp pool is sized the same way, in _AiohttpPool).
             limits=httpx.Limits(
                 max_connections=max_in_flight, max_keepalive_connections=max_in_flight
             ),
@@ -399,6 +536,7 @@ class StudentClient(_ModelClient):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        http_transport: str = "aiohttp",
     ) -> None:
         if endpoint.api != "openai":
             raise ValueError("the student speaks the OpenAI completions API only")
@@ -410,6 +548,7 @@ class StudentClient(_ModelClient):
             sleep=sleep,
             rng=rng,
             transport=transport,
+            http_transport=http_transport,
         )
         # Learned once per client: after a server rejects `n`, don't ask again.
         self.n_supported = True
@@ -549,6 +688,7 @@ class TeacherClient(_ModelClient):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        http_transport: str = "aiohttp",
     ) -> None:
         super().__init__(
             endpoint,
@@ -558,6 +698,7 @@ class TeacherClient(_ModelClient):
             sleep=sleep,
             rng=rng,
             transport=transport,
+            http_transport=http_transport,
         )
 
     async def chat(

@@ -54,6 +54,10 @@ class Settings:
     student_max_in_flight: int = 64
     student_timeout_s: float = 30.0
     model_max_retries: int = 4
+    http_transport: str = field(default="aiohttp", metadata={
+        "help": "aiohttp | httpx: the model clients' connection pool; httpx's costs ~30 ms "
+                "of CPU per request at 64 connections (BENCHMARKS.md, sampling), aiohttp's "
+                "does not; httpx honours HTTP(S)_PROXY"})
     sample_concurrency: int = field(default=8, metadata={
         "help": "examples sampled at once per worker"})
     # --- score -------------------------------------------------------------------------

@@ -2,14 +2,22 @@
 
 Backoff sleeps are injected (recorded, not slept) so retry tests are fast and can check what
 the client *would* have waited; everything else runs on 127.0.0.1 with an ephemeral port.
+Fault tests run over both connection pools (``http_transport``: aiohttp, the default, and
+httpx's own), so each fails if either maps a failure to another ``ModelError`` reason; a few
+faults the simulator cannot make (a truncated body, a reset, a reply that is not HTTP) come
+from a raw socket server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import gc
 import random
+import socket
+import struct
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -27,12 +35,14 @@ from streams.formats import (
     teacher_user_message,
 )
 from streams.models import (
+    HTTP_TRANSPORTS,
     ChatResult,
     Endpoint,
     ModelError,
     RequestEvent,
     StudentClient,
     TeacherClient,
+    _default_transport,
     _retry_after_s,
 )
 
@@ -73,16 +83,23 @@ class RecordingSleep:
         self.calls.append(seconds)
 
 
-class SpyTransport(httpx.AsyncHTTPTransport):
-    """The real transport, recording request headers on the way (a spy, not a mock)."""
+class SpyTransport(httpx.AsyncBaseTransport):
+    """A real transport (the client's own for ``http``), recording request headers on the
+    way (a spy, not a mock)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, http: str) -> None:
+        self._inner = _default_transport(http, 4) or httpx.AsyncHTTPTransport()
         self.headers: list[httpx.Headers] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.headers.append(request.headers)
-        return await super().handle_async_request(request)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+both_transports = pytest.mark.parametrize("http", HTTP_TRANSPORTS)
 
 
 @pytest.fixture
@@ -160,9 +177,10 @@ async def test_concurrency_is_bounded_by_max_in_flight(start_sim: StartSim) -> N
     assert 1 < sim.stats.max_in_flight <= 4
 
 
-async def test_base_url_with_v1_suffix_and_bearer_auth(start_sim: StartSim) -> None:
+@both_transports
+async def test_base_url_with_v1_suffix_and_bearer_auth(start_sim: StartSim, http: str) -> None:
     sim = await start_sim()
-    spy = SpyTransport()
+    spy = SpyTransport(http)
     ep = Endpoint(base_url=sim.url + "/v1/", model="m", api_key="secret")
     async with StudentClient(ep, transport=spy) as client:
         await client.sample(PROMPT, 2)
@@ -177,6 +195,8 @@ def test_invalid_configuration_is_a_value_error() -> None:
         StudentClient(Endpoint(base_url="http://h", model="m", api="anthropic"))
     with pytest.raises(ValueError):
         Endpoint(base_url="http://h", model="m", api="grpc")
+    with pytest.raises(ValueError):
+        StudentClient(Endpoint(base_url="http://h", model="m"), http_transport="urllib")
 
 
 # ------------------------------------------------------------------------------------------
@@ -203,11 +223,12 @@ async def test_500s_are_retried_until_success(start_sim: StartSim) -> None:
     assert [e.retry for e in events].count(True) == len(failures)
 
 
-async def test_500s_exhaust_the_retry_budget(start_sim: StartSim) -> None:
+@both_transports
+async def test_500s_exhaust_the_retry_budget(start_sim: StartSim, http: str) -> None:
     sim = await start_sim(error_rate=1.0)
     sleep = RecordingSleep()
     ep = endpoint(sim, max_retries=3, backoff_base_s=0.5, backoff_max_s=1.0)
-    async with StudentClient(ep, sleep=sleep, rng=random.Random(1)) as client:
+    async with StudentClient(ep, sleep=sleep, rng=random.Random(1), http_transport=http) as client:
         with pytest.raises(ModelError) as info:
             await client.sample(PROMPT, 2)
     err = info.value
@@ -219,11 +240,12 @@ async def test_500s_exhaust_the_retry_budget(start_sim: StartSim) -> None:
         assert 0 <= slept <= min(1.0, 0.5 * 2**attempt)
 
 
-async def test_429_honours_retry_after(start_sim: StartSim) -> None:
+@both_transports
+async def test_429_honours_retry_after(start_sim: StartSim, http: str) -> None:
     sim = await start_sim(rate_limit_rate=1.0, retry_after_s=1.5)
     sleep = RecordingSleep()
     ep = endpoint(sim, max_retries=2, backoff_base_s=0.01, backoff_max_s=0.02)
-    async with StudentClient(ep, sleep=sleep) as client:
+    async with StudentClient(ep, sleep=sleep, http_transport=http) as client:
         with pytest.raises(ModelError) as info:
             await client.sample(PROMPT, 2)
     assert info.value.reason == "retry_budget_exhausted"
@@ -241,14 +263,21 @@ async def test_429_then_success(start_sim: StartSim) -> None:
     assert all(s >= 2 for s in sleep.calls)
 
 
-async def test_timeouts_are_retried_then_exhaust_the_budget(start_sim: StartSim) -> None:
+@both_transports
+async def test_timeouts_are_retried_then_exhaust_the_budget(start_sim: StartSim, http: str) -> None:
     sim = await start_sim(timeout_rate=1.0, timeout_s=2.0)
     sleep = RecordingSleep()
     events: list[RequestEvent] = []
     ep = endpoint(sim, timeout_s=0.2, max_retries=2)
-    async with StudentClient(ep, sleep=sleep, observer=events.append) as client:
+    t0 = time.monotonic()
+    async with StudentClient(
+        ep, sleep=sleep, observer=events.append, http_transport=http
+    ) as client:
         with pytest.raises(ModelError) as info:
             await client.sample(PROMPT, 2)
+    # each attempt gave up after timeout_s, not when the server answered 2 s later
+    assert time.monotonic() - t0 < 1.5
+    assert all(e.latency_s < 1.0 for e in events)
     assert info.value.reason == "retry_budget_exhausted"
     assert info.value.last_reason == "timeout"
     assert [e.status for e in events] == ["timeout"] * 3
@@ -256,18 +285,19 @@ async def test_timeouts_are_retried_then_exhaust_the_budget(start_sim: StartSim)
     assert len(sleep.calls) == 2
 
 
+@both_transports
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [("malformed_rate", "malformed_response"), ("drop_rate", "connection")],
 )
 async def test_malformed_and_dropped_become_model_errors(
-    start_sim: StartSim, fault: str, reason: str
+    start_sim: StartSim, fault: str, reason: str, http: str
 ) -> None:
     sim = await start_sim(**{fault: 1.0})
     sleep = RecordingSleep()
     async with (
-        StudentClient(endpoint(sim, max_retries=2), sleep=sleep) as student,
-        TeacherClient(endpoint(sim, max_retries=1), sleep=sleep) as teacher,
+        StudentClient(endpoint(sim, max_retries=2), sleep=sleep, http_transport=http) as student,
+        TeacherClient(endpoint(sim, max_retries=1), sleep=sleep, http_transport=http) as teacher,
     ):
         with pytest.raises(ModelError) as info:
             await student.sample(PROMPT, 3)
@@ -278,7 +308,8 @@ async def test_malformed_and_dropped_become_model_errors(
         assert info.value.last_reason == reason
 
 
-async def test_mixed_faults_recover_with_the_same_answers(start_sim: StartSim) -> None:
+@both_transports
+async def test_mixed_faults_recover_with_the_same_answers(start_sim: StartSim, http: str) -> None:
     faulty = await start_sim(
         seed=2, drop_rate=0.15, malformed_rate=0.15, error_rate=0.1, rate_limit_rate=0.1,
         retry_after_s=0,
@@ -287,7 +318,10 @@ async def test_mixed_faults_recover_with_the_same_answers(start_sim: StartSim) -
     events: list[RequestEvent] = []
     async with (
         StudentClient(
-            endpoint(faulty, max_retries=40), sleep=RecordingSleep(), observer=events.append
+            endpoint(faulty, max_retries=40),
+            sleep=RecordingSleep(),
+            observer=events.append,
+            http_transport=http,
         ) as client,
         StudentClient(endpoint(clean)) as reference,
     ):
@@ -298,10 +332,11 @@ async def test_mixed_faults_recover_with_the_same_answers(start_sim: StartSim) -
     assert {"ok", "connection", "malformed_response"} <= statuses
 
 
-async def test_non_retryable_400_fails_at_once(start_sim: StartSim) -> None:
+@both_transports
+async def test_non_retryable_400_fails_at_once(start_sim: StartSim, http: str) -> None:
     sim = await start_sim()
     sleep = RecordingSleep()
-    async with StudentClient(endpoint(sim), sleep=sleep) as client:
+    async with StudentClient(endpoint(sim), sleep=sleep, http_transport=http) as client:
         with pytest.raises(ModelError) as info:
             await client.sample(PROMPT, 2, temperature=5.0)  # out of range: the server says 400
     err = info.value
@@ -311,24 +346,143 @@ async def test_non_retryable_400_fails_at_once(start_sim: StartSim) -> None:
     assert client.n_supported  # a 400 about another parameter is not about n
 
 
-async def test_parallel_failure_surfaces_as_model_error(start_sim: StartSim) -> None:
+@both_transports
+async def test_parallel_failure_surfaces_as_model_error(start_sim: StartSim, http: str) -> None:
     sim = await start_sim(error_rate=1.0)
-    async with StudentClient(endpoint(sim, max_retries=1), sleep=RecordingSleep()) as client:
+    ep = endpoint(sim, max_retries=1)
+    async with StudentClient(ep, sleep=RecordingSleep(), http_transport=http) as client:
         client.n_supported = False
         with pytest.raises(ModelError) as info:  # not an ExceptionGroup
             await client.sample(PROMPT, 4)
     assert info.value.last_reason == "http_500"
 
 
-async def test_connection_refused_is_a_connection_error() -> None:
+@both_transports
+async def test_connection_refused_is_a_connection_error(http: str) -> None:
     sim = await start_simulator(SimulatorConfig())
     url = sim.url
     await sim.stop()  # nothing listens on this port any more
     ep = Endpoint(base_url=url, model="m", max_retries=1)
-    async with StudentClient(ep, sleep=RecordingSleep()) as client:
+    async with StudentClient(ep, sleep=RecordingSleep(), http_transport=http) as client:
         with pytest.raises(ModelError) as info:
             await client.sample(PROMPT, 1)
     assert info.value.last_reason == "connection"
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+
+
+_OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+async def _truncated(writer: asyncio.StreamWriter) -> bool:
+    writer.write(_OK_HEAD + b"Content-Length: 1000\r\n\r\n" + b'{"choices": [')
+    await writer.drain()
+    return False  # close: the body ends 987 bytes early
+
+
+async def _not_http(writer: asyncio.StreamWriter) -> bool:
+    writer.write(b"SSH-2.0-OpenSSH_9.6\r\nnot an HTTP server\r\n\r\n")
+    await writer.drain()
+    return False
+
+
+async def _reset(writer: asyncio.StreamWriter) -> bool:
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+    return False
+
+
+async def _stall_body(writer: asyncio.StreamWriter) -> bool:
+    writer.write(_OK_HEAD + b"Content-Length: 1000\r\n\r\n" + b'{"choices": [')
+    await writer.drain()
+    await asyncio.sleep(5)  # headers came; the body never does
+    return False
+
+
+async def _bad_gzip(writer: asyncio.StreamWriter) -> bool:
+    body = b"this is not gzip data"
+    writer.write(
+        _OK_HEAD + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    await writer.drain()
+    return True  # a complete response: the connection stays open for the next request
+
+
+@both_transports
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (_truncated, "connection"),
+        (_not_http, "connection"),
+        (_reset, "connection"),
+        (_stall_body, "timeout"),
+        (_bad_gzip, "malformed_response"),
+    ],
+)
+async def test_broken_responses_map_to_the_same_reasons(
+    http: str, reply: Callable[[asyncio.StreamWriter], Awaitable[bool]], reason: str
+) -> None:
+    """A raw socket server for faults the simulator cannot make; every attempt fails.
+
+    ``reply`` answers one request and says whether the connection stays open (keep-alive).
+    """
+    handlers: list[asyncio.Task[Any]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            while True:
+                try:
+                    await _read_request(reader)
+                except asyncio.IncompleteReadError:  # the client closed the connection
+                    return
+                if not await reply(writer):
+                    return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ep = Endpoint(base_url=f"http://127.0.0.1:{port}", model="m", max_retries=1, timeout_s=0.3)
+    events: list[RequestEvent] = []
+    try:
+        async with StudentClient(
+            ep, sleep=RecordingSleep(), observer=events.append, http_transport=http
+        ) as client:
+            with pytest.raises(ModelError) as info:
+                await client.sample(PROMPT, 1)
+    finally:
+        server.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await server.wait_closed()
+    assert info.value.reason == "retry_budget_exhausted"
+    assert info.value.last_reason == reason
+    assert [e.status for e in events] == [reason, reason]
+
+
+async def test_aclose_closes_the_aiohttp_session(start_sim: StartSim) -> None:
+    sim = await start_sim()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client = StudentClient(endpoint(sim))  # the default transport: aiohttp's pool
+        await client.sample(PROMPT, 2)
+        session = client._client._transport.client  # type: ignore[attr-defined]
+        assert not session.closed
+        await client.aclose()
+        assert session.closed
+        del client, session
+        gc.collect()
+    assert not [w for w in caught if "nclosed" in str(w.message)]
 
 
 async def test_observer_failure_does_not_fail_the_call(start_sim: StartSim) -> None:
@@ -357,9 +511,10 @@ def test_retry_after_parsing() -> None:
 # Teacher and judge
 
 
-async def test_teacher_openai_and_anthropic_agree(start_sim: StartSim) -> None:
+@both_transports
+async def test_teacher_openai_and_anthropic_agree(start_sim: StartSim, http: str) -> None:
     sim = await start_sim()
-    spy = SpyTransport()
+    spy = SpyTransport(http)
     user = teacher_user_message(example(4))
     events: list[RequestEvent] = []
     async with (
