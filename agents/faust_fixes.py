@@ -20,6 +20,16 @@ revealed the jump, which is only about to be processed. A commit while that reco
 flight moves past it, and a crash then loses it (seen in the kill -9 test as a student
 sample that was never scored). The range should stop one short; this does that.
 
+After a rebalance faust resumes the stream partitions, seeks them to their committed offsets
+and only then resumes flow control, which empties every agent's queue (`clear_on_resume`).
+A record fetched in between is dropped from the queue without being acknowledged or fetched
+again, and faust's commit tolerates one missing offset after the committed one (for
+transaction markers), so the next record's commit passes it: lost (seen in the kill -9 test
+as a student sample delivered to the score agent's queue and never scored; the worker's trace
+showed its delivery between the seek and the resume). Queues only need emptying when flow
+was suspended (a revoke suspends and empties them itself); resuming flow that is already
+running now keeps what is queued.
+
 The settle agent writes its changelog itself (agents.settle.publish) and holds COMMIT_GATE
 while it does, so a commit never splits one event's writes between two transactions.
 """
@@ -32,6 +42,7 @@ from typing import Any
 
 from faust.transport.consumer import Consumer, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from mode.utils.queues import FlowControlEvent
 
 _original_commit = TransactionManager.commit
 _original_add_gap = Consumer._add_gap
@@ -56,11 +67,21 @@ async def _add_gap_before(self: Consumer, tp: Any, offset_from: int, offset_to: 
     await _original_add_gap(self, tp, offset_from, offset_to - 1)
 
 
+def _resume_keeping_queued(self: FlowControlEvent) -> None:
+    was_suspended = self._suspend.is_set()
+    self._suspend.clear()
+    self._resume.set()
+    if was_suspended:  # what was queued before the suspension belongs to the old assignment
+        self.clear()
+
+
 def apply() -> None:
     """Idempotent: install the corrections once."""
     if TransactionManager.commit is not _commit_after_flush:
         TransactionManager.commit = _commit_after_flush  # type: ignore[method-assign]
     if Consumer._add_gap is not _add_gap_before:
         Consumer._add_gap = _add_gap_before  # type: ignore[method-assign]
+    if FlowControlEvent.resume is not _resume_keeping_queued:
+        FlowControlEvent.resume = _resume_keeping_queued  # type: ignore[method-assign]
     if AIOKafkaConsumerThread._highwaters is not _highwaters_from_broker:
         AIOKafkaConsumerThread._highwaters = _highwaters_from_broker  # type: ignore[method-assign]

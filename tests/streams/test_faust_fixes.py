@@ -1,4 +1,5 @@
-"""agents.faust_fixes: the gap a jump in offsets leaves stops before the record that showed it."""
+"""agents.faust_fixes: the gap a jump in offsets leaves stops before the record that showed it;
+resuming flow that already runs keeps the agents' queued records."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from faust.transport.consumer import Consumer
 from intervaltree import IntervalTree
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from agents import faust_fixes
 
@@ -33,3 +35,21 @@ def test_apply_is_idempotent() -> None:
     patched = Consumer._add_gap
     faust_fixes.apply()
     assert Consumer._add_gap is patched
+
+
+def test_resuming_running_flow_keeps_queued_records() -> None:
+    faust_fixes.apply()
+
+    async def run() -> tuple[int, int]:
+        flow = FlowControlEvent()  # starts suspended, as the app's does
+        queue: FlowControlQueue[int] = FlowControlQueue(flow_control=flow, clear_on_resume=True)
+        queue.put_nowait(1)  # queued under the old assignment
+        flow.resume()
+        after_suspension = queue.qsize()
+        queue.put_nowait(2)  # fetched after the seek, before recovery resumes flow again
+        flow.resume()
+        return after_suspension, queue.qsize()
+
+    after_suspension, after_second_resume = asyncio.run(run())
+    assert after_suspension == 0  # a suspension still empties the queues
+    assert after_second_resume == 1
