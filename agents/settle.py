@@ -135,7 +135,8 @@ class SettleRunner(mode.Service):
 
         s = self.settings
         iso = "read_committed" if self.exactly_once else "read_uncommitted"
-        self.producer = await start_producer(s)
+        # no linger: a batch's sends are all queued before its acks are awaited
+        self.producer = await start_producer(s, linger_ms=0)
         self.restorer = AIOKafkaConsumer(
             bootstrap_servers=s.broker, enable_auto_commit=False, isolation_level=iso,
             auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
@@ -216,7 +217,7 @@ class SettleRunner(mode.Service):
                 # open transaction, so the state read below is all that was committed
                 producer = AIOKafkaProducer(
                     bootstrap_servers=s.broker, transactional_id=f"{s.app_id}-settle-"
-                    f"{tp.partition}", enable_idempotence=True, acks="all", linger_ms=5,
+                    f"{tp.partition}", enable_idempotence=True, acks="all", linger_ms=0,
                     max_request_size=4 * 1024 * 1024, request_timeout_ms=90_000)
                 await producer.start()
             restored = await self._read_changelog(tp.partition)

@@ -41,12 +41,12 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
-async def start_producer(settings: Settings) -> AIOKafkaProducer:
+async def start_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaProducer:
     """An idempotent acks=all producer; plain acks=all on brokers without producer ids
     (the embedded Tansu broker answers InitProducerId with an unknown error)."""
     for idempotent in (True, False):
         prod = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
-                                enable_idempotence=idempotent, linger_ms=5,
+                                enable_idempotence=idempotent, linger_ms=linger_ms,
                                 max_request_size=4 * 1024 * 1024)
         try:
             await prod.start()
