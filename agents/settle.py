@@ -127,6 +127,7 @@ class SettleRunner(mode.Service):
         self.restorer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None  # outputs (at_least_once) and ticks
         self.restored = asyncio.Event()  # set once an assignment has been restored
+        self.restore_s = 0.0  # how long the last assignment's restore took
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -177,9 +178,11 @@ class SettleRunner(mode.Service):
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self.lock:
+            started = time.perf_counter()
             for tp in sorted(assigned):
                 if tp.topic == self.source and tp.partition not in self.parts:
                     await self._restore(tp)
+            self.restore_s = time.perf_counter() - started
             metrics.OPEN_PREDICTIONS.set(self.open_total())
         self.restored.set()
 

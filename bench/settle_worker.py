@@ -111,7 +111,7 @@ def main() -> None:
                 await asyncio.sleep(0.02)
             result.write_text(json.dumps(
                 {**state["figures"], "recovery_completed_after_spawn_s": completed,
-                 "open_predictions": open_predictions}))
+                 "restore_s": runner.restore_s, "open_predictions": open_predictions}))
 
     build_worker(app, settings).execute_from_commandline()
 
