@@ -425,11 +425,11 @@ def _state(st: dict[str, Any] | None) -> list[str]:
             "on it, against the same worker on an empty changelog:",
             "",
             f"- settle runner restore (changelog read to its end, machines rebuilt, timed in "
-            f"the runner): **{k['recovery_s']:.1f} s**, of which fixed costs (transactional "
-            f"producers, first metadata and offset requests) are about what the empty "
-            f"changelog's restore took, {k.get('empty_restore_s', 0):.1f} s; at most "
-            f"{k['recovery_s'] * 100_000 / k['open']:.0f} s for 100 000 open predictions if "
-            "linear;",
+            f"the runner): **{k['recovery_s']:.1f} s**; the empty changelog's restore took "
+            f"{k.get('empty_restore_s', 0):.1f} s in the same run, so fixed costs "
+            "(transactional producers, first metadata and offset requests) and their variance "
+            f"dominate at this size; at most {k['recovery_s'] * 100_000 / k['open']:.0f} s for "
+            "100 000 open predictions if linear;",
             f"- from spawn until every partition processed a tick written after the "
             f"restore, minus the same for the empty changelog: "
             f"{k['all_partitions_ready_s']:.1f} s (worker start-up varies by more than the "
