@@ -1,4 +1,5 @@
-"""The Faust app: wiring only. Topics, the settle table and one agent module per stage.
+"""The Faust app: wiring only. Topics and one module per stage: settle is a plain aiokafka
+runner the app starts as a service (agents/settle.py), the other stages are Faust agents.
 
     edit-events ─settle─▶ settled-examples ─sample─▶ student-samples ─score─▶ scored-examples
         │                                                                      │

@@ -7,6 +7,9 @@ events it covers are still in the buffer. They then land in the *next* transacti
 crash before that one commits loses them while the offsets stay committed: state silently
 goes back in time (seen in tests/integration/test_reliability.py's kill -9 test as settled
 examples that never settle). Flushing first puts them in the transaction they belong to.
+The app has no Faust table any more (settle state left Faust with the settle stage, below);
+the flush stays so that anything buffered in the producer commits with the offsets it
+belongs to.
 
 Recovery under exactly-once takes each changelog partition's end from aiokafka's cached last
 stable offset, which is unknown (-1) for a partition this consumer has not fetched yet, as
@@ -30,13 +33,12 @@ showed its delivery between the seek and the resume). Queues only need emptying 
 was suspended (a revoke suspends and empties them itself); resuming flow that is already
 running now keeps what is queued.
 
-The settle agent writes its changelog itself (agents.settle.publish) and holds COMMIT_GATE
-while it does, so a commit never splits one event's writes between two transactions.
+(The settle stage no longer runs on Faust: agents/settle.py is a plain aiokafka runner with
+its own transactions. These corrections protect the Faust stages after it.)
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,14 +48,12 @@ from mode.utils.queues import FlowControlEvent
 
 _original_commit = TransactionManager.commit
 _original_add_gap = Consumer._add_gap
-COMMIT_GATE = asyncio.Lock()
 
 
 async def _commit_after_flush(self: TransactionManager, offsets: Mapping[Any, int],
                               start_new_transaction: bool = True) -> bool:
     await self.app.producer.flush()
-    async with COMMIT_GATE:
-        return await _original_commit(self, offsets, start_new_transaction=start_new_transaction)
+    return await _original_commit(self, offsets, start_new_transaction=start_new_transaction)
 
 
 async def _highwaters_from_broker(self: AIOKafkaConsumerThread,

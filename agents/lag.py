@@ -5,7 +5,9 @@ owns and sets lag = log end offset (highwater) - committed offset, the number of
 still to be processed. Partitions without a commit yet count from the earliest offset.
 Partitions the worker owned before a rebalance are set to 0 rather than removed, so summing
 over workers (and processes, in multiprocess mode) stays right.
-Changelog topics of tables are left out: their offsets are never committed by the group.
+`edit-events` is read by the settle runner (agents/settle.py) in its own consumer group,
+`<app_id>-settle`; its lag comes from the runner and is reported the same way.
+The settle state changelog is left out: its offsets are never committed by any group.
 """
 
 from __future__ import annotations
@@ -67,12 +69,15 @@ def _fetched_highwater(consumer: Any, tp: TP) -> int | None:
 
 
 def register(app: faust.App, rt: Runtime) -> None:
-    reported: set[TP] = set()
+    reported: set[Any] = set()
 
     @app.timer(interval=INTERVAL_S, name="consumer-lag")
     async def consumer_lag() -> None:
         try:
-            lag = await asyncio.wait_for(partition_lag(app, source_topics(app)), TIMEOUT_S)
+            lag: dict[Any, int] = dict(
+                await asyncio.wait_for(partition_lag(app, source_topics(app)), TIMEOUT_S))
+            if rt.settle is not None:
+                lag.update(await asyncio.wait_for(rt.settle.lag(), TIMEOUT_S))
         except Exception as exc:  # not started yet, rebalancing, broker busy: next tick
             log.debug("consumer lag not measured: %r", exc)
             return

@@ -30,6 +30,25 @@ def dumps(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record)
 
 
+def settle_group(settings: Settings) -> str:
+    """The settle runner's consumer group (Faust's own group has its own protocol)."""
+    return f"{settings.app_id}-settle"
+
+
+def settle_changelog(settings: Settings) -> str:
+    """The compacted topic holding the settle machines' state (the Faust table's old name)."""
+    return f"{settings.app_id}-settle-state-changelog"
+
+
+def dead_letter_record(stage: str, reason: str, detail: str | None, topic: str,
+                       partition: int, offset: int, raw: bytes, settings: Settings,
+                       key: str | None = None) -> tuple[bytes, bytes]:
+    """Key and value bytes of a dead letter: the record's original bytes and its source.
+    (The caller counts it in `metrics.DLQ` once it is sent.)"""
+    rec = dlq_record(stage, reason, detail, topic, partition, offset, raw, settings)
+    return (key or f"{topic}:{partition}:{offset}").encode(), dumps(rec)
+
+
 def observe_lag(example: dict[str, Any]) -> None:
     """End-to-end lag: from the moment the example settled (event time) to now."""
     metrics.E2E_LAG.observe(max(0.0, time.time() - example["settled_at_ms"] / 1000))
@@ -44,6 +63,7 @@ class Runtime:
     _teacher: TeacherClient | None = None
     _judge: TeacherClient | None = None
     _judge_checked: bool = False
+    settle: Any = None  # the settle runner (agents.settle.SettleRunner) once registered
 
     def topic(self, name: str) -> faust.types.TopicT:
         return self.topics[name]
@@ -99,10 +119,14 @@ class Runtime:
         when that is the source partition does the output commit atomically with the
         source offset (and the settle table's changelog). Keys stay the deterministic ids.
         """
+        await self.send_bytes(topic, key.encode(), dumps(record), partition, wait=wait)
+
+    async def send_bytes(self, topic: str, key: bytes, value: bytes,
+                         partition: int | None = None, *, wait: bool = False) -> None:
+        """`send` of an encoded record."""
         if partition is None and (event := current_event()) is not None:
             partition = event.message.partition
-        sent = await self.topic(topic).send(key=key.encode(), value=dumps(record),
-                                            partition=partition)
+        sent = await self.topic(topic).send(key=key, value=value, partition=partition)
         if wait:  # until the broker has it (a caller about to record that it was sent)
             await sent
 
@@ -133,7 +157,7 @@ class Runtime:
         """Keep a record a stage could not process, with its original bytes and source."""
         metrics.DLQ.labels(stage, metrics.reason_label(reason)).inc()
         raw = message.value or b"" if original is None else original
-        rec = dlq_record(stage, reason, detail, message.topic, message.partition,
-                         message.offset, raw, self.settings)
-        key = key or f"{message.topic}:{message.partition}:{message.offset}"
-        await self.send(dlq_topic, key, rec, wait=wait)
+        key_bytes, value = dead_letter_record(stage, reason, detail, message.topic,
+                                              message.partition, message.offset, raw,
+                                              self.settings, key)
+        await self.send_bytes(dlq_topic, key_bytes, value, wait=wait)

@@ -1,7 +1,8 @@
 """Plain aiokafka helpers for the command-line tools (produce, read a topic to its end).
 
-The worker moves records with Faust; tools that feed or drain topics use aiokafka directly,
-with the same durability settings (acks=all, idempotent producer).
+The worker moves records with Faust (and its settle runner with aiokafka); tools that feed or
+drain topics use aiokafka directly, with the same durability settings (acks=all, idempotent
+producer).
 """
 
 from __future__ import annotations
@@ -16,18 +17,23 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, UnknownError
 
-from agents.runtime import TOPICS
+from agents.runtime import TOPICS, settle_changelog
 from streams.settings import Settings
 
 
 async def ensure_topics(settings: Settings) -> None:
-    """Create the pipeline topics with the configured partitions (idempotent)."""
+    """Create the pipeline topics with the configured partitions (idempotent), and the settle
+    runner's compacted state changelog."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         new = [NewTopic(settings.topic(t), settings.partitions, 1) for t in TOPICS
                if settings.topic(t) not in existing]
+        changelog = settle_changelog(settings)
+        if changelog not in existing:
+            new.append(NewTopic(changelog, settings.partitions, 1,
+                                topic_configs={"cleanup.policy": "compact"}))
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
@@ -35,12 +41,12 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
-async def start_producer(settings: Settings) -> AIOKafkaProducer:
+async def start_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaProducer:
     """An idempotent acks=all producer; plain acks=all on brokers without producer ids
     (the embedded Tansu broker answers InitProducerId with an unknown error)."""
     for idempotent in (True, False):
         prod = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
-                                enable_idempotence=idempotent, linger_ms=5,
+                                enable_idempotence=idempotent, linger_ms=linger_ms,
                                 max_request_size=4 * 1024 * 1024)
         try:
             await prod.start()

@@ -16,6 +16,12 @@ Parsing is pure (`parse_when`, tested without a broker); resolving needs a consu
 `reset-offsets` mirrors `kafka-consumer-groups.sh --reset-offsets`: a dry run unless
 `--execute`, and it refuses while the group has members, because a running worker would
 overwrite the new offsets with its own at its next commit.
+
+The pipeline has two consumer groups: the settle runner's, `<app_id>-settle`, which reads
+`edit-events`, and Faust's, `<app_id>`, for every later stage. Without `--group`,
+`reset-offsets` resets the pipeline: `edit-events` in the settle group and the other topics
+in Faust's (`pipeline_groups`), refusing if either group has members. `--group` names one
+group and resets only that one.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.structs import OffsetAndMetadata
 
-from agents.runtime import TOPICS
+from agents.runtime import TOPICS, settle_group
 from streams import settings as settings_mod
 from streams.settings import Settings
 
@@ -280,10 +286,23 @@ async def execute_reset(bootstrap: str, plan: ResetPlan) -> None:
         await consumer.stop()
 
 
+def pipeline_groups(settings: Settings, topics: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(group, topics) pairs that a reset of the pipeline covers: `edit-events` belongs to
+    the settle runner's group, every other topic to Faust's. No topics named: Faust's group
+    resets every topic it committed, the settle group `edit-events`."""
+    source = settings.topic("edit-events")
+    if not topics:
+        return [(settings.app_id, []), (settle_group(settings), [source])]
+    pairs = [(settings.app_id, [t for t in topics if t != source]),
+             (settle_group(settings), [t for t in topics if t == source])]
+    return [(group, wanted) for group, wanted in pairs if wanted]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `editstream reset-offsets`."""
     parser.add_argument("--group", default=None,
-                        help="consumer group (default: the pipeline's, --app-id)")
+                        help="one consumer group (default: the pipeline's two, "
+                             "<app-id>-settle for edit-events and <app-id> for the rest)")
     parser.add_argument("--to", required=True, metavar="WHEN",
                         help="ISO-8601 time, a duration ago (2h, 30m, 1d), offset:N, "
                              "earliest or latest")
@@ -300,29 +319,43 @@ def main_reset_offsets(ns: argparse.Namespace) -> int:
     if not settings.broker:
         print("editstream reset-offsets: set --broker or EDITSTREAM_BROKER", file=sys.stderr)
         return 2
-    group = ns.group or settings.app_id
     when = parse_when(ns.to)
     topics = [parse_topic_arg(t, settings) for t in ns.topic]
-    return asyncio.run(_reset(settings.broker, group, when, topics, ns.execute))
+    plans = [(ns.group, topics)] if ns.group else pipeline_groups(settings, topics)
+    return asyncio.run(_reset(settings.broker, plans, when, ns.execute,
+                              pipeline=not ns.group))
 
 
-async def _reset(bootstrap: str, group: str, when: When, topics: list[str],
-                 execute: bool) -> int:
-    try:
-        state = await ensure_inactive(bootstrap, group)
+async def _reset(bootstrap: str, groups: list[tuple[str, list[str]]], when: When,
+                 execute: bool, *, pipeline: bool = False) -> int:
+    states: dict[str, GroupState] = {}
+    try:  # every group first: a reset of the pipeline is all or nothing
+        for group, _ in groups:
+            states[group] = await ensure_inactive(bootstrap, group)
     except GroupActiveError as exc:
         print(f"editstream reset-offsets: refused: {exc}", file=sys.stderr)
         return 1
-    plan = await plan_reset(bootstrap, group, when, topics)
-    print(f"group {group} ({state.state}) → {when.describe()}")
-    print(plan.table())
+    plans = []
+    for group, topics in groups:
+        try:
+            plans.append(await plan_reset(bootstrap, group, when, topics))
+        except ValueError:
+            if pipeline and not topics:  # Faust's group before its first commit
+                print(f"group {group} ({states[group].state}): no committed offsets, "
+                      "nothing to reset")
+                continue
+            raise
+    for plan in plans:
+        print(f"group {plan.group} ({states[plan.group].state}) → {when.describe()}")
+        print(plan.table())
     if not execute:
         print("dry run: nothing changed (add --execute to commit these offsets)")
         return 0
-    try:
-        await execute_reset(bootstrap, plan)
-    except GroupActiveError as exc:
-        print(f"editstream reset-offsets: refused: {exc}", file=sys.stderr)
-        return 1
-    print(f"committed {len(plan.rows)} offsets for group {group}")
+    for plan in plans:
+        try:
+            await execute_reset(bootstrap, plan)
+        except GroupActiveError as exc:
+            print(f"editstream reset-offsets: refused: {exc}", file=sys.stderr)
+            return 1
+        print(f"committed {len(plan.rows)} offsets for group {plan.group}")
     return 0

@@ -2,7 +2,8 @@
 
 A replay never touches the live pipeline. It copies the selected range of `edit-events` (or
 `settled-examples`) into a fresh run namespace — its own topics (`<prefix>replay-<id>-*`) and
-its own consumer group (`<app_id>-replay-<id>`) — preserving partition, order, keys and
+its own consumer groups (`<app_id>-replay-<id>`, and `<app_id>-replay-<id>-settle` for its
+settle runner) — preserving partition, order, keys and
 headers, then runs a worker on that namespace until every example in the range is accounted
 for (training record, rejection or dead letter), and stops it.
 
@@ -42,6 +43,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
+from agents.runtime import settle_group
 from editstream.demo import accounted, expected_predictions
 from editstream.kafka_io import ensure_topics, send_flush, start_producer
 from editstream.offsets import (
@@ -59,7 +61,7 @@ from streams.settings import Settings, to_env
 # Topics whose records account for an example, plus settled-examples for the summary.
 WATCHED = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq",
            "settled-examples")
-# Topics the pipeline's consumer group reads: zero lag on all of them means it is idle.
+# Topics the pipeline's consumer groups read: zero lag on all of them means it is idle.
 CONSUMED = ("edit-events", "settled-examples", "student-samples", "scored-examples", "repair",
             "model-retry")
 REPLAYABLE = ("edit-events", "settled-examples")
@@ -235,8 +237,13 @@ class Tail:
 
 
 async def group_lag(admin: AIOKafkaAdminClient, settings: Settings, tail: Tail) -> int:
-    """Records the replay's consumer group has not yet committed, over every topic it reads."""
-    committed = await retrying(lambda: admin.list_consumer_group_offsets(settings.app_id))
+    """Records the replay's consumer groups have not yet committed, over every topic they
+    read (`edit-events` is the settle runner's group's, the others Faust's)."""
+    committed = dict(await retrying(
+        lambda: admin.list_consumer_group_offsets(settings.app_id)))
+    source = settings.topic("edit-events")
+    settle = await retrying(lambda: admin.list_consumer_group_offsets(settle_group(settings)))
+    committed.update({tp: meta for tp, meta in settle.items() if tp.topic == source})
     tps = [tp for name in CONSUMED
            for tp in await partitions_of(tail.meta, settings.topic(name))]
     ends = await tail.meta.end_offsets(tps)

@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents.runtime import settle_group
 from editstream import offsets, replay
 from editstream.broker import BrokerHandle
 from editstream.kafka_io import read_to_end
@@ -101,6 +102,8 @@ async def test_replay_of_edit_events_is_byte_identical(live_run: LiveRun) -> Non
 
     before_ends = await end_offsets(live)
     before_group = await committed(live.broker, live.app_id)
+    before_settle = await committed(live.broker, settle_group(live))
+    assert before_settle, "the settle runner commits edit-events offsets in its own group"
     out = io.StringIO()
     result = await replay.replay(live, live.topic("edit-events"), parse_when("earliest"),
                                  parse_when("latest"), progress=False, out=out)
@@ -124,6 +127,7 @@ async def test_replay_of_edit_events_is_byte_identical(live_run: LiveRun) -> Non
     # the live run is untouched: no new records in its topics, its group's offsets as before
     assert await end_offsets(live) == before_ends
     assert await committed(live.broker, live.app_id) == before_group
+    assert await committed(live.broker, settle_group(live)) == before_settle
     text = out.getvalue()
     assert "all accounted for" in text and rs.topic_prefix in text
 
@@ -219,3 +223,34 @@ def test_reset_offsets_dry_run_execute_and_refusal(
         err = capsys.readouterr().err
         assert "refused" in err and "active" in err and "member" in err
     assert asyncio.run(committed(kafka_broker.bootstrap, live.app_id)) == before
+
+
+def test_reset_offsets_of_the_pipeline_moves_both_groups(
+        live_run: LiveRun, kafka_broker: BrokerHandle,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --group: edit-events in the settle runner's group, the rest in Faust's; and
+    refused while the live pipeline runs."""
+    live = live_run.settings
+    common = ["--broker", kafka_broker.bootstrap, "--topic-prefix", live.topic_prefix]
+    for extra in ([], ["--execute"]):
+        ns = parse(offsets.add_arguments, ["--app-id", live.app_id, "--to", "earliest",
+                                           *extra, *common])
+        assert offsets.main_reset_offsets(ns) == 1
+        assert "refused" in capsys.readouterr().err
+
+    # a stopped pipeline (no members): an app id whose two groups have offsets
+    app = f"{live.app_id}-stopped"
+    stopped = live.replace(app_id=app)
+    source, settled = live.topic("edit-events"), live.topic("settled-examples")
+    asyncio.run(_commit_as_group(kafka_broker.bootstrap, settle_group(stopped), source, 2))
+    asyncio.run(_commit_as_group(kafka_broker.bootstrap, app, settled, 2))
+    ns = parse(offsets.add_arguments, ["--app-id", app, "--to", "earliest", "--execute",
+                                       *common])
+    assert offsets.main_reset_offsets(ns) == 0
+    text = capsys.readouterr().out
+    assert f"group {settle_group(stopped)}" in text and f"group {app} " in text
+    assert set(asyncio.run(committed(kafka_broker.bootstrap, settle_group(stopped)))) == {
+        TopicPartition(source, p) for p in range(live.partitions)}
+    assert set(asyncio.run(committed(kafka_broker.bootstrap, app)).values()) == {0}
+    assert set(asyncio.run(committed(kafka_broker.bootstrap,
+                                     settle_group(stopped))).values()) == {0}
