@@ -112,3 +112,33 @@ def _as_draft07(schema: Any) -> Any:
 def compiled_edit_event_validator() -> Callable[[Any], Any]:
     """A fast validator for ingest; raises `fastjsonschema.JsonSchemaException`."""
     return fastjsonschema.compile(_as_draft07(load("edit-events")))
+
+
+@cache
+def _edit_event_validators_by_type() -> dict[str, Callable[[Any], Any]]:
+    """One compiled validator per event type: the schema's common part plus that type's
+    branch only. fastjsonschema evaluates each `if` of the full schema by raising and catching
+    an exception, so every event paid for four failed branches (~10 µs of its ~16 µs)."""
+    schema = _as_draft07(load("edit-events"))
+    common = {key: value for key, value in schema.items() if key != "allOf"}
+    by_type: dict[str, Callable[[Any], Any]] = {}
+    for branch in schema["allOf"]:
+        kind = branch["if"]["properties"]["type"]["const"]
+        by_type[kind] = fastjsonschema.compile({**common, "allOf": [branch["then"]]})
+    return by_type
+
+
+def validate_edit_event(event: Any) -> Any:
+    """Validate one edit event; raises `fastjsonschema.JsonSchemaException` exactly as
+    `compiled_edit_event_validator()` does (same verdict, same message).
+
+    The type's own validator decides a valid event; anything it refuses goes through the full
+    validator, so a rejection always carries the full schema's message."""
+    kind = event.get("type") if isinstance(event, dict) else None
+    fast = _edit_event_validators_by_type().get(kind) if isinstance(kind, str) else None
+    if fast is not None:
+        try:
+            return fast(event)
+        except fastjsonschema.JsonSchemaException:
+            pass
+    return compiled_edit_event_validator()(event)

@@ -31,7 +31,7 @@ import fastjsonschema
 import orjson
 import zstandard
 
-from schemas import compiled_edit_event_validator
+from schemas import validate_edit_event
 from streams.ingest import float_in_integer_field, not_an_int_detail
 from streams.privacy import privacy_verdict
 from streams.secrets import find_secret
@@ -209,7 +209,7 @@ def judge(item: Item, settings: Settings, max_region_bytes: int) -> Verdict:
         return Verdict("rejected", "too_large",
                        f"{len(value)} bytes > {settings.max_event_bytes}")
     try:
-        compiled_edit_event_validator()(item)
+        validate_edit_event(item)
     except fastjsonschema.JsonSchemaException as exc:
         return Verdict("rejected", "schema", str(getattr(exc, "message", exc))[:300])
     bad = float_in_integer_field(item)

@@ -19,7 +19,7 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from schemas import compiled_edit_event_validator
+from schemas import validate_edit_event
 from streams.privacy import privacy_verdict
 from streams.settings import Settings
 
@@ -71,7 +71,7 @@ def decode_event(raw: bytes | None, settings: Settings) -> Verdict:
             return Rejected("schema", "event is not a JSON object")
         return Discarded(discard)
     try:
-        compiled_edit_event_validator()(event)
+        validate_edit_event(event)
     except fastjsonschema.JsonSchemaException as exc:
         return Rejected("schema", str(exc.message)[:300])
     bad = float_in_integer_field(event)

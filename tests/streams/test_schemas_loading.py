@@ -140,3 +140,43 @@ def test_draft07_translation_of_tuples() -> None:
         fast(["a", "b"])
     with pytest.raises(fastjsonschema.JsonSchemaException):
         fast([1])
+
+
+# ----------------------------------------------------------------------------- by type
+
+
+def verdict(validate: Any, event: Any) -> str:
+    """'ok', or the rejection's message: what ingest and the gateway put in a dead letter."""
+    try:
+        validate(event)
+    except fastjsonschema.JsonSchemaException as exc:
+        return str(exc.message)
+    return "ok"
+
+
+def test_the_by_type_validator_has_a_branch_per_event_type() -> None:
+    assert set(schemas._edit_event_validators_by_type()) == set(
+        from_file("edit-events")["properties"]["type"]["enum"])
+
+
+mutations = st.dictionaries(
+    st.sampled_from(["v", "type", "session_id", "ts_ms", "can_collect_data", "path", "start",
+                     "end", "text", "predicted", "request_id", "outcome", "was_shown", "op",
+                     "watermark_ms", "cursor", "editable_range", "history", "excerpt"]),
+    json_values | st.sampled_from(["edit", "prediction", "outcome", "settled", "control"]),
+    max_size=3)
+
+
+@settings(max_examples=400, deadline=None)
+@given(base=st.sampled_from(GOOD + BAD[-6:-3]), changes=mutations)
+def test_by_type_validation_gives_the_full_validators_verdict_and_message(
+        base: dict[str, Any], changes: dict[str, Any]) -> None:
+    event = {**base, **changes}
+    full = schemas.compiled_edit_event_validator()
+    assert verdict(schemas.validate_edit_event, event) == verdict(full, event)
+
+
+@pytest.mark.parametrize("event", BAD + GOOD, ids=short)
+def test_by_type_validation_agrees_on_the_fixed_cases(event: Any) -> None:
+    full = schemas.compiled_edit_event_validator()
+    assert verdict(schemas.validate_edit_event, event) == verdict(full, event)
