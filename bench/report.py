@@ -25,6 +25,13 @@ def _failed(name: str, figures: dict[str, Any] | None) -> str | None:
     return None
 
 
+def _per_100k(k: dict[str, Any]) -> str:
+    """The restore scaled to the issue's 100 000 open predictions, when measured smaller."""
+    if k["open"] >= 100_000:
+        return ""
+    return f" (≈ {k['recovery_s'] * 100_000 / k['open']:.0f} s for 100 000 if linear)"
+
+
 def _stale(figures: dict[str, Any] | None) -> str:
     return " (figures from an earlier run: not re-run this time)" if figures and figures.get(
         "stale") else ""
@@ -140,9 +147,8 @@ def _summary_rows(log: dict[str, Any]) -> list[str]:
         if k:
             rows.append(f"| settle state: settle runner restore of {_n(k['open'])} open "
                         f"predictions ({_n(k['changelog_records'])} changelog records) | "
-                        f"{k['recovery_s']:.1f} s (≤ "
-                        f"{k['recovery_s'] * 100_000 / k['open']:.0f} s for 100 000, "
-                        f"linear) | empty changelog {k.get('empty_restore_s', 0):.1f} s; "
+                        f"{k['recovery_s']:.1f} s{_per_100k(k)} | empty changelog "
+                        f"{k.get('empty_restore_s', 0):.1f} s; "
                         "before, Faust's table recovery: 16.1 s | — | — | |")
     rp = log.get("replay")
     if _ok(rp):
@@ -470,8 +476,7 @@ def _state(st: dict[str, Any] | None) -> list[str]:
             f"the runner): **{k['recovery_s']:.1f} s**; the empty changelog's restore took "
             f"{k.get('empty_restore_s', 0):.1f} s in the same run, so fixed costs "
             "(transactional producers, first metadata and offset requests) and their variance "
-            f"dominate at this size; at most {k['recovery_s'] * 100_000 / k['open']:.0f} s for "
-            "100 000 open predictions if linear;",
+            f"weigh at this size{_per_100k(k)};",
             f"- from spawn until every partition processed a tick written after the "
             f"restore, minus the same for the empty changelog: "
             f"{k['all_partitions_ready_s']:.1f} s (worker start-up varies by more than the "
