@@ -59,7 +59,7 @@ def _cmd_broker(ns: argparse.Namespace) -> int:
 def _cmd_simulate(ns: argparse.Namespace) -> int:
     from editstream.simulate import config_from_args, serve
 
-    serve(config_from_args(ns), ns.host, ns.port)
+    serve(config_from_args(ns), ns.host, ns.port, reuse_port=ns.reuse_port)
     return 0
 
 

@@ -912,9 +912,15 @@ class RunningSimulator:
 
 
 async def start_simulator(
-    config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False
+    config: SimulatorConfig, host: str = "127.0.0.1", port: int = 0, *, access_log: bool = False,
+    reuse_port: bool = False,
 ) -> RunningSimulator:
-    """Start serving on ``host:port`` (0 picks a free port) in the running event loop."""
+    """Start serving on ``host:port`` (0 picks a free port) in the running event loop.
+
+    ``reuse_port``: several processes may bind the same port (SO_REUSEPORT) and the kernel
+    spreads new connections over them. Answers are pure functions of the request, so N
+    processes answer exactly as one does, with N cores; only faults and /stats are per
+    process."""
     app = build_app(config)
     runner = web.AppRunner(
         app,
@@ -925,7 +931,7 @@ async def start_simulator(
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     except BaseException:
         await runner.cleanup()
         raise
@@ -934,7 +940,7 @@ async def start_simulator(
     return RunningSimulator(f"http://{shown}:{bound}", bound, config, app[_STATS], runner)
 
 
-def serve(config: SimulatorConfig, host: str, port: int) -> None:
+def serve(config: SimulatorConfig, host: str, port: int, *, reuse_port: bool = False) -> None:
     """Serve until SIGINT/SIGTERM (blocking; for the CLI)."""
 
     async def main() -> None:
@@ -943,7 +949,7 @@ def serve(config: SimulatorConfig, host: str, port: int) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows
                 loop.add_signal_handler(sig, stop.set)
-        sim = await start_simulator(config, host, port, access_log=True)
+        sim = await start_simulator(config, host, port, access_log=True, reuse_port=reuse_port)
         print(f"editstream model SIMULATOR (not a model) on {sim.url}", file=sys.stderr, flush=True)
         try:
             await stop.wait()
@@ -1000,6 +1006,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.description = DESCRIPTION
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free)")
+    parser.add_argument("--reuse-port", action="store_true",
+                        help="let several simulator processes serve one port (SO_REUSEPORT), "
+                             "for load that needs more than one core of answers")
     defaults = SimulatorConfig()
     for f in dataclasses.fields(SimulatorConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -1032,4 +1041,4 @@ if __name__ == "__main__":
     _parser = argparse.ArgumentParser(prog="python -m editstream.simulate")
     add_arguments(_parser)
     _ns = _parser.parse_args()
-    serve(config_from_args(_ns), _ns.host, _ns.port)
+    serve(config_from_args(_ns), _ns.host, _ns.port, reuse_port=_ns.reuse_port)

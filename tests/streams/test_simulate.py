@@ -422,3 +422,18 @@ def test_cli_flags_cover_every_field() -> None:
         parser.parse_args(["--error-rate", "1.5"])
     with pytest.raises(ValueError):  # each rate is fine, their sum is not
         config_from_args(parser.parse_args(["--error-rate", "0.6", "--drop-rate", "0.6"]))
+
+
+async def test_reuse_port_lets_several_simulators_share_a_port() -> None:
+    async with await start_simulator(SimulatorConfig(), reuse_port=True) as first:
+        with pytest.raises(OSError):  # without the flag a second bind is refused
+            await start_simulator(SimulatorConfig(), port=first.port)
+        async with (
+            await start_simulator(SimulatorConfig(), port=first.port, reuse_port=True) as second,
+            httpx.AsyncClient(base_url=first.url) as http,
+        ):
+            assert second.port == first.port
+            body = {"model": "m", "prompt": "x", "n": 3, "seed": 7}
+            answers = [(await http.post("/v1/completions", json=body)).json()["choices"]
+                       for _ in range(4)]
+            assert all(a == answers[0] for a in answers)
