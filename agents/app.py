@@ -71,4 +71,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     retry.register(app, rt)
     lag.register(app, rt)
 
+    @app.on_before_shutdown.connect
+    async def close_model_clients(app: faust.App, **kwargs: object) -> None:
+        # after faust has waited for the events in flight; aiohttp's pools warn if left open
+        await rt.aclose()
+
     return app, rt

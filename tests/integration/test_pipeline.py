@@ -100,6 +100,10 @@ async def test_pipeline_end_to_end(tansu: BrokerHandle, simulator: Simulator,
             blob = orjson.dumps(rec)
             assert not any(sid.encode() in blob for sid in private), name
 
+    # a graceful stop closes the model clients' connection pools (aiohttp warns otherwise)
+    workers[0].stop()
+    assert "Unclosed" not in workers[0].log_path.read_text(errors="replace")
+
 
 async def test_live_settling_equals_offline_settle_events(
         tansu: BrokerHandle, simulator: Simulator, workers: list[Worker], tmp_path: Path
