@@ -35,12 +35,12 @@ from typing import Any
 
 import orjson
 
+from agents.runtime import settle_changelog
 from bench.bench_settle import bench_settings, broker, settle_run
 from bench.common import events, machine, median
-from editstream.broker import acreate_topics
 from editstream.kafka_io import ensure_topics, start_producer
 from streams.settings import Settings
-from streams.settle import SettleMachine
+from streams.settle import SettleMachine, changelog_records
 
 T0 = 1_764_000_000_000  # event time of every clone: nothing becomes due
 
@@ -122,8 +122,7 @@ def partition_of(key: str, partitions: int) -> int:
 async def write_changelog(settings: Settings, store: dict[str, Any]) -> int:
     """The entries as the settle state changelog (the worker then writes one tick per source
     partition once restored)."""
-    topic = f"{settings.app_id}-settle-state-changelog"
-    await acreate_topics(settings.broker, [topic], settings.partitions)
+    topic = settle_changelog(settings)  # created (compacted) by ensure_topics
     prod = await start_producer(settings)
     n = 0
     try:
@@ -132,8 +131,8 @@ async def write_changelog(settings: Settings, store: dict[str, Any]) -> int:
             parts = (range(settings.partitions) if key == "m:watermark"
                      else [partition_of(key, settings.partitions)])
             for p in parts:
-                pending.append(await prod.send(topic, orjson.dumps(value),
-                                               key=orjson.dumps(f"{p}|{key}"), partition=p))
+                [(k, v)] = changelog_records(p, {key: value}, None)
+                pending.append(await prod.send(topic, v, key=k, partition=p))
                 n += 1
             if len(pending) >= 2000:
                 await asyncio.gather(*pending)

@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from agents.runtime import settle_changelog
 from editstream.broker import BrokerHandle, start_broker
 from editstream.demo import accounted, collect, expected_predictions
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
@@ -144,7 +145,7 @@ async def diagnose(s: Settings, run: dict[str, Any], clean: dict[str, Any],
     """Where a crashed run's settle went another way: its state writes and dead letters."""
     differ = sorted(rid for rid in run["all_settled"]
                     if run["all_settled"][rid] != clean["all_settled"].get(rid))
-    changelog = f"{s.app_id}-settle-state-changelog"
+    changelog = settle_changelog(s)
     diag: dict[str, Any] = {"differ": differ, "dlq": sorted(
         (r["stage"], r["reason"]) for name in ("edit-events-dlq", "pipeline-dlq")
         for r in out[name])}
