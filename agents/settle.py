@@ -56,7 +56,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -93,6 +93,15 @@ class PartitionState:
     producer: AIOKafkaProducer | None  # exactly_once: the partition's transactional producer
     anchor: tuple[float, int] | None = None  # (wall time of the last real event, watermark)
     next_offset: int | None = None  # the offset the next batch must start at (None: any)
+
+
+@dataclass
+class _Tally:
+    """A batch's metric updates, applied once the batch is written: counter increments by
+    (counter, label values), and settle delays for the histogram."""
+
+    counts: Counter[tuple[Any, tuple[str, ...]]] = field(default_factory=Counter)
+    delays_s: list[float] = field(default_factory=list)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -230,7 +239,7 @@ class SettleRunner(mode.Service):
                 await producer.stop()
             raise
         store = StagedStore(restored.base)
-        machine = SettleMachine(quiescence_ms=s.quiescence_ms, ttl_ms=s.ttl_ms, store=store)
+        machine = self._machine(store)
         part = PartitionState(tp, store, machine, restored.applied, producer)
         self.parts[tp.partition] = part
         if committed is not None:
@@ -238,6 +247,10 @@ class SettleRunner(mode.Service):
         log.info("settle: %s restored (%d changelog records, %d open, applied %s)", tp,
                  restored.records, machine.open_count, restored.applied)
         return part
+
+    def _machine(self, store: StagedStore) -> SettleMachine:
+        s = self.settings
+        return SettleMachine(quiescence_ms=s.quiescence_ms, ttl_ms=s.ttl_ms, store=store)
 
     async def _read_changelog(self, partition: int) -> Restored:
         """The changelog partition from its start to its end (read_committed under
@@ -314,7 +327,7 @@ class SettleRunner(mode.Service):
                     event = verdict.event
             items.append((rec.offset, event))
         outcome = apply_batch(part.machine, part.store, items, applied)
-        sends, counts = self._outputs(part, records, verdicts, outcome)
+        sends, tally = self._outputs(part, records, verdicts, outcome)
         state = changelog_records(tp.partition, outcome.writes,
                                   outcome.applied if outcome.applied != applied else None)
         first, last = records[0].offset, records[-1].offset
@@ -336,8 +349,7 @@ class SettleRunner(mode.Service):
                 part = await self._restore(tp)
             else:
                 part.store.discard()
-                part.machine = SettleMachine(quiescence_ms=s.quiescence_ms, ttl_ms=s.ttl_ms,
-                                             store=part.store)
+                part.machine = self._machine(part.store)
             part.next_offset = first
             if self.consumer is not None and tp in self.consumer.assignment():
                 self.consumer.seek(tp, first)
@@ -349,17 +361,18 @@ class SettleRunner(mode.Service):
             part.anchor = (time.time(), outcome.anchor_ms)
         if self.exactly_once:
             self.committed[tp] = last + 1
-        self._count(counts, outcome, len(records), time.perf_counter() - started)
+        self._count(tally, outcome, len(records), time.perf_counter() - started)
         return tp, last + 1
 
     def _outputs(self, part: PartitionState, records: list[Any], verdicts: dict[int, Verdict],
-                 outcome: BatchOutcome) -> tuple[list[tuple[str, bytes, bytes]], Counter[Any]]:
+                 outcome: BatchOutcome) -> tuple[list[tuple[str, bytes, bytes]], _Tally]:
         """The batch's records for settled-examples and the DLQ, in offset order, and the
         metric counts they stand for (added once the batch is written)."""
         s = self.settings
         src, p = self.source, part.tp.partition
         sends: list[tuple[str, bytes, bytes]] = []
-        counts: Counter[Any] = Counter()
+        tally = _Tally()
+        counts = tally.counts
         by_offset = {ev.offset: ev for ev in outcome.events}
         raw_of = {rec.offset: rec.value for rec in records}
 
@@ -368,55 +381,45 @@ class SettleRunner(mode.Service):
             raw = (raw_of[offset] or b"") if original is None else original
             k, v = dead_letter_record(stage, reason, detail, src, p, offset, raw, s, key)
             sends.append((self.dlq_topic, k, v))
-            counts["dlq", stage, metrics.reason_label(reason)] += 1
+            counts[metrics.DLQ, (stage, metrics.reason_label(reason))] += 1
 
         for offset, verdict in verdicts.items():
             if isinstance(verdict, Discarded):
-                counts["in", "unknown", "discarded"] += 1
-                counts["discarded", verdict.reason] += 1
+                counts[metrics.EVENTS_IN, ("unknown", "discarded")] += 1
+                counts[metrics.DISCARDED, (verdict.reason,)] += 1
                 continue
             if isinstance(verdict, Rejected):
-                counts["in", "unknown", "dlq"] += 1
+                counts[metrics.EVENTS_IN, ("unknown", "dlq")] += 1
                 dead("ingest", verdict.reason, verdict.detail, offset)
                 continue
             ev = by_offset[offset]
             etype = ev.event["type"]
             if ev.applied is None:
-                counts["in", etype, "dlq"] += 1
+                counts[metrics.EVENTS_IN, (etype, "dlq")] += 1
                 dead("settle", "internal_error", ev.crash, offset)
                 continue
             if ev.applied.error is not None:
-                counts["in", etype, "dlq"] += 1
+                counts[metrics.EVENTS_IN, (etype, "dlq")] += 1
                 dead("settle", ev.applied.error, None, offset)
             else:
-                counts["in", etype, "accepted"] += 1
+                counts[metrics.EVENTS_IN, (etype, "accepted")] += 1
             for orphan in ev.applied.expired:
                 dead("settle", "orphan_settled", "no prediction arrived within ttl_ms", offset,
                      original=dumps(orphan), key=f"orphan:{orphan.get('request_id')}")
             for record in ev.applied.settled:
                 record["pipeline_version"] = s.pipeline_version
-                counts["settled", record["settle_reason"]] += 1
+                counts[metrics.SETTLED, (record["settle_reason"],)] += 1
                 delay_ms = (ev.watermark_ms or record["settled_at_ms"]) - record["ts_ms"]
-                counts["delay", max(0, delay_ms) / 1000] += 1
+                tally.delays_s.append(max(0, delay_ms) / 1000)
                 sends.append((self.settled_topic, record["request_id"].encode(),
                               dumps(record)))
-        return sends, counts
+        return sends, tally
 
-    def _count(self, counts: Counter[Any], outcome: BatchOutcome, n: int,
-               seconds: float) -> None:
-        for key, value in counts.items():
-            kind = key[0]
-            if kind == "in":
-                metrics.EVENTS_IN.labels(key[1], key[2]).inc(value)
-            elif kind == "discarded":
-                metrics.DISCARDED.labels(key[1]).inc(value)
-            elif kind == "dlq":
-                metrics.DLQ.labels(key[1], key[2]).inc(value)
-            elif kind == "settled":
-                metrics.SETTLED.labels(key[1]).inc(value)
-            elif kind == "delay":
-                for _ in range(value):
-                    metrics.SETTLE_DELAY.observe(key[1])
+    def _count(self, tally: _Tally, outcome: BatchOutcome, n: int, seconds: float) -> None:
+        for (metric, labels), value in tally.counts.items():
+            metric.labels(*labels).inc(value)
+        for delay_s in tally.delays_s:
+            metrics.SETTLE_DELAY.observe(delay_s)
         if outcome.skipped:
             metrics.SETTLE_REPLAYED.inc(outcome.skipped)
         metrics.OPEN_PREDICTIONS.set(self.open_total())
