@@ -49,18 +49,26 @@ async def partition_lag(app: faust.App, topics: set[str]) -> dict[TP, int]:
                                   if uncommitted else {})
     lag: dict[TP, int] = {}
     for tp in assigned:
-        # the log end from ListOffsets, or the high watermark of the last fetch when larger
-        # (brokers such as Tansu answer ListOffsets with the last batch's base offset + 1)
-        ends = [e for e in (highwaters.get(tp), _fetched_highwater(consumer, tp))
-                if e is not None]
-        end = max(ends) if ends else None
         start = committed[tp] if committed[tp] is not None else earliest.get(tp)
-        if end is not None and start is not None:
-            lag[tp] = max(0, end - start)
+        behind = records_behind(highwaters.get(tp), fetched_highwater(consumer, tp), start)
+        if behind is not None:
+            lag[tp] = behind
     return lag
 
 
-def _fetched_highwater(consumer: Any, tp: TP) -> int | None:
+def records_behind(listed_end: int | None, fetched_end: int | None,
+                   start: int | None) -> int | None:
+    """Lag of one partition: its end minus `start` (None when either is unknown). The end is
+    the log end from ListOffsets, or the high watermark of the last fetch when larger
+    (brokers such as Tansu answer ListOffsets with the last batch's base offset + 1)."""
+    ends = [e for e in (listed_end, fetched_end) if e is not None]
+    if not ends or start is None:
+        return None
+    return max(0, max(ends) - start)
+
+
+def fetched_highwater(consumer: Any, tp: Any) -> int | None:
+    """The high watermark of `consumer`'s last fetch of `tp` (Faust's or aiokafka's)."""
     try:
         value = consumer.highwater(tp)
     except Exception:  # not fetched yet / consumer restarting

@@ -66,6 +66,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, InvalidProducerEpoch, ProducerFenced
 
 from agents import metrics
+from agents.lag import fetched_highwater, records_behind
 from agents.runtime import Runtime, dead_letter_record, dumps, settle_changelog, settle_group
 from streams.ingest import Accepted, Discarded, Rejected, Verdict, decode_event
 from streams.settle import (
@@ -490,8 +491,7 @@ class SettleRunner(mode.Service):
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Records of `edit-events` not yet committed by the settle group, per assigned
-        partition (log end from ListOffsets or the last fetch's high watermark, whichever is
-        larger: Tansu answers ListOffsets with the last batch's base offset + 1)."""
+        partition (`agents.lag.records_behind`)."""
         consumer = self.consumer
         if consumer is None:
             return {}
@@ -503,16 +503,10 @@ class SettleRunner(mode.Service):
         begins = await consumer.beginning_offsets(missing) if missing else {}
         lag: dict[TopicPartition, int] = {}
         for tp in assigned:
-            end = ends.get(tp)
-            try:
-                hw = consumer.highwater(tp)
-            except Exception:
-                hw = None
-            if hw is not None and hw >= 0:
-                end = hw if end is None else max(end, hw)
-            start = self.committed.get(tp, begins.get(tp))
-            if end is not None and start is not None:
-                lag[tp] = max(0, end - start)
+            behind = records_behind(ends.get(tp), fetched_highwater(consumer, tp),
+                                    self.committed.get(tp, begins.get(tp)))
+            if behind is not None:
+                lag[tp] = behind
         return lag
 
 
