@@ -51,7 +51,7 @@ BATCH = 100
 def make_events(n: int) -> list[dict[str, Any]]:
     """`n` accepted events: generated traces, repeated under fresh session ids if needed."""
     base = generate_events(GenerateConfig(seed=41, sessions=40))
-    ok = [e for e in base if judge(e, Settings(), 4096).status == "accepted"]
+    ok = [e for e in base if judge(e, Settings()).status == "accepted"]
     out: list[dict[str, Any]] = []
     rep = 0
     while len(out) < n:

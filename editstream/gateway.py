@@ -48,18 +48,16 @@ from prometheus_client import (
 
 from streams import settings as settings_mod
 from streams.gateway_core import (
-    DISCARD_REASONS,
-    REJECT_REASONS,
     BodyError,
     TokenAuth,
     TokenBucket,
-    Verdict,
     decompress,
     judge,
     parse_tokens,
     split_body,
     summarize,
 )
+from streams.ingest import DISCARD_REASONS, REJECT_REASONS, Accepted, Verdict
 from streams.settings import Settings
 
 log = logging.getLogger("editstream.gateway")
@@ -69,7 +67,8 @@ ENV_PREFIX = "EDITSTREAM_GATEWAY_"
 MiB = 1024 * 1024
 # The shared settings that matter to the gateway (the rest are the worker's business).
 SETTINGS_FIELDS = ("broker", "topic_prefix", "partitions", "disabled_globs",
-                   "require_open_source", "max_event_bytes", "log_level")
+                   "require_open_source", "max_event_bytes", "max_region_bytes", "pii_policy",
+                   "log_level")
 
 
 # --------------------------------------------------------------------------- config
@@ -93,8 +92,6 @@ class GatewayConfig:
     max_decompressed_bytes: int = field(default=4 * MiB, metadata={
         "help": "request body after gzip/zstd decoding (decompression-bomb cap)"})
     max_events: int = field(default=1000, metadata={"help": "events per request"})
-    max_region_bytes: int = field(default=4096, metadata={
-        "help": "bytes of a prediction's editable region"})
     host: str = field(default="0.0.0.0", metadata={"help": "listen address"})
     port: int = field(default=8080, metadata={"help": "listen port"})
     send_timeout_s: float = field(default=10.0, metadata={
@@ -106,8 +103,8 @@ class GatewayConfig:
         if self.rate <= 0 or self.burst < self.max_events:
             # A request of max_events must be able to pass a full bucket.
             raise ValueError("rate must be > 0 and burst >= max_events")
-        if min(self.max_body_bytes, self.max_decompressed_bytes, self.max_events,
-               self.max_region_bytes) <= 0 or self.send_timeout_s <= 0:
+        if (min(self.max_body_bytes, self.max_decompressed_bytes, self.max_events) <= 0
+                or self.send_timeout_s <= 0):
             raise ValueError("limits and timeouts must be positive")
 
     def replace(self, **changes: Any) -> GatewayConfig:
@@ -303,8 +300,8 @@ class Gateway:
         wait = bucket.take(len(items), time.monotonic())
         if wait:
             return _too_many(wait)
-        verdicts = [judge(it, self.settings, cfg.max_region_bytes) for it in items]
-        if not await self._deliver([v for v in verdicts if v.status == "accepted"]):
+        verdicts = [judge(it, self.settings) for it in items]
+        if not await self._deliver([v for v in verdicts if isinstance(v, Accepted)]):
             self.metrics.broker_errors.inc()
             # The client's events were charged but not taken: give them back for the retry.
             bucket.refund(len(items))
@@ -326,7 +323,7 @@ class Gateway:
                 self.metrics.discarded.labels(reason).inc(n)
         log.debug("client %s: %s", client, {f"{s}/{r}": n for (s, r), n in tally.items()})
 
-    async def _deliver(self, accepted: Sequence[Verdict]) -> bool:
+    async def _deliver(self, accepted: Sequence[Accepted]) -> bool:
         """Send and wait for every acknowledgement within `send_timeout_s`.
 
         Delivery futures are awaited with `asyncio.wait`, which never cancels them: a batch

@@ -7,11 +7,8 @@ I/O, so it can be tested in microseconds and reasoned about in one place:
   bombs stop at `cap + 1` bytes, whatever the compression ratio);
 * `split_body`: a JSON array or NDJSON into per-event items; one malformed NDJSON line is one
   rejected event, not a failed batch;
-* `judge`: one event's fate, in the order privacy → secrets (in the event's JSON) →
-  internal-only types → size → schema (with `streams.ingest.float_in_integer_field`: `3.0` is
-  not an integer offset) → offsets. Privacy runs first, as in
-  `streams.ingest.decode_event`, so an opted-out event is discarded before anything
-  inspects its content;
+* `judge`: one event's fate, which is the worker's too (`streams.ingest.judge_event`: consent →
+  disabled paths → secrets → personal data → size → schema → integers → offsets);
 * `TokenAuth` (constant-time bearer tokens) and `TokenBucket` (per-client event rate).
 """
 
@@ -24,26 +21,14 @@ import io
 import re
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import fastjsonschema
 import orjson
 import zstandard
 
-from schemas import validate_edit_event
-from streams.ingest import float_in_integer_field, not_an_int_detail
-from streams.privacy import privacy_verdict
-from streams.secrets import find_secret
+from streams.ingest import Rejected, Verdict, judge_event, parse_json
 from streams.settings import Settings
 
-# Reasons are a fixed vocabulary: they are returned to editors and used as metric labels.
-REJECT_REASONS = (
-    "invalid_json", "invalid_utf8", "not_an_object", "too_deep", "too_large",
-    "control_not_allowed",
-    "schema", "invalid_editable_range", "invalid_cursor", "region_too_large",
-)
-DISCARD_REASONS = ("no_consent", "disabled_path", "not_open_source", "secret_detected")
 ENCODINGS = ("identity", "gzip", "zstd")
 MEDIA_TYPES = ("application/json", "application/x-ndjson")
 
@@ -121,19 +106,11 @@ def _read_up_to(reader: io.RawIOBase | Any, n: int) -> bytes:
     return b"".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """An NDJSON line that is not an event at all (rejected on its own)."""
-
-    reason: str
-    detail: str
-
-
-Item = Any  # a parsed JSON value, or Malformed
+Item = Any  # a parsed JSON value, or a `Rejected` NDJSON line
 
 
 def split_body(data: bytes, media_type: str, max_events: int) -> list[Item]:
-    """The batch as a list of items: parsed JSON values (or `Malformed` NDJSON lines).
+    """The batch as a list of items: parsed JSON values (or `Rejected` NDJSON lines).
 
     A JSON array must parse as a whole (there is no way to resynchronise inside one); in
     NDJSON each non-blank line is one event, and a bad line only rejects that event.
@@ -142,7 +119,7 @@ def split_body(data: bytes, media_type: str, max_events: int) -> list[Item]:
         lines = [ln for ln in data.split(b"\n") if ln.strip()]
         if len(lines) > max_events:
             raise BodyError(413, "too_many_events", f"{len(lines)} events > {max_events}")
-        return [_parse_line(ln) for ln in lines]
+        return [parse_json(ln) for ln in lines]
     if media_type != "application/json":
         raise BodyError(415, "unsupported_media_type",
                         f"Content-Type must be one of {', '.join(MEDIA_TYPES)}")
@@ -157,90 +134,10 @@ def split_body(data: bytes, media_type: str, max_events: int) -> list[Item]:
     return batch
 
 
-def _parse_line(line: bytes) -> Item:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as uexc:
-            return Malformed("invalid_utf8", f"invalid UTF-8 at byte {uexc.start}")
-        return Malformed("invalid_json", str(exc)[:200])
-
-
-# --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """One event's fate. Only accepted events carry `value`/`key` (what goes to Kafka);
-    `detail` never contains event content."""
-
-    status: Literal["accepted", "rejected", "discarded"]
-    reason: str | None = None
-    detail: str | None = None
-    value: bytes | None = None
-    key: bytes | None = None
-
-
-def judge(item: Item, settings: Settings, max_region_bytes: int) -> Verdict:
-    """Decide one event. Privacy and secrets come before anything that could echo content."""
-    if isinstance(item, Malformed):
-        return Verdict("rejected", item.reason, item.detail)
-    if not isinstance(item, dict):
-        return Verdict("rejected", "not_an_object", "an event must be a JSON object")
-    discard = privacy_verdict(item, settings.disabled_globs,
-                              require_open_source=settings.require_open_source)
-    if discard is not None:
-        return Verdict("discarded", discard)
-    try:
-        value = orjson.dumps(item)  # what would be written; scanned for secrets as is
-    except TypeError:
-        # orjson parses up to 1024 levels but writes at most 254
-        return Verdict("rejected", "too_deep", "nested deeper than 254 levels")
-    if find_secret(value.decode()) is not None:
-        # Only this reason is reported and counted; nothing about where or what the secret
-        # was goes back to the client or into a log.
-        return Verdict("discarded", "secret_detected")
-    if item.get("type") == "control":
-        return Verdict("rejected", "control_not_allowed",
-                       "control events are internal to the pipeline")
-    if len(value) > settings.max_event_bytes:
-        return Verdict("rejected", "too_large",
-                       f"{len(value)} bytes > {settings.max_event_bytes}")
-    try:
-        validate_edit_event(item)
-    except fastjsonschema.JsonSchemaException as exc:
-        return Verdict("rejected", "schema", str(getattr(exc, "message", exc))[:300])
-    bad = float_in_integer_field(item)
-    if bad is not None:
-        return Verdict("rejected", "schema", not_an_int_detail(bad))
-    if item["type"] == "prediction":
-        problem = _check_offsets(item, max_region_bytes)
-        if problem is not None:
-            return Verdict("rejected", problem[0], problem[1])
-    return Verdict("accepted", value=value, key=item["session_id"].encode())
-
-
-def _is_boundary(raw: bytes, i: int) -> bool:
-    """`i` is a UTF-8 character boundary inside (or at the end of) `raw`."""
-    return 0 <= i <= len(raw) and (i == len(raw) or (raw[i] & 0xC0) != 0x80)
-
-
-def _check_offsets(ev: dict[str, Any], max_region_bytes: int) -> tuple[str, str] | None:
-    """Static checks of a prediction that the settle stage would otherwise dead-letter
-    later; the editor learns about them synchronously instead. Only for a schema-valid one
-    whose integer fields hold ints (`float_in_integer_field`), so the offsets index bytes."""
-    raw = ev["excerpt"].encode("utf-8", "surrogatepass")
-    lo, hi = ev["editable_range"]
-    if lo > hi or not (_is_boundary(raw, lo) and _is_boundary(raw, hi)):
-        return "invalid_editable_range", "editable_range must be [start, end) on UTF-8 " \
-            f"character boundaries of the {len(raw)}-byte excerpt"
-    if not _is_boundary(raw, ev["cursor"]):
-        return "invalid_cursor", "cursor must be a UTF-8 character boundary of the excerpt"
-    if hi - lo > max_region_bytes:
-        return "region_too_large", f"editable region of {hi - lo} bytes > {max_region_bytes}"
-    return None
+def judge(item: Item, settings: Settings) -> Verdict:
+    """One item's fate: a line that did not parse is already rejected; anything else gets
+    the single ingest verdict (`streams.ingest.judge_event`), as the worker gives it."""
+    return item if isinstance(item, Rejected) else judge_event(item, settings)
 
 
 # --------------------------------------------------------------------------- auth

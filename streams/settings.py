@@ -41,6 +41,14 @@ class Settings:
     require_open_source: bool = field(default=True, metadata={
         "help": "discard events from repositories not marked open source"})
     max_event_bytes: int = 1_048_576
+    max_region_bytes: int = field(default=4096, metadata={
+        "help": "bytes of a prediction's editable region"})
+    pii_policy: str = field(default="mask", metadata={
+        "help": "mask | discard | keep: e-mail addresses and home-directory user names in "
+                "content are masked in place (same byte length), or the event is discarded"})
+    privacy_memory: int = field(default=100_000, metadata={
+        "help": "request ids per partition the settle stage remembers as discarded for "
+                "privacy (their later events are discarded too), kept ttl_ms of event time"})
     # --- student -----------------------------------------------------------------------
     student_url: str = field(default="", metadata={"help": "OpenAI-compatible base URL; empty: "
                                                    "the local simulator (demo only)"})
@@ -105,6 +113,10 @@ class Settings:
     state_dir: str = field(default="", metadata={
         "help": "faust's scratch directory (tables live in memory and changelogs); "
                 "empty: a per-app directory under the system temp dir, not the cwd"})
+
+    def __post_init__(self) -> None:
+        if self.pii_policy not in ("mask", "discard", "keep"):
+            raise ValueError(f"pii_policy must be mask, discard or keep, not {self.pii_policy!r}")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from streams.gateway_core import (
     BodyError,
-    Malformed,
     TokenAuth,
     TokenBucket,
     decompress,
@@ -23,6 +22,7 @@ from streams.gateway_core import (
     split_body,
     summarize,
 )
+from streams.ingest import Accepted, Rejected
 from streams.settings import Settings
 
 S = Settings()
@@ -77,8 +77,8 @@ def test_split_body() -> None:
     assert split_body(b"[1, {}]", "application/json", 2) == [1, {}]
     lines = split_body(b'{"a":1}\n\n  \r\n{bad\n\xff\n', "application/x-ndjson", 5)
     assert lines[0] == {"a": 1}
-    assert isinstance(lines[1], Malformed) and lines[1].reason == "invalid_json"
-    assert isinstance(lines[2], Malformed) and lines[2].reason == "invalid_utf8"
+    assert isinstance(lines[1], Rejected) and lines[1].reason == "invalid_json"
+    assert isinstance(lines[2], Rejected) and lines[2].reason == "invalid_utf8"
     for body, media, status in [(b"[1,2,3]", "application/json", 413),
                                 (b"1\n2\n3\n", "application/x-ndjson", 413),
                                 (b"{}", "application/json", 400),
@@ -93,9 +93,9 @@ def test_split_body() -> None:
 
 
 def test_accepts_valid_event_with_key() -> None:
-    v = judge(prediction(), S, 4096)
+    v = judge(prediction(), S)
     assert v.status == "accepted" and v.key == b"s1"
-    assert v.value is not None and orjson.loads(v.value) == prediction()
+    assert isinstance(v, Accepted) and orjson.loads(v.value) == prediction()
 
 
 @pytest.mark.parametrize(("event", "status", "reason"), [
@@ -114,7 +114,7 @@ def test_accepts_valid_event_with_key() -> None:
       "can_collect_data": True}, "rejected", "control_not_allowed"),
     (prediction(ts_ms="soon"), "rejected", "schema"),
     ([1, 2], "rejected", "not_an_object"),
-    (Malformed("invalid_json", "x"), "rejected", "invalid_json"),
+    (Rejected("invalid_json", "x"), "rejected", "invalid_json"),
     (prediction(editable_range=[5, 2]), "rejected", "invalid_editable_range"),
     (prediction(editable_range=[0, 99]), "rejected", "invalid_editable_range"),
     (prediction(editable_range=[2, 5]), "rejected", "invalid_editable_range"),  # inside é
@@ -132,30 +132,30 @@ def test_accepts_valid_event_with_key() -> None:
      "region_too_large"),
 ])
 def test_verdicts(event: Any, status: str, reason: str) -> None:
-    v = judge(event, S, 4096)
+    v = judge(event, S)
     assert (v.status, v.reason) == (status, reason)
-    assert v.value is None
+    assert not isinstance(v, Accepted)
 
 
 def test_too_deep_to_write_is_rejected_not_raised() -> None:
     # orjson reads up to 1024 levels but writes at most 254: judged, never a crash
     deep = orjson.dumps(prediction()).replace(
         b'"history":[]', b'"x":' + b"[" * 300 + b"]" * 300 + b',"history":[]')
-    v = judge(orjson.loads(deep), S, 4096)
+    v = judge(orjson.loads(deep), S)
     assert (v.status, v.reason) == ("rejected", "too_deep")
 
 
 def test_region_exactly_at_cap_passes_and_size_limit() -> None:
     ok = prediction(excerpt="x" * 5000, editable_range=[0, 4096], cursor=0)
-    assert judge(ok, S, 4096).status == "accepted"
+    assert judge(ok, S).status == "accepted"
     big = prediction(excerpt="x" * 2000)
-    assert judge(big, S.replace(max_event_bytes=1000), 4096).reason == "too_large"
+    assert judge(big, S.replace(max_event_bytes=1000)).reason == "too_large"
     assert judge(prediction(in_open_source_repo=False),
-                 S.replace(require_open_source=False), 4096).status == "accepted"
+                 S.replace(require_open_source=False)).status == "accepted"
 
 
 def test_summarize() -> None:
-    out = summarize([judge(prediction(), S, 4096), judge([], S, 4096)])
+    out = summarize([judge(prediction(), S), judge([], S)])
     assert (out["accepted"], out["rejected"], out["discarded"]) == (1, 1, 0)
     assert out["results"][0] == {"index": 0, "status": "accepted"}
     assert out["results"][1]["reason"] == "not_an_object"
@@ -222,12 +222,12 @@ def test_judge_never_raises_on_any_field_value(field: str, value: Any, kind: str
     """Whatever an editor puts in any field, the verdict is a verdict, never an exception
     (which the HTTP edge would turn into a 500 for the whole batch)."""
     ev = {**prediction(), "type": kind, field: value}
-    v = judge(ev, S, 4096)
+    v = judge(ev, S)
     assert v.status in ("accepted", "rejected", "discarded")
-    assert (v.value is not None) == (v.status == "accepted")
+    assert isinstance(v, Accepted) == (v.status == "accepted")
 
 
 @settings(max_examples=200, deadline=None)
 @given(JSON_VALUES)
 def test_judge_never_raises_on_any_json(value: Any) -> None:
-    assert judge(value, S, 4096).status in ("rejected", "discarded")
+    assert judge(value, S).status in ("rejected", "discarded")

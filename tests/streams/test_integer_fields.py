@@ -132,7 +132,7 @@ def verdicts(raw: bytes) -> tuple[tuple[str, str | None], tuple[str, str | None]
     w = decode_event(raw, S)
     worker = ("accepted", None) if isinstance(w, Accepted) else (
         ("rejected" if isinstance(w, Rejected) else "discarded"), w.reason)
-    g = judge(orjson.loads(raw), S, 4096)
+    g = judge(orjson.loads(raw), S)
     return worker, (g.status, g.reason)
 
 
@@ -164,7 +164,7 @@ def test_integer_valued_float_is_rejected_as_schema(kind: str, path: Path) -> No
     assert isinstance(w, Rejected) and str(path[-1]) in w.detail
     assert "must be an integer" in w.detail
     if kind != "control":
-        g = judge(orjson.loads(raw), S, 4096)
+        g = judge(orjson.loads(raw), S)
         assert g.detail == w.detail
 
 
