@@ -68,13 +68,16 @@ from aiokafka.errors import ConsumerStoppedError, InvalidProducerEpoch, Producer
 from agents import metrics
 from agents.lag import fetched_highwater, records_behind
 from agents.runtime import Runtime, dead_letter_record, dumps, settle_changelog, settle_group
-from streams.ingest import Accepted, Discarded, Rejected, Verdict, decode_event
+from streams.emit import rejected_record
+from streams.ingest import Discarded, Rejected, Verdict, decode_event, screen_settled
 from streams.settle import (
     BatchOutcome,
+    Forget,
     Restored,
     SettleMachine,
     StagedStore,
     apply_batch,
+    batch_item,
     changelog_records,
 )
 
@@ -130,6 +133,7 @@ class SettleRunner(mode.Service):
         self.changelog = settle_changelog(s)
         self.settled_topic = s.topic("settled-examples")
         self.dlq_topic = s.topic("edit-events-dlq")
+        self.rejected_topic = s.topic("rejected-examples")
         self.parts: dict[int, PartitionState] = {}
         self.committed: dict[TopicPartition, int] = {}  # the group's offsets, as we know them
         self.lock = asyncio.Lock()
@@ -251,7 +255,8 @@ class SettleRunner(mode.Service):
 
     def _machine(self, store: StagedStore) -> SettleMachine:
         s = self.settings
-        return SettleMachine(quiescence_ms=s.quiescence_ms, ttl_ms=s.ttl_ms, store=store)
+        return SettleMachine(quiescence_ms=s.quiescence_ms, ttl_ms=s.ttl_ms, store=store,
+                             privacy_memory=s.privacy_memory)
 
     async def _read_changelog(self, partition: int) -> Restored:
         """The changelog partition from its start to its end (read_committed under
@@ -318,14 +323,13 @@ class SettleRunner(mode.Service):
         s = self.settings
         applied = part.applied
         verdicts: dict[int, Verdict] = {}
-        items: list[tuple[int, dict[str, Any] | None]] = []
+        items: list[tuple[int, dict[str, Any] | Forget | None]] = []
         for rec in records:
-            event = None
+            event: dict[str, Any] | Forget | None = None
             if applied is None or rec.offset > applied:
                 verdict = decode_event(rec.value, s)
                 verdicts[rec.offset] = verdict
-                if isinstance(verdict, Accepted):
-                    event = verdict.event
+                event = batch_item(verdict)
             items.append((rec.offset, event))
         outcome = apply_batch(part.machine, part.store, items, applied)
         sends, tally = self._outputs(part, records, verdicts, outcome)
@@ -384,10 +388,19 @@ class SettleRunner(mode.Service):
             sends.append((self.dlq_topic, k, v))
             counts[metrics.DLQ, (stage, metrics.reason_label(reason))] += 1
 
+        def withdrawn(rid: str, reason: str) -> None:
+            # a prediction that passed ingest but leaves for privacy: accounted for by a
+            # rejection that carries no content
+            counts[metrics.REJECTED, ("settle", reason)] += 1
+            sends.append((self.rejected_topic, rid.encode(),
+                          dumps(rejected_record(rid, "settle", reason, s))))
+
         for offset, verdict in verdicts.items():
             if isinstance(verdict, Discarded):
                 counts[metrics.EVENTS_IN, ("unknown", "discarded")] += 1
                 counts[metrics.DISCARDED, (verdict.reason,)] += 1
+                for rid in outcome.dropped.get(offset, ()):
+                    withdrawn(rid, "edit_discarded")
                 continue
             if isinstance(verdict, Rejected):
                 counts[metrics.EVENTS_IN, ("unknown", "dlq")] += 1
@@ -402,12 +415,22 @@ class SettleRunner(mode.Service):
             if ev.applied.error is not None:
                 counts[metrics.EVENTS_IN, (etype, "dlq")] += 1
                 dead("settle", ev.applied.error, None, offset)
+            elif ev.applied.discarded is not None:
+                counts[metrics.EVENTS_IN, (etype, "discarded")] += 1
+                counts[metrics.DISCARDED, (ev.applied.discarded,)] += 1
             else:
                 counts[metrics.EVENTS_IN, (etype, "accepted")] += 1
             for orphan in ev.applied.expired:
                 dead("settle", "orphan_settled", "no prediction arrived within ttl_ms", offset,
                      original=dumps(orphan), key=f"orphan:{orphan.get('request_id')}")
-            for record in ev.applied.settled:
+            for settled in ev.applied.settled:
+                screened = screen_settled(settled, s)
+                if isinstance(screened, Discarded):
+                    # assembled from edits that each passed ingest (a key typed in pieces)
+                    counts[metrics.DISCARDED, (screened.reason,)] += 1
+                    withdrawn(settled["request_id"], screened.reason)
+                    continue
+                record = screened
                 record["pipeline_version"] = s.pipeline_version
                 counts[metrics.SETTLED, (record["settle_reason"],)] += 1
                 delay_ms = (ev.watermark_ms or record["settled_at_ms"]) - record["ts_ms"]

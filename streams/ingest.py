@@ -167,6 +167,24 @@ def judge_event(item: Any, settings: Settings, *, internal: bool = False) -> Ver
     return Accepted(item, value)
 
 
+def screen_settled(record: dict[str, Any], settings: Settings) -> dict[str, Any] | Discarded:
+    """The verdict's content rules (secrets, personal data) once more, on a settled record.
+
+    Its `settled_region` is assembled from edits that each passed ingest, so a credential or
+    an address typed (or pasted) in pieces only appears here. Masking keeps byte lengths, as at
+    ingest; a record with a credential leaves as `Discarded`.
+    """
+    if find_secret(orjson.dumps(record).decode()) is not None:
+        return Discarded("secret_detected")
+    if settings.pii_policy != "keep":
+        masked = mask_event(record)
+        if masked is not record:
+            if settings.pii_policy == "discard":
+                return Discarded("pii_detected")
+            return dict(masked)
+    return record
+
+
 def is_boundary(raw: bytes, i: int) -> bool:
     """`i` is a UTF-8 character boundary inside (or at the end of) `raw`."""
     return 0 <= i <= len(raw) and (i == len(raw) or (raw[i] & 0xC0) != 0x80)

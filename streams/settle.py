@@ -35,6 +35,11 @@ and removal is ``del store[key]``:
   when it settles, so fragments left by an interrupted call are recognised (and dropped) when a
   machine is rebuilt from the store.
 - ``o:<request_id>`` -> dict: an orphan client ``settled`` event waiting for its prediction.
+- ``x:<digest of request_id>`` -> int: a request discarded for privacy (its prediction, or an
+  edit of its file, did not pass ingest), remembered until this event time so that its later
+  ``settled`` and ``outcome`` events are discarded too instead of dead-lettered with their
+  bytes (privacy follows the prediction). Only a digest is kept; at most ``privacy_memory``
+  per partition (the earliest to expire go first).
 
 The due-time heaps and the (session_id, path) index are in-memory only and rebuilt from
 ``store.items()`` in ``__init__``, so a machine rebuilt on the same store after a restart
@@ -44,6 +49,7 @@ continues exactly as the original would have.
 from __future__ import annotations
 
 import copy
+import hashlib
 import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
@@ -52,8 +58,10 @@ from typing import Any, ClassVar
 
 import orjson
 
+from streams.ingest import Accepted, Discarded, Verdict
+
 WATERMARK_KEY = "m:watermark"
-_P, _S, _K, _O = "p:", "s:", "k:", "o:"
+_P, _S, _K, _O, _X = "p:", "s:", "k:", "o:", "x:"
 
 OUTCOMES = frozenset({"accepted", "rejected", "discarded", "ignored"})
 SETTLE_REASONS = ("quiescence", "ttl", "client", "context_lost")
@@ -101,6 +109,11 @@ class Applied:
     settled: list[Record]  # settled examples produced by this call, in settle order
     expired: list[Record]  # orphan client settled events whose prediction never came
     error: str | None = None
+    # request ids of open predictions closed without a record for privacy (an edit of their
+    # file was discarded at ingest, so their region can no longer be followed)
+    dropped: list[str] = field(default_factory=list)
+    # set when the event itself is discarded because its prediction was (nothing changed)
+    discarded: str | None = None
 
 
 def _failed(reason: str) -> Applied:
@@ -175,11 +188,16 @@ class SettleMachine:
         quiescence_ms: int = 10_000,
         ttl_ms: int = 300_000,
         store: MutableMapping[str, Any] | None = None,
+        privacy_memory: int = 100_000,
     ) -> None:
-        if quiescence_ms < 0 or ttl_ms < 0:
-            raise ValueError("quiescence_ms and ttl_ms must be >= 0")
+        if quiescence_ms < 0 or ttl_ms < 0 or privacy_memory < 0:
+            raise ValueError("quiescence_ms, ttl_ms and privacy_memory must be >= 0")
         self._q = quiescence_ms
         self._ttl = ttl_ms
+        self._memory = privacy_memory
+        # (expiry_ms, store key) of the remembered discarded requests (stale items skipped)
+        self._forget_heap: list[tuple[int, str]] = []
+        self._forgotten = 0
         self._store: MutableMapping[str, Any] = {} if store is None else store
         # (session_id, path) -> open request_ids; request_id -> its (session_id, path)
         self._by_file: dict[tuple[str, str], set[str]] = {}
@@ -243,6 +261,10 @@ class SettleMachine:
         planner = self._planners.get(etype) if isinstance(etype, str) else None
         if planner is None:
             return _failed("unknown_type")
+        rid = event.get("request_id")
+        if etype in ("settled", "outcome") and isinstance(rid, str) and (
+                _forget_key(rid) in self._store and _S + rid not in self._store):
+            return Applied([], [], discarded="prediction_discarded")
         if event.get("v") != 1 or isinstance(event.get("v"), bool):
             return _failed("unsupported_version")
         ts = event.get("ts_ms")
@@ -294,6 +316,51 @@ class SettleMachine:
         self._entry_heap.clear()
         self._orphan_heap.clear()
         return Applied(settled, expired)
+
+    def discard_request(self, request_id: str) -> Applied:
+        """Ingest discarded this request's prediction for privacy: remember it, so its later
+        events are discarded too, and drop a client ``settled`` event already waiting for it.
+        Event time does not move (the discarded event's content, ``ts_ms`` included, is not
+        used)."""
+        if self._open_after(request_id, self.watermark_ms or 0):
+            return Applied([], [])  # an open prediction with this id passed ingest: not ours
+        if _O + request_id in self._store:
+            del self._store[_O + request_id]  # its heap item goes stale and is skipped
+        self._remember(request_id)
+        return Applied([], [])
+
+    def discard_file(self, session_id: str, path: str) -> Applied:
+        """Ingest discarded an edit of ``path`` in ``session_id``: the open predictions of
+        that file would settle on text that misses it, so they close without a record (their
+        ids in ``dropped``) and are remembered like discarded predictions."""
+        dropped = sorted(self._by_file.get((session_id, path), ()))
+        for rid in dropped:
+            del self._store[_S + rid]  # first, as in _settle
+            del self._store[_K + rid]
+            del self._store[_P + rid]
+            self._unindex(rid)
+            self._remember(rid)
+        return Applied([], [], dropped=dropped)
+
+    def _remember(self, rid: str) -> None:
+        key = _forget_key(rid)
+        expiry = (self.watermark_ms or 0) + self._ttl + self._q
+        if key not in self._store:
+            self._forgotten += 1
+        self._store[key] = expiry
+        heapq.heappush(self._forget_heap, (expiry, key))  # a renewed key's old item goes stale
+        while self._forgotten > self._memory:
+            self._forget_first(None)
+
+    def _forget_first(self, until: int | None) -> bool:
+        """Forget the remembered request that expires first (only if by ``until``)."""
+        while self._forget_heap and (until is None or self._forget_heap[0][0] <= until):
+            expiry, key = heapq.heappop(self._forget_heap)
+            if self._store.get(key) == expiry:
+                del self._store[key]
+                self._forgotten -= 1
+                return True
+        return False
 
     # ---- event planners: validate against the post-advance state, return a commit ------------
     # A planner must not write anything; it returns an error reason or a closure that commits
@@ -543,6 +610,8 @@ class SettleMachine:
             key, rid = heapq.heappop(self._orphan_heap)
             if self._orphan_expiry(rid) == key:
                 expired.append(self._expire(rid))
+        while self._forget_first(wm):
+            pass
 
     # ---- settling ---------------------------------------------------------------------------
 
@@ -596,8 +665,18 @@ class SettleMachine:
                     del self._store[key]  # fragment of an interrupted open or settle
             elif prefix == _O:
                 self._orphan_heap.append((self._store[key]["ts_ms"] + self._ttl, rid))
+            elif prefix == _X:
+                self._forget_heap.append((self._store[key], key))
+                self._forgotten += 1
         heapq.heapify(self._entry_heap)
         heapq.heapify(self._orphan_heap)
+        heapq.heapify(self._forget_heap)
+
+
+def _forget_key(request_id: str) -> str:
+    """The store key of a request discarded for privacy: a digest, not the id itself."""
+    return _X + hashlib.blake2b(request_id.encode("utf-8", "surrogatepass"),
+                                digest_size=12).hexdigest()
 
 
 def _base_region(pred: dict[str, Any]) -> str:
@@ -631,16 +710,22 @@ def _record(
 
 
 def settle_events(
-    events: Iterable[dict[str, Any]],
+    events: Iterable[dict[str, Any] | Forget],
     *,
     quiescence_ms: int = 10_000,
     ttl_ms: int = 300_000,
     flush: bool = True,
 ) -> list[Record]:
-    """Settle a finite, partition-ordered event stream offline; errors and orphans are dropped."""
+    """Settle a finite, partition-ordered event stream offline; errors and orphans are dropped.
+
+    ``events`` are what ingest made of the records (`batch_item`): a `Forget` stands for one it
+    discarded for privacy, so offline settling matches the worker's."""
     machine = SettleMachine(quiescence_ms=quiescence_ms, ttl_ms=ttl_ms)
     out: list[Record] = []
     for event in events:
+        if isinstance(event, Forget):
+            _forget(machine, event)
+            continue
         out.extend(machine.apply(event).settled)
     if flush:
         out.extend(machine.flush().settled)
@@ -648,6 +733,24 @@ def settle_events(
 
 
 # ---- batches: what the worker's settle runner applies per fetched batch of a partition -------
+
+
+def batch_item(verdict: Verdict) -> dict[str, Any] | Forget | None:
+    """What the machine gets for a record, given ingest's verdict on it: the event, a
+    `Forget` with the identifiers of a privacy discard, or None for a rejected record."""
+    if isinstance(verdict, Accepted):
+        return verdict.event
+    if isinstance(verdict, Discarded):
+        return Forget(verdict.request_id, verdict.session_id, verdict.path)
+    return None
+
+
+def _forget(machine: SettleMachine, item: Forget) -> list[str]:
+    if item.request_id is not None:
+        machine.discard_request(item.request_id)
+    elif item.session_id is not None and item.path is not None:
+        return machine.discard_file(item.session_id, item.path).dropped
+    return []
 
 _DELETED: Any = object()
 
@@ -742,9 +845,21 @@ class BatchEvent:
     crash: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """A record ingest discarded for privacy, by the identifiers its verdict carries: the
+    request id of a discarded prediction, or the session and path of a discarded edit."""
+
+    request_id: str | None = None
+    session_id: str | None = None
+    path: str | None = None
+
+
 @dataclass
 class BatchOutcome:
     events: list[BatchEvent] = field(default_factory=list)  # in offset order
+    # offset of a `Forget` -> request ids of open predictions it closed without a record
+    dropped: dict[int, list[str]] = field(default_factory=dict)
     skipped: int = 0  # records at or below the applied offset: handled before, not again
     applied: int | None = None  # the partition's new applied offset (the batch's last)
     anchor_ms: int | None = None  # event time after the last non-control event, if any
@@ -752,12 +867,13 @@ class BatchOutcome:
 
 
 def apply_batch(machine: SettleMachine, store: StagedStore,
-                items: Sequence[tuple[int, dict[str, Any] | None]],
+                items: Sequence[tuple[int, dict[str, Any] | Forget | None]],
                 applied: int | None) -> BatchOutcome:
     """Apply a batch of one partition's records to ``machine`` (whose store is ``store``).
 
     ``items`` are ``(offset, event)`` in offset order, ``event`` None for a record that ingest
-    did not accept (it changes no state but is part of the batch). Records at or below
+    rejected (it changes no state but is part of the batch) and a `Forget` for one it
+    discarded for privacy (remembered, see `SettleMachine.discard_request`). Records at or below
     ``applied`` (the offset whose state last landed) were handled before a restart and are
     skipped. The machine's writes stay staged in ``store``; the outcome carries them
     coalesced, with the new applied offset, for the caller to send before ``store.land()``.
@@ -771,6 +887,11 @@ def apply_batch(machine: SettleMachine, store: StagedStore,
             continue
         out.applied = offset
         if event is None:
+            continue
+        if isinstance(event, Forget):
+            dropped = _forget(machine, event)
+            if dropped:
+                out.dropped[offset] = dropped
             continue
         try:
             result: Applied | None = machine.apply(event)

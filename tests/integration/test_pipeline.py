@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -16,8 +17,8 @@ from editstream.broker import BrokerHandle
 from editstream.demo import accounted, collect, expected_predictions
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
 from streams.generate import GenerateConfig, generate_events
-from streams.ingest import Accepted, decode_event
-from streams.settle import settle_events
+from streams.ingest import Discarded, decode_event, screen_settled
+from streams.settle import batch_item, settle_events
 from tests.integration.conftest import Simulator, Worker, run_settings
 
 pytestmark = pytest.mark.broker
@@ -86,10 +87,14 @@ async def test_pipeline_end_to_end(tansu: BrokerHandle, simulator: Simulator,
     assert reasons.count("invalid_json") == 1
     assert reasons.count("invalid_utf8") == 1
     assert reasons.count("schema") == 1
-    # outcomes of predictions that privacy dropped cannot find them either
-    orphaned = sum(1 for e in events if e["type"] == "outcome" and e["can_collect_data"]
-                   and e["request_id"] not in expected)
-    assert reasons.count("unknown_request") >= 1 + orphaned
+    # outcomes of predictions that privacy dropped are discarded with them (privacy follows
+    # the prediction); only the outcome of a request never seen is an unknown request
+    followers = sum(1 for e in events if e["type"] == "outcome" and e["can_collect_data"]
+                    and e["request_id"] not in expected)
+    assert followers >= 1
+    unknown = [r for r in dlq if r["reason"] == "unknown_request"]
+    assert len(unknown) == 1 and b"never-predicted" in base64.b64decode(
+        unknown[0]["original_b64"])
     for rec in dlq:
         assert schemas.errors("dlq", rec) == []
 
@@ -121,14 +126,16 @@ async def test_live_settling_equals_offline_settle_events(
 
     by_partition: dict[int, list[dict[str, Any]]] = defaultdict(list)
     async for rec in read_to_end(settings.broker, settings.topic("edit-events")):
-        verdict = decode_event(rec.value, settings)  # the same ingest as the worker
-        if isinstance(verdict, Accepted):
-            by_partition[rec.partition].append(verdict.event)
+        item = batch_item(decode_event(rec.value, settings))  # the same ingest as the worker
+        if item is not None:
+            by_partition[rec.partition].append(item)
     offline = {}
     for evs in by_partition.values():
         for rec in settle_events(evs, quiescence_ms=settings.quiescence_ms,
                                  ttl_ms=settings.ttl_ms, flush=False):
-            offline[rec["request_id"]] = rec
+            screened = screen_settled(rec, settings)
+            if not isinstance(screened, Discarded):
+                offline[rec["request_id"]] = screened
     live = {r["request_id"]: {k: v for k, v in r.items() if k != "pipeline_version"}
             for r in out["settled-examples"]}
     assert live.keys() == offline.keys()
