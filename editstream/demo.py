@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
-from streams.ingest import Accepted, decode_event
+from streams.ingest import Accepted, Discarded, decode_event
 from streams.settings import Settings, to_env
 
 OUTPUT_TOPICS = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq",
@@ -36,6 +36,12 @@ def expected_predictions(lines: list[bytes], settings: Settings) -> set[str]:
         if isinstance(v, Accepted) and v.event["type"] == "prediction":
             out.add(v.event["request_id"])
     return out
+
+
+def ingest_discards(lines: list[bytes], settings: Settings) -> Counter[str]:
+    """Events ingest discards for privacy, by reason (the worker's own verdict)."""
+    return Counter(v.reason for raw in lines
+                   if isinstance(v := decode_event(raw, settings), Discarded))
 
 
 def _request_id_of_dead_letter(rec: dict[str, Any]) -> str | None:
@@ -84,7 +90,7 @@ def write_dataset(outputs: dict[str, list[dict[str, Any]]], out: Path) -> dict[s
 
 
 def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[str],
-            counts: dict[str, int], seconds: float) -> str:
+            counts: dict[str, int], seconds: float, discards: Counter[str] | None = None) -> str:
     settled = Counter(r["settle_reason"] for r in outputs["settled-examples"])
     bands = Counter(r["band"] for r in outputs["scored-examples"])
     kinds = Counter((r["format"], r["split"]) for r in
@@ -97,6 +103,8 @@ def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[
     return "\n".join([
         f"editstream demo finished in {seconds:.1f} s",
         f"  events in:        {lines}",
+        f"  discarded:        {fmt(discards or Counter())} (privacy, at ingest; their "
+        "predictions' later events follow them)",
         f"  predictions:      {len(expected)} forwarded past ingest, "
         f"{len(accounted(outputs) & expected)} accounted for",
         f"  settled by reason: {fmt(settled)}",
@@ -161,7 +169,8 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float) -
             return 1
         outputs = await collect(settings)  # settle stragglers such as preference records
         counts = write_dataset(outputs, out)
-        print(summary(len(lines), outputs, expected, counts, time.monotonic() - t0))
+        print(summary(len(lines), outputs, expected, counts, time.monotonic() - t0,
+                      ingest_discards(lines, settings)))
     return 0
 
 
