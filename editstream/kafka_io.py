@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import logging
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -49,13 +50,32 @@ async def start_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaP
                                 enable_idempotence=idempotent, linger_ms=linger_ms,
                                 max_request_size=4 * 1024 * 1024)
         try:
-            await prod.start()
+            # aiokafka logs the refusal as an error before raising it; the fallback is the
+            # answer, so a newcomer's demo shows no error line for it
+            with _quiet(_SENDER_LOG if idempotent else None):
+                await prod.start()
             return prod
         except UnknownError:
             await prod.stop()
             if not idempotent:
                 raise
     raise AssertionError("unreachable")
+
+
+_SENDER_LOG = logging.getLogger("aiokafka.producer.sender")
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger | None) -> Iterator[None]:
+    if logger is None:
+        yield
+        return
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def event_key(raw: bytes) -> bytes | None:
