@@ -52,7 +52,7 @@ async def start_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaP
         try:
             # aiokafka logs the refusal as an error before raising it; the fallback is the
             # answer, so a newcomer's demo shows no error line for it
-            with _quiet(_SENDER_LOG if idempotent else None):
+            with quiet_logger(_SENDER_LOG if idempotent else None):
                 await prod.start()
             return prod
         except UnknownError:
@@ -66,7 +66,8 @@ _SENDER_LOG = logging.getLogger("aiokafka.producer.sender")
 
 
 @contextlib.contextmanager
-def _quiet(logger: logging.Logger | None) -> Iterator[None]:
+def quiet_logger(logger: logging.Logger | None) -> Iterator[None]:
+    """Silence `logger` for the block (None: leave logging as it is)."""
     if logger is None:
         yield
         return

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import re
 import sys
 import time
@@ -42,6 +43,7 @@ from aiokafka.errors import KafkaError, for_code
 from aiokafka.structs import OffsetAndMetadata
 
 from agents.runtime import TOPICS, settle_group
+from editstream.kafka_io import quiet_logger
 from streams import settings as settings_mod
 from streams.settings import Settings
 
@@ -322,8 +324,20 @@ def main_reset_offsets(ns: argparse.Namespace) -> int:
     when = parse_when(ns.to)
     topics = [parse_topic_arg(t, settings) for t in ns.topic]
     plans = [(ns.group, topics)] if ns.group else pipeline_groups(settings, topics)
-    return asyncio.run(_reset(settings.broker, plans, when, ns.execute,
-                              pipeline=not ns.group))
+    try:
+        # aiokafka logs a connection's failure with a traceback before raising it; the
+        # message below says what it means
+        with quiet_logger(logging.getLogger("aiokafka.conn")):
+            return asyncio.run(_reset(settings.broker, plans, when, ns.execute,
+                                      pipeline=not ns.group))
+    except KafkaError as exc:
+        # The embedded Tansu broker closes the connection on the group-offset requests
+        # (aiokafka cannot read its answer): say so instead of a traceback.
+        print(f"editstream reset-offsets: the broker at {settings.broker} did not answer the "
+              f"consumer-group requests ({type(exc).__name__}). Resetting offsets needs Apache "
+              "Kafka (`make kafka` or `editstream broker --kind kafka`); the embedded Tansu "
+              "broker of `make demo` does not support it.", file=sys.stderr)
+        return 1
 
 
 async def _reset(bootstrap: str, groups: list[tuple[str, list[str]]], when: When,

@@ -252,3 +252,12 @@ def test_kafka_temp_dir_removed(kafka_ready: None) -> None:
     finally:
         broker.stop()
     assert not data_dir.exists()
+
+
+def test_reset_offsets_on_tansu_says_what_it_needs(tansu: BrokerHandle) -> None:
+    # Tansu cannot answer the group-offset requests: a clear message, no traceback
+    proc = subprocess.run([sys.executable, "-m", "editstream.cli", "reset-offsets",
+                           "--broker", tansu.bootstrap, "--to", "earliest"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "needs Apache Kafka" in proc.stderr and "Traceback" not in proc.stderr
