@@ -602,6 +602,10 @@ def main_export(ns: argparse.Namespace) -> int:
           f"(sft train/eval {c['sft']['train']}/{c['sft']['eval']}, preference train/eval "
           f"{c['preference']['train']}/{c['preference']['eval']}"
           + (f", rejected {c['rejected']}" if c["rejected"] is not None else "")
+          + (f", eval_unfiltered {c['eval_unfiltered']}" if c["eval_unfiltered"] is not None
+             else "")
           + f"); read {result.read_this_run} this run, {m['duplicates_removed']} duplicates "
-          f"removed, sha256 {m['content_sha256'][:16]}")
+          f"removed, {m['near_duplicates']['dropped_examples']} near-duplicate examples "
+          f"dropped, eval repositories {m['eval_policy']['eval_units']} of "
+          f"{m['eval_policy']['units']}, sha256 {m['content_sha256'][:16]}; card {out}/README.md")
     return 0
