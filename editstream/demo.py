@@ -95,7 +95,9 @@ async def export_dataset(settings: Settings, out: Path) -> str:
     return (f"  export:           {out} (README.md dataset card): sft {c.get('sft')}, "
             f"preference {c.get('preference')}, eval_unfiltered {c.get('eval_unfiltered')}, "
             f"near-duplicate groups {nd.get('groups')} ({nd.get('dropped_examples')} dropped); "
-            f"load_dataset({str(out)!r}, 'sft')")
+            f"load_dataset({str(out)!r}, 'sft')\n"
+            "                    (its split is the one to train on: near-duplicates and eval "
+            "policy applied; `dataset:` above is the split stamped while streaming)")
 
 
 def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[str],
