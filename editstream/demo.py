@@ -89,6 +89,23 @@ def write_dataset(outputs: dict[str, list[dict[str, Any]]], out: Path) -> dict[s
     return counts
 
 
+async def export_dataset(settings: Settings, out: Path) -> str:
+    """`editstream export --rejected` of this run, with the unfiltered eval set: the
+    directory a training team gets (dataset card, splits, near-duplicates handled)."""
+    from editstream.export import export
+
+    result = await export(settings.replace(eval_unfiltered=True), out, include_rejected=True,
+                          restart=True, progress=False)
+    m = result.manifest or {}
+    c, nd = m.get("counts", {}), m.get("near_duplicates", {})
+    return (f"  export:           {out} (README.md dataset card): sft {c.get('sft')}, "
+            f"preference {c.get('preference')}, eval_unfiltered {c.get('eval_unfiltered')}, "
+            f"near-duplicate groups {nd.get('groups')} ({nd.get('dropped_examples')} dropped); "
+            f"load_dataset({str(out)!r}, 'sft')\n"
+            "                    (its split is the one to train on: near-duplicates and eval "
+            "policy applied; `dataset:` above is the split stamped while streaming)")
+
+
 def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[str],
             counts: dict[str, int], seconds: float, discards: Counter[str] | None = None) -> str:
     settled = Counter(r["settle_reason"] for r in outputs["settled-examples"])
@@ -171,6 +188,7 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float) -
         counts = write_dataset(outputs, out)
         print(summary(len(lines), outputs, expected, counts, time.monotonic() - t0,
                       ingest_discards(lines, settings)))
+        print(await export_dataset(settings, out / "dataset"))
     return 0
 
 

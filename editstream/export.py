@@ -2,8 +2,11 @@
 
     DIR/sft/train.jsonl  sft/eval.jsonl             {prompt, completion, ...}        (TRL SFT)
     DIR/preference/train.jsonl  preference/eval.jsonl  {prompt, chosen, rejected, ...}  (TRL DPO)
-    DIR/rejected/rejected.jsonl                     with --rejected
+    DIR/sft/eval_unfiltered.jsonl                   with eval_unfiltered: any band, settled
+                                                    region as the reference (measure a student)
+    DIR/rejected/rejected.jsonl                     with --rejected (+ near-duplicates dropped)
     DIR/manifest.json                               counts, versions, thresholds, hash, ...
+    DIR/README.md                                   the dataset card: load_dataset(DIR, "sft")
     DIR/.export-state/                              checkpoint + spool (resume, increments)
 
 (`.parquet` instead of `.jsonl` with `--format parquet`.) A split without rows gets no file,
@@ -15,6 +18,11 @@ the same id (ids hash pipeline version, request id, kind and prompt format), so 
 record per id is kept; rejections are kept once per request id. Only records of one
 `pipeline_version` (the configured one) are exported: two versions of the same example in
 one dataset would be near-duplicates.
+
+The split is the export's (`streams/dataset.py`): per repository key, near-duplicate groups
+kept in one split and thinned to `dedup_max_per_group`, eval topped up to `eval_min_repos`;
+with `eval_unfiltered` the export also reads `scored-examples` (without the per-sample scores)
+for the unfiltered eval set.
 
 Columns: TRL's columns first, then flat, always-present, consistently typed extras (band,
 settle reason, repair attempts, student distance median, ...), and the nested `provenance`
@@ -49,15 +57,20 @@ import orjson
 from aiokafka import TopicPartition
 from tqdm import tqdm
 
+from editstream.card import dataset_card
 from editstream.offsets import When, new_consumer, parse_when, partitions_of, resolve
 from streams import settings as settings_mod
+from streams.dataset import arrange
+from streams.languages import language_of
 from streams.settings import Settings
 
 STATE_DIR = ".export-state"
 CHECKPOINT = "checkpoint.json"
-SPOOLS = {"training-records": "records.jsonl", "rejected-examples": "rejected.jsonl"}
+SPOOLS = {"training-records": "records.jsonl", "rejected-examples": "rejected.jsonl",
+          "scored-examples": "scored.jsonl"}
 KINDS = ("sft", "preference")
 SPLITS = ("train", "eval")
+UNFILTERED = "eval_unfiltered"  # the sft split of the unfiltered eval set
 FORMATS = ("jsonl", "parquet")
 CHECKPOINT_EVERY_S = 2.0
 
@@ -89,6 +102,8 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
         "split": rec["split"],
         "pipeline_version": rec["pipeline_version"],
         "prompt_format": rec.get("prompt_format") or "",
+        "repo": str(prov.get("repo") or ""),
+        "language": language_of(prov.get("path")),
         "band": str(prov.get("band") or ""),
         "settle_reason": str(prov.get("settle_reason") or ""),
         "repair_attempts": int(prov.get("repair_attempts") or 0),
@@ -131,7 +146,8 @@ def _arrow_schema(kind: str) -> Any:
                 ("example", text), ("summary", text), ("judgement", text)]
     else:
         cols = [*head, ("id", text), ("request_id", text), ("split", text),
-                ("pipeline_version", text), ("prompt_format", text), ("band", text),
+                ("pipeline_version", text), ("prompt_format", text), ("repo", text),
+                ("language", text), ("band", text),
                 ("settle_reason", text), ("repair_attempts", i64), ("settled_at_ms", i64),
                 ("student_distance_p50", f64), ("student_reversal_mean", f64),
                 ("provenance", text), ("scores", text)]
@@ -187,9 +203,10 @@ class ExportState:
 class Spool:
     """Append-only unique records of one source topic, plus the set of keys already in it."""
 
-    def __init__(self, path: Path, key: str, length: int) -> None:
+    def __init__(self, path: Path, key: str, length: int, drop: tuple[str, ...] = ()) -> None:
         self.path = path
         self.key = key
+        self.drop = drop  # fields not kept in the spool
         # drop whatever was appended after the last checkpoint (a crash or a kill -9)
         with path.open("ab") as fh:
             fh.truncate(length)
@@ -208,7 +225,8 @@ class Spool:
         if k in self.keys:
             return False
         self.keys.add(k)
-        self.fh.write(orjson.dumps(rec) + b"\n")
+        self.fh.write(orjson.dumps({f: v for f, v in rec.items() if f not in self.drop})
+                      + b"\n")
         return True
 
     def sync(self) -> int:
@@ -252,6 +270,8 @@ def _options(settings: Settings, since: When | None, include_rejected: bool) -> 
     topics = [settings.topic("training-records")]
     if include_rejected:
         topics.append(settings.topic("rejected-examples"))
+    if settings.eval_unfiltered:
+        topics.append(settings.topic("scored-examples"))
     return {"pipeline_version": settings.pipeline_version, "topics": topics,
             "since": since.text if since else None}
 
@@ -282,10 +302,14 @@ async def export(settings: Settings, out: Path, *, since: When | None = None,
     options = _options(settings, since, include_rejected)
     state = load_state(out, options, restart)
     state_dir = out / STATE_DIR
-    names = ["training-records"] + (["rejected-examples"] if include_rejected else [])
+    names = (["training-records"] + (["rejected-examples"] if include_rejected else [])
+             + (["scored-examples"] if settings.eval_unfiltered else []))
     spools = {settings.topic(n): Spool(state_dir / SPOOLS[n],
                                        "id" if n == "training-records" else "request_id",
-                                       state.spool_bytes.get(SPOOLS[n], 0)) for n in names}
+                                       state.spool_bytes.get(SPOOLS[n], 0),
+                                       # the per-sample scores are not needed, and large
+                                       drop=("scores",) if n == "scored-examples" else ())
+              for n in names}
     state.runs += 1
     state.complete = False
     read = 0
@@ -384,7 +408,8 @@ def _take(rec: Any, spool: Spool, settings: Settings, state: ExportState) -> Non
         state.stats["other_pipeline_version"] += 1
         return
     if not spool.add(value):
-        state.stats[f"duplicates:{spool.key}"] += 1
+        scored = spool.path.name == SPOOLS["scored-examples"]  # not a dataset row: own count
+        state.stats["duplicates:scored" if scored else f"duplicates:{spool.key}"] += 1
 
 
 def _iso(ms: int | None) -> str | None:
@@ -397,9 +422,13 @@ def _iso(ms: int | None) -> str | None:
 def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: ExportState,
              fmt: str, include_rejected: bool, ends: dict[TopicPartition, int]
              ) -> dict[str, Any]:
-    """Write the data files from the spool (sorted by id) and the manifest."""
-    records = sorted(spools[settings.topic("training-records")].records(),
-                     key=lambda r: r["id"])
+    """Write the data files from the spool (sorted by id), the manifest and the card."""
+    scored = (list(spools[settings.topic("scored-examples")].records())
+              if settings.eval_unfiltered else None)
+    # the split, near-duplicates and the unfiltered eval set (streams/dataset.py)
+    arranged = arrange(list(spools[settings.topic("training-records")].records()), scored,
+                       settings)
+    records = arranged.records
     for stale in ("sft", "preference", "rejected"):  # a previous run's (other format)
         shutil.rmtree(out / stale, ignore_errors=True)
     files: dict[str, dict[str, Any]] = {}
@@ -420,10 +449,13 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
         for split in SPLITS:
             emit(kind, split, [record_row(r) for r in records
                                if r["format"] == kind and r["split"] == split])
+    if scored is not None:
+        emit("sft", UNFILTERED, [record_row(r) for r in arranged.unfiltered])
+        counts["sft"].pop(UNFILTERED)  # counted on its own: not part of the sft records
     rejected: list[dict[str, Any]] = []
-    if include_rejected:
-        rejected = sorted(spools[settings.topic("rejected-examples")].records(),
-                          key=lambda r: r["request_id"])
+    if include_rejected:  # the pipeline's rejections, and the export's near-duplicates
+        rejected = sorted([*spools[settings.topic("rejected-examples")].records(),
+                           *arranged.rejections], key=lambda r: r["request_id"])
         emit("rejected", "rejected", [rejected_row(r) for r in rejected])
 
     # content hash: every data file, in path order, as "path NUL bytes" (README documents it)
@@ -456,7 +488,14 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
             "repaired": sum(1 for p in per_example if (p.get("repair_attempts") or 0) > 0),
             "rejected_by_reason": dict(sorted(Counter(f"{r.get('stage')}:{r.get('reason')}"
                                                       for r in rejected).items())),
+            "eval_unfiltered": len(arranged.unfiltered) if scored is not None else None,
+            **_figures(records, arranged.unfiltered),
         },
+        "near_duplicates": {**arranged.plan.stats["near_duplicates"],
+                            "dropped_records": {k: arranged.dropped_records[k] for k in KINDS}},
+        "eval_policy": {**arranged.plan.stats["eval_policy"],
+                        "eval_unfiltered": settings.eval_unfiltered},
+        "license": settings.dataset_license,
         "records_read": state.stats["read"],
         "duplicates_removed": state.stats["duplicates:id"]
         + state.stats["duplicates:request_id"],
@@ -485,7 +524,24 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
     for tp, end in sorted(ends.items()):
         manifest["source"]["topics"][tp.topic][str(tp.partition)] = end
     _write_atomic(out / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    _write_atomic(out / "README.md", dataset_card(manifest).encode())
     return manifest
+
+
+def _figures(records: list[dict[str, Any]], unfiltered: list[dict[str, Any]]
+             ) -> dict[str, dict[str, dict[str, int]]]:
+    """Examples (SFT records) and preference records per split, by language and by
+    repository, plus the unfiltered eval examples: `{by_language: {python: {train: n, ...}}}`."""
+    out: dict[str, dict[str, Counter[str]]] = {"by_language": {}, "by_repo": {}}
+    for rec in [*records, *unfiltered]:
+        prov = rec.get("provenance") or {}
+        column = (rec["split"] if rec["format"] == "sft" or rec["split"] == UNFILTERED
+                  else f"preference_{rec['split']}")
+        for name, key in (("by_language", language_of(prov.get("path"))),
+                          ("by_repo", str(prov.get("repo") or "(no repository)"))):
+            out[name].setdefault(key, Counter())[column] += 1
+    return {name: {k: dict(sorted(c.items())) for k, c in sorted(table.items())}
+            for name, table in out.items()}
 
 
 def data_files(out: str | Path, kind: str = "sft") -> dict[str, str]:
@@ -546,6 +602,10 @@ def main_export(ns: argparse.Namespace) -> int:
           f"(sft train/eval {c['sft']['train']}/{c['sft']['eval']}, preference train/eval "
           f"{c['preference']['train']}/{c['preference']['eval']}"
           + (f", rejected {c['rejected']}" if c["rejected"] is not None else "")
+          + (f", eval_unfiltered {c['eval_unfiltered']}" if c["eval_unfiltered"] is not None
+             else "")
           + f"); read {result.read_this_run} this run, {m['duplicates_removed']} duplicates "
-          f"removed, sha256 {m['content_sha256'][:16]}")
+          f"removed, {m['near_duplicates']['dropped_examples']} near-duplicate examples "
+          f"dropped, eval repositories {m['eval_policy']['eval_units']} of "
+          f"{m['eval_policy']['units']}, sha256 {m['content_sha256'][:16]}; card {out}/README.md")
     return 0

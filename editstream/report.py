@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from streams.languages import language_of
 from streams.score import quantile
 
 PLOTS = ("distance.png", "reversal.png", "records_over_time.png")
@@ -50,6 +51,7 @@ class Example:
     teacher_reversal: float | None = None
     repair_attempts: int = 0
     kinds: set[str] = field(default_factory=set)  # sft / preference
+    language: str = "other"
 
 
 @dataclass
@@ -83,6 +85,8 @@ def load(root: Path) -> Export:
         for split, rel in splits.items():
             data = read_rows(root / rel)
             rows.setdefault(kind, {})[split] = len(data)
+            if split == "eval_unfiltered":  # the same examples again, unfiltered: rows only
+                continue
             for row in data:
                 if kind == "rejected":
                     examples[row["request_id"]] = _rejected(row)
@@ -103,7 +107,9 @@ def _add_record(examples: dict[str, Example], kind: str, row: dict[str, Any]) ->
             student_reversal=_num(row.get("student_reversal_mean")),
             teacher_distance=_num(teacher.get("distance")),
             teacher_reversal=_num(teacher.get("reversal_ratio")),
-            repair_attempts=int(row.get("repair_attempts") or 0))
+            repair_attempts=int(row.get("repair_attempts") or 0),
+            language=row.get("language")
+            or language_of((orjson.loads(row.get("provenance") or "{}") or {}).get("path")))
     ex.kinds.add(kind)
 
 
@@ -118,7 +124,8 @@ def _rejected(row: dict[str, Any]) -> Example:
         settled_at_ms=int(row.get("settled_at_ms") or 0),
         student_p50=_num(summary.get("p50")), student_reversal=_num(summary.get("reversal_mean")),
         teacher_distance=_num(judgement.get("distance")),
-        teacher_reversal=_num(judgement.get("reversal_ratio")))
+        teacher_reversal=_num(judgement.get("reversal_ratio")),
+        language=language_of(example.get("path")))
 
 
 # --------------------------------------------------------------------------- text
@@ -173,9 +180,34 @@ def summary(exp: Export, plots: list[Path]) -> str:
         + f"; {judged_bad} judged bad without repair",
         f"  time range (settled): {m.get('time_range', {}).get('settled_at', {}).get('min')} .. "
         f"{m.get('time_range', {}).get('settled_at', {}).get('max')}",
+        *dataset_lines(exp),
         "  plots: " + ", ".join(str(p) for p in plots),
     ]
     return "\n".join(lines)
+
+
+def dataset_lines(exp: Export) -> list[str]:
+    """Per-language figures, the unfiltered eval set and near-duplicates (the export's
+    `streams/dataset.py` decisions), for the summary."""
+    m = exp.manifest
+    by_lang: dict[str, Counter[str]] = {}
+    for e in exp.examples.values():
+        c = by_lang.setdefault(e.language, Counter())
+        c[e.split if e.outcome == "record" else "rejected"] += 1
+    lines = ["  by language (examples: train / eval / rejected):"]
+    for lang, c in sorted(by_lang.items(), key=lambda kv: (-sum(kv[1].values()), kv[0])):
+        p50s = [e.student_p50 for e in exp.examples.values() if e.language == lang]
+        lines.append(f"      {lang:<12} {c['train']:>5} / {c['eval']:>4} / {c['rejected']:>5}"
+                     f"   student median distance {quantiles(p50s)}")
+    unfiltered = exp.rows.get("sft", {}).get("eval_unfiltered")
+    nd, ep = m.get("near_duplicates") or {}, m.get("eval_policy") or {}
+    lines.append(f"  eval: {ep.get('eval_units', '?')} of {ep.get('units', '?')} repositories; "
+                 f"unfiltered eval set: {'not exported' if unfiltered is None else unfiltered}")
+    if nd:
+        lines.append(f"  near-duplicates: {nd.get('groups')} groups, "
+                     f"{nd.get('examples_in_groups')} examples, {nd.get('dropped_examples')} "
+                     f"dropped (at most {nd.get('max_per_group') or 'all'} kept per group)")
+    return lines
 
 
 # --------------------------------------------------------------------------- plots

@@ -1,7 +1,9 @@
 """Emit stage: training-ready records and rejections, with deterministic ids and splits.
 
-The split is a stable hash of the repository, so one repository never lands in both train and
-eval (no leakage across the split). Record ids hash the pipeline version, request id, kind and
+The split is a stable hash of the repository (its `streams.repo` key, so every spelling of one
+URL agrees), so one repository never lands in both train and eval (no leakage across the split).
+It is the streaming view: `editstream export` refines it with near-duplicate groups and the
+eval policy (`streams/dataset.py`). Record ids hash the pipeline version, request id, kind and
 prompt format, so reprocessing the same input yields the same keys for deduplication.
 """
 
@@ -12,13 +14,13 @@ from typing import Any
 
 from streams.formats import build_prompt, completion_for
 from streams.ids import stable_fraction, stable_hash
+from streams.repo import repo_key, split_unit
 from streams.settings import Settings
 
 
 def split_for(example: dict[str, Any], eval_fraction: float) -> str:
     # Without a repository, the session is the unit that must not straddle the split.
-    unit = example.get("repo_url") or f"session:{example['session_id']}"
-    return "eval" if stable_fraction("split", unit) < eval_fraction else "train"
+    return "eval" if stable_fraction("split", split_unit(example)) < eval_fraction else "train"
 
 
 def record_id(settings: Settings, request_id: str, kind: str) -> str:
@@ -30,7 +32,8 @@ def _provenance(source: dict[str, Any], settings: Settings, attempts: int) -> di
     return {
         "session_id": ex["session_id"],
         "path": ex["path"],
-        "repo_url": ex.get("repo_url"),
+        # the repository's key, never the URL as written (it may carry credentials)
+        "repo": repo_key(ex.get("repo_url")),
         "revision": ex.get("revision"),
         "served_model_version": ex.get("model_version"),
         "student_model": source["student"]["model"],
@@ -41,6 +44,9 @@ def _provenance(source: dict[str, Any], settings: Settings, attempts: int) -> di
         "settled_at_ms": ex["settled_at_ms"],
         "outcome": ex.get("outcome"),
         "repair_attempts": attempts,
+        # what near-duplicate detection compares (the export's streams/neardup.py)
+        "base_region": ex.get("base_region"),
+        "settled_region": ex.get("settled_region"),
     }
 
 
@@ -87,6 +93,26 @@ def training_records(
             "rejected": completion_for(rejected[0], settings.record_format),
             "rejected_source": rejected[1]})
     return records
+
+
+def reference_record(scored: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """An unfiltered eval record from a `scored-examples` record: any band, no teacher; the
+    completion is the settled region (what the user really wrote), for measuring a student."""
+    ex = scored["example"]
+    prov = {**_provenance(scored, settings, 0), "teacher_model": None, "judge_model": None}
+    return {
+        "v": 1,
+        "id": record_id(settings, ex["request_id"], "reference"),
+        "format": "sft",
+        "pipeline_version": settings.pipeline_version,
+        "prompt_format": settings.record_format,
+        "split": "eval_unfiltered",
+        "request_id": ex["request_id"],
+        "prompt": build_prompt(ex, settings.record_format),
+        "completion": completion_for(ex["settled_region"], settings.record_format),
+        "provenance": prov,
+        "scores": {"student": scored.get("summary"), "teacher": None},
+    }
 
 
 def rejected_record(

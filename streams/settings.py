@@ -103,7 +103,25 @@ class Settings:
         "help": "delay before the first re-queued attempt (doubles each time)"})
     # --- emit --------------------------------------------------------------------------
     record_format: str = field(default="marker", metadata={"help": "prompt format of records"})
-    eval_fraction: float = 0.15
+    eval_fraction: float = field(default=0.15, metadata={
+        "help": "share of repositories (split units: a repository, or the session of an "
+                "example without one) whose examples go to eval"})
+    # --- export: the dataset (streams/dataset.py) --------------------------------------
+    eval_min_repos: int = field(default=2, metadata={
+        "help": "the export tops eval up to at least this many repositories (taking them "
+                "in split-hash order; train always keeps one)"})
+    eval_unfiltered: bool = field(default=False, metadata={
+        "help": "the export also reads scored-examples and writes sft/eval_unfiltered: every "
+                "eval example of any band, the settled region as the reference"})
+    dedup_threshold: float = field(default=0.85, metadata={
+        "help": "estimated Jaccard similarity (MinHash) of base + settled region at which two "
+                "examples are near-duplicates"})
+    dedup_max_per_group: int = field(default=2, metadata={
+        "help": "examples kept per near-duplicate group (the earliest settled); 0: keep all"})
+    dedup_num_perm: int = field(default=128, metadata={"help": "MinHash permutations"})
+    dataset_license: str = field(default="unknown", metadata={
+        "help": "license id written into the dataset card (Hugging Face ids: apache-2.0, "
+                "cc-by-4.0, other, ...)"})
     # --- operations --------------------------------------------------------------------
     metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port; 0: off"})
     session_timeout_s: float = field(default=30.0, metadata={

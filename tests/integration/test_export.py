@@ -1,8 +1,10 @@
 """`editstream export` and `editstream report` on Apache Kafka.
 
-Each test exports from its own namespace, filled with the live run's real training records
-and rejections plus what a real sink topic accumulates: repeats (at-least-once), records of
-an older pipeline version, an unparsable value, and records written hours ago (`--since`).
+Each test exports from its own namespace, filled with the live run's real training records,
+rejections and scored examples plus what a real sink topic accumulates: repeats
+(at-least-once), records of an older pipeline version, an unparsable value, and records
+written hours ago (`--since`). The dataset tests add forks (near-duplicates in another
+repository) and load the directory with `datasets` by config name, through its card.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from editstream import export, report
 from editstream.broker import BrokerHandle, acreate_topics
 from editstream.export import STATE_DIR
 from editstream.offsets import parse_when
+from streams.dataset import arrange
+from streams.languages import language_of
+from streams.repo import record_unit, repo_key
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -42,6 +47,7 @@ class Source:
     records: dict[str, dict[str, Any]]  # unique current-version training records by id
     rejected: dict[str, dict[str, Any]]  # by request id
     recent_ids: set[str]  # records written "now" (the rest: HOURS_AGO ago)
+    scored: dict[str, dict[str, Any]]  # scored examples by request id
     repeats: int  # extra copies written
 
 
@@ -51,7 +57,8 @@ async def make_source(live: LiveRun, kafka: BrokerHandle) -> Source:
     rejected = {r["request_id"]: r for r in live.outputs["rejected-examples"]}
     assert len(records) >= 3 and rejected, "the live run should yield records and rejections"
     await acreate_topics(kafka.bootstrap, [s.topic("training-records"),
-                                           s.topic("rejected-examples")], partitions=4)
+                                           s.topic("rejected-examples"),
+                                           s.topic("scored-examples")], partitions=4)
     now = int(time.time() * 1000)
     old = now - HOURS_AGO * 3_600_000
     ordered = sorted(records)
@@ -81,9 +88,12 @@ async def make_source(live: LiveRun, kafka: BrokerHandle) -> Source:
         first_rejected = sorted(rejected)[0]
         await put("rejected-examples", first_rejected, orjson.dumps(rejected[first_rejected]),
                   now)
+        for sc in live.outputs["scored-examples"]:
+            await put("scored-examples", sc["request_id"], orjson.dumps(sc), now)
     finally:
         await prod.stop()
-    return Source(s, records, rejected, recent, len(repeats) + 1)
+    scored = {sc["request_id"]: sc for sc in live.outputs["scored-examples"]}
+    return Source(s, records, rejected, recent, scored, len(repeats) + 1)
 
 
 @pytest.fixture
@@ -127,12 +137,16 @@ def test_export_dedupes_filters_and_writes_manifest(source: Source, tmp_path: Pa
     assert m["thresholds"]["band_low"] == source.settings.band_low
     assert m["counts"]["rejected"] == len(source.rejected)
 
+    # the split is the export's (streams/dataset.py, tested on its own); here: its wiring
+    plan = arrange(list(recs.values()), None, source.settings)
+    assert not plan.plan.dropped  # the live run has no near-duplicates beyond the limit
+    split_of = {r["id"]: r["split"] for r in plan.records}
     seen: dict[str, dict[str, Any]] = {}
     for kind in ("sft", "preference"):
         for split in ("train", "eval"):
             rel = f"{kind}/{split}.jsonl"
             expected = sorted(r["id"] for r in recs.values()
-                              if r["format"] == kind and r["split"] == split)
+                              if r["format"] == kind and split_of[r["id"]] == split)
             assert m["counts"][kind][split] == len(expected)
             if not expected:
                 assert not (out / rel).exists() and rel not in m["files"]
@@ -148,11 +162,20 @@ def test_export_dedupes_filters_and_writes_manifest(source: Source, tmp_path: Pa
                     assert (row["chosen"], row["rejected"]) == (rec["chosen"], rec["rejected"])
                 assert orjson.loads(row["provenance"]) == rec["provenance"]
                 assert orjson.loads(row["scores"]) == rec["scores"]
+                assert row["split"] == split and row["repo"] == rec["provenance"]["repo"]
+                assert row["language"] == language_of(rec["provenance"]["path"])
                 seen[row["id"]] = row
             blob = (out / rel).read_bytes()
             assert m["files"][rel] == {"rows": len(expected),
                                        "sha256": hashlib.sha256(blob).hexdigest()}
     assert seen.keys() == recs.keys()
+    # no repository in both splits
+    splits_of_repo: dict[str, set[str]] = {}
+    for row in seen.values():
+        splits_of_repo.setdefault(row["repo"], set()).add(row["split"])
+    assert all(len(v) == 1 for v in splits_of_repo.values()), splits_of_repo
+    assert m["eval_policy"]["units"] == len({record_unit(r) for r in recs.values()})
+    assert (out / "README.md").read_text().startswith("---\n")
     rejected = rows(out / "rejected" / "rejected.jsonl")
     assert [r["request_id"] for r in rejected] == sorted(source.rejected)
 
@@ -272,3 +295,145 @@ def test_report_summarises_and_plots(source: Source, tmp_path: Path,
         path = out / png
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert png in text
+
+
+def fork_of(rec: dict[str, Any], n: int) -> dict[str, Any]:
+    """The same example in a fork: same regions and answer, another repository, settled
+    later, another request id (so another record id)."""
+    name = str(rec["provenance"]["repo"]).rsplit("/", 1)[-1]
+    prov = {**rec["provenance"], "repo": f"github.com/fork{n}/{name}",
+            "settled_at_ms": rec["provenance"]["settled_at_ms"] + 60_000,
+            "session_id": f"fork-session-{n}"}
+    return {**rec, "id": f"fork{n}-{rec['id']}", "request_id": f"fork{n}-{rec['request_id']}",
+            "provenance": prov}
+
+
+def add_forks(src: Source) -> list[dict[str, Any]]:
+    """Two forks of each of the first three examples (SFT and preference records)."""
+    first = sorted({r["request_id"] for r in src.records.values()})[:3]
+    forks = [fork_of(r, n) for n in (1, 2) for r in src.records.values()
+             if r["request_id"] in first]
+    for f in forks:
+        asyncio.run(_produce(src.settings, "training-records", f["id"], orjson.dumps(f)))
+    return forks
+
+
+def exported_rows(out: Path, kind: str) -> list[dict[str, Any]]:
+    m = manifest(out)
+    return [r for rel in m["data_files"].get(kind, {}).values() for r in rows(out / rel)]
+
+
+def test_near_duplicates_share_a_split_and_extra_copies_are_dropped(source: Source,
+                                                                    tmp_path: Path) -> None:
+    forks = add_forks(source)
+    originals = {f["request_id"].split("-", 1)[1] for f in forks}
+    # no limit: every copy is kept, and a fork is always in its original's split
+    keep_all = tmp_path / "keep-all"
+    # eval_fraction 0.5: a fork landing in its original's split by chance is unlikely
+    assert run(source, keep_all, "--dedup-max-per-group", "0", "--eval-fraction", "0.5") == 0
+    m = manifest(keep_all)
+    split = {r["request_id"]: r["split"] for r in exported_rows(keep_all, "sft")}
+    for f in forks:
+        assert split[f["request_id"]] == split[f["request_id"].split("-", 1)[1]]
+    assert m["near_duplicates"]["groups"] >= 3
+    assert m["near_duplicates"]["examples_in_groups"] >= 9
+    assert m["near_duplicates"]["groups_across_units"] >= 3
+    assert m["near_duplicates"]["dropped_examples"] == 0
+    assert m["counts"]["records"] == len(source.records) + len(forks)
+
+    # at most one per group: the originals (settled first) stay, the forks go, with a reason
+    one = tmp_path / "one"
+    assert run(source, one, "--dedup-max-per-group", "1", "--rejected") == 0
+    m = manifest(one)
+    kept = {r["request_id"] for r in exported_rows(one, "sft")}
+    assert originals <= kept
+    assert not kept & {f["request_id"] for f in forks}
+    assert m["near_duplicates"]["dropped_examples"] >= 6
+    assert m["near_duplicates"]["dropped_records"]["sft"] >= 6
+    assert m["counts"]["records"] == len(source.records) + len(forks) - sum(
+        m["near_duplicates"]["dropped_records"].values())
+    dropped = [r for r in rows(one / "rejected" / "rejected.jsonl")
+               if (r["stage"], r["reason"]) == ("export", "near_duplicate")]
+    assert {r["request_id"] for r in forks} <= {r["request_id"] for r in dropped}
+    assert m["counts"]["rejected_by_reason"]["export:near_duplicate"] == len(dropped)
+    # the same input, the same dataset
+    again = tmp_path / "again"
+    assert run(source, again, "--dedup-max-per-group", "1", "--rejected") == 0
+    assert manifest(again)["content_sha256"] == m["content_sha256"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_dataset_card_loads_by_config_name(source: Source, tmp_path: Path, fmt: str,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+    from datasets import load_dataset
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    if not any(r["format"] == "preference" for r in source.records.values()):
+        # a live run without a rejected suggestion: one preference record of a real example
+        sft = next(iter(source.records.values()))
+        pref = {k: v for k, v in sft.items() if k != "completion"} | {
+            "id": "pref-" + sft["id"], "format": "preference", "chosen": sft["completion"],
+            "rejected": sft["prompt"][-40:], "rejected_source": "user_rejected_output"}
+        asyncio.run(_produce(source.settings, "training-records", pref["id"],
+                             orjson.dumps(pref)))
+    out = tmp_path / fmt
+    assert run(source, out, "--format", fmt, "--rejected", "--eval-unfiltered", "true",
+               "--eval-min-repos", "1", "--dataset-license", "cc-by-4.0") == 0
+    m = manifest(out)
+    card = (out / "README.md").read_text()
+    _, header, body = card.split("---\n", 2)
+    meta = yaml.safe_load(header)
+    assert meta["license"] == "cc-by-4.0"
+    assert "text-generation" in meta["task_categories"]
+    configs = {c["config_name"]: {d["split"]: d["path"] for d in c["data_files"]}
+               for c in meta["configs"]}
+    assert configs == m["data_files"]
+
+    cache = str(tmp_path / "hf-cache")
+    sft = load_dataset(str(out), "sft", cache_dir=cache)
+    pref = load_dataset(str(out), "preference", cache_dir=cache)
+    assert {k: d.num_rows for k, d in sft.items()} == {
+        split: m["files"][rel]["rows"] for split, rel in m["data_files"]["sft"].items()}
+    assert sum(d.num_rows for d in pref.values()) == sum(m["counts"]["preference"].values())
+    assert sft["train"].column_names[:2] == ["prompt", "completion"]
+    assert pref[next(iter(pref))].column_names[:3] == ["prompt", "chosen", "rejected"]
+
+    # the unfiltered eval set: every eval example of any band, the settled region as reference
+    assert "eval" in sft, "eval_min_repos 1: there is an eval split"
+    unfiltered = sft["eval_unfiltered"]
+    assert m["counts"]["eval_unfiltered"] == unfiltered.num_rows
+    assert set(sft["eval"]["request_id"]) <= set(unfiltered["request_id"])
+    train_repos = set(sft["train"]["repo"])
+    assert not set(unfiltered["repo"]) & train_repos
+    for row in unfiltered:
+        settled = source.scored[row["request_id"]]["example"]["settled_region"]
+        assert row["completion"].count(settled) == 1 and row["split"] == "eval_unfiltered"
+    # all bands: every scored example of an eval repository is there, whatever its band
+    eval_repos = set(sft["eval"]["repo"])
+    expected = {rid for rid, sc in source.scored.items()
+                if repo_key(sc["example"].get("repo_url")) in eval_repos}
+    assert expected <= set(unfiltered["request_id"])
+    assert m["eval_policy"]["eval_unfiltered"] is True
+
+    # per-language and per-repository figures, counted here from the loaded rows
+    for lang in set(sft["train"]["language"]):
+        n = sum(1 for x in sft["train"]["language"] if x == lang)
+        assert m["counts"]["by_language"][lang]["train"] == n
+        assert f"| `{lang}` | {n} |" in body
+    for repo in set(sft["train"]["repo"]):
+        n = sum(1 for x in sft["train"]["repo"] if x == repo)
+        assert f"| `{repo}` | {n} |" in body
+    assert f"`{m['content_sha256']}`" in body
+
+    capsys.readouterr()
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    assert report.main_report(parser.parse_args([str(out), "--no-plots"])) == 0
+    text = capsys.readouterr().out
+    assert "by language" in text
+    for lang in set(sft["train"]["language"]):
+        assert f"      {lang}" in text
