@@ -99,6 +99,7 @@ class AdaptiveLimit:
         self._slow_start = True
         self._seq = 0  # sequence number of the last slot handed out
         self._decided_at = 0  # slots up to this one belong to rounds already decided
+        self._changed_at = 0  # the last slot handed out before the last decision
         self._round = _Round()
         self._levels: dict[int, float] = {}  # in-flight level → average latency (s)
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -150,7 +151,7 @@ class AdaptiveLimit:
         if not self.adaptive or slot.outcome == "ignored":
             return
         if slot.outcome == "overload":
-            if slot.seq > self._decided_at:  # once per round: in-flight peers don't count
+            if slot.seq > self._changed_at:  # once per round: in-flight peers don't count
                 self._set(self.limit * self.backoff, decrease=True)
             return
         if slot.seq <= self._decided_at:
@@ -187,6 +188,7 @@ class AdaptiveLimit:
         value = min(float(self.max_limit), max(1.0, value))
         # The next round starts after the requests sent in the change itself (they went
         # out together, the first ones found the server idle): it measures the new level.
+        self._changed_at = self._seq
         self._decided_at = self._seq + (int(value) if int(value) != int(self.limit) else 0)
         self._round = _Round()
         if value != self.limit:
