@@ -163,6 +163,14 @@ def from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     return from_env(environ, **overrides)
 
 
+def explicit(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> set[str]:
+    """Fields set by a flag in `ns` or by an `EDITSTREAM_*` variable (not left at default)."""
+    env = os.environ if environ is None else environ
+    return {f.name for f in fields(Settings)
+            if getattr(ns, f"setting_{f.name}", None) is not None
+            or ENV_PREFIX + f.name.upper() in env}
+
+
 def to_env(settings: Settings) -> dict[str, str]:
     """The `EDITSTREAM_*` variables that reproduce `settings` in a child process."""
     out = {}
