@@ -71,30 +71,32 @@ class Runtime:
         return self.topics[name]
 
     # --- model clients ---------------------------------------------------------------
-    def _roles(self) -> list[tuple[str, str, int]]:
-        """(kind, endpoint key, max in flight) of every configured model role."""
+    def _roles(self) -> list[tuple[str, str, int, float]]:
+        """(kind, endpoint key, max in flight, timeout) of every configured model role."""
         s = self.settings
-        roles = [("student", s.student_url, s.student_max_in_flight),
-                 ("teacher", s.teacher_url, s.teacher_max_in_flight)]
+        roles = [("student", s.student_url, s.student_max_in_flight, s.student_timeout_s),
+                 ("teacher", s.teacher_url, s.teacher_max_in_flight, s.teacher_timeout_s)]
         if s.judge_url:
-            roles.append(("judge", s.judge_url, s.teacher_max_in_flight))
-        return [(k, url.rstrip("/").removesuffix("/v1"), m) for k, url, m in roles]
+            roles.append(("judge", s.judge_url, s.teacher_max_in_flight, s.teacher_timeout_s))
+        return [(k, url.rstrip("/").removesuffix("/v1"), m, t) for k, url, m, t in roles]
 
     def limiter(self, kind: str) -> AdaptiveLimit:
         """The concurrency limit of `kind`'s endpoint: roles served by one URL share one
-        (they share the server's slots), its ceiling the largest of their max_in_flight."""
+        (they share the server's slots), its ceiling the largest of their max_in_flight,
+        its latency budget the shortest of their timeouts."""
         roles = self._roles()
-        key = next(u for k, u, _ in roles if k == kind)
+        key = next(u for k, u, _, _ in roles if k == kind)
         if key not in self._limiters:
-            sharing = [k for k, u, _ in roles if u == key]
-            ceiling = max(m for _, u, m in roles if u == key)
+            mine = [(k, m, t) for k, u, m, t in roles if u == key]
+            sharing = [k for k, _, _ in mine]
 
             def export(limit: float) -> None:
                 for k in sharing:
                     metrics.MODEL_CONCURRENCY_LIMIT.labels(k).set(limit)
 
             self._limiters[key] = AdaptiveLimit(
-                ceiling, adaptive=self.settings.adaptive_concurrency, observer=export)
+                max(m for _, m, _ in mine), adaptive=self.settings.adaptive_concurrency,
+                observer=export, latency_budget_s=min(t for _, _, t in mine))
         return self._limiters[key]
 
     @property

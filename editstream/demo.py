@@ -133,34 +133,28 @@ def local_settings(settings: Settings, explicit: set[str]) -> Settings:
     return settings.replace(**changes)
 
 
-def first_predictions(lines: list[bytes], limit: int) -> list[bytes]:
-    """The events of the first sessions of `lines`, until they hold `limit` predictions
-    (whole sessions, so every prediction keeps its later edits)."""
+def first_predictions(lines: list[bytes], limit: int, settings: Settings) -> list[bytes]:
+    """`lines` cut to their first `limit` predictions that ingest forwards: later predictions
+    (with their `settled`/`outcome` events) and sessions left without one are dropped; the
+    edits of the kept sessions stay, since they settle the kept predictions."""
+    kept: set[str] = set()
     sessions: set[str] = set()
-    predictions = 0
+    out: list[tuple[bytes, str | None, str]] = []
     for raw in lines:
-        try:
-            ev = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        v = decode_event(raw, settings)
+        if not isinstance(v, Accepted):
+            out.append((raw, None, ""))  # ingest's business (dead letters, discards)
             continue
-        if not isinstance(ev, dict):
-            continue
-        sid = ev.get("session_id")
-        if sid not in sessions:
-            if predictions >= limit:
+        ev = v.event
+        if ev["type"] == "prediction":
+            if len(kept) >= limit:
                 continue
-            sessions.add(sid)
-        if ev.get("type") == "prediction":
-            predictions += 1
-    return [raw for raw in lines if _session_of(raw) in sessions]
-
-
-def _session_of(raw: bytes) -> object:
-    try:
-        ev = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return ev.get("session_id") if isinstance(ev, dict) else None
+            kept.add(ev["request_id"])
+            sessions.add(ev["session_id"])
+        elif ev["type"] in ("settled", "outcome") and ev["request_id"] not in kept:
+            continue
+        out.append((raw, ev["session_id"], ev["type"]))
+    return [raw for raw, sid, _ in out if sid is None or sid in sessions]
 
 
 def run_demo(settings: Settings, *, sample: Path, out: Path, timeout_s: float = 170,
@@ -173,7 +167,7 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
     t0 = time.monotonic()
     lines = [ln for ln in sample.read_bytes().splitlines() if ln.strip()]
     if max_predictions:
-        lines = first_predictions(lines, max_predictions)
+        lines = first_predictions(lines, max_predictions, settings)
     async with contextlib.AsyncExitStack() as stack:
         if not settings.broker:
             from editstream.broker import start_broker

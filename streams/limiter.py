@@ -25,6 +25,11 @@ everything at ``max_limit``. Latency also varies with request size (prompt lengt
 generated); averaging per round and per level damps that, and requests of very different
 sizes on one endpoint make the limit more cautious, never less.
 
+``latency_budget_s`` (the requests' timeout): the limit does not grow when one more request
+in flight could push a saturated server's latency past 3/4 of it. A one-slot server that
+needs 15 s per request is never sent a second one that would wait 15 s in its queue and
+time out at 30 s.
+
 ``adaptive=False`` keeps the limit fixed at ``max_limit`` (a plain semaphore).
 
 Pure: asyncio primitives only; callers measure latency and report it on their slot.
@@ -83,6 +88,7 @@ class AdaptiveLimit:
         tolerance: float = 1.5,
         backoff: float = 0.5,
         observer: Callable[[float], None] | None = None,
+        latency_budget_s: float | None = None,
     ) -> None:
         if max_limit < 1:
             raise ValueError("max_limit must be >= 1")
@@ -93,6 +99,7 @@ class AdaptiveLimit:
         self.tolerance = tolerance
         self.backoff = backoff
         self._observer = observer
+        self.latency_budget_s = latency_budget_s
         self.limit = float(min(max(1, initial), max_limit) if adaptive else max_limit)
         self.in_flight = 0
         self.peak_limit = self.limit
@@ -175,12 +182,20 @@ class AdaptiveLimit:
         if ratio > self.tolerance:
             # saturated, latency grows as limit / slots: limit / ratio estimates the slots
             self._set(self.limit * max(self.backoff, 1.0 / ratio), decrease=True)
-        elif r.peak < int(self.limit):
-            self._set(self.limit, decrease=False)  # the caller did not use the limit: hold
+        elif r.peak < int(self.limit) or not self._room_to_grow(latency):
+            self._set(self.limit, decrease=False)  # unused, or no headroom left: hold
         elif self._slow_start:
             self._set(self.limit * 2, decrease=False)
         else:
             self._set(self.limit + 1, decrease=False)
+
+    def _room_to_grow(self, latency: float) -> bool:
+        """Whether one more in flight keeps a saturated server's latency, which grows as
+        (level + 1) / level, within 3/4 of the budget (the requests' timeout)."""
+        if self.latency_budget_s is None:
+            return True
+        level = max(1, int(self.limit))
+        return latency * (level + 1) / level < 0.75 * self.latency_budget_s
 
     def _set(self, value: float, *, decrease: bool) -> None:
         if decrease:

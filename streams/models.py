@@ -418,7 +418,8 @@ class _ModelClient:
             raise ValueError("max_in_flight must be >= 1")
         # One limit per endpoint: clients of one server (student, teacher and judge on one
         # llama.cpp) share theirs, since they share its slots.
-        self.limiter = limiter if limiter is not None else AdaptiveLimit(max_in_flight)
+        self.limiter = limiter if limiter is not None else AdaptiveLimit(
+            max_in_flight, latency_budget_s=endpoint.timeout_s)
         pool = max(max_in_flight, self.limiter.max_limit)
         if transport is None:
             transport = _default_transport(http_transport, pool)

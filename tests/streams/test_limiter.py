@@ -75,6 +75,19 @@ async def test_flat_latency_grows_to_the_ceiling_and_rising_latency_shrinks() ->
     assert limit.limit == now
 
 
+async def test_no_growth_that_could_push_a_queued_request_past_its_timeout() -> None:
+    # 15 s per request and a 30 s timeout: a second request in flight could wait 15 s in
+    # a one-slot server's queue and time out; the limit stays at 1
+    tight = AdaptiveLimit(8, latency_budget_s=30.0)
+    for _ in range(5):
+        await _hold(tight, "ok", 15.0)
+    assert tight.limit == 1
+    roomy = AdaptiveLimit(8, latency_budget_s=120.0)
+    for _ in range(5):
+        await _hold(roomy, "ok", 15.0)
+    assert roomy.limit > 1
+
+
 async def test_fixed_mode_is_a_plain_semaphore() -> None:
     limit = AdaptiveLimit(3, adaptive=False)
     seen: list[int] = []
