@@ -83,6 +83,12 @@ def test_pipeline_on_a_real_model_accounts_for_every_prediction(
         metrics = _metrics(port)
     finally:
         worker.stop()
+    # kept for reading (pytest's tmp dir): what a training engineer would look at
+    (tmp_path / "student-samples.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n"
+                                                             for r in samples))
+    for name in ("training-records", "rejected-examples", "scored-examples"):
+        (tmp_path / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n"
+                                                         for r in outputs[name]))
 
     # every prediction is a training record or a rejection with its reason
     assert expected <= accounted(outputs)
@@ -103,9 +109,11 @@ def test_pipeline_on_a_real_model_accounts_for_every_prediction(
         assert rec["student"]["n_per_request"] == 1  # llama.cpp ignores n
         assert rec["student"]["mode"] == "parallel"
         assert rec["requests"] == SAMPLES + rec["retries"]  # no request wasted
-    # the first response showed n was ignored; its choice was kept, the rest asked again
-    assert sum(r["student"]["short_responses"] for r in samples) == 1
-    assert _value(metrics, "editstream_model_short_responses_total", kind="student") == 1
+    # the first responses showed n was ignored (one per example whose first request was
+    # planned before the first answer came back); their choice was kept, the rest asked again
+    short = sum(r["student"]["short_responses"] for r in samples)
+    assert 1 <= short <= settings.sample_concurrency
+    assert _value(metrics, "editstream_model_short_responses_total", kind="student") == short
 
     # one server, one limit shared by the three roles, settled where the server works
     limit = _value(metrics, "editstream_model_concurrency_limit", kind="student")
