@@ -162,8 +162,9 @@ class RequestEvent:
 class SampleBatch:
     """``n`` student samples in seed order, with what it cost to get them.
 
-    ``latencies_ms[i]`` is the wall time of the call that produced sample ``i``, retries
-    and backoff included (in ``"n"`` mode all samples share one call). ``requests`` counts
+    ``latencies_ms[i]`` is the wall time of the call that produced sample ``i``, retries,
+    backoff and waits for a slot under the endpoint's limit included (in ``"n"`` mode all
+    samples share one call; per-attempt server latency is in the metrics). ``requests`` counts
     every HTTP attempt, including a rejected ``n`` request before falling back.
 
     How the samples were drawn: ``mode`` is ``"n"`` (one request with ``n``),
