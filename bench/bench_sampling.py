@@ -42,6 +42,7 @@ import httpx
 from bench.common import events, machine, median, settled_examples
 from editstream.broker import free_port
 from streams.formats import build_prompt
+from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, RequestEvent, StudentClient
 from streams.sample import sample_seed
 from streams.settings import Settings
@@ -114,9 +115,12 @@ async def one_run(url: str, work: list[tuple[str, int]], max_in_flight: int, tra
     def observe(ev: RequestEvent) -> None:
         latencies.append(ev.latency_s * 1000)
 
+    # a fixed limit: this bench measures the client's transport at max_in_flight, not the
+    # adaptive limit (bench_local_model does, against a real one-slot server)
     client = StudentClient(Endpoint(url, "student", max_retries=0, timeout_s=60),
                            max_in_flight=max_in_flight, observer=observe,
-                           http_transport=TRANSPORTS[transport])
+                           http_transport=TRANSPORTS[transport],
+                           limiter=AdaptiveLimit(max_in_flight, adaptive=False))
     async with client:
         # warm the connection pool so the run measures steady state, not TCP handshakes
         await asyncio.gather(*(client.sample(work[0][0], 1, seed=0) for _ in range(max_in_flight)))

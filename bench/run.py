@@ -5,7 +5,8 @@ is a ratio against a baseline measured in the same run (or, for sampling, agains
 the configuration allows), median of several runs; the machine, its load and the command
 are written beside them. The raw figures go to bench/results/<name>.json.
 
-Order: the benches that need no broker first (adaptive, scoring, sampling), then Kafka is
+Order: the benches that need no broker first (adaptive, scoring, sampling, local_model: the
+real model of `make local-model`, skipped when not installed), then Kafka is
 started once (``editstream.broker.start_broker("kafka")``) for settle, state, replay and,
 when ``bench/bench_gateway.py`` exists, the gateway bench. A bench that fails is reported as
 failed in BENCHMARKS.md and makes the command exit non-zero; the others still run.
@@ -27,6 +28,7 @@ from typing import Any
 
 from bench import (
     bench_adaptive,
+    bench_local_model,
     bench_replay,
     bench_sampling,
     bench_scoring,
@@ -38,7 +40,8 @@ from editstream.broker import start_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "BENCHMARKS.md"
-NAMES = ("adaptive", "scoring", "sampling", "settle", "state", "replay", "gateway")
+NAMES = ("adaptive", "scoring", "sampling", "local_model", "settle", "state", "replay",
+         "gateway")
 
 
 def loadavg() -> str:
@@ -105,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         timed("scoring", lambda: bench_scoring.run(15), log)
     if "sampling" in only:
         timed("sampling", lambda: bench_sampling.run(runs, scale), log)
+    if "local_model" in only and local_model_installed():
+        timed("local_model", lambda: bench_local_model.run(2), log)
     if only & {"settle", "state", "replay", "gateway"}:
         with kafka(args.bootstrap) as bootstrap:
             if "settle" in only:
@@ -144,6 +149,18 @@ def state(bootstrap: str, quick: bool) -> dict[str, Any]:
     sm, small, _ = bench_state.fill(small_lines)
     figures["kafka"] = bench_state.kafka_recovery(bootstrap, small, sm.open_count)
     return figures
+
+
+def local_model_installed() -> bool:
+    """The real-model tier (`make local-model`) is there; without it the bench is skipped
+    and its last saved figures are shown."""
+    from editstream.local_model import LocalModelError, gguf_path, server_installed
+
+    try:
+        gguf_path()
+    except LocalModelError:
+        return False
+    return server_installed()
 
 
 def _git_commit() -> str:

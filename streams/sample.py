@@ -28,7 +28,8 @@ def sample_seed(example: dict[str, Any], settings: Settings) -> int:
     return stable_int("sample", settings.seed, example["request_id"])
 
 
-def student_info(settings: Settings, seed: int, mode: str | None = None) -> dict[str, Any]:
+def student_info(settings: Settings, seed: int, mode: str | None = None,
+                 batch: SampleBatch | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "model": settings.student_model,
         "n": settings.samples,
@@ -39,6 +40,9 @@ def student_info(settings: Settings, seed: int, mode: str | None = None) -> dict
     }
     if mode is not None:
         info["mode"] = mode
+    if batch is not None:  # how the samples were drawn (the server may ignore or cap n)
+        info["n_per_request"] = batch.n_per_request
+        info["short_responses"] = batch.short_responses
     return info
 
 
@@ -54,7 +58,7 @@ def samples_record(
         "pipeline_version": settings.pipeline_version,
         "request_id": example["request_id"],
         "example": example,
-        "student": student_info(settings, seed, batch.mode),
+        "student": student_info(settings, seed, batch.mode, batch),
         "samples": batch.texts,
         "latencies_ms": [round(x, 3) for x in batch.latencies_ms],
         "requests": batch.requests,
@@ -87,7 +91,8 @@ def sample_distance(example: dict[str, Any], text: str, prompt_format: str) -> f
 
 
 def merge_batches(batches: list[SampleBatch]) -> SampleBatch:
-    """Batches in seed order as one batch (costs summed; mode of the last batch)."""
+    """Batches in seed order as one batch (costs summed; mode of the last batch, the
+    widest response of any)."""
     if len(batches) == 1:
         return batches[0]
     return SampleBatch(
@@ -98,6 +103,8 @@ def merge_batches(batches: list[SampleBatch]) -> SampleBatch:
         retries=sum(b.retries for b in batches),
         prompt_tokens=sum(b.prompt_tokens for b in batches),
         completion_tokens=sum(b.completion_tokens for b in batches),
+        n_per_request=max(b.n_per_request for b in batches),
+        short_responses=sum(b.short_responses for b in batches),
     )
 
 

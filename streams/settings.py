@@ -59,13 +59,18 @@ class Settings:
     sample_max_tokens: int = 1024
     prompt_format: str = field(default="marker", metadata={"help": "marker | fim"})
     seed: int = 0
-    student_max_in_flight: int = 64
+    student_max_in_flight: int = field(default=64, metadata={
+        "help": "most student requests in flight per worker (the adaptive limit's ceiling)"})
     student_timeout_s: float = 30.0
     model_max_retries: int = 4
     http_transport: str = field(default="aiohttp", metadata={
         "help": "aiohttp | httpx: the model clients' connection pool; httpx's costs ~30 ms "
                 "of CPU per request at 64 connections (BENCHMARKS.md, sampling), aiohttp's "
                 "does not; httpx honours HTTP(S)_PROXY"})
+    adaptive_concurrency: bool = field(default=True, metadata={
+        "help": "find each model endpoint's concurrency between 1 and *_max_in_flight from "
+                "its latency, timeouts and 429/503 (streams/limiter.py); false: always "
+                "*_max_in_flight"})
     sample_concurrency: int = field(default=8, metadata={
         "help": "examples sampled at once per worker"})
     # --- score -------------------------------------------------------------------------
@@ -186,6 +191,14 @@ def from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) 
     overrides = {k.removeprefix("setting_"): v for k, v in vars(ns).items()
                  if k.startswith("setting_")}
     return from_env(environ, **overrides)
+
+
+def explicit(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> set[str]:
+    """Fields set by a flag in `ns` or by an `EDITSTREAM_*` variable (not left at default)."""
+    env = os.environ if environ is None else environ
+    return {f.name for f in fields(Settings)
+            if getattr(ns, f"setting_{f.name}", None) is not None
+            or ENV_PREFIX + f.name.upper() in env}
 
 
 def to_env(settings: Settings) -> dict[str, str]:

@@ -161,6 +161,48 @@ async def test_parallel_fallback_gives_same_samples_as_n_mode(start_sim: StartSi
     assert first.prompt_tokens == 5 * expected.prompt_tokens  # each request pays the prompt
 
 
+async def test_ignored_n_keeps_the_choice_and_asks_for_the_rest(start_sim: StartSim) -> None:
+    """A server that ignores n (llama.cpp: one choice whatever n asks): the first answer's
+    choice is sample 0, the rest come one request each; nothing is drawn twice."""
+    honest = await start_sim()
+    ignores = await start_sim(n_cap=1)
+    events: list[RequestEvent] = []
+    async with (
+        StudentClient(endpoint(honest)) as reference,
+        StudentClient(endpoint(ignores), observer=events.append) as client,
+    ):
+        want = await reference.sample(PROMPT, 5, seed=3)
+        first = await client.sample(PROMPT, 5, seed=3)
+        second = await client.sample(PROMPT, 5, seed=3)
+    assert first.texts == want.texts == second.texts
+    assert first.requests == 5 and second.requests == 5  # no request wasted
+    assert ignores.stats.requests["/v1/completions"] == 10
+    assert (first.mode, first.n_per_request, first.short_responses) == ("parallel", 1, 1)
+    assert (second.mode, second.short_responses) == ("parallel", 0)  # learned: n=1 asked
+    assert client.n_cap == 1 and client.n_supported is False
+    short = [e for e in events if e.choices_returned < e.choices_asked]
+    assert [(e.choices_asked, e.choices_returned) for e in short] == [(5, 1)]
+
+
+async def test_capped_n_is_asked_again_in_chunks_of_the_cap(start_sim: StartSim) -> None:
+    honest = await start_sim()
+    capped = await start_sim(n_cap=3)
+    async with (
+        StudentClient(endpoint(honest)) as reference,
+        StudentClient(endpoint(capped)) as client,
+    ):
+        want = await reference.sample(PROMPT, 8, seed=11)
+        got = await client.sample(PROMPT, 8, seed=11)
+        again = await client.sample(PROMPT, 8, seed=11)
+    assert got.texts == want.texts == again.texts
+    # 8 asked, 3 came; then samples 3-5 and 6-7 in two requests of at most 3
+    assert got.requests == 3 and got.short_responses == 1
+    assert (got.mode, got.n_per_request) == ("n_capped", 3)
+    assert again.requests == 3 and again.short_responses == 0
+    assert client.n_cap == 3
+    assert got.completion_tokens > 0 and len(got.latencies_ms) == 8
+
+
 async def test_temperature_zero_is_greedy(start_sim: StartSim) -> None:
     sim = await start_sim()
     async with StudentClient(endpoint(sim)) as client:

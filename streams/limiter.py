@@ -1,0 +1,229 @@
+"""An adaptive concurrency limit per model endpoint: how many requests to keep in flight.
+
+A model server's capacity is discovered, not configured: llama.cpp's server works one request
+at a time and queues the rest, a vLLM fleet batches dozens. Requests beyond what the server
+works on wait in *its* queue, so their latency grows with our concurrency while throughput
+does not; past the client's timeout they fail and are retried, wasting the work already done.
+
+The limit moves between 1 and ``max_limit`` (AIMD, in the spirit of Netflix's
+concurrency-limits and TCP congestion control):
+
+* **latency gradient**: completed requests are grouped in rounds (as many as were in
+  flight, sent after the last decision and the burst it released). A round's mean latency
+  is compared with the latency seen at lower concurrency (an average per in-flight level,
+  so the baseline is never taken from requests that queued). Above ``tolerance`` × that
+  baseline the server is queueing: latency grows as ``limit / slots``, so the limit shrinks
+  to ``limit / ratio``, the server's estimated slots (by the factor ``backoff`` at most).
+  Otherwise it doubles (slow start, until latency rises half way to the tolerance, as
+  TCP's HyStart leaves slow start on a delay increase) or grows by one.
+* **overload**: a timeout, 429 or 503 halves the limit at once, at most once per round (the
+  requests already in flight when it shrank do not count again).
+
+A one-slot server settles between 1 and 2 in flight (the second one keeps it busy between
+requests), a k-slot server between k and ``tolerance × k``, a server with room for
+everything at ``max_limit``. Latency also varies with request size (prompt length, tokens
+generated); averaging per round and per level damps that, and requests of very different
+sizes on one endpoint make the limit more cautious, never less.
+
+``latency_budget_s`` (the requests' timeout): the limit does not grow when one more request
+in flight could push a saturated server's latency past 3/4 of it. A one-slot server that
+needs 15 s per request is never sent a second one that would wait 15 s in its queue and
+time out at 30 s.
+
+``adaptive=False`` keeps the limit fixed at ``max_limit`` (a plain semaphore).
+
+Pure: asyncio primitives only; callers measure latency and report it on their slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+__all__ = ["AdaptiveLimit", "Slot"]
+
+# Weight of a new round in its level's average latency: recent enough to follow a change
+# of workload within a few rounds, smooth enough not to chase one odd request.
+_LEVEL_WEIGHT = 0.5
+
+
+@dataclass
+class Slot:
+    """One request's permission to be in flight; tell it how the request went."""
+
+    seq: int
+    in_flight: int  # requests in flight when this one was sent, itself included
+    outcome: str = "ignored"  # "ok" | "overload" | "ignored" (no load signal: 400, 500, ...)
+    latency_s: float = 0.0
+
+    def ok(self, latency_s: float) -> None:
+        self.outcome, self.latency_s = "ok", latency_s
+
+    def overload(self) -> None:
+        self.outcome = "overload"
+
+
+@dataclass
+class _Round:
+    latencies: list[float] = field(default_factory=list)
+    levels: list[int] = field(default_factory=list)
+    peak: int = 0  # most requests in flight since the round started
+
+
+class AdaptiveLimit:
+    """A concurrency limit that follows the server (see the module docstring).
+
+    ``observer`` is called with the new limit whenever it changes (metrics).
+    """
+
+    def __init__(
+        self,
+        max_limit: int,
+        *,
+        adaptive: bool = True,
+        initial: int = 1,
+        tolerance: float = 1.5,
+        backoff: float = 0.5,
+        observer: Callable[[float], None] | None = None,
+        latency_budget_s: float | None = None,
+    ) -> None:
+        if max_limit < 1:
+            raise ValueError("max_limit must be >= 1")
+        if tolerance <= 1.0 or not 0.0 < backoff < 1.0:
+            raise ValueError("tolerance must be > 1 and backoff in (0, 1)")
+        self.max_limit = max_limit
+        self.adaptive = adaptive
+        self.tolerance = tolerance
+        self.backoff = backoff
+        self._observer = observer
+        self.latency_budget_s = latency_budget_s
+        self.limit = float(min(max(1, initial), max_limit) if adaptive else max_limit)
+        self.in_flight = 0
+        self.peak_limit = self.limit
+        self._slow_start = True
+        self._seq = 0  # sequence number of the last slot handed out
+        self._decided_at = 0  # slots up to this one belong to rounds already decided
+        self._changed_at = 0  # the last slot handed out before the last decision
+        self._round = _Round()
+        self._levels: dict[int, float] = {}  # in-flight level → average latency (s)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._notify()
+
+    # --- admission -----------------------------------------------------------------------
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[Slot]:
+        """Wait for room under the limit (FIFO), then hold it for one request."""
+        await self._acquire()  # counts us in flight
+        self._seq += 1
+        if self._seq > self._decided_at:
+            self._round.peak = max(self._round.peak, self.in_flight)
+        slot = Slot(self._seq, self.in_flight)
+        try:
+            yield slot
+        finally:
+            self.in_flight -= 1
+            self._record(slot)
+            self._wake()
+
+    async def _acquire(self) -> None:
+        if self.in_flight < int(self.limit) and not self._waiters:
+            self.in_flight += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.in_flight -= 1  # we were handed room we will not use: pass it on
+                self._wake()
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def _wake(self) -> None:
+        room = int(self.limit) - self.in_flight
+        while room > 0 and self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.in_flight += 1  # reserved for the waiter until it runs
+                fut.set_result(None)
+                room -= 1
+
+    # --- feedback ------------------------------------------------------------------------
+    def _record(self, slot: Slot) -> None:
+        if not self.adaptive or slot.outcome == "ignored":
+            return
+        if slot.outcome == "overload":
+            if slot.seq > self._changed_at:  # once per round: in-flight peers don't count
+                self._set(self.limit * self.backoff, decrease=True)
+            return
+        if slot.seq <= self._decided_at:
+            return  # sent under an older limit: says nothing about this one
+        r = self._round
+        r.latencies.append(slot.latency_s)
+        r.levels.append(slot.in_flight)
+        if len(r.latencies) >= max(1, min(int(self.limit), r.peak)):
+            self._decide()
+
+    def _decide(self) -> None:
+        r = self._round
+        latency = sum(r.latencies) / len(r.latencies)
+        level = max(1, round(sum(r.levels) / len(r.levels)))
+        old = self._levels.get(level)
+        self._levels[level] = latency if old is None else old + _LEVEL_WEIGHT * (latency - old)
+        baseline = min(v for k, v in self._levels.items() if k <= level)
+        ratio = latency / baseline if baseline > 0 else 1.0
+        if self._slow_start and ratio > 1.0 + (self.tolerance - 1.0) / 2:
+            self._slow_start = False  # latency starts to rise: grow by one from here
+        if ratio > self.tolerance:
+            # saturated, latency grows as limit / slots: limit / ratio estimates the slots
+            self._set(self.limit * max(self.backoff, 1.0 / ratio), decrease=True)
+        elif r.peak < int(self.limit) or not self._room_to_grow(latency):
+            self._set(self.limit, decrease=False)  # unused, or no headroom left: hold
+        elif self._slow_start:
+            self._set(self.limit * 2, decrease=False)
+        else:
+            self._set(self.limit + 1, decrease=False)
+
+    def _room_to_grow(self, latency: float) -> bool:
+        """Whether one more in flight keeps a saturated server's latency, which grows as
+        (level + 1) / level, within 3/4 of the budget (the requests' timeout)."""
+        if self.latency_budget_s is None:
+            return True
+        level = max(1, int(self.limit))
+        return latency * (level + 1) / level < 0.75 * self.latency_budget_s
+
+    def _set(self, value: float, *, decrease: bool) -> None:
+        if decrease:
+            self._slow_start = False
+        value = min(float(self.max_limit), max(1.0, value))
+        # The next round starts after the requests sent in the change itself (they went
+        # out together, the first ones found the server idle): it measures the new level.
+        self._changed_at = self._seq
+        self._decided_at = self._seq + (int(value) if int(value) != int(self.limit) else 0)
+        self._round = _Round()
+        if value != self.limit:
+            self.limit = value
+            self.peak_limit = max(self.peak_limit, value)
+            self._notify()
+            self._wake()
+
+    def _notify(self) -> None:
+        if self._observer is not None:
+            self._observer(self.limit)
+
+    @property
+    def current(self) -> int:
+        """Requests allowed in flight now."""
+        return max(1, int(self.limit))
+
+    def __repr__(self) -> str:
+        mode = "adaptive" if self.adaptive else "fixed"
+        return (
+            f"AdaptiveLimit({mode}, limit={self.limit:.2f}, max={self.max_limit}, "
+            f"in_flight={self.in_flight})"
+        )

@@ -1,0 +1,121 @@
+"""The pipeline on Apache Kafka with a real model: SmolLM2-135M on llama.cpp's server as
+student, teacher and judge (the `local-model` tier, installed by `make test`).
+
+The server works one request at a time and ignores `n`: the worker must find that out (the
+adaptive limit settles at 1-2 in flight, the client asks again for the samples a response
+did not carry) instead of flooding it into timeouts. Kept cheap for CI: 2 samples of at
+most 32 tokens per example, no repairs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from editstream.broker import BrokerHandle
+from editstream.demo import accounted, expected_predictions
+from editstream.kafka_io import ensure_topics, produce_events, read_to_end
+from editstream.local_model import LocalModel, start_local_model
+from streams.generate import GenerateConfig, generate_events
+from tests.integration.conftest import Worker, free_port, run_settings
+from tests.integration.kafka_fixtures import drain, wait_group_stable
+
+pytest_plugins = ("tests.integration.kafka_fixtures",)
+pytestmark = [pytest.mark.broker, pytest.mark.kafka, pytest.mark.timeout(1800)]
+
+SAMPLES = 2
+MAX_TOKENS = 32
+
+
+@pytest.fixture(scope="module")
+def local_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalModel]:
+    with start_local_model(tmp_path_factory.mktemp("llm") / "server.log") as llm:
+        yield llm
+
+
+def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def _value(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+           **labels: str) -> float:
+    return sum(v for (n, ls), v in metrics.items()
+               if n == name and all((k, val) in ls for k, val in labels.items()))
+
+
+def test_pipeline_on_a_real_model_accounts_for_every_prediction(
+        kafka_broker: BrokerHandle, local_model: LocalModel, tmp_path: Path) -> None:
+    port = free_port()
+    settings = run_settings(
+        kafka_broker.bootstrap, local_model.url, judge_url=local_model.url,
+        student_model=local_model.model, teacher_model=local_model.model,
+        judge_model=local_model.model, samples=SAMPLES, sample_max_tokens=MAX_TOKENS,
+        adaptive_sampling=False, band_high=0.95, repair_attempts=0,
+        student_timeout_s=120.0, teacher_timeout_s=300.0, metrics_port=port,
+        log_level="warn")
+    events = generate_events(GenerateConfig(seed=21, sessions=3, predictions_per_session=5))
+    lines = [orjson.dumps(e) for e in events]
+    expected = expected_predictions(lines, settings)
+    assert len(expected) >= 10
+    worker = Worker(settings, tmp_path / "worker.log")
+
+    async def run() -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+        await ensure_topics(settings)
+        worker.start()
+        await wait_group_stable(settings, worker)
+        await produce_events(settings, lines, flush=True)
+        outputs = await drain(settings, expected, worker, timeout=1500)
+        samples = [orjson.loads(r.value) async for r in
+                   read_to_end(settings.broker, settings.topic("student-samples"))]
+        return outputs, samples
+
+    try:
+        outputs, samples = asyncio.run(run())
+        metrics = _metrics(port)
+    finally:
+        worker.stop()
+    # kept for reading (pytest's tmp dir): what a training engineer would look at
+    (tmp_path / "student-samples.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n"
+                                                             for r in samples))
+    for name in ("training-records", "rejected-examples", "scored-examples"):
+        (tmp_path / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n"
+                                                         for r in outputs[name]))
+
+    # every prediction is a training record or a rejection with its reason
+    assert expected <= accounted(outputs)
+    rejected = outputs["rejected-examples"]
+    assert all(r["reason"] for r in rejected)
+    reasons = [r["reason"] for r in rejected]
+    # nothing timed out waiting in our own queue, nor in the server's behind our flood
+    assert not [r for r in reasons if "timeout" in r or "retry_budget" in r], reasons
+    assert _value(metrics, "editstream_model_requests_total", status="timeout") == 0
+
+    # the samples came from the model: its own token counts, one choice per response
+    assert {r["request_id"] for r in samples} >= {r["request_id"] for r in
+                                                    outputs["scored-examples"]}
+    assert samples, "nothing was sampled"
+    for rec in samples:
+        assert len(rec["samples"]) == SAMPLES
+        assert rec["prompt_tokens"] > 0 and 0 < rec["completion_tokens"] <= SAMPLES * MAX_TOKENS
+        assert rec["student"]["n_per_request"] == 1  # llama.cpp ignores n
+        assert rec["student"]["mode"] == "parallel"
+        assert rec["requests"] == SAMPLES + rec["retries"]  # no request wasted
+    # the first responses showed n was ignored (one per example whose first request was
+    # planned before the first answer came back); their choice was kept, the rest asked again
+    short = sum(r["student"]["short_responses"] for r in samples)
+    assert 1 <= short <= settings.sample_concurrency
+    assert _value(metrics, "editstream_model_short_responses_total", kind="student") == short
+
+    # one server, one limit shared by the three roles, settled where the server works
+    limit = _value(metrics, "editstream_model_concurrency_limit", kind="student")
+    assert 1 <= limit <= 3
+    assert _value(metrics, "editstream_model_concurrency_limit", kind="teacher") == limit

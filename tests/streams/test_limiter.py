@@ -1,0 +1,206 @@
+"""The adaptive concurrency limit: alone (its rules), and in the student client against the
+simulator as servers of 1, 4 and 64 slots over real HTTP (extra requests wait in the
+server's queue, as with llama.cpp's server)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
+from streams.limiter import AdaptiveLimit
+from streams.models import Endpoint, ModelError, RequestEvent, StudentClient
+from tests.streams.test_models import PROMPT
+
+StartSim = Callable[..., Awaitable[RunningSimulator]]
+
+
+@pytest.fixture
+async def start_sim() -> AsyncIterator[StartSim]:
+    running: list[RunningSimulator] = []
+
+    async def start(**fields: Any) -> RunningSimulator:
+        sim = await start_simulator(SimulatorConfig(**fields))
+        running.append(sim)
+        return sim
+
+    yield start
+    for sim in running:
+        await sim.stop()
+
+
+# ------------------------------------------------------------------------------------------
+# The rules, without a server
+
+
+async def _hold(limit: AdaptiveLimit, outcome: str, latency: float = 0.1) -> None:
+    async with limit.slot() as slot:
+        await asyncio.sleep(0)
+        if outcome == "ok":
+            slot.ok(latency)
+        elif outcome == "overload":
+            slot.overload()
+
+
+async def test_overload_halves_once_for_requests_in_flight_together() -> None:
+    limit = AdaptiveLimit(64, initial=16)
+    # 16 requests in flight time out together: one halving, not 16
+    await asyncio.gather(*(_hold(limit, "overload") for _ in range(16)))
+    assert limit.limit == 8
+    await _hold(limit, "overload")  # sent after the decrease: a new signal
+    assert limit.limit == 4
+    for _ in range(10):
+        await _hold(limit, "overload")
+    assert limit.limit == 1  # never below one
+
+
+async def test_flat_latency_grows_to_the_ceiling_and_rising_latency_shrinks() -> None:
+    limit = AdaptiveLimit(32)
+    while limit.limit < 32:
+        before = limit.limit
+        await asyncio.gather(*(_hold(limit, "ok", 0.1) for _ in range(limit.current * 2)))
+        assert limit.limit >= before
+    # the latency at a full limit triples against lower levels: queueing, shrink
+    await asyncio.gather(*(_hold(limit, "ok", 0.3) for _ in range(64)))
+    assert limit.limit < 32
+    # errors that are not about load (400, 500, a broken body) say nothing
+    now = limit.limit
+    await asyncio.gather(*(_hold(limit, "ignored") for _ in range(64)))
+    assert limit.limit == now
+
+
+async def test_no_growth_that_could_push_a_queued_request_past_its_timeout() -> None:
+    # 15 s per request and a 30 s timeout: a second request in flight could wait 15 s in
+    # a one-slot server's queue and time out; the limit stays at 1
+    tight = AdaptiveLimit(8, latency_budget_s=30.0)
+    for _ in range(5):
+        await _hold(tight, "ok", 15.0)
+    assert tight.limit == 1
+    roomy = AdaptiveLimit(8, latency_budget_s=120.0)
+    for _ in range(5):
+        await _hold(roomy, "ok", 15.0)
+    assert roomy.limit > 1
+
+
+async def test_fixed_mode_is_a_plain_semaphore() -> None:
+    limit = AdaptiveLimit(3, adaptive=False)
+    seen: list[int] = []
+
+    async def one() -> None:
+        async with limit.slot() as slot:
+            seen.append(limit.in_flight)
+            await asyncio.sleep(0.01)
+            slot.overload()
+
+    await asyncio.gather(*(one() for _ in range(12)))
+    assert limit.limit == 3 and max(seen) == 3 and limit.in_flight == 0
+
+
+async def test_cancelled_waiters_do_not_leak_slots() -> None:
+    limit = AdaptiveLimit(2, adaptive=False)
+    gate = asyncio.Event()
+
+    async def held() -> None:
+        async with limit.slot():
+            await gate.wait()
+
+    holders = [asyncio.create_task(held()) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    waiters = [asyncio.create_task(_hold(limit, "ok")) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    for w in waiters[:3]:
+        w.cancel()
+    gate.set()
+    await asyncio.gather(*holders)
+    await asyncio.gather(*waiters[3:])
+    assert limit.in_flight == 0
+    await asyncio.wait_for(_hold(limit, "ok"), 1)  # still admits
+
+
+def test_invalid_configuration() -> None:
+    with pytest.raises(ValueError):
+        AdaptiveLimit(0)
+    with pytest.raises(ValueError):
+        AdaptiveLimit(4, tolerance=1.0)
+
+
+# ------------------------------------------------------------------------------------------
+# Against servers with 1, 4 and 64 slots
+
+
+async def _drive(sim: RunningSimulator, requests: int, *, timeout_s: float,
+                 adaptive: bool = True, max_retries: int = 0
+                 ) -> tuple[StudentClient, list[float], list[RequestEvent], float]:
+    """`requests` single-sample calls at once through one client (max_in_flight 64)."""
+    events: list[RequestEvent] = []
+    limits: list[float] = []
+    ep = Endpoint(sim.url, "m", timeout_s=timeout_s, max_retries=max_retries)
+    client = StudentClient(ep, max_in_flight=64, observer=events.append,
+                           limiter=AdaptiveLimit(64, adaptive=adaptive))
+
+    async def one(i: int) -> None:
+        with contextlib.suppress(ModelError):
+            await client.sample(PROMPT, 1, seed=i)
+        limits.append(client.limiter.limit)
+
+    t0 = time.monotonic()
+    async with client:
+        await asyncio.gather(*(one(i) for i in range(requests)))
+    return client, limits, events, time.monotonic() - t0
+
+
+async def test_one_slot_server_gets_one_request_at_a_time(start_sim: StartSim) -> None:
+    sim = await start_sim(slots=1, latency_ms=100)
+    _client, limits, events, elapsed = await _drive(sim, 50, timeout_s=0.5)
+    assert [e.status for e in events].count("timeout") == 0
+    assert len(events) == 50 and all(e.status == "ok" for e in events)
+    assert sim.stats.max_queued <= 1  # at most one waits while the other is worked on
+    assert max(limits) <= 2.5
+    assert elapsed < 50 * 0.1 * 1.5  # and the server is kept busy
+    # the premise: a fixed 64 against the same server queues in it and times out
+    fixed_sim = await start_sim(slots=1, latency_ms=100)
+    _, _, fixed_events, _ = await _drive(fixed_sim, 20, timeout_s=0.5, adaptive=False)
+    assert fixed_sim.stats.max_queued >= 10
+    assert [e.status for e in fixed_events].count("timeout") >= 10
+
+
+async def test_four_slot_server_settles_between_four_and_tolerance_times_four(
+        start_sim: StartSim) -> None:
+    sim = await start_sim(slots=4, latency_ms=100)
+    client, limits, events, elapsed = await _drive(sim, 200, timeout_s=1.0)
+    assert all(e.status == "ok" for e in events)
+    settled = statistics.mean(limits[len(limits) // 2:])
+    assert 3.0 <= settled <= 4 * client.limiter.tolerance + 1, limits
+    assert client.limiter.peak_limit <= 16
+    assert sim.stats.max_queued <= 8
+    assert elapsed < 200 * 0.1 / 4 * 1.6
+
+
+async def test_sixty_four_slot_server_gets_the_whole_ceiling(start_sim: StartSim) -> None:
+    sim = await start_sim(slots=64, latency_ms=300)
+    client, limits, events, _ = await _drive(sim, 640, timeout_s=5.0)
+    assert all(e.status == "ok" for e in events)
+    assert client.limiter.peak_limit == 64
+    assert sim.stats.max_in_flight >= 48
+    assert statistics.mean(limits[len(limits) // 2:]) >= 32
+
+
+async def test_the_timeout_excludes_time_queued_in_the_client(start_sim: StartSim) -> None:
+    """100 requests through a limit of 2 with a 0.35 s timeout against 0.1 s of work: the
+    last ones wait ~5 s for a slot in our client and still succeed."""
+    sim = await start_sim(slots=2, latency_ms=100)
+    events: list[RequestEvent] = []
+    ep = Endpoint(sim.url, "m", timeout_s=0.35, max_retries=0)
+    async with StudentClient(ep, observer=events.append,
+                             limiter=AdaptiveLimit(2, adaptive=False)) as client:
+        t0 = time.monotonic()
+        await asyncio.gather(*(client.sample(PROMPT, 1, seed=i) for i in range(100)))
+    assert time.monotonic() - t0 > 4.0
+    assert len(events) == 100 and all(e.status == "ok" for e in events)
+    assert max(e.latency_s for e in events) < 0.35
