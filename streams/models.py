@@ -29,7 +29,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -152,6 +152,9 @@ class SampleBatch:
     ``latencies_ms[i]`` is the wall time of the call that produced sample ``i``, retries
     and backoff included (in ``"n"`` mode all samples share one call). ``requests`` counts
     every HTTP attempt, including a rejected ``n`` request before falling back.
+    ``finish_reasons[i]`` is the server's ``finish_reason`` for sample ``i`` (``"stop"``,
+    ``"length"``: cut by ``max_tokens``, so the answer is truncated; ``"unknown"`` when the
+    server sent none).
     """
 
     texts: list[str]
@@ -161,6 +164,7 @@ class SampleBatch:
     retries: int
     prompt_tokens: int
     completion_tokens: int
+    finish_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,7 @@ class ChatResult:
     retries: int
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str = "unknown"  # "stop" | "length" (truncated by max_tokens) | "unknown"
 
 
 @dataclass(frozen=True)
@@ -560,10 +565,14 @@ class StudentClient(_ModelClient):
         *,
         temperature: float = 0.8,
         max_tokens: int = 1024,
-        seed: int = 0,
+        seed: int | None = 0,
         stop: list[str] | None = None,
     ) -> SampleBatch:
         """``n`` samples of ``prompt``; sample ``i`` is the one drawn with ``seed + i``.
+
+        ``seed=None`` sends no seed (for servers that do not honour one: the samples are then
+        not reproducible, and claiming otherwise would be wrong). ``stop`` is passed as the
+        completions API's stop sequences.
 
         One request with ``n`` when the server accepts it (choices ordered by ``index``);
         otherwise ``n`` concurrent requests with ``n=1``. A 400 that names ``n``, or fewer
@@ -583,7 +592,7 @@ class StudentClient(_ModelClient):
         if self.n_supported:
             try:
                 out = await self._call(
-                    "/v1/completions", {**base, "n": n, "seed": seed}, self._choices_parser(n)
+                    "/v1/completions", {**base, "n": n, **_seed(seed)}, self._choices_parser(n)
                 )
             except ModelError as exc:
                 if not self._rejects_n(exc, n):
@@ -592,13 +601,14 @@ class StudentClient(_ModelClient):
             else:
                 if out.value is not None:
                     return SampleBatch(
-                        texts=out.value,
+                        texts=[t for t, _ in out.value],
                         latencies_ms=[out.latency_ms] * n,
                         mode="n",
                         requests=out.attempts,
                         retries=out.attempts - 1,
                         prompt_tokens=out.prompt_tokens,
                         completion_tokens=out.completion_tokens,
+                        finish_reasons=[f for _, f in out.value],
                     )
                 wasted = out.attempts  # too few choices: the server ignores n
             log.info(
@@ -614,14 +624,18 @@ class StudentClient(_ModelClient):
         return exc.param == "n" or bool(exc.detail and _MENTIONS_N.search(exc.detail))
 
     async def _sample_parallel(
-        self, base: dict[str, Any], n: int, seed: int, wasted: int
+        self, base: dict[str, Any], n: int, seed: int | None, wasted: int
     ) -> SampleBatch:
         parser = self._choices_parser(1)
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(
-                        self._call("/v1/completions", {**base, "n": 1, "seed": seed + i}, parser)
+                        self._call(
+                            "/v1/completions",
+                            {**base, "n": 1, **_seed(None if seed is None else seed + i)},
+                            parser,
+                        )
                     )
                     for i in range(n)
                 ]
@@ -633,10 +647,12 @@ class StudentClient(_ModelClient):
             raise
         outs = [t.result() for t in tasks]
         texts: list[str] = []
+        finish_reasons: list[str] = []
         for out in outs:
             if out.value is None:  # an n=1 request that returned no choice at all
                 raise ModelError("malformed_response", detail="no choices returned")
-            texts.append(out.value[0])
+            texts.append(out.value[0][0])
+            finish_reasons.append(out.value[0][1])
         attempts = sum(o.attempts for o in outs)
         return SampleBatch(
             texts=texts,
@@ -646,22 +662,26 @@ class StudentClient(_ModelClient):
             retries=attempts - n,
             prompt_tokens=sum(o.prompt_tokens for o in outs),
             completion_tokens=sum(o.completion_tokens for o in outs),
+            finish_reasons=finish_reasons,
         )
 
     @staticmethod
-    def _choices_parser(n: int) -> Callable[[Any], tuple[list[str] | None, _Usage]]:
-        """Parse a completions body into texts ordered by ``index``; None if < n choices."""
+    def _choices_parser(
+        n: int,
+    ) -> Callable[[Any], tuple[list[tuple[str, str]] | None, _Usage]]:
+        """Parse a completions body into (text, finish_reason) pairs ordered by ``index``;
+        None if < n choices."""
 
-        def parse(body: Any) -> tuple[list[str] | None, _Usage]:
+        def parse(body: Any) -> tuple[list[tuple[str, str]] | None, _Usage]:
             choices = body["choices"]
             if not isinstance(choices, list):
                 raise _Malformed("choices is not a list")
-            indexed: dict[int, str] = {}
+            indexed: dict[int, tuple[str, str]] = {}
             for pos, choice in enumerate(choices):
                 index = choice.get("index", pos) if isinstance(choice, dict) else pos
                 if not isinstance(index, int) or index in indexed:
                     raise _Malformed("bad or duplicate choice index")
-                indexed[index] = _str_field(choice, "text")
+                indexed[index] = (_str_field(choice, "text"), _finish_reason(choice))
             usage = body.get("usage")
             counts = _Usage(
                 _int_field(usage, "prompt_tokens"), _int_field(usage, "completion_tokens")
@@ -708,11 +728,12 @@ class TeacherClient(_ModelClient):
         *,
         temperature: float = 0.0,
         max_tokens: int = 2048,
-        seed: int = 0,
+        seed: int | None = 0,
     ) -> ChatResult:
         """One system + user turn; returns the assistant's text.
 
-        ``seed`` is sent to OpenAI-compatible servers only (Anthropic has no such field).
+        ``seed`` is sent to OpenAI-compatible servers only (Anthropic has no such field),
+        and not at all when None.
         """
         if self.endpoint.api == "anthropic":
             path = "/v1/messages"
@@ -734,29 +755,47 @@ class TeacherClient(_ModelClient):
                 ],
                 "temperature": temperature,
                 "max_tokens": max_tokens,
-                "seed": seed,
+                **_seed(seed),
             }
             parse = _parse_openai_chat
         out = await self._call(path, body, parse)
+        text, finish = out.value
         return ChatResult(
-            text=out.value,
+            text=text,
             latency_ms=out.latency_ms,
             retries=out.attempts - 1,
             prompt_tokens=out.prompt_tokens,
             completion_tokens=out.completion_tokens,
+            finish_reason=finish,
         )
 
 
-def _parse_openai_chat(body: Any) -> tuple[str, _Usage]:
-    message = body["choices"][0]["message"]
+def _seed(seed: int | None) -> dict[str, int]:
+    """The ``seed`` field of a request body, or nothing when no seed is to be sent."""
+    return {} if seed is None else {"seed": seed}
+
+
+def _finish_reason(choice: Any) -> str:
+    """A choice's ``finish_reason`` as sent (``stop``/``length``/...); ``unknown`` if absent."""
+    value = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return value if isinstance(value, str) and value else "unknown"
+
+
+def _parse_openai_chat(body: Any) -> tuple[tuple[str, str], _Usage]:
+    choice = body["choices"][0]
+    message = choice["message"]
     usage = body.get("usage")
     return (
-        _str_field(message, "content"),
+        (_str_field(message, "content"), _finish_reason(choice)),
         _Usage(_int_field(usage, "prompt_tokens"), _int_field(usage, "completion_tokens")),
     )
 
 
-def _parse_anthropic(body: Any) -> tuple[str, _Usage]:
+# Anthropic's stop_reason, in the OpenAI vocabulary the rest of the pipeline reads.
+_ANTHROPIC_FINISH = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop"}
+
+
+def _parse_anthropic(body: Any) -> tuple[tuple[str, str], _Usage]:
     blocks = body["content"]
     if not isinstance(blocks, list):
         raise _Malformed("content is not a list")
@@ -767,7 +806,10 @@ def _parse_anthropic(body: Any) -> tuple[str, _Usage]:
     if not texts:
         raise _Malformed("no text block in content")
     usage = body.get("usage")
+    stop_reason = body.get("stop_reason")
+    finish = _ANTHROPIC_FINISH.get(stop_reason, "unknown") if isinstance(stop_reason, str) else (
+        "unknown")
     return (
-        "".join(texts),
+        ("".join(texts), finish),
         _Usage(_int_field(usage, "input_tokens"), _int_field(usage, "output_tokens")),
     )

@@ -98,6 +98,7 @@ def merge_batches(batches: list[SampleBatch]) -> SampleBatch:
         retries=sum(b.retries for b in batches),
         prompt_tokens=sum(b.prompt_tokens for b in batches),
         completion_tokens=sum(b.completion_tokens for b in batches),
+        finish_reasons=[f for b in batches for f in b.finish_reasons],
     )
 
 
