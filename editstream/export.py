@@ -464,9 +464,14 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
                     "unparsable": state.stats["unparsable"],
                     "before_since": state.stats["before_since"]},
         "models": models,
-        "prompt_formats": sorted({str(r.get("prompt_format")) for r in records}),
+        # name and version of every prompt layout in the dataset (streams/formats.py)
+        "prompt_formats": [{"name": n, "version": v} for n, v in sorted(
+            {(str(r.get("prompt_format")), r.get("prompt_format_version")) for r in records},
+            key=str)],
         "thresholds": {"band_low": settings.band_low, "band_high": settings.band_high,
-                       "judge_max_distance": settings.judge_max_distance,
+                       "gate_min_kept_rate": settings.gate_min_kept_rate,
+                       "min_valid_samples": settings.min_valid_samples,
+                       "noop_keep_fraction": settings.noop_keep_fraction,
                        "judge_max_reversal": settings.judge_max_reversal,
                        "eval_fraction": settings.eval_fraction},
         "time_range": {

@@ -17,7 +17,16 @@ from __future__ import annotations
 from typing import Any
 
 from streams.adaptive import AdaptivePolicy
-from streams.formats import build_prompt, parse_output
+from streams.formats import (
+    build_prompt,
+    completion_for,
+    estimate_tokens,
+    format_id,
+    history_kept,
+    parse_answer,
+    prompt_format,
+    split_excerpt,
+)
 from streams.ids import stable_int
 from streams.models import SampleBatch, StudentClient
 from streams.scoring import normalized_levenshtein
@@ -28,15 +37,32 @@ def sample_seed(example: dict[str, Any], settings: Settings) -> int:
     return stable_int("sample", settings.seed, example["request_id"])
 
 
-def student_info(settings: Settings, seed: int, mode: str | None = None) -> dict[str, Any]:
+def max_tokens_for(example: dict[str, Any], fmt: str, cap: int, margin: int = 64) -> int:
+    """max_tokens for one answer: twice the region's answer in tokens plus a margin (an
+    edit may grow the region), never above ``cap``. A fixed 1024 cut 4 KiB regions short."""
+    region = split_excerpt(example).region
+    return min(cap, 2 * estimate_tokens(completion_for(region, fmt)) + margin)
+
+
+def student_info(settings: Settings, seed: int, mode: str | None = None,
+                 example: dict[str, Any] | None = None) -> dict[str, Any]:
+    fmt = format_id(settings.prompt_format)
     info: dict[str, Any] = {
         "model": settings.student_model,
         "n": settings.samples,
         "temperature": settings.sample_temperature,
-        "max_tokens": settings.sample_max_tokens,
-        "prompt_format": settings.prompt_format,
-        "seed": seed,
+        "max_tokens": settings.sample_max_tokens if example is None else max_tokens_for(
+            example, settings.prompt_format, settings.sample_max_tokens),
+        "prompt_format": fmt["name"],
+        "prompt_format_version": fmt["version"],
+        "stop": list(prompt_format(settings.prompt_format).stop),
+        # None when no seed is sent: the server's samples are then not reproducible
+        "seed": seed if settings.student_seed else None,
     }
+    if example is not None:
+        history = example.get("history") or []
+        info["history_dropped"] = len(history) - history_kept(
+            example, settings.prompt_format, settings.prompt_max_tokens)
     if mode is not None:
         info["mode"] = mode
     return info
@@ -54,8 +80,9 @@ def samples_record(
         "pipeline_version": settings.pipeline_version,
         "request_id": example["request_id"],
         "example": example,
-        "student": student_info(settings, seed, batch.mode),
+        "student": student_info(settings, seed, batch.mode, example),
         "samples": batch.texts,
+        "finish_reasons": batch.finish_reasons,
         "latencies_ms": [round(x, 3) for x in batch.latencies_ms],
         "requests": batch.requests,
         "retries": batch.retries,
@@ -78,11 +105,14 @@ def policy_for(settings: Settings) -> AdaptivePolicy:
     )
 
 
-def sample_distance(example: dict[str, Any], text: str, prompt_format: str) -> float:
-    """The distance the score stage will compute for this sample (same parse fallback and
-    rounding as ``streams.score``), so the stopping rule and the band agree exactly."""
-    parsed = parse_output(text, prompt_format)
-    region = text if parsed is None else parsed
+def sample_distance(example: dict[str, Any], text: str, prompt_format: str,
+                    finish_reason: str = "stop") -> float | None:
+    """The distance the score stage will compute for this sample (same parse and rounding
+    as ``streams.score``), so the stopping rule and the band agree exactly; None for a
+    truncated or unparsable sample, which the band median leaves out."""
+    region = parse_answer(text, prompt_format, example["base_region"], finish_reason).region
+    if region is None:
+        return None
     return round(normalized_levenshtein(region, example["settled_region"]), 6)
 
 
@@ -107,14 +137,18 @@ async def sample_example(
 ) -> dict[str, Any]:
     """One `student-samples` record; raises `streams.models.ModelError` when the model fails."""
     seed = sample_seed(example, settings)
-    prompt = build_prompt(example, settings.prompt_format)
+    prompt = build_prompt(example, settings.prompt_format, settings.prompt_max_tokens)
+    stop = list(prompt_format(settings.prompt_format).stop)
+    max_tokens = max_tokens_for(example, settings.prompt_format, settings.sample_max_tokens)
+    send_seed = settings.student_seed
     if not settings.adaptive_sampling:
         batch = await client.sample(
             prompt,
             settings.samples,
             temperature=settings.sample_temperature,
-            max_tokens=settings.sample_max_tokens,
-            seed=seed,
+            max_tokens=max_tokens,
+            seed=seed if send_seed else None,
+            stop=stop,
         )
         return samples_record(example, batch, settings, seed)
 
@@ -127,11 +161,17 @@ async def sample_example(
             prompt,
             size,
             temperature=settings.sample_temperature,
-            max_tokens=settings.sample_max_tokens,
-            seed=seed + start,  # sample j always has seed + j, as in the one-request run
+            max_tokens=max_tokens,
+            # sample j always has seed + j, as in the one-request run
+            seed=seed + start if send_seed else None,
+            stop=stop,
         )
         batches.append(batch)
-        distances.extend(sample_distance(example, t, settings.prompt_format) for t in batch.texts)
+        reasons = batch.finish_reasons or ["stop"] * len(batch.texts)
+        for t, f in zip(batch.texts, reasons, strict=True):
+            d = sample_distance(example, t, settings.prompt_format, f)
+            if d is not None:  # the band is decided on valid samples only
+                distances.append(d)
         decided = policy.decide(distances)
         if decided is not None:
             break
