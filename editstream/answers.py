@@ -213,8 +213,8 @@ def add_junk(rng: random.Random, settled: str, base: str) -> str:
     old = set(base.split("\n"))
     changed = [i for i, ln in enumerate(lines) if ln.strip() and ln not in old]
     options = changed or [i for i, ln in enumerate(lines) if ln.strip()] or [0]
-    i = rng.choice(options)
-    lines[i] = lines[i].rstrip() + rng.choice(JUNK)
+    for i in rng.sample(options, min(len(options), rng.randint(1, 3))):
+        lines[i] = lines[i].rstrip() + rng.choice(JUNK)
     return "\n".join(lines)
 
 

@@ -116,8 +116,13 @@ class Excerpt:
     after: str
     cursor_in_region: int  # char offset of the cursor inside `region`, clamped to it
 
-    def region_with_cursor(self, marker: str = CURSOR) -> str:
-        return self.region[: self.cursor_in_region] + marker + self.region[self.cursor_in_region :]
+    def region_with_cursor(self, marker: str = CURSOR, *, lines: bool = False) -> str:
+        """The region with the cursor marker. ``lines``: a region ending in a newline is
+        drawn as whole lines, so a cursor after that newline is shown before it."""
+        at = self.cursor_in_region
+        if lines and self.region.endswith("\n"):
+            at = min(at, len(self.region) - 1)
+        return self.region[:at] + marker + self.region[at:]
 
 
 def split_excerpt(example: dict[str, Any]) -> Excerpt:
@@ -159,7 +164,7 @@ def zeta1_excerpt(example: dict[str, Any], cursor_marker: str = CURSOR) -> str:
     """The fenced excerpt as Zed's zeta1 writes it (also what the teacher is shown)."""
     ex = split_excerpt(example)
     start = START_OF_FILE + "\n" if example.get("excerpt_start") == 0 else ""
-    region = ex.region_with_cursor(cursor_marker)
+    region = ex.region_with_cursor(cursor_marker, lines=True)
     after = ex.after
     if region.endswith("\n"):  # Zed's regions end at a line end: the newline goes after
         region, after = region[:-1], "\n" + after
@@ -179,7 +184,7 @@ def _zeta2(example: dict[str, Any], history: list[dict[str, Any]]) -> str:
     out += f"{FILE_SEP}{example['path']}\n{FIM_PREFIX}{ex.before}{FIM_SUFFIX}{ex.after}"
     if not out.endswith("\n"):
         out += "\n"
-    region = ex.region_with_cursor(ZETA2_CURSOR)
+    region = ex.region_with_cursor(ZETA2_CURSOR, lines=True)
     if not region.endswith("\n"):
         region += "\n"
     return out + FIM_MIDDLE + ZETA2_CURRENT + region + ZETA2_SEPARATOR

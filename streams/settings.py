@@ -104,7 +104,7 @@ class Settings:
     judge_api_key: str = ""
     judge_min_confidence: int = 3
     judge_max_reversal: float = 0.2
-    gate_min_kept_rate: float = field(default=0.9, metadata={
+    gate_min_kept_rate: float = field(default=0.95, metadata={
         "help": "minimum kept rate of the target's edit against the user's settled edit"})
     repair_attempts: int = 2
     noop_keep_fraction: float = field(default=0.1, metadata={
