@@ -275,7 +275,7 @@ def _skill(config: AnswerConfig, truth: Truth, history_len: int) -> float:
     edit = distance(truth.base_region, truth.settled_region)
     u = min(max(unit(config.seed, "skill", truth.request_id), 1e-6), 1 - 1e-6)
     noise = config.student_noise * math.log(u / (1 - u)) * 0.6
-    logit = 1.0 + config.student_skill - 5.0 * edit + 0.25 * min(history_len, 4) + noise
+    logit = -0.5 + config.student_skill - 5.0 * edit + 0.25 * min(history_len, 4) + noise
     return 1.0 / (1.0 + math.exp(-logit))
 
 
@@ -284,6 +284,10 @@ def _student_region(config: AnswerConfig, rng: random.Random, region: str,
     if truth is None:  # an example the side file does not know: echo or fumble
         return region if rng.random() < 0.5 else mutate(rng, region, rng.uniform(0.1, 0.4))
     p = _skill(config, truth, history_len)
+    # Now and then a student cannot read an example at all (per example, not per sample).
+    if unit(config.seed, "lost", truth.request_id) < 0.06 and rng.random() < 0.8:
+        lines = truth.base_region.count("\n") + 1
+        return unrelated_code(rng, lines, max(16, len(truth.base_region) // lines))
     roll = rng.random()
     if roll < p:  # the user's edit, sometimes with a one-character slip
         out = truth.settled_region

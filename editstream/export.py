@@ -89,6 +89,8 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
         "split": rec["split"],
         "pipeline_version": rec["pipeline_version"],
         "prompt_format": rec.get("prompt_format") or "",
+        "prompt_format_version": int(rec.get("prompt_format_version") or 0),
+        "noop": bool(rec.get("noop")),  # the completion is the format's no-edit answer
         "band": str(prov.get("band") or ""),
         "settle_reason": str(prov.get("settle_reason") or ""),
         "repair_attempts": int(prov.get("repair_attempts") or 0),
@@ -131,7 +133,8 @@ def _arrow_schema(kind: str) -> Any:
                 ("example", text), ("summary", text), ("judgement", text)]
     else:
         cols = [*head, ("id", text), ("request_id", text), ("split", text),
-                ("pipeline_version", text), ("prompt_format", text), ("band", text),
+                ("pipeline_version", text), ("prompt_format", text),
+                ("prompt_format_version", i64), ("noop", pa.bool_()), ("band", text),
                 ("settle_reason", text), ("repair_attempts", i64), ("settled_at_ms", i64),
                 ("student_distance_p50", f64), ("student_reversal_mean", f64),
                 ("provenance", text), ("scores", text)]

@@ -95,17 +95,23 @@ def score_texts(
 
 def farthest_valid(texts: Sequence[str], scores: Sequence[dict[str, Any]],
                    example: dict[str, Any], prompt_format: str,
-                   finish_reasons: Sequence[str] | None = None) -> str | None:
-    """The valid sample farthest from the settled region (an on-policy negative)."""
+                   finish_reasons: Sequence[str] | None = None,
+                   ceiling: float = 1.0) -> str | None:
+    """The valid sample farthest from the settled region (an on-policy negative). Samples
+    beyond ``ceiling`` (the noise band) are taken only when there is no other: a negative
+    the model would never confuse with a good answer teaches little."""
     reasons = list(finish_reasons) if finish_reasons else ["stop"] * len(texts)
-    best: tuple[float, int] | None = None
+    best: tuple[bool, float, int] | None = None
     for i, s in enumerate(scores):
-        if not s.get("invalid") and (best is None or float(s["distance"]) > best[0]):
-            best = (float(s["distance"]), i)
+        if s.get("invalid"):
+            continue
+        key = (float(s["distance"]) <= ceiling, float(s["distance"]), i)
+        if best is None or key[:2] > best[:2]:
+            best = key
     if best is None:
         return None
-    return parse_answer(texts[best[1]], prompt_format, example["base_region"],
-                        reasons[best[1]]).region
+    return parse_answer(texts[best[2]], prompt_format, example["base_region"],
+                        reasons[best[2]]).region
 
 
 def score_example(samples: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -131,5 +137,6 @@ def score_example(samples: dict[str, Any], settings: Settings) -> dict[str, Any]
         "unparsable_samples": valid < settings.min_valid_samples,
         "thresholds": {"band_low": settings.band_low, "band_high": settings.band_high,
                        "min_valid_samples": settings.min_valid_samples},
-        "rejected_candidate": farthest_valid(samples["samples"], scores, example, fmt, finish),
+        "rejected_candidate": farthest_valid(samples["samples"], scores, example, fmt, finish,
+                                             settings.band_high),
     }
