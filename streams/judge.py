@@ -48,7 +48,7 @@ def check_target(example: dict[str, Any], region: str | None, settings: Settings
     reasons = []
     if region == base and settled != base:
         reasons.append("noop_target")
-    elif settled != base and kept < settings.gate_min_kept_rate:
+    elif settled != base and kept < settings.gate_min_kept_rate - 1e-9:
         reasons.append("low_kept_rate")
     if student_median is not None and distance > student_median + 1e-9:
         reasons.append("farther_than_students")

@@ -104,8 +104,10 @@ class Settings:
     judge_api_key: str = ""
     judge_min_confidence: int = 3
     judge_max_reversal: float = 0.2
-    gate_min_kept_rate: float = field(default=0.95, metadata={
-        "help": "minimum kept rate of the target's edit against the user's settled edit"})
+    gate_min_kept_rate: float = field(default=1.0, metadata={
+        "help": "minimum kept rate of the target's edit against the user's settled edit; "
+                "1.0: everything the target adds is something the user kept (a partial edit "
+                "passes, junk does not)"})
     repair_attempts: int = 2
     noop_keep_fraction: float = field(default=0.1, metadata={
         "help": "fraction of no-op examples (the user left the region as it was) kept, "
