@@ -114,6 +114,12 @@ def farthest_valid(texts: Sequence[str], scores: Sequence[dict[str, Any]],
                         reasons[best[2]]).region
 
 
+def min_valid(settings: Settings) -> int:
+    """Valid samples an example needs: ``min_valid_samples``, or half of the samples asked
+    for when that is fewer (4 samples with one cut short still give a usable median)."""
+    return min(settings.min_valid_samples, max(1, (settings.samples + 1) // 2))
+
+
 def score_example(samples: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """A `scored-examples` record from a `student-samples` record."""
     example = samples["example"]
@@ -134,7 +140,7 @@ def score_example(samples: dict[str, Any], settings: Settings) -> dict[str, Any]
         "band": decide_band(summary["p50"], settings.band_low, settings.band_high)
         if valid else "noise",
         "valid_samples": valid,
-        "unparsable_samples": valid < settings.min_valid_samples,
+        "unparsable_samples": valid < min_valid(settings),
         "thresholds": {"band_low": settings.band_low, "band_high": settings.band_high,
                        "min_valid_samples": settings.min_valid_samples},
         "rejected_candidate": farthest_valid(samples["samples"], scores, example, fmt, finish,

@@ -22,6 +22,7 @@ from streams.settings import Settings
 BASE = "    total = 0\n    for item in items:\n"
 SETTLED = BASE + "        total += item.price\n"
 NEAR = SETTLED.replace("price", "prices")
+Student = tuple[str, list[dict[str, Any]], list[tuple[str, str]]]  # url, bodies, answers
 
 
 def example() -> dict[str, Any]:
@@ -53,15 +54,16 @@ ANSWERS = [
 
 
 @pytest.fixture
-async def student() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+async def student() -> AsyncIterator[Student]:
     bodies: list[dict[str, Any]] = []
+    answers = list(ANSWERS)  # a test may script other answers
 
     async def completions(request: web.Request) -> web.Response:
         body = await request.json()
         bodies.append(body)
         n = body.get("n", 1)
-        choices = [{"index": i, "text": ANSWERS[i % len(ANSWERS)][0],
-                    "finish_reason": ANSWERS[i % len(ANSWERS)][1]} for i in range(n)]
+        choices = [{"index": i, "text": answers[i % len(answers)][0],
+                    "finish_reason": answers[i % len(answers)][1]} for i in range(n)]
         return web.json_response({"choices": choices, "usage": {}})
 
     app = web.Application()
@@ -71,7 +73,7 @@ async def student() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}", bodies
+    yield f"http://127.0.0.1:{port}", bodies, answers
     await runner.cleanup()
 
 
@@ -81,8 +83,8 @@ async def run(url: str, settings: Settings) -> tuple[dict[str, Any], dict[str, A
     return samples, score_example(samples, settings)
 
 
-async def test_band_is_decided_on_valid_samples_only(student: tuple[str, list[Any]]) -> None:
-    url, bodies = student
+async def test_band_is_decided_on_valid_samples_only(student: Student) -> None:
+    url, bodies, _ = student
     settings = Settings(samples=10, adaptive_sampling=False)
     samples, scored = await run(url, settings)
     summary = scored["summary"]
@@ -101,24 +103,29 @@ async def test_band_is_decided_on_valid_samples_only(student: tuple[str, list[An
     assert 64 < body["max_tokens"] < 200  # twice the region's tokens plus 64
 
 
-async def test_too_few_valid_samples_is_unparsable_samples(student: tuple[str, list[Any]]) -> None:
-    url, _ = student
-    settings = Settings(samples=10, adaptive_sampling=False, min_valid_samples=7)
+async def test_too_few_valid_samples_is_unparsable_samples(student: Student) -> None:
+    url, _, answers = student
+    answers[:] = [ANSWERS[0]] * 4 + [ANSWERS[6], ANSWERS[8]] * 8  # 4 valid of 20
+    settings = Settings(samples=20, adaptive_sampling=False)  # needs 5 (min_valid_samples)
     _, scored = await run(url, settings)
-    assert scored["unparsable_samples"] and route_scored(scored, settings) == (
-        "unparsable_samples")
+    assert scored["valid_samples"] == 4 and scored["unparsable_samples"]
+    assert route_scored(scored, settings) == "unparsable_samples"
+    # asking for 4 samples lowers the bar to half of them: 2 valid of 4 is enough
+    answers[:] = [ANSWERS[0], ANSWERS[8]]
+    _, few = await run(url, Settings(samples=4, adaptive_sampling=False))
+    assert few["valid_samples"] == 2 and not few["unparsable_samples"]
 
 
 async def test_no_seed_when_the_endpoint_does_not_honour_one(
-    student: tuple[str, list[Any]],
+    student: Student,
 ) -> None:
-    url, bodies = student
+    url, bodies, _ = student
     samples, _ = await run(url, Settings(samples=10, adaptive_sampling=False,
                                          student_seed=False))
     assert "seed" not in bodies[0] and samples["student"]["seed"] is None
 
 
-async def test_max_tokens_is_capped(student: tuple[str, list[Any]]) -> None:
-    url, bodies = student
+async def test_max_tokens_is_capped(student: Student) -> None:
+    url, bodies, _ = student
     await run(url, Settings(samples=10, adaptive_sampling=False, sample_max_tokens=40))
     assert bodies[0]["max_tokens"] == 40
