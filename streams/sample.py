@@ -1,7 +1,15 @@
 """Sample stage: draw up to N student predictions for a settled example.
 
 The sampling seed is derived from the request id and the configured seed, so a replay asks
-the (seeded) student for exactly the same samples as the live run did.
+the (seeded) student for exactly the same samples as the live run did. It is sent only with
+``student_seed`` on: a server that ignores seeds makes samples irreproducible either way,
+and the record then says ``seed: null``. "Choice i of a request with seed s is the sample of
+seed s + i" is the simulator's convention (and how the parallel fallback asks); a real
+server with ``n`` may derive its choices otherwise, so batching is reproducible only there.
+
+Each request carries the format's stop sequences and a ``max_tokens`` that follows the
+region's size (``max_tokens_for``); the prompt is trimmed to ``prompt_max_tokens`` by
+dropping the oldest history first. Every sample's ``finish_reason`` goes on the record.
 
 Adaptive sampling (``settings.adaptive_sampling``, see ``streams.adaptive``): samples are drawn
 in batches and drawing stops as soon as the band of the median distance is decided with high
@@ -9,7 +17,8 @@ confidence. Batch seeds line up with the full run: a batch starting at sample j 
 ``n=batch`` with ``seed = base_seed + j``, and the server derives choice i from ``seed + i``,
 so sample j always has seed ``base_seed + j`` whatever the batching. The record then carries
 ``adaptive = {"drawn": k, "cap": N, "decided": band | None, "distances": [...]}`` (the
-distances the score stage computes too, in sample order, for it to reuse).
+distances of the valid samples, in sample order: truncated and unparsable samples never
+count towards a band).
 """
 
 from __future__ import annotations

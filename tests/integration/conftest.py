@@ -33,6 +33,8 @@ def tansu() -> Iterator[BrokerHandle]:
 
 class Simulator:
     def __init__(self, tmp: Path, *flags: str) -> None:
+        # the answer key it was given, for a twin simulator that must answer alike
+        self.truth = flags[flags.index("--ground-truth") + 1] if "--ground-truth" in flags else ""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp / f"simulator-{self.port}.log", "wb")  # noqa: SIM115
