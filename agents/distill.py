@@ -14,7 +14,7 @@ import orjson
 
 from agents import metrics
 from agents.runtime import Runtime, observe_lag
-from streams.distill import attempt, route_scored
+from streams.distill import attempt, route_scored, student_median
 from streams.emit import training_records
 from streams.models import ModelError
 from streams.repair import next_step, repair_request
@@ -29,19 +29,20 @@ async def teach(rt: Runtime, source: dict[str, Any], number: int,
     example = source["example"]
     try:
         att = await attempt(example, rt.teacher, rt.judge, s, number=number,
-                            previous=source.get("previous"), judgement=source.get("judgement"))
+                            previous=source.get("previous"), judgement=source.get("judgement"),
+                            median=student_median(source))
     except ModelError as exc:
         await rt.requeue(stage, source, exc, retry_attempt, band=source["band"],
                          summary=source["summary"])
         return
     step = next_step(number, att.judgement, s)
+    for gate in att.judgement["reasons"]:
+        metrics.TARGET_GATE_FAILURES.labels(gate).inc()
     if number > 0:
         metrics.REPAIRS.labels("repaired" if step == "emit" else "failed").inc()
     if step == "emit":
         assert att.region is not None
-        for rec in training_records(source, att.region, att.judgement, s, attempts=number):
-            metrics.TRAINING_RECORDS.labels(rec["format"], rec["split"]).inc()
-            await rt.send("training-records", rec["id"], rec)
+        await emit(rt, source, att.region, att.judgement, number)
         observe_lag(example)
     elif step == "repair":
         await rt.send("repair", example["request_id"],
@@ -50,6 +51,21 @@ async def teach(rt: Runtime, source: dict[str, Any], number: int,
         await rt.reject(stage, "repair_exhausted" if number else "judged_bad", example,
                         detail=",".join(att.judgement["reasons"]), band=source["band"],
                         summary=source["summary"], judgement=att.judgement)
+
+
+async def emit(rt: Runtime, source: dict[str, Any], region: str, judgement: dict[str, Any],
+               attempts: int) -> None:
+    records = training_records(source, region, judgement, rt.settings, attempts=attempts)
+    for rec in records:
+        metrics.TRAINING_RECORDS.labels(rec["format"], rec["split"]).inc()
+        if rec.get("preference_dropped"):
+            metrics.PREFERENCE_DROPPED.labels(rec["preference_dropped"]).inc()
+        await rt.send("training-records", rec["id"], rec)
+
+
+# The no-op target passes every gate by construction: nothing to undo, nothing added.
+NOOP_JUDGEMENT = {"ok": True, "reasons": [], "parse_ok": True, "distance": 0.0,
+                  "reversal_ratio": 0.0, "kept_rate": None, "noop": True}
 
 
 def register(app: faust.App, rt: Runtime) -> None:
@@ -62,8 +78,12 @@ def register(app: faust.App, rt: Runtime) -> None:
             started = time.perf_counter()
             try:
                 scored = orjson.loads(msg.value)
-                reason = route_scored(scored)
-                if reason is not None:
+                reason = route_scored(scored, rt.settings)
+                if reason == "noop":  # the user changed nothing: the no-edit answer
+                    example = scored["example"]
+                    await emit(rt, scored, example["base_region"], NOOP_JUDGEMENT, 0)
+                    observe_lag(example)
+                elif reason is not None:
                     await rt.reject("score", reason, scored["example"], band=scored["band"],
                                     summary=scored["summary"])
                 else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from streams.judge import GATES
 from streams.models import RequestEvent
 from streams.settle import SETTLE_REASONS
 
@@ -81,6 +82,14 @@ TRAINING_RECORDS = Counter("editstream_training_records_total", "Training record
                            ["kind", "split"])
 REJECTED = Counter("editstream_rejected_examples_total", "Examples that left without a record",
                    ["stage", "reason"])
+INVALID_SAMPLES = Counter("editstream_student_samples_invalid_total",
+                          "Student samples left out of the band median, by reason",
+                          ["reason"])  # truncated | unparsable
+TARGET_GATE_FAILURES = Counter("editstream_target_gate_failures_total",
+                               "Teacher targets failing a gate (streams/judge.py), by gate",
+                               ["gate"])
+PREFERENCE_DROPPED = Counter("editstream_preference_pairs_dropped_total",
+                             "SFT records without a preference pair, by reason", ["reason"])
 
 # --- operations --------------------------------------------------------------------------
 STAGE_SECONDS = Histogram("editstream_stage_processing_seconds",
@@ -111,6 +120,10 @@ def _initialise() -> None:
         BANDS.labels(band)
     for result in ("repaired", "failed"):
         REPAIRS.labels(result)
+    for reason in ("truncated", "unparsable"):
+        INVALID_SAMPLES.labels(reason)
+    for gate in GATES:
+        TARGET_GATE_FAILURES.labels(gate)
     for kind in RECORD_KINDS:
         for split in SPLITS:
             TRAINING_RECORDS.labels(kind, split)

@@ -21,6 +21,9 @@ def register(app: faust.App, rt: Runtime) -> None:
             try:
                 scored = score_example(orjson.loads(msg.value), rt.settings)
                 for sc in scored["scores"]:
+                    if sc.get("invalid"):  # truncated / unparsable: counted, not scored
+                        metrics.INVALID_SAMPLES.labels(sc["invalid"]).inc()
+                        continue
                     metrics.SAMPLE_DISTANCE.observe(sc["distance"])
                     metrics.SAMPLE_REVERSAL.observe(sc["reversal_ratio"])
                 metrics.BANDS.labels(scored["band"]).inc()

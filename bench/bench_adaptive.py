@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any
 
 from bench.common import events, machine, settled_examples
-from editstream.simulate import SimulatorConfig, student_samples
+from editstream.answers import AnswerConfig, GroundTruth, student_samples
 from streams.adaptive import AdaptivePolicy, replay
 from streams.formats import build_prompt
 from streams.sample import policy_for, sample_distance, sample_seed
@@ -34,15 +34,17 @@ SWEEP = ((10, 10, 0.95), (10, 5, 0.95), (20, 10, 0.95), (10, 10, 0.99), (10, 10,
 
 def corpus(sessions: int, seed: int, settings: Settings) -> list[list[float]]:
     """Per example: the N distances of a full run, in seed order."""
-    config = SimulatorConfig()
+    config, truth = AnswerConfig(), GroundTruth([])
     out = []
     for example in settled_examples(events(sessions, seed)):
         prompt = build_prompt(example, settings.prompt_format)
         texts = student_samples(
-            config, prompt, settings.samples, sample_seed(example, settings),
+            config, truth, prompt, settings.samples, sample_seed(example, settings),
             settings.sample_temperature,
         )
-        out.append([sample_distance(example, t, settings.prompt_format) for t in texts])
+        # an invalid sample counts as the worst distance here (the bench needs all N)
+        dists = [sample_distance(example, t, settings.prompt_format) for t in texts]
+        out.append([1.0 if d is None else d for d in dists])
     return out
 
 

@@ -71,13 +71,18 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
 
 
 def _cmd_generate(ns: argparse.Namespace) -> int:
-    from streams.generate import GenerateConfig, generate_events, write_jsonl
+    from streams.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
 
     cfg = GenerateConfig(seed=ns.seed, sessions=ns.sessions,
                          predictions_per_session=ns.predictions_per_session,
                          source_dir=ns.source_dir)
-    n = write_jsonl(generate_events(cfg), ns.out)
+    events = generate_events(cfg)
+    n = write_jsonl(events, ns.out)
     print(f"wrote {n} events to {ns.out}")
+    truth = ns.ground_truth or f"{ns.out}.truth.jsonl"
+    rows = write_jsonl(ground_truth(events), truth)
+    print(f"wrote the ground truth of {rows} predictions to {truth} "
+          f"(for `editstream simulate --ground-truth`)")
     return 0
 
 
@@ -207,6 +212,9 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--predictions-per-session", type=int, default=6)
     p.add_argument("--source-dir", default=None, help="default: the Python standard library")
+    p.add_argument("--ground-truth", default=None,
+                   help="side file: request id -> settled region, for the simulator's teacher "
+                        "(default: OUT.truth.jsonl)")
 
 
 def _args_produce(p: argparse.ArgumentParser) -> None:

@@ -219,8 +219,15 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
             print(f"started local model {llm.model} on {llm.url} (student, teacher, judge)")
         if not settings.student_url or not settings.teacher_url:
             from editstream.simulate import SimulatorConfig, start_simulator
+            from streams.generate import ground_truth, write_jsonl
 
-            sim = await start_simulator(SimulatorConfig(seed=settings.seed))
+            # The simulator's teacher answers from the sample's answer key (what the users
+            # left, settled offline by the pipeline's rules), never from the prompt.
+            out.mkdir(parents=True, exist_ok=True)
+            truth = out / "ground-truth.jsonl"
+            write_jsonl(ground_truth(orjson.loads(ln) for ln in lines), truth)
+            sim = await start_simulator(SimulatorConfig(seed=settings.seed,
+                                                        ground_truth=str(truth)))
             stack.push_async_callback(sim.stop)
             settings = settings.replace(student_url=settings.student_url or sim.url,
                                         teacher_url=settings.teacher_url or sim.url)

@@ -104,6 +104,8 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
         "prompt_format": rec.get("prompt_format") or "",
         "repo": str(prov.get("repo") or ""),
         "language": language_of(prov.get("path")),
+        "prompt_format_version": int(rec.get("prompt_format_version") or 0),
+        "noop": bool(rec.get("noop")),  # the completion is the format's no-edit answer
         "band": str(prov.get("band") or ""),
         "settle_reason": str(prov.get("settle_reason") or ""),
         "repair_attempts": int(prov.get("repair_attempts") or 0),
@@ -146,7 +148,8 @@ def _arrow_schema(kind: str) -> Any:
                 ("example", text), ("summary", text), ("judgement", text)]
     else:
         cols = [*head, ("id", text), ("request_id", text), ("split", text),
-                ("pipeline_version", text), ("prompt_format", text), ("repo", text),
+                ("pipeline_version", text), ("prompt_format", text),
+                ("prompt_format_version", i64), ("noop", pa.bool_()), ("repo", text),
                 ("language", text), ("band", text),
                 ("settle_reason", text), ("repair_attempts", i64), ("settled_at_ms", i64),
                 ("student_distance_p50", f64), ("student_reversal_mean", f64),
@@ -503,9 +506,14 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
                     "unparsable": state.stats["unparsable"],
                     "before_since": state.stats["before_since"]},
         "models": models,
-        "prompt_formats": sorted({str(r.get("prompt_format")) for r in records}),
+        # name and version of every prompt layout in the dataset (streams/formats.py)
+        "prompt_formats": [{"name": n, "version": v} for n, v in sorted(
+            {(str(r.get("prompt_format")), r.get("prompt_format_version")) for r in records},
+            key=str)],
         "thresholds": {"band_low": settings.band_low, "band_high": settings.band_high,
-                       "judge_max_distance": settings.judge_max_distance,
+                       "gate_min_kept_rate": settings.gate_min_kept_rate,
+                       "min_valid_samples": settings.min_valid_samples,
+                       "noop_keep_fraction": settings.noop_keep_fraction,
                        "judge_max_reversal": settings.judge_max_reversal,
                        "eval_fraction": settings.eval_fraction},
         "time_range": {

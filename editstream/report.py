@@ -210,6 +210,50 @@ def dataset_lines(exp: Export) -> list[str]:
     return lines
 
 
+def target_quality(root: Path, manifest: dict[str, Any]) -> str:
+    """Gates, invalid student samples and no-op share, read from the export's files.
+
+    Rejections per gate count every failed gate of the last judgement of examples that left
+    without a record (repaired examples failed a gate first: they are counted from their
+    record's repair attempts, not here). Invalid samples are summed over every example that
+    was scored (records' student summaries and rejections' summaries)."""
+    gates: Counter[str] = Counter()
+    samples = truncated = unparsable = 0
+    sft = noop = 0
+    pref_sources: Counter[str] = Counter()
+    for kind, splits in manifest.get("data_files", {}).items():
+        for rel in splits.values():
+            for row in read_rows(root / rel):
+                if kind == "rejected":
+                    judgement = orjson.loads(row.get("judgement") or "null") or {}
+                    gates.update(judgement.get("reasons") or [])
+                    if row.get("reason") == "unparsable_samples":
+                        gates["(example) unparsable_samples"] += 1
+                    student = orjson.loads(row.get("summary") or "null") or {}
+                else:
+                    student = (orjson.loads(row.get("scores") or "{}") or {}).get("student") or {}
+                if kind == "preference":
+                    pref_sources[str(row.get("rejected_source"))] += 1
+                    continue  # its SFT twin carries the same student summary
+                if kind == "sft":
+                    sft += 1
+                    noop += bool(row.get("noop"))
+                samples += int(student.get("n_samples") or 0)
+                truncated += int(student.get("n_truncated") or 0)
+                unparsable += int(student.get("n_unparsable") or 0)
+
+    def rate(k: int) -> str:
+        return f"{k} ({k / samples:.2%})" if samples else f"{k}"
+
+    return "\n".join([
+        f"  target gates failed (rejected examples): {_fmt(gates)}",
+        f"  student samples: {samples}; truncated {rate(truncated)}, "
+        f"unparsable {rate(unparsable)} (left out of band medians)",
+        f"  no-op share of SFT: {noop}/{sft}" + (f" ({noop / sft:.1%})" if sft else ""),
+        f"  preference rejected side: {_fmt(pref_sources)}",
+    ])
+
+
 # --------------------------------------------------------------------------- plots
 
 
@@ -358,4 +402,5 @@ def main_report(ns: argparse.Namespace) -> int:
     exp = load(root)
     plots = [] if getattr(ns, "no_plots", False) else plot(exp)
     print(summary(exp, plots))
+    print(target_quality(root, exp.manifest))
     return 0

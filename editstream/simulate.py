@@ -4,19 +4,10 @@ It exists so the whole pipeline runs offline and so tests exercise the real HTTP
 (OpenAI completions and chat, Anthropic Messages) with real faults: dropped connections,
 hangs, 429s with ``Retry-After``, 500s and truncated JSON bodies.
 
-Its answers are derived deterministically (blake2b hashes of the seed, the prompt and the
-per-sample seed; never Python's randomized ``hash()``) from what the prompt shows, with an
-error model calibrated to the pipeline's distance bands:
-
-* student (``/v1/completions``): each example is easy, medium or hard (by a hash of its
-  region). Easy samples echo the region or make a tiny edit at the cursor (normalized
-  Levenshtein distance < 0.05), medium samples mutate tokens on 10-40% of the lines
-  (0.05-0.6), hard samples are unrelated or degenerate text (> 0.6). Samples of one
-  example mix difficulties a little, so best-of-N has something to choose from;
-* teacher (chat/messages with ``TEACHER_SYSTEM``): answers with the settled region it was
-  shown as hindsight, and sometimes errs on purpose: reverts the user's last edit, omits
-  the region markers, or drifts. Repair prompts (with feedback) mostly succeed;
-* judge (``JUDGE_SYSTEM``): a JSON verdict, mostly confident, that notices reverts.
+Its answers come from ``editstream.answers`` (deterministic, blake2b-derived): a student
+whose skill follows each example's features, a teacher that answers from the ground-truth
+side file ``editstream generate`` writes (``--ground-truth``), erring on purpose in
+configurable ways, and a judge. It knows nothing of the pipeline's band thresholds.
 
 Faults are drawn per request from a seeded ``random.Random`` owned by the app, so a run's
 fault sequence is reproducible (which request gets which fault depends on arrival order).
@@ -28,11 +19,9 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import itertools
+import functools
 import logging
 import random
-import re
 import signal
 import sys
 import time
@@ -44,19 +33,9 @@ from typing import Any, Self
 
 import orjson
 from aiohttp import web
-from rapidfuzz.distance import Levenshtein
 
-from streams.formats import (
-    CURSOR,
-    FENCE,
-    FILE_SEP,
-    FIM_MIDDLE,
-    JUDGE_SYSTEM,
-    REGION_END,
-    REGION_START,
-    TEACHER_SYSTEM,
-    parse_prompt,
-)
+from editstream.answers import AnswerConfig, GroundTruth, chat_answer, student_samples
+from editstream.answers import digest as _digest
 
 __all__ = [
     "DESCRIPTION",
@@ -79,9 +58,6 @@ DESCRIPTION = (
 )
 DEFAULT_PORT = 8400
 
-# Distance bands the student error model aims at (the pipeline's trivial/ideal/noise bands).
-BAND_LOW = 0.05
-BAND_HIGH = 0.6
 # Request limits: generous, but bounded so bad input can't make the simulator misbehave.
 MAX_N = 128
 MAX_TOKENS = 1_000_000
@@ -104,13 +80,19 @@ class SimulatorConfig:
     timeout_s: float = 60.0
     malformed_rate: float = 0.0  # 200 with a truncated JSON body
     drop_rate: float = 0.0  # close the connection without a response
-    # Error model of the predictions (fractions of examples, chosen by a hash of the region).
-    student_easy: float = 0.35
-    student_medium: float = 0.40
-    student_hard: float = 0.25
-    teacher_revert_rate: float = 0.15
-    teacher_malformed_rate: float = 0.08
-    teacher_drift_rate: float = 0.07
+    # The answer model (editstream/answers.py): the side file, student skill, error rates.
+    ground_truth: str = ""  # JSONL written by `editstream generate`; empty: none known
+    student_skill: float = 0.0
+    student_noise: float = 1.0
+    student_preamble_rate: float = 0.02
+    student_garbage_rate: float = 0.02
+    student_runaway_rate: float = 0.02
+    student_inline_rate: float = 0.05
+    teacher_stale_rate: float = 0.06
+    teacher_junk_rate: float = 0.08
+    teacher_revert_rate: float = 0.05
+    teacher_truncation_rate: float = 0.03
+    teacher_preamble_rate: float = 0.1
     repair_success_rate: float = 0.7
     model: str = "editstream-simulator"  # listed by GET /v1/models; requests may name any
 
@@ -121,13 +103,16 @@ class SimulatorConfig:
             "timeout_rate",
             "malformed_rate",
             "drop_rate",
+            "student_preamble_rate",
+            "student_garbage_rate",
+            "student_runaway_rate",
+            "student_inline_rate",
+            "teacher_stale_rate",
+            "teacher_junk_rate",
             "teacher_revert_rate",
-            "teacher_malformed_rate",
-            "teacher_drift_rate",
+            "teacher_truncation_rate",
+            "teacher_preamble_rate",
             "repair_success_rate",
-            "student_easy",
-            "student_medium",
-            "student_hard",
         )
         for name in rates:
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -144,11 +129,20 @@ class SimulatorConfig:
         )
         if faults > 1.0 + 1e-9:
             raise ValueError("fault rates must sum to at most 1")
-        teacher = self.teacher_revert_rate + self.teacher_malformed_rate + self.teacher_drift_rate
+        teacher = (self.teacher_stale_rate + self.teacher_junk_rate + self.teacher_revert_rate
+                   + self.teacher_truncation_rate + self.teacher_preamble_rate)
         if teacher > 1.0 + 1e-9:
             raise ValueError("teacher error rates must sum to at most 1")
-        if self.student_easy + self.student_medium + self.student_hard <= 0:
-            raise ValueError("student difficulty weights must not all be 0")
+        student = self.student_preamble_rate + self.student_garbage_rate + self.student_runaway_rate
+        if student > 1.0 + 1e-9:
+            raise ValueError("student format error rates must sum to at most 1")
+        if self.student_noise < 0:
+            raise ValueError("student_noise must be >= 0")
+
+    def answers(self) -> AnswerConfig:
+        """The answer model's part of the config."""
+        names = {f.name for f in dataclasses.fields(AnswerConfig)}
+        return AnswerConfig(**{k: getattr(self, k) for k in names})
 
 
 @dataclass
@@ -177,370 +171,10 @@ class SimulatorStats:
 
 
 _CONFIG = web.AppKey("config", SimulatorConfig)
+_TRUTH = web.AppKey("truth", GroundTruth)
 _STATS = web.AppKey("stats", SimulatorStats)
 _RNG = web.AppKey("rng", random.Random)
 _SLOTS = web.AppKey("slots", asyncio.Semaphore)
-
-
-# --------------------------------------------------------------------------------------------
-# Deterministic randomness
-
-
-def _digest(*parts: object) -> bytes:
-    h = hashlib.blake2b(digest_size=16, person=b"editstream-sim")
-    for part in parts:
-        h.update(str(part).encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")  # separator: ("ab", "c") and ("a", "bc") hash differently
-    return h.digest()
-
-
-def _unit(*parts: object) -> float:
-    """A uniform float in [0, 1) determined by ``parts``."""
-    return int.from_bytes(_digest(*parts)[:8], "big") / 2**64
-
-
-def _rng(*parts: object) -> random.Random:
-    """A Random seeded by ``parts`` (int seeds are stable across processes and versions)."""
-    return random.Random(int.from_bytes(_digest(*parts), "big"))
-
-
-def _pick(u: float, weights: list[tuple[str, float]]) -> str:
-    """The label whose cumulative weight interval contains ``u`` (weights are normalized)."""
-    total = sum(w for _, w in weights)
-    acc = 0.0
-    for label, w in weights:
-        acc += w / total if total > 0 else 0.0
-        if u < acc:
-            return label
-    return weights[-1][0]
-
-
-# --------------------------------------------------------------------------------------------
-# Text mutations (the error model)
-
-_TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
-_IDENTS = (
-    "value", "result", "items", "count", "index", "data", "config", "node", "buffer",
-    "offset", "total", "name", "key", "other", "ctx", "err", "tmp", "state", "path", "size",
-)  # fmt: skip
-_COMPLETIONS = ("()", ";", ",", ")", ":", "?", "s", "[0]", " + 1", "_id", " = 0", ".len()")
-_KEYWORDS = ("let", "const", "def", "fn", "return", "if", "for", "while", "var", "match")
-
-
-# Distances steer the error model only; on huge texts compare prefixes so one request can't
-# stall the event loop with a quadratic computation.
-_DISTANCE_MAX_CHARS = 20_000
-
-
-def _distance(a: str, b: str) -> float:
-    a, b = a[:_DISTANCE_MAX_CHARS], b[:_DISTANCE_MAX_CHARS]
-    return float(Levenshtein.normalized_distance(a, b))
-
-
-def _easy_edit(rng: random.Random, region: str, cursor: int) -> str:
-    """Echo the region or make an edit small enough to stay under BAND_LOW."""
-    budget = int(0.049 * len(region))  # k inserted chars give k / (len + k) < 0.05
-    roll = rng.random()
-    if roll < 0.4 or budget < 1:
-        return region
-    if roll < 0.8:  # complete at the cursor, like finishing the current token
-        fitting = [c for c in _COMPLETIONS if len(c) <= budget]
-        if not fitting:
-            return region
-        return region[:cursor] + rng.choice(fitting) + region[cursor:]
-    i = rng.randrange(len(region))  # a one-character slip
-    return region[:i] + region[i + 1 :]
-
-
-def _mutate_line(rng: random.Random, line: str) -> str:
-    """One token-level mutation: rename, delete, duplicate, renumber or insert a token."""
-    tokens = _TOKEN.findall(line)
-    solid = [i for i, t in enumerate(tokens) if not t.isspace()]
-    if not solid:
-        return line + rng.choice(_IDENTS)
-    i = rng.choice(solid)
-    op = rng.randrange(5)
-    tok = tokens[i]
-    if op == 0 and tok[0].isalpha():
-        tokens[i] = rng.choice(_IDENTS) if rng.random() < 0.5 else tok + "_" + rng.choice(_IDENTS)
-    elif op == 1 and len(solid) > 1:
-        tokens[i] = ""
-    elif op == 2:
-        tokens[i] = tok + tok
-    elif op == 3 and tok.isdigit():
-        tokens[i] = str(int(tok) + rng.randint(1, 9))
-    else:
-        tokens[i] = tok + rng.choice(_COMPLETIONS)
-    return "".join(tokens)
-
-
-def _medium_edit(rng: random.Random, region: str) -> str:
-    """Token mutations on 10-40% of the lines, steered into the [BAND_LOW, BAND_HIGH] band."""
-    best, best_gap = region, float("inf")
-    for _ in range(8):
-        lines = region.split("\n")
-        candidates = [i for i, ln in enumerate(lines) if ln.strip()] or list(range(len(lines)))
-        k = max(1, round(rng.uniform(0.1, 0.4) * len(lines)))
-        for i in rng.sample(candidates, min(k, len(candidates))):
-            roll = rng.random()
-            if roll < 0.08 and len(lines) > 1:
-                lines[i] = lines[i] + "\n" + lines[i]  # duplicated line
-            elif roll < 0.16 and len(lines) > 1:
-                lines[i] = "\x00"  # deleted line (placeholder, removed below)
-            else:
-                for _ in range(rng.randint(1, 2)):
-                    lines[i] = _mutate_line(rng, lines[i])
-        text = "\n".join(ln for ln in lines if ln != "\x00")
-        d = _distance(region, text)
-        if BAND_LOW <= d <= BAND_HIGH:
-            return text
-        gap = BAND_LOW - d if d < BAND_LOW else d - BAND_HIGH
-        if gap < best_gap:
-            best, best_gap = text, gap
-    return best
-
-
-def _unrelated_code(rng: random.Random, n_lines: int, width: int) -> str:
-    out = []
-    for _ in range(max(1, n_lines)):
-        words = [rng.choice(_KEYWORDS), rng.choice(_IDENTS), "=", rng.choice(_IDENTS)]
-        while sum(len(w) + 1 for w in words) < width:
-            words.append(rng.choice((*_IDENTS, "+", "(", ")", ",", str(rng.randint(0, 99)))))
-        out.append(" " * rng.choice((0, 4, 8)) + " ".join(words))
-    return "\n".join(out)
-
-
-def _hard_edit(rng: random.Random, region: str) -> str:
-    """Unrelated, truncated or looping text: far (> BAND_HIGH) from the region."""
-    lines = region.split("\n")
-    width = max(16, len(region) // max(1, len(lines)))
-    for _ in range(5):
-        roll = rng.random()
-        if roll < 0.6:
-            text = _unrelated_code(rng, len(lines), width)
-        elif roll < 0.85:
-            text = region[: int(len(region) * rng.uniform(0.0, 0.25))]  # gave up early
-        else:
-            line = rng.choice(lines) or rng.choice(_IDENTS)
-            text = "\n".join([line] * rng.randint(4, 12))  # a degenerate loop
-        if _distance(region, text) > BAND_HIGH:
-            return text
-    return _unrelated_code(rng, len(lines) + 2, width + 8)
-
-
-# --------------------------------------------------------------------------------------------
-# Student
-
-
-def _cursor_offset(prompt: str, region: str) -> int:
-    """Where the cursor marker sits in the prompt's editable region (end if not found)."""
-    pos = prompt.find(CURSOR)
-    if pos < 0:
-        return len(region)
-    if FIM_MIDDLE in prompt:
-        head = f"{FILE_SEP}current editable region\n"
-        start = prompt.rfind(head, 0, pos)
-        base = start + len(head)
-    else:
-        start = prompt.rfind(REGION_START, 0, pos)
-        base = start + len(REGION_START)
-    return len(region) if start < 0 else min(max(pos - base, 0), len(region))
-
-
-def student_samples(
-    config: SimulatorConfig, prompt: str, n: int, seed: int, temperature: float
-) -> list[str]:
-    """The ``n`` completions for ``prompt``; choice ``i`` derives from ``seed + i``.
-
-    At temperature 0 every choice is the same greedy answer (seed ignored), as with a model.
-    """
-    parts = parse_prompt(prompt)
-    fim = FIM_MIDDLE in prompt
-    region = parts.region
-    if region is None:  # not one of our prompt formats: answer something unhelpful
-        return [_unrelated_code(_rng(config.seed, prompt, seed + i), 3, 30) for i in range(n)]
-    cursor = _cursor_offset(prompt, region)
-    weights = [
-        ("easy", config.student_easy),
-        ("medium", config.student_medium),
-        ("hard", config.student_hard),
-    ]
-    difficulty = _pick(_unit(config.seed, "difficulty", region), weights)
-    # Samples of one example are mostly of its difficulty, with some spread.
-    mix = {
-        "easy": [("easy", 0.85), ("medium", 0.15)],
-        "medium": [("easy", 0.15), ("medium", 0.7), ("hard", 0.15)],
-        "hard": [("medium", 0.2), ("hard", 0.8)],
-    }[difficulty]
-    out = []
-    for i in range(n):
-        key = "greedy" if temperature <= 0 else seed + i
-        rng = _rng(config.seed, "student", prompt, key)
-        kind = _pick(rng.random(), mix)
-        if kind == "easy":
-            text = _easy_edit(rng, region, cursor)
-        elif kind == "medium":
-            text = _medium_edit(rng, region)
-        else:
-            text = _hard_edit(rng, region)
-        out.append(text if fim else REGION_START + text + REGION_END)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Teacher and judge
-
-
-def _diff_hunks(diff: str) -> list[list[tuple[str, str]]]:
-    """Hunks of a unified diff as (tag, line) pairs, tag in " -+"."""
-    hunks: list[list[tuple[str, str]]] = []
-    for line in diff.split("\n"):
-        if line.startswith("@@"):
-            hunks.append([])
-        elif hunks and line[:1] in (" ", "-", "+") and not line.startswith(("--- ", "+++ ")):
-            hunks[-1].append((line[0], line[1:]))
-    return hunks
-
-
-def revert_edit(text: str, diff: str) -> str | None:
-    """Undo ``diff`` in ``text`` where its lines are found; None if nothing could be undone.
-
-    A hunk found whole is swapped back; otherwise added lines are removed and deleted lines
-    re-inserted where the added ones were (or after the hunk's leading context).
-    """
-    lines = text.split("\n")
-    for hunk in reversed(_diff_hunks(diff)):
-        new = [c for t, c in hunk if t in " +"]
-        old = [c for t, c in hunk if t in " -"]
-        at = next(
-            (i for i in range(len(lines) - len(new) + 1) if new and lines[i : i + len(new)] == new),
-            None,
-        )
-        if at is not None:
-            lines[at : at + len(new)] = old
-            continue
-        anchor: int | None = None
-        for tag, content in hunk:
-            if tag == "+" and content.strip() and content in lines:
-                i = lines.index(content)
-                del lines[i]
-                anchor = i if anchor is None else min(anchor, i)
-        removed = [c for t, c in hunk if t == "-"]
-        if anchor is None:
-            leading = list(itertools.takewhile(lambda tc: tc[0] == " ", hunk))
-            found = [lines.index(c) for _, c in leading if c.strip() and c in lines]
-            anchor = found[-1] + 1 if found else None
-        if anchor is not None and removed:
-            lines[anchor:anchor] = removed
-    reverted = "\n".join(lines)
-    return None if reverted == text else reverted
-
-
-def _marker(text: str) -> str:
-    return REGION_START + text + REGION_END
-
-
-def teacher_answer(config: SimulatorConfig, user: str, seed: int) -> str:
-    """The teacher's reply to a teacher user message (marker format, sometimes wrong)."""
-    parts = parse_prompt(user)
-    hint, region = parts.settled_hint, parts.region
-    if hint is None:  # no hindsight shown: behave like a greedy student
-        if region is None:
-            return "I can't find an editable region in your message."
-        return student_samples(config, user, 1, seed, 0.0)[0]
-    errors = [
-        ("revert", config.teacher_revert_rate),
-        ("malformed", config.teacher_malformed_rate),
-        ("drift", config.teacher_drift_rate),
-    ]
-    u = _unit(config.seed, "teacher", seed, user)
-    if parts.has_feedback:
-        if _unit(config.seed, "repair", seed, user) < config.repair_success_rate:
-            mode = "good"
-        else:
-            mode = _pick(u, errors) if any(w for _, w in errors) else "malformed"
-    else:
-        mode = _pick(u, [*errors, ("good", max(0.0, 1.0 - sum(w for _, w in errors)))])
-    rng = _rng(config.seed, "teacher-text", seed, user)
-    if mode == "revert":
-        reverted = revert_edit(hint, parts.history_diffs[-1]) if parts.history_diffs else None
-        if reverted is not None:
-            return _marker(reverted)
-        # Nothing to undo in the hint: answer with the stale region, ignoring the hindsight.
-        return _marker(region if region is not None and region != hint else _hard_edit(rng, hint))
-    if mode == "malformed":  # no complete marker pair: parse_output gives None
-        return rng.choice(
-            (
-                hint,
-                f"```\n{hint}\n```",
-                f"Here is the rewritten editable region:\n\n{hint}\n",
-                REGION_START + hint,
-            )
-        )
-    if mode == "drift":
-        return _marker(_hard_edit(rng, hint))
-    cursor = len(hint)
-    return _marker(hint if rng.random() < 0.75 else _easy_edit(rng, hint, cursor))
-
-
-_PREDICTED_RE = re.compile(
-    r"### Predicted editable region:\n\n" + FENCE + r"\n(.*?)\n" + FENCE, re.S
-)
-
-
-def _looks_reverted(region: str, predicted: str, diffs: list[str]) -> bool:
-    """Whether ``predicted`` drops lines the last edit added (or restores ones it removed)."""
-    if not diffs:
-        return False
-    have, got = set(region.split("\n")), set(predicted.split("\n"))
-    for hunk in _diff_hunks(diffs[-1]):
-        for tag, content in hunk:
-            if not content.strip():
-                continue
-            if tag == "+" and content in have and content not in got:
-                return True
-            if tag == "-" and content not in have and content in got:
-                return True
-    return False
-
-
-def judge_answer(config: SimulatorConfig, user: str, seed: int) -> str:
-    """A JSON verdict; consistent for the same input, mostly confident, notices reverts."""
-    parts = parse_prompt(user)
-    m = _PREDICTED_RE.search(user)
-    predicted = m.group(1) if m else None
-    region = parts.region
-    u = _unit(config.seed, "judge", seed, user)
-    v = _unit(config.seed, "judge-confidence", seed, user)
-    suspect = (
-        region is not None
-        and predicted is not None
-        and _looks_reverted(region, predicted, parts.history_diffs)
-    )
-    reverts = u < 0.9 if suspect else u < 0.05
-    far = region is not None and predicted is not None and _distance(region, predicted) > 0.6
-    if reverts:
-        confidence, reasoning = 1 + int(v * 2), "The prediction undoes the user's last edit."
-    elif far:
-        confidence, reasoning = 1 + int(v * 2), "The prediction is unrelated to the excerpt."
-    else:
-        confidence = int(_pick(v, [("5", 0.5), ("4", 0.3), ("3", 0.12), ("2", 0.05), ("1", 0.03)]))
-        reasoning = "The prediction continues the user's edits plausibly."
-    verdict = {
-        "reasoning": f"(simulated judge) {reasoning}",
-        "reverts_edits": reverts,
-        "confidence": confidence,
-    }
-    return orjson.dumps(verdict).decode()
-
-
-def chat_answer(config: SimulatorConfig, system: str, user: str, seed: int) -> str:
-    """Dispatch on the system prompt: the judge's gets a verdict, anything else the teacher."""
-    if system.strip() == JUDGE_SYSTEM.strip():
-        return judge_answer(config, user, seed)
-    if system.strip() != TEACHER_SYSTEM.strip():
-        log.debug("unknown system prompt; answering as the teacher")
-    return teacher_answer(config, user, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -653,12 +287,14 @@ def _completions(config: SimulatorConfig, body: dict[str, Any]) -> dict[str, Any
         raise _BadRequest("n > 1 is not supported", "n")
     if config.n_cap:
         n = min(n, config.n_cap)  # silently, as llama.cpp ignores n
-    seed = _opt_int(body, "seed", 0, -(2**63), 2**63 - 1)
+    # no seed: the choices still differ, but are not reproducible by a seed
+    seed = None if body.get("seed") is None else _opt_int(body, "seed", 0, -(2**63), 2**63 - 1)
     temperature = _opt_number(body, "temperature", 1.0, 0.0, 2.0)
     max_tokens = _opt_int(body, "max_tokens", 16_384, 1, MAX_TOKENS)
     stops = _stops(body)
     choices = []
-    for i, raw in enumerate(student_samples(config, prompt, n, seed, temperature)):
+    texts = student_samples(config.answers(), _truth(config), prompt, n, seed, temperature)
+    for i, raw in enumerate(texts):
         text, truncated = _finish(raw, stops, max_tokens)
         choices.append(
             {
@@ -692,7 +328,8 @@ def _chat(config: SimulatorConfig, body: dict[str, Any]) -> dict[str, Any]:
     max_tokens = _opt_int(body, "max_tokens", 16_384, 1, MAX_TOKENS)
     system = "\n".join(t for r, t in messages if r in ("system", "developer"))
     user = messages[-1][1]
-    text, truncated = _finish(chat_answer(config, system, user, seed), [], max_tokens)
+    answer = chat_answer(config.answers(), _truth(config), system, user, seed)
+    text, truncated = _finish(answer, [], max_tokens)
     prompt_tokens = sum(_tokens(t) for _, t in messages)
     completion_tokens = _tokens(text)
     return {
@@ -725,7 +362,8 @@ def _anthropic(config: SimulatorConfig, body: dict[str, Any]) -> dict[str, Any]:
     system = _text_content(body.get("system", ""), "system")
     _opt_number(body, "temperature", 1.0, 0.0, 1.0)
     user = messages[-1][1]
-    text, truncated = _finish(chat_answer(config, system, user, 0), [], max_tokens)
+    answer = chat_answer(config.answers(), _truth(config), system, user, 0)
+    text, truncated = _finish(answer, [], max_tokens)
     return {
         "id": "msg_sim_" + _digest(system, user).hex()[:24],
         "type": "message",
@@ -786,6 +424,12 @@ def _draw_fault(config: SimulatorConfig, rng: random.Random) -> str:
 
 
 Answer = Callable[[SimulatorConfig, dict[str, Any]], dict[str, Any]]
+
+
+@functools.lru_cache(maxsize=4)
+def _truth(config: SimulatorConfig) -> GroundTruth:
+    """The ground-truth side file of a config, read once per process."""
+    return GroundTruth.load(config.ground_truth or None)
 
 
 def _model_endpoint(answer: Answer) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -1015,12 +659,19 @@ _HELP = {
     "timeout_s": "how long a hanging request hangs (s)",
     "malformed_rate": "fraction of requests answered 200 with a truncated JSON body",
     "drop_rate": "fraction of requests whose connection is closed without an answer",
-    "student_easy": "weight of easy examples (student echoes or makes a tiny edit)",
-    "student_medium": "weight of medium examples (token mutations on 10-40%% of lines)",
-    "student_hard": "weight of hard examples (unrelated or degenerate text)",
+    "ground_truth": "JSONL side file of `editstream generate` (request id -> settled region) "
+                    "the teacher answers from; empty: none",
+    "student_skill": "added to every example's student skill (logit; + is a better student)",
+    "student_noise": "spread of the per-example noise on the student's skill",
+    "student_preamble_rate": "fraction of student answers with prose and a fence around them",
+    "student_garbage_rate": "fraction of student answers that are prose without a region",
+    "student_runaway_rate": "fraction of student answers that never stop (max_tokens cuts them)",
+    "student_inline_rate": "fraction of zeta1 answers without a newline after the marker",
+    "teacher_stale_rate": "fraction of teacher answers that are the request-time region",
+    "teacher_junk_rate": "fraction of teacher answers with junk the user never typed",
     "teacher_revert_rate": "fraction of teacher answers that revert the user's last edit",
-    "teacher_malformed_rate": "fraction of teacher answers without region markers",
-    "teacher_drift_rate": "fraction of teacher answers that drift far from the hindsight",
+    "teacher_truncation_rate": "fraction of teacher answers cut by max_tokens",
+    "teacher_preamble_rate": "fraction of teacher answers with chatty prose and no fence",
     "repair_success_rate": "fraction of repair attempts (prompts with feedback) answered well",
     "model": "model id listed by GET /v1/models",
 }
@@ -1064,7 +715,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif isinstance(default, str):
             parser.add_argument(flag, dest=f.name, default=default, help=help_text)
         else:
-            kind = _fraction if f.name.endswith(("_rate", "easy", "medium", "hard")) else None
+            kind = _fraction if f.name.endswith("_rate") else (
+                float if f.name == "student_skill" else None)
             parser.add_argument(
                 flag, dest=f.name, type=kind or _non_negative, default=default, help=help_text
             )

@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from streams.formats import build_prompt, completion_for
+from streams.formats import build_prompt, completion_for, format_id
 from streams.ids import stable_fraction, stable_hash
 from streams.repo import repo_key, split_unit
+from streams.scoring import kept_rate, normalized_levenshtein
 from streams.settings import Settings
 
 
@@ -24,7 +25,9 @@ def split_for(example: dict[str, Any], eval_fraction: float) -> str:
 
 
 def record_id(settings: Settings, request_id: str, kind: str) -> str:
-    return stable_hash(settings.pipeline_version, request_id, kind, settings.record_format)
+    fmt = format_id(settings.record_format)  # an alias and its format give the same ids
+    return stable_hash(settings.pipeline_version, request_id, kind,
+                       f"{fmt['name']}.v{fmt['version']}")
 
 
 def _provenance(source: dict[str, Any], settings: Settings, attempts: int) -> dict[str, Any]:
@@ -37,9 +40,11 @@ def _provenance(source: dict[str, Any], settings: Settings, attempts: int) -> di
         "revision": ex.get("revision"),
         "served_model_version": ex.get("model_version"),
         "student_model": source["student"]["model"],
+        "student_prompt_format": source["student"].get("prompt_format"),
         "teacher_model": settings.teacher_model,
         "judge_model": settings.judge_model if settings.judge_url else None,
-        "band": source["band"],
+        "band": source.get("band"),
+        "valid_samples": source.get("valid_samples"),
         "settle_reason": ex["settle_reason"],
         "settled_at_ms": ex["settled_at_ms"],
         "outcome": ex.get("outcome"),
@@ -50,6 +55,35 @@ def _provenance(source: dict[str, Any], settings: Settings, attempts: int) -> di
     }
 
 
+def undone(example: dict[str, Any]) -> bool:
+    """A served prediction the user accepted and then undid inside the settle window: little
+    of its edit survives in the settled region."""
+    served = example.get("output")
+    if example.get("outcome") != "accepted" or not isinstance(served, str):
+        return False
+    if served == example["base_region"]:
+        return False
+    return kept_rate(example["base_region"], served, example["settled_region"]).kept_rate < 0.5
+
+
+def rejected_side(source: dict[str, Any], region: str) -> tuple[str | None, str]:
+    """(rejected region, its source) for a preference pair, or (None, why there is none).
+
+    The user's own verdict wins: a served output they rejected, or accepted and undid.
+    Otherwise the student's own valid sample farthest from the settled region (on-policy)."""
+    ex = source["example"]
+    served = ex.get("output")
+    if isinstance(served, str) and served != region:
+        if ex.get("outcome") == "rejected":
+            return served, "user_rejected_output"
+        if undone(ex):
+            return served, "user_undid_output"
+    candidate = source.get("rejected_candidate")
+    if isinstance(candidate, str):
+        return candidate, "student_farthest_sample"
+    return None, "no_rejected_candidate"
+
+
 def training_records(
     source: dict[str, Any],
     region: str,
@@ -58,40 +92,45 @@ def training_records(
     *,
     attempts: int = 0,
 ) -> list[dict[str, Any]]:
-    """SFT always; preference when a served prediction was rejected by the user or an
-    earlier teacher answer was judged bad (the served one wins: it is real user signal)."""
+    """SFT always; a preference pair when there is a rejected side far enough from the
+    chosen one (else the SFT record says why there is no pair)."""
     ex = source["example"]
-    prompt = build_prompt(ex, settings.record_format)
-    chosen = completion_for(region, settings.record_format)
+    fmt = format_id(settings.record_format)
+    prompt = build_prompt(ex, settings.record_format, settings.prompt_max_tokens)
+    chosen = completion_for(region, settings.record_format, ex["base_region"])
+    noop = region == ex["base_region"]
     base = {
         "v": 1,
         "pipeline_version": settings.pipeline_version,
-        "prompt_format": settings.record_format,
+        "prompt_format": fmt["name"],
+        "prompt_format_version": fmt["version"],
         "split": split_for(ex, settings.eval_fraction),
         "request_id": ex["request_id"],
         "prompt": prompt,
+        "noop": noop,
         "provenance": _provenance(source, settings, attempts),
         "scores": {"student": source["summary"], "teacher": {
             "distance": judgement.get("distance"),
             "reversal_ratio": judgement.get("reversal_ratio"),
+            "kept_rate": judgement.get("kept_rate"),
             "llm_confidence": (judgement.get("llm") or {}).get("confidence")}},
     }
-    records = [{"id": record_id(settings, ex["request_id"], "sft"), "format": "sft",
-                **base, "completion": chosen}]
-    rejected: tuple[str, str] | None = None
-    served = ex.get("output")
-    if ex.get("outcome") == "rejected" and isinstance(served, str) and served != region:
-        rejected = (served, "user_rejected_output")
-    elif source.get("rejected_predictions"):
-        bad = [r for r in source["rejected_predictions"] if r != region]
-        if bad:
-            rejected = (bad[-1], "teacher_judged_bad")
+    sft = {"id": record_id(settings, ex["request_id"], "sft"), "format": "sft",
+           **base, "completion": chosen}
+    records = [sft]
+    rejected, why = rejected_side(source, region)
     if rejected is not None:
-        records.append({
-            "id": record_id(settings, ex["request_id"], "preference"), "format": "preference",
-            **base, "chosen": chosen,
-            "rejected": completion_for(rejected[0], settings.record_format),
-            "rejected_source": rejected[1]})
+        gap = normalized_levenshtein(rejected, region)
+        if gap < settings.pair_min_distance:
+            rejected, why = None, "pair_too_similar"
+    if rejected is None:
+        sft["preference_dropped"] = why
+        return records
+    records.append({
+        "id": record_id(settings, ex["request_id"], "preference"), "format": "preference",
+        **base, "chosen": chosen,
+        "rejected": completion_for(rejected, settings.record_format, ex["base_region"]),
+        "rejected_source": why})
     return records
 
 

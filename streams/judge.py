@@ -1,8 +1,20 @@
-"""Judge: is a teacher prediction good enough to train on?
+"""Target gates: is a teacher answer good enough to train on?
 
-Deterministic checks always run (cheap, reproducible): the answer must parse into a region,
-stay close enough to what the user really wrote, and not undo the user's last edit. An LLM
-judge, when configured, adds a second opinion; either can send the prediction to repair.
+Every gate has its own rejection reason (and counter), and the first failures are what the
+teacher is told on repair. The deterministic gates always run, in this order:
+
+* ``unparsable`` / ``target_truncated``: the answer holds exactly one region, not cut by
+  ``max_tokens``;
+* ``noop_target``: the user changed the region, so "no edit" is wrong (a stale answer);
+* ``low_kept_rate``: most of the target's edit must lie on the way from the request-time
+  region to what the user kept: Zed's kept rate of the target's edit against the user's
+  settled edit is at least ``gate_min_kept_rate`` (junk the user never typed lowers it);
+* ``farther_than_students``: the target is no farther from the settled region than the
+  example's median valid student sample (distillation must beat the student);
+* ``reverts_user_edit``: its reversal ratio is at most ``judge_max_reversal``.
+
+An LLM judge, when configured, adds ``judge_says_reverts``, ``judge_low_confidence``
+(confidence below ``judge_min_confidence``) and ``judge_unparsable``.
 """
 
 from __future__ import annotations
@@ -11,28 +23,49 @@ from typing import Any
 
 import orjson
 
-from streams.formats import parse_output
-from streams.scoring import normalized_levenshtein, reversal_ratio_from_history
+from streams.formats import parse_answer
+from streams.scoring import kept_rate, normalized_levenshtein, reversal_ratio_from_history
 from streams.settings import Settings
 
+GATES = ("unparsable", "target_truncated", "noop_target", "low_kept_rate",
+         "farther_than_students", "reverts_user_edit", "judge_says_reverts",
+         "judge_low_confidence", "judge_unparsable")
 
-def check_prediction(example: dict[str, Any], raw: str, settings: Settings) -> dict[str, Any]:
-    """The deterministic judgement of a teacher answer (marker format)."""
-    region = parse_output(raw, "marker")
+
+def check_target(example: dict[str, Any], region: str | None, settings: Settings, *,
+                 student_median: float | None, parse_error: str | None = None
+                 ) -> dict[str, Any]:
+    """The deterministic judgement of a target region (None: the answer did not parse)."""
     if region is None:
-        return {"ok": False, "reasons": ["unparsable"], "parse_ok": False,
-                "distance": None, "reversal_ratio": None}
-    distance = normalized_levenshtein(region, example["settled_region"])
-    reversal = reversal_ratio_from_history(
-        example["base_region"], example.get("history") or [], region, example["path"]
-    )
+        reason = "target_truncated" if parse_error == "truncated" else "unparsable"
+        return {"ok": False, "reasons": [reason], "parse_ok": False, "parse_error": parse_error,
+                "distance": None, "reversal_ratio": None, "kept_rate": None}
+    base, settled = example["base_region"], example["settled_region"]
+    distance = normalized_levenshtein(region, settled)
+    reversal = reversal_ratio_from_history(base, example.get("history") or [], region,
+                                           example["path"])
+    kept = kept_rate(base, region, settled).kept_rate if region != base else 0.0
     reasons = []
-    if distance > settings.judge_max_distance:
-        reasons.append("too_far_from_settled")
+    if region == base and settled != base:
+        reasons.append("noop_target")
+    elif settled != base and kept < settings.gate_min_kept_rate - 1e-9:
+        reasons.append("low_kept_rate")
+    if student_median is not None and distance > student_median + 1e-9:
+        reasons.append("farther_than_students")
     if reversal > settings.judge_max_reversal:
         reasons.append("reverts_user_edit")
-    return {"ok": not reasons, "reasons": reasons, "parse_ok": True,
-            "distance": round(distance, 6), "reversal_ratio": round(reversal, 6)}
+    return {"ok": not reasons, "reasons": reasons, "parse_ok": True, "parse_error": None,
+            "distance": round(distance, 6), "reversal_ratio": round(reversal, 6),
+            "kept_rate": round(kept, 6), "student_median": student_median}
+
+
+def check_prediction(example: dict[str, Any], raw: str, settings: Settings, *,
+                     student_median: float | None = None,
+                     finish_reason: str = "stop") -> dict[str, Any]:
+    """Parse a teacher answer (lenient, as ``zeta1``'s region markers) and gate it."""
+    parsed = parse_answer(raw, "zeta1", example["base_region"], finish_reason)
+    return check_target(example, parsed.region, settings, student_median=student_median,
+                        parse_error=parsed.error)
 
 
 def parse_llm_judgement(text: str) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -172,6 +172,9 @@ class SampleBatch:
     with up to ``n_per_request`` choices, because the server returns fewer than asked);
     ``n_per_request`` is the most choices one response carried; ``short_responses``
     counts responses with fewer choices than asked (their samples are kept).
+    ``finish_reasons[i]`` is the server's ``finish_reason`` for sample ``i`` (``"stop"``,
+    ``"length"``: cut by ``max_tokens``, so the answer is truncated; ``"unknown"`` when the
+    server sent none).
     """
 
     texts: list[str]
@@ -183,6 +186,7 @@ class SampleBatch:
     completion_tokens: int
     n_per_request: int = 1
     short_responses: int = 0
+    finish_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,7 @@ class ChatResult:
     retries: int
     prompt_tokens: int
     completion_tokens: int
+    finish_reason: str = "unknown"  # "stop" | "length" (truncated by max_tokens) | "unknown"
 
 
 @dataclass(frozen=True)
@@ -610,7 +615,7 @@ class StudentClient(_ModelClient):
         *,
         temperature: float = 0.8,
         max_tokens: int = 1024,
-        seed: int = 0,
+        seed: int | None = 0,
         stop: list[str] | None = None,
     ) -> SampleBatch:
         """``n`` samples of ``prompt``; sample ``i`` is the one drawn with ``seed + i``.
@@ -621,6 +626,10 @@ class StudentClient(_ModelClient):
         servers cap it) keeps what it carries (choice ``i`` is seed ``+ i``), lowers
         ``n_cap`` to what came back, and the rest is asked for again. A 400 naming ``n``
         sets ``n_cap`` to 1. Either way no sample is drawn twice.
+
+        ``seed=None`` sends no seed (for servers that do not honour one: the samples are then
+        not reproducible, and claiming otherwise would be wrong). ``stop`` is passed as the
+        completions API's stop sequences.
         """
         if n < 1:
             raise ValueError("n must be >= 1")
@@ -633,6 +642,7 @@ class StudentClient(_ModelClient):
         if stop is not None:
             base["stop"] = stop
         texts: dict[int, str] = {}
+        finish: dict[int, str] = {}
         latencies: dict[int, float] = {}
         acc = {"requests": 0, "retries": 0, "prompt": 0, "completion": 0, "short": 0}
         widest = 0
@@ -653,8 +663,9 @@ class StudentClient(_ModelClient):
                 acc["completion"] += result.completion_tokens
                 got = result.value
                 widest = max(widest, len(got))
-                for i, text in enumerate(got):
+                for i, (text, reason) in enumerate(got):
                     texts[start + i] = text
+                    finish[start + i] = reason
                     latencies[start + i] = result.latency_ms
                 progress = progress or bool(got)
                 if len(got) < count:
@@ -680,6 +691,7 @@ class StudentClient(_ModelClient):
             completion_tokens=acc["completion"],
             n_per_request=max(1, widest),
             short_responses=acc["short"],
+            finish_reasons=[finish[i] for i in range(n)],
         )
 
     def _learn_cap(self, returned: int) -> None:
@@ -692,14 +704,14 @@ class StudentClient(_ModelClient):
             self.n_cap = cap
 
     async def _draw_chunks(
-        self, base: dict[str, Any], seed: int, chunks: list[tuple[int, int]]
-    ) -> list[_Outcome[list[str]] | ModelError]:
+        self, base: dict[str, Any], seed: int | None, chunks: list[tuple[int, int]]
+    ) -> list[_Outcome[list[tuple[str, str]]] | ModelError]:
         """One request per chunk, concurrently; a ModelError is returned, not raised, so
         the samples other chunks brought are kept (a rejected ``n`` is a lesson, not a loss).
         The first error that is not about ``n`` cancels the rest."""
 
-        async def one(start: int, count: int) -> _Outcome[list[str]] | ModelError:
-            body = {**base, "n": count, "seed": seed + start}
+        async def one(start: int, count: int) -> _Outcome[list[tuple[str, str]]] | ModelError:
+            body = {**base, "n": count, **_seed(None if seed is None else seed + start)}
             try:
                 return await self._call(
                     "/v1/completions", body, self._choices_parser(count), count
@@ -727,20 +739,20 @@ class StudentClient(_ModelClient):
         return exc.param == "n" or bool(exc.detail and _MENTIONS_N.search(exc.detail))
 
     @staticmethod
-    def _choices_parser(n: int) -> Callable[[Any], tuple[list[str], _Usage]]:
-        """Parse a completions body into texts ordered by ``index``: choices ``0..k-1``,
-        ``k <= n`` (fewer when the server ignores or caps ``n``)."""
+    def _choices_parser(n: int) -> Callable[[Any], tuple[list[tuple[str, str]], _Usage]]:
+        """Parse a completions body into (text, finish_reason) pairs ordered by ``index``:
+        choices ``0..k-1``, ``k <= n`` (fewer when the server ignores or caps ``n``)."""
 
-        def parse(body: Any) -> tuple[list[str], _Usage]:
+        def parse(body: Any) -> tuple[list[tuple[str, str]], _Usage]:
             choices = body["choices"]
             if not isinstance(choices, list):
                 raise _Malformed("choices is not a list")
-            indexed: dict[int, str] = {}
+            indexed: dict[int, tuple[str, str]] = {}
             for pos, choice in enumerate(choices):
                 index = choice.get("index", pos) if isinstance(choice, dict) else pos
                 if not isinstance(index, int) or index in indexed:
                     raise _Malformed("bad or duplicate choice index")
-                indexed[index] = _str_field(choice, "text")
+                indexed[index] = (_str_field(choice, "text"), _finish_reason(choice))
             usage = body.get("usage")
             counts = _Usage(
                 _int_field(usage, "prompt_tokens"), _int_field(usage, "completion_tokens")
@@ -799,11 +811,12 @@ class TeacherClient(_ModelClient):
         *,
         temperature: float = 0.0,
         max_tokens: int = 2048,
-        seed: int = 0,
+        seed: int | None = 0,
     ) -> ChatResult:
         """One system + user turn; returns the assistant's text.
 
-        ``seed`` is sent to OpenAI-compatible servers only (Anthropic has no such field).
+        ``seed`` is sent to OpenAI-compatible servers only (Anthropic has no such field),
+        and not at all when None.
         """
         if self.endpoint.api == "anthropic":
             path = "/v1/messages"
@@ -825,29 +838,47 @@ class TeacherClient(_ModelClient):
                 ],
                 "temperature": temperature,
                 "max_tokens": max_tokens,
-                "seed": seed,
+                **_seed(seed),
             }
             parse = _parse_openai_chat
         out = await self._call(path, body, parse)
+        text, finish = out.value
         return ChatResult(
-            text=out.value,
+            text=text,
             latency_ms=out.latency_ms,
             retries=out.attempts - 1,
             prompt_tokens=out.prompt_tokens,
             completion_tokens=out.completion_tokens,
+            finish_reason=finish,
         )
 
 
-def _parse_openai_chat(body: Any) -> tuple[str, _Usage]:
-    message = body["choices"][0]["message"]
+def _seed(seed: int | None) -> dict[str, int]:
+    """The ``seed`` field of a request body, or nothing when no seed is to be sent."""
+    return {} if seed is None else {"seed": seed}
+
+
+def _finish_reason(choice: Any) -> str:
+    """A choice's ``finish_reason`` as sent (``stop``/``length``/...); ``unknown`` if absent."""
+    value = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return value if isinstance(value, str) and value else "unknown"
+
+
+def _parse_openai_chat(body: Any) -> tuple[tuple[str, str], _Usage]:
+    choice = body["choices"][0]
+    message = choice["message"]
     usage = body.get("usage")
     return (
-        _str_field(message, "content"),
+        (_str_field(message, "content"), _finish_reason(choice)),
         _Usage(_int_field(usage, "prompt_tokens"), _int_field(usage, "completion_tokens")),
     )
 
 
-def _parse_anthropic(body: Any) -> tuple[str, _Usage]:
+# Anthropic's stop_reason, in the OpenAI vocabulary the rest of the pipeline reads.
+_ANTHROPIC_FINISH = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop"}
+
+
+def _parse_anthropic(body: Any) -> tuple[tuple[str, str], _Usage]:
     blocks = body["content"]
     if not isinstance(blocks, list):
         raise _Malformed("content is not a list")
@@ -858,7 +889,10 @@ def _parse_anthropic(body: Any) -> tuple[str, _Usage]:
     if not texts:
         raise _Malformed("no text block in content")
     usage = body.get("usage")
+    stop_reason = body.get("stop_reason")
+    finish = _ANTHROPIC_FINISH.get(stop_reason, "unknown") if isinstance(stop_reason, str) else (
+        "unknown")
     return (
-        "".join(texts),
+        ("".join(texts), finish),
         _Usage(_int_field(usage, "input_tokens"), _int_field(usage, "output_tokens")),
     )

@@ -17,10 +17,23 @@ if TYPE_CHECKING:
 def feedback_for(judgement: dict[str, Any]) -> str:
     """What the teacher is told on repair: the judgement in words it can act on."""
     words = {
-        "unparsable": "Your answer did not contain the editable region between the markers.",
-        "too_far_from_settled": (
-            f"Your region is too far from what the user wrote (normalized distance "
-            f"{judgement.get('distance')})."),
+        "unparsable": (
+            "Your answer did not contain exactly one editable region between "
+            "<|editable_region_start|> and <|editable_region_end|>."),
+        "target_truncated": (
+            "Your answer was cut off before the end of the editable region; give the region "
+            "only, with less explanation."),
+        "noop_target": (
+            "Your region is the region as it was: you predicted no edit, but the developer "
+            "was in the middle of changing it."),
+        "low_kept_rate": (
+            f"Most of your edit is not where the developer's work was heading (kept rate "
+            f"{judgement.get('kept_rate')}): keep to what their edits imply, add nothing "
+            f"speculative."),
+        "farther_than_students": (
+            f"Your region is a worse next edit than a small model's typical answer "
+            f"(normalized distance {judgement.get('distance')} against "
+            f"{judgement.get('student_median')})."),
         "reverts_user_edit": (
             f"Your region undoes the user's last edit (reversal ratio "
             f"{judgement.get('reversal_ratio')}). Keep their change."),
@@ -61,4 +74,6 @@ def repair_request(
         "judgement": att.judgement,
         "previous": att.raw,
         "rejected_predictions": previous_bad,
+        "rejected_candidate": scored_or_repair.get("rejected_candidate"),
+        "unparsable_samples": scored_or_repair.get("unparsable_samples", False),
     }

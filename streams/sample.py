@@ -1,7 +1,15 @@
 """Sample stage: draw up to N student predictions for a settled example.
 
 The sampling seed is derived from the request id and the configured seed, so a replay asks
-the (seeded) student for exactly the same samples as the live run did.
+the (seeded) student for exactly the same samples as the live run did. It is sent only with
+``student_seed`` on: a server that ignores seeds makes samples irreproducible either way,
+and the record then says ``seed: null``. "Choice i of a request with seed s is the sample of
+seed s + i" is the simulator's convention (and how the parallel fallback asks); a real
+server with ``n`` may derive its choices otherwise, so batching is reproducible only there.
+
+Each request carries the format's stop sequences and a ``max_tokens`` that follows the
+region's size (``max_tokens_for``); the prompt is trimmed to ``prompt_max_tokens`` by
+dropping the oldest history first. Every sample's ``finish_reason`` goes on the record.
 
 Adaptive sampling (``settings.adaptive_sampling``, see ``streams.adaptive``): samples are drawn
 in batches and drawing stops as soon as the band of the median distance is decided with high
@@ -9,7 +17,8 @@ confidence. Batch seeds line up with the full run: a batch starting at sample j 
 ``n=batch`` with ``seed = base_seed + j``, and the server derives choice i from ``seed + i``,
 so sample j always has seed ``base_seed + j`` whatever the batching. The record then carries
 ``adaptive = {"drawn": k, "cap": N, "decided": band | None, "distances": [...]}`` (the
-distances the score stage computes too, in sample order, for it to reuse).
+distances of the valid samples, in sample order: truncated and unparsable samples never
+count towards a band).
 """
 
 from __future__ import annotations
@@ -17,7 +26,16 @@ from __future__ import annotations
 from typing import Any
 
 from streams.adaptive import AdaptivePolicy
-from streams.formats import build_prompt, parse_output
+from streams.formats import (
+    build_prompt,
+    completion_for,
+    estimate_tokens,
+    format_id,
+    history_kept,
+    parse_answer,
+    prompt_format,
+    split_excerpt,
+)
 from streams.ids import stable_int
 from streams.models import SampleBatch, StudentClient
 from streams.scoring import normalized_levenshtein
@@ -28,16 +46,33 @@ def sample_seed(example: dict[str, Any], settings: Settings) -> int:
     return stable_int("sample", settings.seed, example["request_id"])
 
 
+def max_tokens_for(example: dict[str, Any], fmt: str, cap: int, margin: int = 64) -> int:
+    """max_tokens for one answer: twice the region's answer in tokens plus a margin (an
+    edit may grow the region), never above ``cap``. A fixed 1024 cut 4 KiB regions short."""
+    region = split_excerpt(example).region
+    return min(cap, 2 * estimate_tokens(completion_for(region, fmt)) + margin)
+
+
 def student_info(settings: Settings, seed: int, mode: str | None = None,
-                 batch: SampleBatch | None = None) -> dict[str, Any]:
+                 batch: SampleBatch | None = None,
+                 example: dict[str, Any] | None = None) -> dict[str, Any]:
+    fmt = format_id(settings.prompt_format)
     info: dict[str, Any] = {
         "model": settings.student_model,
         "n": settings.samples,
         "temperature": settings.sample_temperature,
-        "max_tokens": settings.sample_max_tokens,
-        "prompt_format": settings.prompt_format,
-        "seed": seed,
+        "max_tokens": settings.sample_max_tokens if example is None else max_tokens_for(
+            example, settings.prompt_format, settings.sample_max_tokens),
+        "prompt_format": fmt["name"],
+        "prompt_format_version": fmt["version"],
+        "stop": list(prompt_format(settings.prompt_format).stop),
+        # None when no seed is sent: the server's samples are then not reproducible
+        "seed": seed if settings.student_seed else None,
     }
+    if example is not None:
+        history = example.get("history") or []
+        info["history_dropped"] = len(history) - history_kept(
+            example, settings.prompt_format, settings.prompt_max_tokens)
     if mode is not None:
         info["mode"] = mode
     if batch is not None:  # how the samples were drawn (the server may ignore or cap n)
@@ -58,8 +93,9 @@ def samples_record(
         "pipeline_version": settings.pipeline_version,
         "request_id": example["request_id"],
         "example": example,
-        "student": student_info(settings, seed, batch.mode, batch),
+        "student": student_info(settings, seed, batch.mode, batch, example),
         "samples": batch.texts,
+        "finish_reasons": batch.finish_reasons,
         "latencies_ms": [round(x, 3) for x in batch.latencies_ms],
         "requests": batch.requests,
         "retries": batch.retries,
@@ -82,11 +118,14 @@ def policy_for(settings: Settings) -> AdaptivePolicy:
     )
 
 
-def sample_distance(example: dict[str, Any], text: str, prompt_format: str) -> float:
-    """The distance the score stage will compute for this sample (same parse fallback and
-    rounding as ``streams.score``), so the stopping rule and the band agree exactly."""
-    parsed = parse_output(text, prompt_format)
-    region = text if parsed is None else parsed
+def sample_distance(example: dict[str, Any], text: str, prompt_format: str,
+                    finish_reason: str = "stop") -> float | None:
+    """The distance the score stage will compute for this sample (same parse and rounding
+    as ``streams.score``), so the stopping rule and the band agree exactly; None for a
+    truncated or unparsable sample, which the band median leaves out."""
+    region = parse_answer(text, prompt_format, example["base_region"], finish_reason).region
+    if region is None:
+        return None
     return round(normalized_levenshtein(region, example["settled_region"]), 6)
 
 
@@ -105,6 +144,7 @@ def merge_batches(batches: list[SampleBatch]) -> SampleBatch:
         completion_tokens=sum(b.completion_tokens for b in batches),
         n_per_request=max(b.n_per_request for b in batches),
         short_responses=sum(b.short_responses for b in batches),
+        finish_reasons=[f for b in batches for f in b.finish_reasons],
     )
 
 
@@ -113,14 +153,18 @@ async def sample_example(
 ) -> dict[str, Any]:
     """One `student-samples` record; raises `streams.models.ModelError` when the model fails."""
     seed = sample_seed(example, settings)
-    prompt = build_prompt(example, settings.prompt_format)
+    prompt = build_prompt(example, settings.prompt_format, settings.prompt_max_tokens)
+    stop = list(prompt_format(settings.prompt_format).stop)
+    max_tokens = max_tokens_for(example, settings.prompt_format, settings.sample_max_tokens)
+    send_seed = settings.student_seed
     if not settings.adaptive_sampling:
         batch = await client.sample(
             prompt,
             settings.samples,
             temperature=settings.sample_temperature,
-            max_tokens=settings.sample_max_tokens,
-            seed=seed,
+            max_tokens=max_tokens,
+            seed=seed if send_seed else None,
+            stop=stop,
         )
         return samples_record(example, batch, settings, seed)
 
@@ -133,11 +177,17 @@ async def sample_example(
             prompt,
             size,
             temperature=settings.sample_temperature,
-            max_tokens=settings.sample_max_tokens,
-            seed=seed + start,  # sample j always has seed + j, as in the one-request run
+            max_tokens=max_tokens,
+            # sample j always has seed + j, as in the one-request run
+            seed=seed + start if send_seed else None,
+            stop=stop,
         )
         batches.append(batch)
-        distances.extend(sample_distance(example, t, settings.prompt_format) for t in batch.texts)
+        reasons = batch.finish_reasons or ["stop"] * len(batch.texts)
+        for t, f in zip(batch.texts, reasons, strict=True):
+            d = sample_distance(example, t, settings.prompt_format, f)
+            if d is not None:  # the band is decided on valid samples only
+                distances.append(d)
         decided = policy.decide(distances)
         if decided is not None:
             break

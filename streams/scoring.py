@@ -524,10 +524,16 @@ def _token_edits(start: int, old: str, new: str) -> list[_Edit]:
 def _diff_edits(old: str, new: str, old_lines: list[str] | None = None) -> list[_Edit]:
     """Edits turning ``old`` into ``new``, in increasing order of position.
 
-    A histogram line diff gives hunks; a hunk whose sides are both non-empty and each at
-    most 512 UTF-8 bytes and 8 lines is re-diffed by tokens; every resulting edit that is a
-    pure character insertion or deletion is split into those pieces. ``old_lines`` lets a
-    caller reuse the split of an ``old`` text it diffs many times.
+    A histogram line diff gives hunks; a hunk that is as a whole a pure character insertion
+    or deletion (one side a subsequence of the other) is split into those pieces at once;
+    otherwise a hunk whose sides are both non-empty and each at most 512 UTF-8 bytes and 8
+    lines is re-diffed by tokens, and every resulting edit that is a pure character insertion
+    or deletion is split into those pieces. ``old_lines`` lets a caller reuse the split of an
+    ``old`` text it diffs many times.
+
+    The whole-hunk check comes first because a token diff can pair tokens so that a pure
+    extension looks like a replacement: ``a_b_c`` → ``_a__b__c__`` only inserts characters,
+    but its token diff deletes an ``a`` (Zed's reference case: 0 of 5 characters reverse).
     """
     if old == new:
         return []
@@ -539,6 +545,11 @@ def _diff_edits(old: str, new: str, old_lines: list[str] | None = None) -> list[
         old_text = "".join(a[a_lo:a_hi])
         new_text = "".join(b[b_lo:b_hi])
         start = offsets[a_lo]
+        whole = _Edit(start, old_text, new_text)
+        pieces = _pure_pieces(whole)
+        if pieces != [whole]:
+            edits.extend(pieces)
+            continue
         if (
             old_text
             and new_text

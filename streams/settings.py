@@ -56,9 +56,21 @@ class Settings:
     student_api_key: str = ""
     samples: int = field(default=50, metadata={"help": "student samples per example (N)"})
     sample_temperature: float = 0.8
-    sample_max_tokens: int = 1024
-    prompt_format: str = field(default="marker", metadata={"help": "marker | fim"})
+    sample_max_tokens: int = field(default=4096, metadata={
+        "help": "cap on max_tokens per sample; below it max_tokens follows the region's "
+                "size (twice its estimated tokens plus 64)"})
+    prompt_format: str = field(default="zeta1", metadata={
+        "help": "student prompt format: zeta1 | zeta2 | fim (streams/formats.py)"})
+    prompt_max_tokens: int = field(default=4096, metadata={
+        "help": "prompt token budget (bytes/3 estimate); the oldest history goes first, "
+                "never the excerpt"})
     seed: int = 0
+    student_seed: bool = field(default=True, metadata={
+        "help": "send a seed to the student (only for servers that honour it; without one "
+                "samples are not reproducible)"})
+    min_valid_samples: int = field(default=5, metadata={
+        "help": "fewer parsing, untruncated samples than this: rejected as "
+                "unparsable_samples"})
     student_max_in_flight: int = field(default=64, metadata={
         "help": "most student requests in flight per worker (the adaptive limit's ceiling)"})
     student_timeout_s: float = 30.0
@@ -90,6 +102,13 @@ class Settings:
     teacher_model: str = "teacher"
     teacher_api_key: str = ""
     teacher_max_in_flight: int = 16
+    teacher_max_tokens: int = field(default=8192, metadata={
+        "help": "cap on the teacher's max_tokens (below it: twice the region's estimated "
+                "tokens plus 512 for its explanation)"})
+    teacher_seed: bool = field(default=True, metadata={
+        "help": "send a seed to an OpenAI-compatible teacher/judge that honours it"})
+    teacher_hindsight: bool = field(default=False, metadata={
+        "help": "show the teacher what the user wrote later (README: the trade-off)"})
     teacher_timeout_s: float = 120.0
     distill_concurrency: int = 4
     judge_url: str = field(default="", metadata={"help": "LLM judge base URL (OpenAI chat); "
@@ -97,9 +116,17 @@ class Settings:
     judge_model: str = "judge"
     judge_api_key: str = ""
     judge_min_confidence: int = 3
-    judge_max_distance: float = 0.4
     judge_max_reversal: float = 0.2
+    gate_min_kept_rate: float = field(default=1.0, metadata={
+        "help": "minimum kept rate of the target's edit against the user's settled edit; "
+                "1.0: everything the target adds is something the user kept (a partial edit "
+                "passes, junk does not)"})
     repair_attempts: int = 2
+    noop_keep_fraction: float = field(default=0.1, metadata={
+        "help": "fraction of no-op examples (the user left the region as it was) kept, "
+                "with the format's no-edit answer as target"})
+    pair_min_distance: float = field(default=0.02, metadata={
+        "help": "preference pairs whose sides are closer (normalized distance) are dropped"})
     # --- model outages -----------------------------------------------------------------
     retry_attempts: int = field(default=2, metadata={
         "help": "times an example whose model calls exhausted their retries is re-queued "
@@ -107,7 +134,8 @@ class Settings:
     retry_delay_ms: int = field(default=5_000, metadata={
         "help": "delay before the first re-queued attempt (doubles each time)"})
     # --- emit --------------------------------------------------------------------------
-    record_format: str = field(default="marker", metadata={"help": "prompt format of records"})
+    record_format: str = field(default="zeta1", metadata={
+        "help": "prompt format of records: zeta1 | zeta2 | fim"})
     eval_fraction: float = field(default=0.15, metadata={
         "help": "share of repositories (split units: a repository, or the session of an "
                 "example without one) whose examples go to eval"})

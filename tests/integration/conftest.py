@@ -33,6 +33,8 @@ def tansu() -> Iterator[BrokerHandle]:
 
 class Simulator:
     def __init__(self, tmp: Path, *flags: str) -> None:
+        # the answer key it was given, for a twin simulator that must answer alike
+        self.truth = flags[flags.index("--ground-truth") + 1] if "--ground-truth" in flags else ""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(tmp / f"simulator-{self.port}.log", "wb")  # noqa: SIM115
@@ -54,9 +56,27 @@ class Simulator:
         self.log.close()
 
 
+# (seed, sessions, predictions per session) of the generated corpora the integration tests
+# feed; the shared simulator gets their answer key, as `editstream generate` writes it.
+TRUTH_CORPORA = ((11, 8, 4), (5, 6, 3), (23, 6, 3), (21, 5, 3), (21, 10, 4), (33, 8, 3),
+                 (44, 6, 3), (55, 8, 3), (66, 8, 3), (77, 6, 3))
+
+
+def write_ground_truth(path: Path) -> Path:
+    from streams.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
+
+    rows = [row for seed, sessions, per in TRUTH_CORPORA
+            for row in ground_truth(generate_events(GenerateConfig(
+                seed=seed, sessions=sessions, predictions_per_session=per)))]
+    write_jsonl(rows, path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    sim = Simulator(tmp_path_factory.mktemp("sim"))
+    tmp = tmp_path_factory.mktemp("sim")
+    truth = write_ground_truth(tmp / "truth.jsonl")
+    sim = Simulator(tmp, "--ground-truth", str(truth))
     yield sim
     sim.stop()
 

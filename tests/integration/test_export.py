@@ -289,7 +289,8 @@ def test_report_summarises_and_plots(source: Source, tmp_path: Path,
     m = manifest(out)
     assert f"records: {m['counts']['records']}" in text
     for needle in ("by band", "by split", "rejected by reason", "distance", "reversal",
-                   "repair"):
+                   "repair", "target gates failed", "truncated", "unparsable",
+                   "no-op share of SFT", "preference rejected side"):
         assert needle in text, needle
     for png in report.PLOTS:
         path = out / png

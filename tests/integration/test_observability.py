@@ -283,10 +283,17 @@ def test_promtool_accepts_the_repository_config_and_rules(prometheus_installed: 
 
 async def test_every_dashboard_and_alert_expression_has_data(
         prometheus_installed: None, tansu: BrokerHandle, simulator: Simulator,
-        workers: list[Worker], tmp_prometheus: list[PrometheusServer], tmp_path: Path
-) -> None:
+        workers: list[Worker], tmp_prometheus: list[PrometheusServer], tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
     t0 = time.monotonic()
-    settings = run_settings(tansu.bootstrap, simulator.url, metrics_port=free_port())
+    # a teacher whose first answers are all stale, so the repair panels have data on a small
+    # corpus (and a weaker student, so more examples reach the teacher)
+    sim = Simulator(tmp_path, "--ground-truth", simulator.truth, "--student-skill", "-1",
+                    "--teacher-stale-rate", "1", "--teacher-junk-rate", "0",
+                    "--teacher-revert-rate", "0", "--teacher-truncation-rate", "0",
+                    "--teacher-preamble-rate", "0")
+    request.addfinalizer(sim.stop)
+    settings = run_settings(tansu.bootstrap, sim.url, metrics_port=free_port())
     events = generate_events(GenerateConfig(seed=23, sessions=6, predictions_per_session=3))
     gw_lines, direct_lines = split_sessions(events, 2)
     await ensure_topics(settings)

@@ -334,7 +334,7 @@ async def test_model_faults_retry_then_reject_and_lose_nothing(
                           "teacher_timeout_s": 1.0, "model_max_retries": 0,
                           "retry_attempts": 1, "retry_delay_ms": 300}
     clean, expected = await clean_run(kafka, simulator, lines, tmp_path, **kw)
-    faulty = Simulator(tmp_path, *MODEL_FAULTS)
+    faulty = Simulator(tmp_path, *MODEL_FAULTS, "--ground-truth", simulator.truth)
     s = run_settings(kafka.bootstrap, faulty.url, **kw)
     await ensure_topics(s)
     worker = Worker(s, tmp_path / "faults.log").start()

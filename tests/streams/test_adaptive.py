@@ -199,11 +199,14 @@ async def test_decided_band_is_the_score_stage_band(
             info = rec["adaptive"]
             assert info["cap"] == 50 and info["drawn"] == len(rec["samples"])
             assert info["decided"] is not None or info["drawn"] == 50  # undecided: all drawn
-            dists = [sample_distance(ex, t, "marker") for t in rec["samples"]]
+            all_d = [sample_distance(ex, t, "zeta1", f)
+                     for t, f in zip(rec["samples"], rec["finish_reasons"], strict=True)]
+            dists = [d for d in all_d if d is not None]  # valid samples only
             assert info["distances"] == dists
             assert policy().decide(dists) == info["decided"]
             scores = score_example(rec, settings)["scores"]
-            assert [s["distance"] for s in scores] == dists  # what score computes, reusable
+            valid = [s["distance"] for s in scores if not s.get("invalid")]
+            assert valid == dists  # what score computes, reusable
             if info["decided"] is not None:
                 assert score_example(rec, settings)["band"] == info["decided"]
 

@@ -26,9 +26,11 @@ J = {"ok": True, "reasons": [], "parse_ok": True, "distance": 0.0, "reversal_rat
 
 
 def test_sft_only_without_a_rejected_candidate() -> None:
-    recs = training_records(source(outcome="accepted"), "b = 22", J, S)
+    recs = training_records(source(outcome="accepted", output="b = 22"), "b = 22", J, S)
     assert [r["format"] for r in recs] == ["sft"]
-    assert recs[0]["completion"] == "<|editable_region_start|>b = 22<|editable_region_end|>"
+    assert recs[0]["completion"] == "<|editable_region_start|>\nb = 22\n<|editable_region_end|>"
+    assert recs[0]["preference_dropped"] == "no_rejected_candidate"
+    assert recs[0]["prompt_format"] == "zeta1" and recs[0]["prompt_format_version"] == 1
     assert schemas.errors("training-records", recs[0]) == []
 
 
@@ -40,11 +42,34 @@ def test_user_rejected_output_makes_a_preference_pair() -> None:
     assert schemas.errors("training-records", pref) == []
 
 
-def test_teacher_bad_answer_makes_a_preference_pair() -> None:
-    src = source() | {"rejected_predictions": ["b = 2"]}
+def test_accepted_then_undone_output_is_a_negative() -> None:
+    # the user accepted "b = 3" and then went back to writing something else
+    recs = training_records(source(outcome="accepted", output="b = 3 + x"), "b = 22", J, S)
+    assert recs[1]["rejected_source"] == "user_undid_output"
+    kept = training_records(source(outcome="accepted", output="b = 22"), "b = 22", J, S)
+    assert len(kept) == 1  # accepted and kept: no negative from the user
+
+
+def test_on_policy_negative_is_the_students_farthest_valid_sample() -> None:
+    src = source(outcome="ignored") | {"rejected_candidate": "c = 9"}
     recs = training_records(src, "b = 22", J, S, attempts=1)
-    assert recs[1]["rejected_source"] == "teacher_judged_bad"
-    assert recs[0]["provenance"]["repair_attempts"] == 1
+    assert recs[1]["rejected_source"] == "student_farthest_sample"
+    assert "c = 9" in recs[1]["rejected"] and recs[0]["provenance"]["repair_attempts"] == 1
+    assert schemas.errors("training-records", recs[1]) == []
+
+
+def test_too_similar_pair_is_dropped_with_its_reason() -> None:
+    src = source(outcome="ignored") | {"rejected_candidate": "b = 22 "}
+    recs = training_records(src, "b = 22", J, S.replace(pair_min_distance=0.2))
+    assert len(recs) == 1 and recs[0]["preference_dropped"] == "pair_too_similar"
+
+
+def test_noop_example_gets_the_formats_no_edit_answer() -> None:
+    src = source(outcome="ignored", settled_region="b = 2") | {"rejected_candidate": "b = 9"}
+    zeta2 = S.replace(record_format="zeta2")
+    recs = training_records(src, "b = 2", J, zeta2)
+    assert recs[0]["noop"] and recs[0]["completion"] == "NO_EDITS\n>>>>>>> UPDATED\n"
+    assert recs[1]["rejected"] == "b = 9\n>>>>>>> UPDATED\n"
 
 
 def test_ids_are_deterministic_and_distinct() -> None:

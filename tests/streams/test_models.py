@@ -611,3 +611,58 @@ async def test_judge_returns_json_verdicts(start_sim: StartSim, api: str) -> Non
     assert isinstance(verdict["reasoning"], str) and isinstance(verdict["reverts_edits"], bool)
     assert verdict["confidence"] in range(1, 6)
     assert first.text == again.text
+
+
+# ------------------------------------------------------------------------------------------
+# Completion protocol: stop sequences, finish_reason per choice, seed only when configured
+
+
+class BodySpy(httpx.AsyncBaseTransport):
+    """A real transport recording the JSON bodies it sends (a spy, not a mock)."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.bodies: list[dict[str, Any]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.bodies.append(orjson.loads(request.content))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.mark.parametrize("accept_n", [True, False])
+async def test_finish_reasons_per_sample_and_stop_sent(start_sim: StartSim,
+                                                       accept_n: bool) -> None:
+    sim = await start_sim(accept_n=accept_n)
+    spy = BodySpy()
+    async with StudentClient(endpoint(sim), transport=spy) as client:
+        full = await client.sample(PROMPT, 3, seed=5, stop=["<|editable_region_end|>"])
+        cut = await client.sample(PROMPT, 3, seed=5, max_tokens=2)
+    assert all(b.get("stop") == ["<|editable_region_end|>"] for b in spy.bodies[:1])
+    assert len(full.finish_reasons) == len(full.texts) == 3
+    assert set(full.finish_reasons) <= {"stop", "length"}
+    # 2 tokens cannot hold a region: every sample is cut and says so
+    assert cut.finish_reasons == ["length"] * 3
+
+
+async def test_seed_is_sent_only_when_given(start_sim: StartSim) -> None:
+    sim = await start_sim(accept_n=False)
+    spy = BodySpy()
+    async with StudentClient(endpoint(sim), transport=spy) as client:
+        await client.sample(PROMPT, 2, seed=None)
+        await client.sample(PROMPT, 2, seed=7)
+    without, with_seed = spy.bodies[:-2], spy.bodies[-2:]
+    assert without and all("seed" not in b for b in without)
+    assert sorted(b["seed"] for b in with_seed) == [7, 8]
+
+
+async def test_chat_reports_finish_reason(start_sim: StartSim) -> None:
+    sim = await start_sim()
+    spy = BodySpy()
+    async with TeacherClient(endpoint(sim), transport=spy) as client:
+        done = await client.chat(TEACHER_SYSTEM, teacher_user_message(example()), seed=None)
+        cut = await client.chat(TEACHER_SYSTEM, teacher_user_message(example()), max_tokens=1)
+    assert done.finish_reason == "stop" and cut.finish_reason == "length"
+    assert "seed" not in spy.bodies[0] and "seed" in spy.bodies[1]

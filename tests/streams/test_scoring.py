@@ -390,6 +390,54 @@ def test_reversal_no_change_is_zero() -> None:
     assert reversal_ratio("a\n", "a\n", "c\n") == 0.0  # user changed nothing
 
 
+# Zed's reference cases (crates/edit_prediction_cli, reversal_tracking tests): (original,
+# current, predicted, characters reversing the user's edits, characters in the prediction).
+ZED_REVERSAL_CASES = [
+    ("a\nb\nc", "a\nnew line\nb\nc", "a\nb\nc", 9, 9),
+    ("a\ndeleted\nb", "a\nb", "a\ndeleted\nb", 8, 8),
+    ("hello beautiful world", "hello world", "hello beautiful world", 10, 10),
+    ("foo", "", "bar", 0, 3),
+    ("line1\nline2\nline3", "LINE1\nline2\nline3", "LINE1\nline2\nLINE3", 0, 10),
+    ("same", "same", "different", 0, 13),
+    ("keep\ndelete_me\nkeep2", "keep\nadded\nkeep2", "keep\ndelete_me\nkeep2", 14, 14),
+    ("the quick brown fox", "the slow brown fox", "the fast brown fox", 4, 8),
+    ("", "epr", "eprintln!()", 0, 8),
+    ("", "my_function()", "test_my_function()", 0, 5),
+    ("", "test_my_function", "a_test_for_my_special_function_plz", 0, 18),
+    ("", "a_b_c", "_a__b__c__", 0, 5),
+    ("", "abc", "xyz", 3, 6),
+    ("", "abc", "cba", 3, 6),
+    ("", "abcd", "axbx", 4, 8),
+    ("", "vec.pu", "vec.push(item)", 0, 8),
+    ("", "use std::col", "use std::collections::HashMap", 0, 17),
+    ("", "name: St", "name: String", 0, 4),
+    ("", "hello", "world", 5, 10),
+    ("", "mistake", "", 7, 7),
+    ("", "<dv", "<div>", 0, 2),
+    ("from my_project import Foo\n", "ifrom my_project import Foo\n",
+     "import\nfrom my_project import Foo\n", 0, 6),
+    ("from", "ifrom", "from", 1, 1),
+    ('print("Hello, World!")', 'sys.("Hello, World!")',
+     'sys.stdout.write("Hello, World!\\n")', 0, 14),
+]
+
+
+@pytest.mark.parametrize(("original", "current", "predicted", "reversing", "total"),
+                         ZED_REVERSAL_CASES)
+def test_reversal_matches_zed_reference(original: str, current: str, predicted: str,
+                                        reversing: int, total: int) -> None:
+    assert reversal_ratio(original, current, predicted) == pytest.approx(reversing / total)
+
+
+def test_reversal_interleaved_insertions_are_not_reversal() -> None:
+    # Issue 12, item 7: "a_b_c" is a subsequence of the prediction, so every predicted
+    # character is an insertion around what the user typed: 0 of 5, ratio 0.0.
+    assert reversal_ratio("", "a_b_c", "_a__b__c__") == 0.0
+    edits = _diff_edits("a_b_c", "_a__b__c__")
+    assert all(e.old == "" for e in edits)
+    assert sum(len(e.new) for e in edits) == 5
+
+
 @given(_lines, _lines, _lines)
 @settings(max_examples=60)
 def test_reversal_ratio_non_negative(o: list[str], c: list[str], p: list[str]) -> None:
