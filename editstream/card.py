@@ -88,6 +88,9 @@ def dataset_card(m: dict[str, Any]) -> str:
     license_note = ("" if m.get("license") not in (None, "", "unknown") else
                     "\n\nThe license is `unknown`: set `EDITSTREAM_DATASET_LICENSE` (or "
                     "`--dataset-license`) when exporting a dataset you publish.")
+    teacher_view = ("what the editor saw and, with hindsight on, what the user wrote later"
+                    if th.get("teacher_hindsight") else
+                    "what the editor saw (the excerpt and the user's edits so far, no hindsight)")
     body = f"""
 # editstream next-edit dataset ({m['pipeline_version']})
 
@@ -95,8 +98,9 @@ Next-edit prediction examples from opt-in editor edit traces, made by the editst
 pipeline: a user's request-time code excerpt and recent
 edits (the prompt), and how the editable region should read after their next edit (the
 completion). A student model was sampled on each example; examples where it was neither
-almost always right (`trivial`) nor hopeless (`noise`) went to a teacher model that saw what
-the user really wrote, a judge checked the answer, and bad answers were repaired or dropped.
+almost always right (`trivial`) nor hopeless (`noise`) went to a teacher model that saw
+{teacher_view}; its answer had to pass the target gates below (checked against what the
+user really kept), and answers that failed were repaired with the gates' reasons or dropped.
 
 ## Loading
 
@@ -134,8 +138,14 @@ the same markers. Columns after TRL's (`prompt`, `completion` or `prompt`, `chos
   served (the editor's model): {', '.join(models['served']) or '-'}
 - bands on the student's median normalized Levenshtein distance to the settled region:
   `trivial` < {th['band_low']} <= `ideal` <= {th['band_high']} < `noise`
-- judge: teacher distance <= {th['judge_max_distance']}, reversal ratio <=
-  {th['judge_max_reversal']}
+- target gates (each a rejection reason): the answer parses and is not truncated; not a
+  no-op where the user changed the region; kept rate of its edit against the user's settled
+  edit >= {th['gate_min_kept_rate']}; no farther from the settled region than the example's
+  median student sample; reversal ratio <= {th['judge_max_reversal']}; the LLM judge, when
+  configured, sees no revert and is confident
+- student samples: at least {th['min_valid_samples']} valid (parsing, untruncated) samples per
+  example, and only those count in the band median; no-op examples kept at a fraction of
+  {th['noop_keep_fraction']}, with the format's explicit no-edit answer
 
 ## Splits
 

@@ -515,6 +515,7 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
                        "min_valid_samples": settings.min_valid_samples,
                        "noop_keep_fraction": settings.noop_keep_fraction,
                        "judge_max_reversal": settings.judge_max_reversal,
+                       "teacher_hindsight": settings.teacher_hindsight,
                        "eval_fraction": settings.eval_fraction},
         "time_range": {
             "settled_at": {"min": _iso(min(settled, default=None)),
