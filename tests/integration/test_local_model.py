@@ -24,6 +24,7 @@ from editstream.demo import accounted, expected_predictions
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
 from editstream.local_model import LocalModel, start_local_model
 from streams.generate import GenerateConfig, generate_events
+from streams.models import Endpoint, SampleBatch, StudentClient
 from tests.integration.conftest import Worker, free_port, run_settings
 from tests.integration.kafka_fixtures import drain, wait_group_stable
 
@@ -103,8 +104,19 @@ def test_pipeline_on_a_real_model_accounts_for_every_prediction(
     assert {r["request_id"] for r in samples} >= {r["request_id"] for r in
                                                     outputs["scored-examples"]}
     assert samples, "nothing was sampled"
+    scored = {r["request_id"]: r for r in outputs["scored-examples"]}
     for rec in samples:
         assert len(rec["samples"]) == SAMPLES
+        # the server's own finish reasons, and the format's stop sequence was sent
+        assert len(rec["finish_reasons"]) == SAMPLES
+        assert set(rec["finish_reasons"]) <= {"stop", "length"}
+        assert rec["student"]["stop"], "the format's stop sequences go to the server"
+        # truncation counted as the training-data rules define it: `length` is truncated
+        if rec["request_id"] in scored:
+            summary = scored[rec["request_id"]]["summary"]
+            assert summary["n_samples"] == SAMPLES
+            assert summary["n_truncated"] == rec["finish_reasons"].count("length")
+            assert summary["n_truncated"] + summary["n_unparsable"] <= SAMPLES
         assert rec["prompt_tokens"] > 0 and 0 < rec["completion_tokens"] <= SAMPLES * MAX_TOKENS
         assert rec["student"]["n_per_request"] == 1  # llama.cpp ignores n
         assert rec["student"]["mode"] == "parallel"
@@ -115,7 +127,34 @@ def test_pipeline_on_a_real_model_accounts_for_every_prediction(
     assert 1 <= short <= settings.sample_concurrency
     assert _value(metrics, "editstream_model_short_responses_total", kind="student") == short
 
+    # an example with too few valid samples leaves as `unparsable_samples`, never scored
+    # into a band on garbage
+    for r in rejected:
+        if r["reason"] == "unparsable_samples":
+            assert r["summary"]["n"] < SAMPLES  # the valid samples
+            assert r["summary"]["n_truncated"] + r["summary"]["n_unparsable"] > 0
+
     # one server, one limit shared by the three roles, settled where the server works
     limit = _value(metrics, "editstream_model_concurrency_limit", kind="student")
     assert 1 <= limit <= 3
     assert _value(metrics, "editstream_model_concurrency_limit", kind="teacher") == limit
+
+
+def test_stop_sequences_and_finish_reasons_on_the_real_server(local_model: LocalModel) -> None:
+    """The protocol pieces the sampling rules rely on, against the real server: a stop
+    sequence ends the answer before it (`finish_reason: stop`), `max_tokens` cuts it
+    (`length`), and `usage` carries the server's token counts."""
+    endpoint = Endpoint(local_model.url, local_model.model, timeout_s=120.0)
+
+    async def run() -> tuple[SampleBatch, SampleBatch]:
+        async with StudentClient(endpoint, max_in_flight=1) as client:
+            prompt = "Count from one to ten: 1, 2, 3, 4,"
+            stopped = await client.sample(prompt, 1, temperature=0.0, max_tokens=48,
+                                          seed=1, stop=[" 7"])
+            cut = await client.sample(prompt, 1, temperature=0.0, max_tokens=3, seed=1)
+            return stopped, cut
+
+    stopped, cut = asyncio.run(run())
+    assert stopped.finish_reasons == ["stop"] and " 7" not in stopped.texts[0]
+    assert cut.finish_reasons == ["length"] and cut.completion_tokens == 3
+    assert stopped.prompt_tokens > 0
