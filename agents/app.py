@@ -17,7 +17,8 @@ from datetime import timedelta
 import faust
 
 from agents import distill, faust_fixes, lag, repair, retry, sample, score, settle
-from agents.runtime import TOPICS, Runtime
+from agents.runtime import Runtime
+from schemas.topics import TOPICS
 from streams.settings import Settings
 
 

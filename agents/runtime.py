@@ -21,24 +21,9 @@ from streams.models import Endpoint, ModelError, StudentClient, TeacherClient
 from streams.retry import retry_record
 from streams.settings import Settings
 
-TOPICS = (
-    "edit-events", "edit-events-dlq", "settled-examples", "student-samples", "scored-examples",
-    "repair", "model-retry", "training-records", "rejected-examples", "pipeline-dlq",
-)
-
 
 def dumps(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record)
-
-
-def settle_group(settings: Settings) -> str:
-    """The settle runner's consumer group (Faust's own group has its own protocol)."""
-    return f"{settings.app_id}-settle"
-
-
-def settle_changelog(settings: Settings) -> str:
-    """The compacted topic holding the settle machines' state (the Faust table's old name)."""
-    return f"{settings.app_id}-settle-state-changelog"
 
 
 def dead_letter_record(stage: str, reason: str, detail: str | None, topic: str,
