@@ -15,9 +15,10 @@ import orjson
 from faust.streams import current_event
 
 from agents import metrics
+from agents.models import StudentClient, TeacherClient
 from streams.emit import dlq_record, rejected_record
 from streams.limiter import AdaptiveLimit
-from streams.models import Endpoint, ModelError, StudentClient, TeacherClient
+from streams.models import Endpoint, ModelError
 from streams.retry import retry_record
 from streams.settings import Settings
 

@@ -28,7 +28,7 @@ from streams.formats import (
 )
 from streams.ids import stable_fraction, stable_int
 from streams.judge import Attempt, check_target, merge_llm, parse_llm_judgement
-from streams.models import TeacherClient
+from streams.models import Teacher
 from streams.repair import feedback_for
 from streams.settings import Settings
 
@@ -64,8 +64,8 @@ def teacher_max_tokens(example: dict[str, Any], settings: Settings) -> int:
 
 async def attempt(
     example: dict[str, Any],
-    teacher: TeacherClient,
-    judge: TeacherClient | None,
+    teacher: Teacher,
+    judge: Teacher | None,
     settings: Settings,
     *,
     number: int = 0,

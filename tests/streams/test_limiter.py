@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from agents.models import StudentClient
 from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
 from streams.limiter import AdaptiveLimit
-from streams.models import Endpoint, ModelError, RequestEvent, StudentClient
+from streams.models import Endpoint, ModelError, RequestEvent
 from tests.streams.test_models import PROMPT
 
 StartSim = Callable[..., Awaitable[RunningSimulator]]
