@@ -72,7 +72,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     retry.register(app, rt)
     lag.register(app, rt)
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs: sync receivers only
     async def close_model_clients(app: faust.App, **kwargs: object) -> None:
         # after faust has waited for the events in flight; aiohttp's pools warn if left open
         await rt.aclose()

@@ -7,6 +7,7 @@ that first uses them) and closed when the worker stops.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +24,7 @@ from streams.retry import retry_record
 from streams.settings import Settings
 
 
-def dumps(record: dict[str, Any]) -> bytes:
+def dumps(record: Mapping[str, object]) -> bytes:
     return orjson.dumps(record)
 
 
@@ -126,7 +127,7 @@ class Runtime:
                 await client.aclose()
 
     # --- sends -----------------------------------------------------------------------
-    async def send(self, topic: str, key: str, record: dict[str, Any],
+    async def send(self, topic: str, key: str, record: Mapping[str, object],
                    partition: int | None = None, *, wait: bool = False) -> None:
         """Send `record`, by default to the partition number of the event being processed.
 

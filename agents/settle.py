@@ -56,6 +56,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -472,7 +473,7 @@ class SettleRunner(mode.Service):
 
     @staticmethod
     async def _send_all(prod: AIOKafkaProducer | None,
-                        sends: list[tuple[str, bytes, bytes | None]], partition: int) -> None:
+                        sends: Sequence[tuple[str, bytes, bytes | None]], partition: int) -> None:
         """Send to `partition` of each topic and wait until every record is acknowledged."""
         assert prod is not None
         futures = [await prod.send(topic, value, key=key, partition=partition)

@@ -54,7 +54,7 @@ import heapq
 import math
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import orjson
 
@@ -120,7 +120,7 @@ def _failed(reason: str) -> Applied:
     return Applied([], [], reason)
 
 
-def _is_int(x: object) -> bool:
+def _is_int(x: object) -> TypeGuard[int]:
     # bool is an int subclass; a JSON true is not an offset or a timestamp
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -790,7 +790,7 @@ class StagedStore(MutableMapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         staged = self._staged
         if key in staged:
-            return staged[key] is not _DELETED  # type: ignore[index]
+            return staged[key] is not _DELETED
         return key in self.base
 
     def __setitem__(self, key: str, value: Any) -> None:
