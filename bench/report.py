@@ -676,7 +676,7 @@ def _findings(log: dict[str, Any]) -> list[str]:
         "build a log record for every send and fetch (`Logger._log`, `LogRecord.__init__`: "
         f"{log_text}). Fix: "
         "`worker.spinner = None` before `execute_from_commandline()`.",
-        "2. **`streams/settle.py`: changelog volume.** " + _volume_text(s)
+        "2. **`streams/settle/`: changelog volume.** " + _volume_text(s)
         + " The settle runner coalesces a batch's writes per key, which removes most of the "
         "watermark's records; storing the known text as the excerpt (already in `p:`) plus "
         "the applied edits inside `s:`, or one key per open prediction instead of three, "
