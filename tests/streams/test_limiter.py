@@ -17,7 +17,7 @@ from agents.models import StudentClient
 from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, ModelError, RequestEvent
-from tests.streams.test_models import PROMPT
+from tests.agents.test_models import PROMPT
 
 StartSim = Callable[..., Awaitable[RunningSimulator]]
 
