@@ -36,6 +36,8 @@ demo-local: $(LOCAL)
 
 test: $(STAMP) $(LOCAL)
 	$(VENV)/bin/ruff check streams agents schemas editstream tests bench
+	$(VENV)/bin/mypy --strict streams schemas
+	$(VENV)/bin/mypy agents editstream
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 kafka: $(STAMP)

@@ -17,7 +17,8 @@ from datetime import timedelta
 import faust
 
 from agents import distill, faust_fixes, lag, repair, retry, sample, score, settle
-from agents.runtime import TOPICS, Runtime
+from agents.runtime import Runtime
+from schemas.topics import TOPICS
 from streams.settings import Settings
 
 
@@ -71,7 +72,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     retry.register(app, rt)
     lag.register(app, rt)
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs: sync receivers only
     async def close_model_clients(app: faust.App, **kwargs: object) -> None:
         # after faust has waited for the events in flight; aiohttp's pools warn if left open
         await rt.aclose()

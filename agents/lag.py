@@ -43,7 +43,8 @@ async def partition_lag(app: faust.App, topics: set[str]) -> dict[TP, int]:
         return {}
     highwaters: Mapping[TP, int] = await consumer.highwaters(*assigned)
     # `_committed_offset` is a defaultdict: `.get` so that reading adds no entries
-    committed = {tp: consumer._committed_offset.get(tp) for tp in assigned}
+    committed = {tp: consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
+                 for tp in assigned}
     uncommitted = [tp for tp, off in committed.items() if off is None]
     earliest: Mapping[TP, int] = (await consumer.earliest_offsets(*uncommitted)
                                   if uncommitted else {})

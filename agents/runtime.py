@@ -7,6 +7,7 @@ that first uses them) and closed when the worker stops.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,30 +16,16 @@ import orjson
 from faust.streams import current_event
 
 from agents import metrics
+from agents.models import StudentClient, TeacherClient
 from streams.emit import dlq_record, rejected_record
 from streams.limiter import AdaptiveLimit
-from streams.models import Endpoint, ModelError, StudentClient, TeacherClient
+from streams.models import Endpoint, ModelError
 from streams.retry import retry_record
 from streams.settings import Settings
 
-TOPICS = (
-    "edit-events", "edit-events-dlq", "settled-examples", "student-samples", "scored-examples",
-    "repair", "model-retry", "training-records", "rejected-examples", "pipeline-dlq",
-)
 
-
-def dumps(record: dict[str, Any]) -> bytes:
+def dumps(record: Mapping[str, object]) -> bytes:
     return orjson.dumps(record)
-
-
-def settle_group(settings: Settings) -> str:
-    """The settle runner's consumer group (Faust's own group has its own protocol)."""
-    return f"{settings.app_id}-settle"
-
-
-def settle_changelog(settings: Settings) -> str:
-    """The compacted topic holding the settle machines' state (the Faust table's old name)."""
-    return f"{settings.app_id}-settle-state-changelog"
 
 
 def dead_letter_record(stage: str, reason: str, detail: str | None, topic: str,
@@ -140,7 +127,7 @@ class Runtime:
                 await client.aclose()
 
     # --- sends -----------------------------------------------------------------------
-    async def send(self, topic: str, key: str, record: dict[str, Any],
+    async def send(self, topic: str, key: str, record: Mapping[str, object],
                    partition: int | None = None, *, wait: bool = False) -> None:
         """Send `record`, by default to the partition number of the event being processed.
 

@@ -8,7 +8,7 @@ the batch's outputs and its state changes coalesced per key, in one go.
 Wiring: `register` builds one `SettleRunner` (a `mode.Service`) and hands it to the app with
 `app.service`, so Faust starts it once the app is up and stops it with the app, in the same
 `editstream worker` process as the other stages (which stay Faust agents). The runner has
-its own consumer group, `<app_id>-settle` (`agents.runtime.settle_group`): Faust's group uses
+its own consumer group, `<app_id>-settle` (`schemas.topics.settle_group`): Faust's group uses
 its own assignor protocol, so the two cannot share one. Its committed offsets on `edit-events`
 are what `editstream reset-offsets` moves for settle; `agents/lag.py` reports its lag.
 
@@ -56,6 +56,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +67,10 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, InvalidProducerEpoch, ProducerFenced
 
 from agents import metrics
+from agents.kafka import start_producer
 from agents.lag import fetched_highwater, records_behind
-from agents.runtime import Runtime, dead_letter_record, dumps, settle_changelog, settle_group
+from agents.runtime import Runtime, dead_letter_record, dumps
+from schemas.topics import settle_changelog, settle_group
 from streams.emit import rejected_record
 from streams.ingest import Discarded, Rejected, Verdict, decode_event, screen_settled
 from streams.settle import (
@@ -146,8 +149,6 @@ class SettleRunner(mode.Service):
     # ---- lifecycle --------------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        from editstream.kafka_io import start_producer  # editstream imports agents
-
         s = self.settings
         iso = "read_committed" if self.exactly_once else "read_uncommitted"
         # no linger: a batch's sends are all queued before its acks are awaited
@@ -472,7 +473,7 @@ class SettleRunner(mode.Service):
 
     @staticmethod
     async def _send_all(prod: AIOKafkaProducer | None,
-                        sends: list[tuple[str, bytes, bytes | None]], partition: int) -> None:
+                        sends: Sequence[tuple[str, bytes, bytes | None]], partition: int) -> None:
         """Send to `partition` of each topic and wait until every record is acknowledged."""
         assert prod is not None
         futures = [await prod.send(topic, value, key=key, partition=partition)

@@ -39,11 +39,12 @@ from typing import Any
 
 import httpx
 
+from agents.models import StudentClient
 from bench.common import events, machine, median, settled_examples
 from editstream.broker import free_port
 from streams.formats import build_prompt
 from streams.limiter import AdaptiveLimit
-from streams.models import Endpoint, RequestEvent, StudentClient
+from streams.models import Endpoint, RequestEvent
 from streams.sample import sample_seed
 from streams.settings import Settings
 

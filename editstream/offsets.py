@@ -42,8 +42,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.structs import OffsetAndMetadata
 
-from agents.runtime import TOPICS, settle_group
-from editstream.kafka_io import quiet_logger
+from agents.kafka import quiet_logger
+from schemas.topics import TOPICS, app_group, settle_group
 from streams import settings as settings_mod
 from streams.settings import Settings
 
@@ -294,8 +294,8 @@ def pipeline_groups(settings: Settings, topics: Sequence[str]) -> list[tuple[str
     resets every topic it committed, the settle group `edit-events`."""
     source = settings.topic("edit-events")
     if not topics:
-        return [(settings.app_id, []), (settle_group(settings), [source])]
-    pairs = [(settings.app_id, [t for t in topics if t != source]),
+        return [(app_group(settings), []), (settle_group(settings), [source])]
+    pairs = [(app_group(settings), [t for t in topics if t != source]),
              (settle_group(settings), [t for t in topics if t == source])]
     return [(group, wanted) for group, wanted in pairs if wanted]
 

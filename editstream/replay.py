@@ -43,7 +43,6 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
-from agents.runtime import settle_group
 from editstream.demo import accounted, expected_predictions
 from editstream.kafka_io import ensure_topics, send_flush, start_producer
 from editstream.offsets import (
@@ -55,6 +54,7 @@ from editstream.offsets import (
     resolve,
     retrying,
 )
+from schemas.topics import app_group, settle_group
 from streams import settings as settings_mod
 from streams.settings import Settings, to_env
 
@@ -240,7 +240,7 @@ async def group_lag(admin: AIOKafkaAdminClient, settings: Settings, tail: Tail) 
     """Records the replay's consumer groups have not yet committed, over every topic they
     read (`edit-events` is the settle runner's group's, the others Faust's)."""
     committed = dict(await retrying(
-        lambda: admin.list_consumer_group_offsets(settings.app_id)))
+        lambda: admin.list_consumer_group_offsets(app_group(settings))))
     source = settings.topic("edit-events")
     settle = await retrying(lambda: admin.list_consumer_group_offsets(settle_group(settings)))
     committed.update({tp: meta for tp, meta in settle.items() if tp.topic == source})

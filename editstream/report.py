@@ -339,7 +339,7 @@ def plot(exp: Export) -> list[Path]:
             heights = [0] * n
             for t in stamps:
                 heights[(t - start) // width] += 1
-            ax.bar(xs, heights, bottom=bottom, width=width / 86_400_000 * 0.9, align="edge",
+            ax.bar(xs, heights, bottom=bottom,  # type: ignore[arg-type]  # dates: matplotlib's units width=width / 86_400_000 * 0.9, align="edge",
                    label=name, color=colors[name])
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         ax.legend(fontsize=8)

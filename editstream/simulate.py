@@ -292,7 +292,7 @@ def _completions(config: SimulatorConfig, body: dict[str, Any]) -> dict[str, Any
     temperature = _opt_number(body, "temperature", 1.0, 0.0, 2.0)
     max_tokens = _opt_int(body, "max_tokens", 16_384, 1, MAX_TOKENS)
     stops = _stops(body)
-    choices = []
+    choices: list[dict[str, Any]] = []
     texts = student_samples(config.answers(), _truth(config), prompt, n, seed, temperature)
     for i, raw in enumerate(texts):
         text, truncated = _finish(raw, stops, max_tokens)

@@ -30,6 +30,7 @@ TOPIC_SCHEMAS = {
     "student-samples": "student-samples.v1.json",
     "scored-examples": "scored-examples.v1.json",
     "repair": "repair.v1.json",
+    "model-retry": "model-retry.v1.json",
     "training-records": "training-records.v1.json",
     "rejected-examples": "rejected-examples.v1.json",
     "dlq": "dlq.v1.json",

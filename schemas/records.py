@@ -6,7 +6,7 @@ downstream record, so any stage can format a prompt without looking anything up.
 
 from __future__ import annotations
 
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 SettleReason = Literal["quiescence", "ttl", "client", "context_lost"]
 Band = Literal["trivial", "ideal", "noise"]
@@ -144,3 +144,20 @@ class RejectedExample(TypedDict):
     band: NotRequired[str | None]
     summary: NotRequired[Summary | None]
     judgement: NotRequired[Judgement | None]
+
+
+RetryStage = Literal["sample", "distill", "repair"]
+
+
+class ModelRetry(TypedDict):
+    """`model-retry`: an example re-queued for its stage after a model outage. The payload is
+    the stage's input record (a settled example, a scored example or a repair record)."""
+
+    v: int
+    pipeline_version: str
+    request_id: str
+    stage: RetryStage
+    attempt: int
+    reason: str
+    not_before_ms: int
+    payload: dict[str, Any]

@@ -46,7 +46,7 @@ def binom_half_cdf(k: int, r: int) -> float:
         return 0.0
     if r >= k:
         return 1.0
-    return sum(math.comb(k, i) for i in range(r + 1)) / 2**k
+    return sum(math.comb(k, i) for i in range(r + 1)) / (1 << k)  # k >= 1 here
 
 
 @functools.lru_cache(maxsize=1024)

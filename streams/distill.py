@@ -15,7 +15,6 @@ the same decisions run offline:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from streams.formats import (
@@ -28,20 +27,10 @@ from streams.formats import (
     teacher_user_message,
 )
 from streams.ids import stable_fraction, stable_int
-from streams.judge import check_target, merge_llm, parse_llm_judgement
-from streams.models import TeacherClient
+from streams.judge import Attempt, check_target, merge_llm, parse_llm_judgement
+from streams.models import Teacher
 from streams.repair import feedback_for
 from streams.settings import Settings
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One teacher answer and its judgement."""
-
-    raw: str
-    region: str | None
-    judgement: dict[str, Any]
-    latency_ms: float
 
 
 def is_noop(example: dict[str, Any]) -> bool:
@@ -75,8 +64,8 @@ def teacher_max_tokens(example: dict[str, Any], settings: Settings) -> int:
 
 async def attempt(
     example: dict[str, Any],
-    teacher: TeacherClient,
-    judge: TeacherClient | None,
+    teacher: Teacher,
+    judge: Teacher | None,
     settings: Settings,
     *,
     number: int = 0,

@@ -514,8 +514,7 @@ def parse_prompt(prompt: str) -> PromptParts:
         fmt = "teacher"
     if excerpt is None:
         return PromptParts(None, None, None, None, None, None, history, hint, feedback)
-    path, before, region, after, cursor = excerpt
-    return PromptParts(fmt, path, before, region, after, cursor, history, hint, feedback)
+    return PromptParts(fmt, *excerpt, history, hint, feedback)
 
 
 def shown_region(region: str, fmt: str) -> str:

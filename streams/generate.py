@@ -1021,12 +1021,12 @@ class _Session:
         # The remaining occurrences in the window, by hand, top to bottom.
         pos = cursor
         while True:
-            m = next(pat.finditer(self.files[path], pos), None)
-            if m is None or m.end() > limit:
+            hit = pat.search(self.files[path], pos)
+            if hit is None or hit.end() > limit:
                 break
             self._wait(600, 3_000)
-            self.edit(path, m.start(), m.end(), new)
-            pos = m.start() + len(new)
+            self.edit(path, hit.start(), hit.end(), new)
+            pos = hit.start() + len(new)
             limit += len(new) - len(old)
         self._close_group()
 

@@ -13,7 +13,7 @@ editor) comes after the privacy steps, so an opted-out event that is also malfor
 discarded (counted only), never dead-lettered with its bytes. A discarded event carries only
 identifiers (`request_id` of a prediction, `session_id`/`path` of an edit): the settle stage
 uses them so that privacy follows the prediction (its later `settled` and `outcome` events, and
-predictions whose file lost an edit, are discarded too; `streams/settle.py`).
+predictions whose file lost an edit, are discarded too; `streams/settle/`).
 
 After the schema, `float_in_integer_field` enforces what JSON Schema does not: a field the
 contract types as integer must hold a Python `int`. JSON Schema counts `3.0` (and `1e3`) as

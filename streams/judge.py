@@ -19,6 +19,7 @@ An LLM judge, when configured, adds ``judge_says_reverts``, ``judge_low_confiden
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,6 +27,17 @@ import orjson
 from streams.formats import parse_answer
 from streams.scoring import kept_rate, normalized_levenshtein, reversal_ratio_from_history
 from streams.settings import Settings
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One teacher answer and its judgement."""
+
+    raw: str
+    region: str | None
+    judgement: dict[str, Any]
+    latency_ms: float
+
 
 GATES = ("unparsable", "target_truncated", "noop_target", "low_kept_rate",
          "farther_than_students", "reverts_user_edit", "judge_says_reverts",

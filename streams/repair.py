@@ -6,12 +6,10 @@ on, and the bad answers are kept so they can serve as `rejected` in preference r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from streams.judge import Attempt
 from streams.settings import Settings
-
-if TYPE_CHECKING:
-    from streams.distill import Attempt
 
 
 def feedback_for(judgement: dict[str, Any]) -> str:

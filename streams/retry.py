@@ -7,11 +7,12 @@ stage; after `retry_attempts` re-queues it is rejected with the reason.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard, get_args
 
+from schemas.records import ModelRetry, RetryStage
 from streams.settings import Settings
 
-STAGES = ("sample", "distill", "repair")
+STAGES: tuple[RetryStage, ...] = get_args(RetryStage)
 
 
 def delay_ms(attempt: int, settings: Settings) -> int:
@@ -20,9 +21,9 @@ def delay_ms(attempt: int, settings: Settings) -> int:
 
 
 def retry_record(stage: str, payload: dict[str, Any], reason: str, attempt: int,
-                 now_ms: int, settings: Settings) -> dict[str, Any] | None:
+                 now_ms: int, settings: Settings) -> ModelRetry | None:
     """The record for re-queued attempt `attempt`, or None when the budget is spent."""
-    if stage not in STAGES:
+    if not _is_stage(stage):
         raise ValueError(f"unknown stage {stage!r}")
     if attempt > settings.retry_attempts:
         return None
@@ -36,3 +37,7 @@ def retry_record(stage: str, payload: dict[str, Any], reason: str, attempt: int,
         "not_before_ms": now_ms + delay_ms(attempt, settings),
         "payload": payload,
     }
+
+
+def _is_stage(stage: str) -> TypeGuard[RetryStage]:
+    return stage in STAGES

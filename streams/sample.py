@@ -37,7 +37,7 @@ from streams.formats import (
     split_excerpt,
 )
 from streams.ids import stable_int
-from streams.models import SampleBatch, StudentClient
+from streams.models import SampleBatch, Student
 from streams.scoring import normalized_levenshtein
 from streams.settings import Settings
 
@@ -149,7 +149,7 @@ def merge_batches(batches: list[SampleBatch]) -> SampleBatch:
 
 
 async def sample_example(
-    example: dict[str, Any], client: StudentClient, settings: Settings
+    example: dict[str, Any], client: Student, settings: Settings
 ) -> dict[str, Any]:
     """One `student-samples` record; raises `streams.models.ModelError` when the model fails."""
     seed = sample_seed(example, settings)

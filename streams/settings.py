@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -212,7 +212,12 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
         flag = "--" + f.name.replace("_", "-")
         help_ = f.metadata.get("help", "") + f" (default: {f.default!r})"
         group.add_argument(flag, dest=f"setting_{f.name}", default=None, metavar="V",
-                           type=lambda raw, d=f.default: _convert(raw, d), help=help_)
+                           type=_converter(f.default), help=help_)
+
+
+def _converter(default: Any) -> Callable[[str], Any]:
+    """argparse's `type` for a field with this default (a lambda: argparse names it in errors)."""
+    return lambda raw: _convert(raw, default)
 
 
 def from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:

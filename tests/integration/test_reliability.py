@@ -21,11 +21,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.runtime import settle_changelog
+import schemas
 from editstream.broker import BrokerHandle, start_broker
 from editstream.demo import accounted, collect, expected_predictions
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
 from editstream.offsets import describe_group
+from schemas.topics import settle_changelog
 from streams.generate import GenerateConfig, generate_events
 from streams.settings import Settings
 from tests.integration.conftest import Simulator, Worker, run_settings
@@ -354,6 +355,7 @@ async def test_model_faults_retry_then_reject_and_lose_nothing(
     assert accounted(out) == expected
     # the faults happened and took both paths: retried to success, and spent to rejection
     assert requeued and model_rejects, (len(requeued), model_rejects)
+    assert [e for r in requeued for e in schemas.errors("model-retry", r)] == []
     assert {r["request_id"] for r in requeued} - set(model_rejects)
     assert faults, "the simulator injected no faults"
     # a prediction rejected for the model has no training record; all others match clean

@@ -18,11 +18,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from agents.runtime import settle_group
 from editstream import offsets, replay
 from editstream.broker import BrokerHandle
 from editstream.kafka_io import read_to_end
 from editstream.offsets import parse_when
+from schemas.topics import settle_group
 from streams.ingest import Accepted, decode_event
 from streams.settings import Settings
 from streams.settle import settle_events

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import schemas
+from agents.models import StudentClient
 from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
 from streams.adaptive import (
     AdaptivePolicy,
@@ -23,7 +24,7 @@ from streams.adaptive import (
     replay,
 )
 from streams.generate import GenerateConfig, generate_events
-from streams.models import Endpoint, StudentClient
+from streams.models import Endpoint
 from streams.sample import sample_distance, sample_example
 from streams.score import score_example
 from streams.settings import Settings

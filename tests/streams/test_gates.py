@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from agents.models import TeacherClient
 from editstream.simulate import SimulatorConfig, start_simulator
 from streams.distill import attempt, route_scored
 from streams.formats import split_excerpt
 from streams.judge import check_target
-from streams.models import Endpoint, TeacherClient
+from streams.models import Endpoint
 from streams.repair import feedback_for
 from streams.settings import Settings
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from agents.models import StudentClient
 from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
 from streams.limiter import AdaptiveLimit
-from streams.models import Endpoint, ModelError, RequestEvent, StudentClient
-from tests.streams.test_models import PROMPT
+from streams.models import Endpoint, ModelError, RequestEvent
+from tests.agents.test_models import PROMPT
 
 StartSim = Callable[..., Awaitable[RunningSimulator]]
 

@@ -180,3 +180,25 @@ def test_by_type_validation_gives_the_full_validators_verdict_and_message(
 def test_by_type_validation_agrees_on_the_fixed_cases(event: Any) -> None:
     full = schemas.compiled_edit_event_validator()
     assert verdict(schemas.validate_edit_event, event) == verdict(full, event)
+
+
+# ----------------------------------------------------------------------------- model-retry
+
+
+def test_model_retry_records_validate_and_their_payload_must_fit_the_stage() -> None:
+    from streams.retry import retry_record
+    from streams.settings import Settings
+    from streams.settle import SettleMachine
+    from tests.streams.test_settle import apply_all, outcome_ev, pred
+
+    machine = SettleMachine()
+    apply_all(machine, [pred(), outcome_ev("r1", 2)])
+    example = {**machine.flush().settled[0], "pipeline_version": "t"}
+    settings = Settings(retry_attempts=3)
+    rec = retry_record("sample", example, "student_timeout", 1, 1_000, settings)
+    assert rec is not None
+    assert schemas.errors("model-retry", rec) == []
+    # a settled example is not what the distill stage is given (a scored example)
+    assert schemas.errors("model-retry", {**rec, "stage": "distill"}) != []
+    assert schemas.errors("model-retry", {**rec, "attempt": 0}) != []
+    assert schemas.errors("model-retry", {k: v for k, v in rec.items() if k != "payload"}) != []

@@ -44,6 +44,10 @@ and removal is ``del store[key]``:
 The due-time heaps and the (session_id, path) index are in-memory only and rebuilt from
 ``store.items()`` in ``__init__``, so a machine rebuilt on the same store after a restart
 continues exactly as the original would have.
+
+Length: this module is one class whose event handlers share the machine's private state and
+invariants (the heaps, the index, the store key scheme above); splitting it would spread
+one invariant over several files, so it stays whole at ~750 lines.
 """
 
 from __future__ import annotations
@@ -52,13 +56,9 @@ import copy
 import hashlib
 import heapq
 import math
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import orjson
-
-from streams.ingest import Accepted, Discarded, Verdict
+from typing import Any, ClassVar, TypeGuard
 
 WATERMARK_KEY = "m:watermark"
 _P, _S, _K, _O, _X = "p:", "s:", "k:", "o:", "x:"
@@ -120,7 +120,7 @@ def _failed(reason: str) -> Applied:
     return Applied([], [], reason)
 
 
-def _is_int(x: object) -> bool:
+def _is_int(x: object) -> TypeGuard[int]:
     # bool is an int subclass; a JSON true is not an offset or a timestamp
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -709,6 +709,24 @@ def _record(
     return rec
 
 
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """A record ingest discarded for privacy, by the identifiers its verdict carries: the
+    request id of a discarded prediction, or the session and path of a discarded edit."""
+
+    request_id: str | None = None
+    session_id: str | None = None
+    path: str | None = None
+
+
+def _forget(machine: SettleMachine, item: Forget) -> list[str]:
+    if item.request_id is not None:
+        machine.discard_request(item.request_id)
+    elif item.session_id is not None and item.path is not None:
+        return machine.discard_file(item.session_id, item.path).dropped
+    return []
+
+
 def settle_events(
     events: Iterable[dict[str, Any] | Forget],
     *,
@@ -730,221 +748,3 @@ def settle_events(
     if flush:
         out.extend(machine.flush().settled)
     return out
-
-
-# ---- batches: what the worker's settle runner applies per fetched batch of a partition -------
-
-
-def batch_item(verdict: Verdict) -> dict[str, Any] | Forget | None:
-    """What the machine gets for a record, given ingest's verdict on it: the event, a
-    `Forget` with the identifiers of a privacy discard, or None for a rejected record."""
-    if isinstance(verdict, Accepted):
-        return verdict.event
-    if isinstance(verdict, Discarded):
-        return Forget(verdict.request_id, verdict.session_id, verdict.path)
-    return None
-
-
-def _forget(machine: SettleMachine, item: Forget) -> list[str]:
-    if item.request_id is not None:
-        machine.discard_request(item.request_id)
-    elif item.session_id is not None and item.path is not None:
-        return machine.discard_file(item.session_id, item.path).dropped
-    return []
-
-_DELETED: Any = object()
-
-
-class StagedStore(MutableMapping[str, Any]):
-    """A machine's store whose writes are staged over the landed state ``base``.
-
-    Reads see the staged writes; ``writes()`` is the coalesced change set (last value per key
-    wins, a delete is ``None``, a key both created and deleted since the last landing is left
-    out); ``land()`` applies it to ``base`` and ``discard()`` forgets it. The runner lands a
-    batch's writes only once the batch's outputs and changelog records are committed (or
-    acknowledged), so the state in memory never runs ahead of what Kafka holds.
-    """
-
-    __slots__ = ("_staged", "base")
-
-    def __init__(self, base: dict[str, Any] | None = None) -> None:
-        self.base: dict[str, Any] = {} if base is None else base
-        self._staged: dict[str, Any] = {}
-
-    def __getitem__(self, key: str) -> Any:
-        staged = self._staged
-        if key in staged:
-            value = staged[key]
-            if value is _DELETED:
-                raise KeyError(key)
-            return value
-        return self.base[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        staged = self._staged
-        if key in staged:
-            value = staged[key]
-            return default if value is _DELETED else value
-        return self.base.get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        staged = self._staged
-        if key in staged:
-            return staged[key] is not _DELETED  # type: ignore[index]
-        return key in self.base
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._staged[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        if key not in self:
-            raise KeyError(key)
-        self._staged[key] = _DELETED
-
-    def __iter__(self) -> Iterator[str]:
-        staged = self._staged
-        yield from (k for k in list(self.base) if staged.get(k) is not _DELETED)
-        yield from (k for k, v in list(staged.items())
-                    if v is not _DELETED and k not in self.base)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    @property
-    def pending(self) -> bool:
-        """Whether anything is staged."""
-        return bool(self._staged)
-
-    def writes(self) -> dict[str, Any]:
-        """The staged changes, coalesced per key: the value, or None for a delete."""
-        base = self.base
-        return {k: (None if v is _DELETED else v) for k, v in self._staged.items()
-                if v is not _DELETED or k in base}
-
-    def land(self) -> None:
-        base = self.base
-        for key, value in self._staged.items():
-            if value is not _DELETED:
-                base[key] = value
-            else:
-                base.pop(key, None)
-        self._staged.clear()
-
-    def discard(self) -> None:
-        self._staged.clear()
-
-
-@dataclass(frozen=True, slots=True)
-class BatchEvent:
-    """One accepted event of a batch: what the machine made of it."""
-
-    offset: int
-    event: dict[str, Any]
-    applied: Applied | None  # None: the machine raised (``crash`` names the exception)
-    watermark_ms: int | None  # the partition's event time right after the event
-    crash: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Forget:
-    """A record ingest discarded for privacy, by the identifiers its verdict carries: the
-    request id of a discarded prediction, or the session and path of a discarded edit."""
-
-    request_id: str | None = None
-    session_id: str | None = None
-    path: str | None = None
-
-
-@dataclass
-class BatchOutcome:
-    events: list[BatchEvent] = field(default_factory=list)  # in offset order
-    # offset of a `Forget` -> request ids of open predictions it closed without a record
-    dropped: dict[int, list[str]] = field(default_factory=dict)
-    skipped: int = 0  # records at or below the applied offset: handled before, not again
-    applied: int | None = None  # the partition's new applied offset (the batch's last)
-    anchor_ms: int | None = None  # event time after the last non-control event, if any
-    writes: dict[str, Any] = field(default_factory=dict)  # coalesced; None: delete
-
-
-def apply_batch(machine: SettleMachine, store: StagedStore,
-                items: Sequence[tuple[int, dict[str, Any] | Forget | None]],
-                applied: int | None) -> BatchOutcome:
-    """Apply a batch of one partition's records to ``machine`` (whose store is ``store``).
-
-    ``items`` are ``(offset, event)`` in offset order, ``event`` None for a record that ingest
-    rejected (it changes no state but is part of the batch) and a `Forget` for one it
-    discarded for privacy (remembered, see `SettleMachine.discard_request`). Records at or below
-    ``applied`` (the offset whose state last landed) were handled before a restart and are
-    skipped. The machine's writes stay staged in ``store``; the outcome carries them
-    coalesced, with the new applied offset, for the caller to send before ``store.land()``.
-    An exception from the machine is caught per event (the event goes to the dead letters);
-    anything it wrote before raising is kept, as it would be in a one-event batch.
-    """
-    out = BatchOutcome(applied=applied)
-    for offset, event in items:
-        if applied is not None and offset <= applied:
-            out.skipped += 1
-            continue
-        out.applied = offset
-        if event is None:
-            continue
-        if isinstance(event, Forget):
-            dropped = _forget(machine, event)
-            if dropped:
-                out.dropped[offset] = dropped
-            continue
-        try:
-            result: Applied | None = machine.apply(event)
-            crash = None
-        except Exception as exc:  # never let one record stop the partition
-            result, crash = None, type(exc).__name__
-        wm = machine.watermark_ms
-        if event.get("type") != "control":
-            out.anchor_ms = wm if wm is not None else event.get("ts_ms")
-        out.events.append(BatchEvent(offset, event, result, wm, crash))
-    out.writes = store.writes()
-    return out
-
-
-# Changelog encoding, as the settle table of the Faust agent wrote it (JSON key and value):
-# key "<partition>|<store key>" for the machine's state, "<partition>#applied" for the offset.
-
-def changelog_records(partition: int, writes: dict[str, Any], applied: int | None
-                      ) -> list[tuple[bytes, bytes | None]]:
-    """A batch's coalesced writes as changelog (key, value) bytes, tombstones as None, the
-    applied offset last."""
-    prefix = f"{partition}|"
-    out: list[tuple[bytes, bytes | None]] = [
-        (orjson.dumps(prefix + key), None if value is None else orjson.dumps(value))
-        for key, value in writes.items()]
-    if applied is not None:
-        out.append((orjson.dumps(f"{partition}#applied"), orjson.dumps(applied)))
-    return out
-
-
-@dataclass
-class Restored:
-    """One partition's state read back from its changelog partition."""
-
-    base: dict[str, Any] = field(default_factory=dict)
-    applied: int | None = None
-    records: int = 0
-
-    def add(self, partition: int, key: bytes | None, value: bytes | None) -> None:
-        """Replay one changelog record (later records win; a tombstone deletes)."""
-        self.records += 1
-        if key is None:
-            return
-        name = orjson.loads(key)
-        if not isinstance(name, str):
-            return
-        if name == f"{partition}#applied":
-            self.applied = None if value is None else orjson.loads(value)
-            return
-        prefix = f"{partition}|"
-        if not name.startswith(prefix):
-            return  # another partition's key: not ours
-        if value is None:
-            self.base.pop(name[len(prefix):], None)
-        else:
-            self.base[name[len(prefix):]] = orjson.loads(value)

@@ -25,6 +25,7 @@ import httpx
 import orjson
 import pytest
 
+from agents.models import StudentClient, TeacherClient, _default_transport, _retry_after_s
 from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
 from streams.formats import (
     JUDGE_SYSTEM,
@@ -34,17 +35,7 @@ from streams.formats import (
     parse_output,
     teacher_user_message,
 )
-from streams.models import (
-    HTTP_TRANSPORTS,
-    ChatResult,
-    Endpoint,
-    ModelError,
-    RequestEvent,
-    StudentClient,
-    TeacherClient,
-    _default_transport,
-    _retry_after_s,
-)
+from streams.models import HTTP_TRANSPORTS, ChatResult, Endpoint, ModelError, RequestEvent
 
 StartSim = Callable[..., Awaitable[RunningSimulator]]
 

@@ -19,7 +19,7 @@ from streams import settings as settings_mod
 
 COMMANDS = ["worker", "demo", "broker", "simulate", "generate", "produce", "gateway", "replay",
             "reset-offsets", "export", "report"]
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Recorder:
