@@ -73,7 +73,8 @@ SAMPLE_DISTANCE = Histogram("editstream_sample_distance_ratio",
                             "Normalized Levenshtein distance of each student sample",
                             buckets=tuple(i / 20 for i in range(1, 21)))
 SAMPLE_REVERSAL = Histogram("editstream_sample_reversal_ratio",
-                            "Reversal ratio of each student sample",
+                            "Reversal ratio of the first score_metrics_samples valid samples "
+                            "of each example",
                             buckets=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0))
 BANDS = Counter("editstream_scored_examples_total", "Scored examples by band", ["band"])
 REPAIRS = Counter("editstream_repair_attempts_total", "Repair attempts by result",

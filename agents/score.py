@@ -25,7 +25,8 @@ def register(app: faust.App, rt: Runtime) -> None:
                         metrics.INVALID_SAMPLES.labels(sc["invalid"]).inc()
                         continue
                     metrics.SAMPLE_DISTANCE.observe(sc["distance"])
-                    metrics.SAMPLE_REVERSAL.observe(sc["reversal_ratio"])
+                    if "reversal_ratio" in sc:  # the first score_metrics_samples only
+                        metrics.SAMPLE_REVERSAL.observe(sc["reversal_ratio"])
                 metrics.BANDS.labels(scored["band"]).inc()
                 await rt.send("scored-examples", scored["request_id"], scored)
             except Exception as exc:

@@ -88,6 +88,9 @@ class Settings:
     # --- score -------------------------------------------------------------------------
     band_low: float = 0.05
     band_high: float = 0.6
+    score_metrics_samples: int = field(default=2, metadata={
+        "help": "valid samples per example that get kept rate, reversal ratio and delta chrF "
+                "(the first ones; ~0.5 ms each, BENCHMARKS.md); every sample gets distance"})
     adaptive_sampling: bool = field(default=True, metadata={
         "help": "stop sampling an example once its band is decided (streams/adaptive.py)"})
     adaptive_min_samples: int = field(default=10, metadata={

@@ -23,6 +23,7 @@ histogram/token differ, and ``udiff``, the unified-diff parser of history entrie
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,25 +62,28 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SampleScore:
-    """All metrics of one predicted region against the settled region."""
+    """The metrics of one predicted region against the settled region.
+
+    ``distance`` and ``exact`` are always there (the band needs them); the other metrics are
+    ``None`` for a sample ``score_samples`` was asked to score for distance only.
+    """
 
     distance: float
     exact: bool
-    kept_rate: float
-    recall_rate: float
-    reversal_ratio: float
-    delta_chrf: float
+    kept_rate: float | None = None
+    recall_rate: float | None = None
+    reversal_ratio: float | None = None
+    delta_chrf: float | None = None
 
     def to_dict(self) -> dict[str, float | bool]:
-        """JSON-able dict; floats rounded to 6 decimals so records stay stable and small."""
-        return {
-            "distance": round(self.distance, 6),
-            "exact": self.exact,
-            "kept_rate": round(self.kept_rate, 6),
-            "recall_rate": round(self.recall_rate, 6),
-            "reversal_ratio": round(self.reversal_ratio, 6),
-            "delta_chrf": round(self.delta_chrf, 6),
-        }
+        """JSON-able dict; floats rounded to 6 decimals so records stay stable and small.
+        Metrics not computed are left out (not written as null)."""
+        out: dict[str, float | bool] = {"distance": round(self.distance, 6), "exact": self.exact}
+        for key in ("kept_rate", "recall_rate", "reversal_ratio", "delta_chrf"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = round(value, 6)
+        return out
 
 
 def score_prediction(
@@ -98,23 +102,48 @@ def score_prediction(
 
 
 def score_samples(
-    base: str, settled: str, samples: list[str], *, history: list[dict[str, Any]], path: str
+    base: str,
+    settled: str,
+    samples: list[str],
+    *,
+    history: list[dict[str, Any]],
+    path: str,
+    metrics: Collection[int] | None = None,
 ) -> list[SampleScore]:
     """Score N samples of one region; equal to ``score_prediction`` on each, but faster.
 
-    Everything that depends only on base/settled/history is prepared once (reference-side
-    LCS of the kept rate, history ``original`` and its edits, expected n-gram deltas, base
-    line split), and identical samples are scored once.
+    ``metrics``: the indices of the samples that get every metric; the others get only
+    ``distance`` and ``exact`` (a C Levenshtein call each). ``None``: all of them. The other
+    metrics cost ~100x a distance each (token LCS, line diffs, n-gram deltas), so the score
+    stage asks for them on a small subset only (``streams.score.metric_indices``).
+
+    Everything that depends only on base/settled/history is prepared once, lazily (reference
+    side LCS of the kept rate, history ``original`` and its edits, expected n-gram deltas),
+    and identical samples are scored once.
     """
-    kept = _KeptRateScorer(base, settled)
-    original = _history_original(base, history, path)
-    reversal = _ReversalScorer(original, base) if original is not None else None
-    chrf = _DeltaChrfScorer(base, settled, 0.5)
-    done: dict[str, SampleScore] = {}
+    full = range(len(samples)) if metrics is None else frozenset(metrics)
+    scorers: tuple[_KeptRateScorer, _ReversalScorer | None, _DeltaChrfScorer] | None = None
+    done: dict[str, SampleScore] = {}  # all metrics, by sample text
+    near: dict[str, SampleScore] = {}  # distance only, by sample text
     out: list[SampleScore] = []
-    for sample in samples:
+    for i, sample in enumerate(samples):
+        if i not in full:
+            score = near.get(sample)
+            if score is None:
+                score = SampleScore(normalized_levenshtein(sample, settled), sample == settled)
+                near[sample] = score
+            out.append(score)
+            continue
         score = done.get(sample)
         if score is None:
+            if scorers is None:
+                original = _history_original(base, history, path)
+                scorers = (
+                    _KeptRateScorer(base, settled),
+                    _ReversalScorer(original, base) if original is not None else None,
+                    _DeltaChrfScorer(base, settled, 0.5),
+                )
+            kept, reversal, chrf = scorers
             kr = kept.score(sample)
             score = SampleScore(
                 distance=normalized_levenshtein(sample, settled),
