@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import faust
 
-from agents import distill, faust_fixes, lag, repair, retry, sample, score, settle
+from agents import distill, faust_fixes, lag, looplag, repair, retry, sample, score, settle
 from agents.runtime import TOPICS, Runtime
 from streams.settings import Settings
 
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     repair.register(app, rt)
     retry.register(app, rt)
     lag.register(app, rt)
+    rt.loop_lag = looplag.register(app, rt)
 
     @app.on_before_shutdown.connect
     async def close_model_clients(app: faust.App, **kwargs: object) -> None:

@@ -102,6 +102,13 @@ CONSUMER_LAG = Gauge("editstream_consumer_lag_messages",
                      ["topic", "partition"], multiprocess_mode="livesum")
 
 
+EVENT_LOOP_LAG = Histogram(
+    "editstream_event_loop_lag_seconds",
+    "How late the worker's event loop woke a probe sleeping loop_lag_interval_s: the time "
+    "some callback held the loop (agents/looplag.py)",
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+
+
 def _initialise() -> None:
     """Zero series for the label values known up front (see the module docstring)."""
     for kind in MODEL_KINDS:

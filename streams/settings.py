@@ -163,6 +163,12 @@ class Settings:
     session_timeout_s: float = field(default=30.0, metadata={
         "help": "consumer group session timeout: how long a crashed worker holds its "
                 "partitions before the group moves them (broker minimum 6 s)"})
+    loop_lag_interval_s: float = field(default=0.05, metadata={
+        "help": "how often the event-loop lag probe wakes (agents/looplag.py); 0: off"})
+    cpu_processes: int = field(default=1, metadata={
+        "help": "processes that run the score stage's CPU work off the event loop "
+                "(agents/cpu.py); 0: on the loop (a ~3 ms call per example at the default "
+                "score_metrics_samples, more for large regions)"})
     log_level: str = "warn"
     state_dir: str = field(default="", metadata={
         "help": "faust's scratch directory (tables live in memory and changelogs); "
