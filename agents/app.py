@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import faust
 
-from agents import distill, faust_fixes, lag, repair, retry, sample, score, settle
+from agents import distill, faust_fixes, lag, looplag, repair, retry, sample, score, settle
 from agents.runtime import Runtime
 from schemas.topics import TOPICS
 from streams.settings import Settings
@@ -71,6 +71,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     repair.register(app, rt)
     retry.register(app, rt)
     lag.register(app, rt)
+    rt.loop_lag = looplag.register(app, rt)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs: sync receivers only
     async def close_model_clients(app: faust.App, **kwargs: object) -> None:

@@ -73,7 +73,8 @@ SAMPLE_DISTANCE = Histogram("editstream_sample_distance_ratio",
                             "Normalized Levenshtein distance of each student sample",
                             buckets=tuple(i / 20 for i in range(1, 21)))
 SAMPLE_REVERSAL = Histogram("editstream_sample_reversal_ratio",
-                            "Reversal ratio of each student sample",
+                            "Reversal ratio of the first score_metrics_samples valid samples "
+                            "of each example",
                             buckets=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0))
 BANDS = Counter("editstream_scored_examples_total", "Scored examples by band", ["band"])
 REPAIRS = Counter("editstream_repair_attempts_total", "Repair attempts by result",
@@ -99,6 +100,13 @@ CONSUMER_LAG = Gauge("editstream_consumer_lag_messages",
                      "Messages behind the log end in the worker's assigned partitions "
                      "(highwater minus committed offset); set by agents/lag.py",
                      ["topic", "partition"], multiprocess_mode="livesum")
+
+
+EVENT_LOOP_LAG = Histogram(
+    "editstream_event_loop_lag_seconds",
+    "How late the worker's event loop woke a probe sleeping loop_lag_interval_s: the time "
+    "some callback held the loop (agents/looplag.py)",
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
 
 
 def _initialise() -> None:

@@ -53,6 +53,7 @@ class Runtime:
     _judge_checked: bool = False
     _limiters: dict[str, AdaptiveLimit] = field(default_factory=dict)
     settle: Any = None  # the settle runner (agents.settle.SettleRunner) once registered
+    loop_lag: Any = None  # the event-loop lag probe (agents.looplag.LoopLagProbe), if on
 
     def topic(self, name: str) -> faust.types.TopicT:
         return self.topics[name]

@@ -129,6 +129,11 @@ def _summary_rows(log: dict[str, Any]) -> list[str]:
                     f" | bare rapidfuzz {a:.3f} ms | {sc['ratio_all_metrics']:.0f} | ≤ 1.5 | "
                     f"{_met(sc['ratio_all_metrics'], 1.5, higher=False)} (computes token LCS, "
                     "line diffs, n-gram deltas too) |")
+        if "ratio_stage_path" in sc:
+            rows.append(f"| scoring, the score stage's path (distance on 50, all metrics on the "
+                        f"first {sc['metrics_samples']}) | {sc['stage_path_s'] * 1000:.2f} ms | "
+                        f"bare rapidfuzz {a:.3f} ms | {sc['ratio_stage_path']:.1f} | ≤ 3 | "
+                        f"{_met(sc['ratio_stage_path'], 3.0, higher=False)} |")
     ad = log.get("adaptive")
     if _ok(ad):
         assert ad is not None
@@ -448,12 +453,36 @@ def _scoring(sc: dict[str, Any] | None) -> list[str]:
         f"{sc['score_samples_s'] * ms:.1f} ms | **{sc['ratio_all_metrics']:.0f}** | ≤ 1.5 |",
         f"| all metrics per sample, no batching: `score_prediction` × 50 | "
         f"{sc['score_prediction_loop_s'] * ms:.1f} ms | {sc['ratio_uncached_loop']:.0f} | |",
+        *([f"| the score stage's path: distance on all, every metric on the first "
+           f"{sc['metrics_samples']} (`score_metrics_samples`) | {sc['stage_path_s'] * ms:.2f} ms"
+           f" | **{sc['ratio_stage_path']:.1f}** | ≤ 3 |"] if "ratio_stage_path" in sc else []),
         "",
         "The distance path meets the goal; the all-metrics path does not and cannot at the "
         "same cost as one C Levenshtein call: it computes three more metrics (token LCS of the "
         "kept rate, line diffs for the reversal ratio, n-gram deltas for chrF) per unique "
         "sample. Adaptive sampling cuts its total cost in the pipeline by the samples it "
         "saves (below).",
+        "",
+        "The score stage (issue 15, goal 2: ≤ 3× the bare distances) computes distance for "
+        "every sample and the other metrics for the first `score_metrics_samples` (2) valid "
+        "samples only, a uniform sample of the draws (`streams/score.py`); the teacher's "
+        "target gets them in the judge. Before: 102× (all metrics on every sample). The goal "
+        "is **not met**: what is left is the fixed cost of the other metrics for one example, "
+        "not the samples. Measured offline on this bench's example (median, ms): reference "
+        "side prepared once — kept rate 0.26 (two token LCS of settled vs base), delta chrF "
+        "0.35 (whitespace collapse, n-gram Counters for n = 1..6 and their explicit deltas), "
+        "reversal 0.02; then per sample — kept rate 0.2-0.6 (three pure-Python bit-parallel "
+        "LCS with the spec's tie-breaking, which rapidfuzz's LCS alignment does not share: it "
+        "differs on ~1/3 of random token lists), delta chrF 0.3-0.55, reversal 0.02-0.04. "
+        "So one fully scored sample alone is ~4× the 50 bare distances; meeting 3× needs the "
+        "kept rate's LCS and chrF's n-gram counting in C (not done).",
+        "",
+        "Issue 15's other goals are not measured yet (branch `speed`): the worker now has an "
+        "event-loop lag probe (`editstream_event_loop_lag_seconds`, alert at p99 > 20 ms) and "
+        "runs the score stage in a process pool (`cpu_processes`, default 1), but no "
+        "end-to-end bench reports examples/s vs settle-only, lag p99/max or CPU per stage "
+        "(goals 1, 3); the gateway (goal 4, 0.36 of direct produce) and the 2-worker scaling "
+        "run (goal 5) were not worked on.",
         "",
     ]
     return out

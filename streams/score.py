@@ -9,6 +9,13 @@ answer does not parse in the prompt format is kept in the record with ``invalid`
 left out of the summary and the band median (scoring its raw text would call a model that
 rambles "noise" and one that answers in prose "far"). An example with fewer than
 ``min_valid_samples`` valid samples is marked ``unparsable_samples`` and rejected.
+
+Every sample gets ``distance`` and ``exact`` (the band needs them; one C call each). The
+other metrics (kept/recall rate, reversal ratio, delta chrF) cost ~100x more per sample, so
+they are computed for the first ``score_metrics_samples`` valid samples only (samples are
+independent draws, so the first k are a uniform sample of them and their mean estimates the
+mean over all without bias); the summary's ``*_mean`` figures are over those
+``n_metrics`` samples. The teacher's target gets them all in the judge (streams/judge.py).
 """
 
 from __future__ import annotations
@@ -32,17 +39,19 @@ def quantile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def summarise(all_scores: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Distribution of the valid samples' scores, with how many samples were invalid."""
+    """Distribution of the valid samples' scores, with how many samples were invalid.
+    Means of the metrics other than distance are over the valid samples that have them."""
     scores = [s for s in all_scores if not s.get("invalid")]
     distances = sorted(float(s["distance"]) for s in scores)
     n = len(distances)
+    full = [s for s in scores if "kept_rate" in s]
 
     def mean(key: str) -> float:
-        return round(sum(float(s[key]) for s in scores) / n, 6) if n else 0.0
+        return round(sum(float(s[key]) for s in full) / len(full), 6) if full else 0.0
 
     return {
         "n": n,
-        "mean": mean("distance"),
+        "mean": round(sum(distances) / n, 6) if n else 0.0,
         "p10": round(quantile(distances, 0.1), 6),
         "p50": round(quantile(distances, 0.5), 6),
         "p90": round(quantile(distances, 0.9), 6),
@@ -50,6 +59,7 @@ def summarise(all_scores: Sequence[dict[str, Any]]) -> dict[str, float]:
         "reversal_mean": mean("reversal_ratio"),
         "kept_rate_mean": mean("kept_rate"),
         "delta_chrf_mean": mean("delta_chrf"),
+        "n_metrics": len(full),
         "n_samples": len(all_scores),
         "n_truncated": sum(1 for s in all_scores if s.get("invalid") == "truncated"),
         "n_unparsable": sum(1 for s in all_scores if s.get("invalid") == "unparsable"),
@@ -64,14 +74,22 @@ def decide_band(median_distance: float, band_low: float, band_high: float) -> st
     return "ideal"
 
 
+def metric_indices(valid: Sequence[bool], limit: int | None) -> list[int]:
+    """The samples that get every metric: the first ``limit`` valid ones (all: ``None``)."""
+    indices = [i for i, ok in enumerate(valid) if ok]
+    return indices if limit is None else indices[:max(0, limit)]
+
+
 def score_texts(
     example: dict[str, Any],
     texts: Sequence[str],
     prompt_format: str,
     finish_reasons: Sequence[str] | None = None,
+    metrics_samples: int | None = None,
 ) -> list[dict[str, Any]]:
     """Per-sample score dicts. A truncated or unparsable answer is scored as its raw text
-    for the record (so it can be read) but marked ``invalid`` with the reason."""
+    for the record (so it can be read) but marked ``invalid`` with the reason. Every metric
+    for the first ``metrics_samples`` valid samples (``None``: all), distance for all."""
     reasons = list(finish_reasons) if finish_reasons else ["stop"] * len(texts)
     parsed = [parse_answer(t, prompt_format, example["base_region"], f)
               for t, f in zip(texts, reasons, strict=True)]
@@ -82,6 +100,7 @@ def score_texts(
         regions,
         history=example.get("history") or [],
         path=example["path"],
+        metrics=metric_indices([p.ok for p in parsed], metrics_samples),
     )
     out = []
     for s, p in zip(scores, parsed, strict=True):
@@ -125,7 +144,8 @@ def score_example(samples: dict[str, Any], settings: Settings) -> dict[str, Any]
     example = samples["example"]
     fmt = samples["student"]["prompt_format"]
     finish = samples.get("finish_reasons")
-    scores = score_texts(example, samples["samples"], fmt, finish)
+    scores = score_texts(example, samples["samples"], fmt, finish,
+                         settings.score_metrics_samples)
     summary = summarise(scores)
     valid = int(summary["n"])
     return {

@@ -88,6 +88,9 @@ class Settings:
     # --- score -------------------------------------------------------------------------
     band_low: float = 0.05
     band_high: float = 0.6
+    score_metrics_samples: int = field(default=2, metadata={
+        "help": "valid samples per example that get kept rate, reversal ratio and delta chrF "
+                "(the first ones; ~0.5 ms each, BENCHMARKS.md); every sample gets distance"})
     adaptive_sampling: bool = field(default=True, metadata={
         "help": "stop sampling an example once its band is decided (streams/adaptive.py)"})
     adaptive_min_samples: int = field(default=10, metadata={
@@ -160,6 +163,12 @@ class Settings:
     session_timeout_s: float = field(default=30.0, metadata={
         "help": "consumer group session timeout: how long a crashed worker holds its "
                 "partitions before the group moves them (broker minimum 6 s)"})
+    loop_lag_interval_s: float = field(default=0.05, metadata={
+        "help": "how often the event-loop lag probe wakes (agents/looplag.py); 0: off"})
+    cpu_processes: int = field(default=1, metadata={
+        "help": "processes that run the score stage's CPU work off the event loop "
+                "(agents/cpu.py); 0: on the loop (a ~3 ms call per example at the default "
+                "score_metrics_samples, more for large regions)"})
     log_level: str = "warn"
     state_dir: str = field(default="", metadata={
         "help": "faust's scratch directory (tables live in memory and changelogs); "

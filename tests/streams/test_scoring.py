@@ -699,3 +699,38 @@ def test_score_samples_equals_score_prediction(base: str, settled: str, samples:
     batch = score_samples(base, settled, samples, history=history, path="f")
     single = [score_prediction(base, settled, s, history=history, path="f") for s in samples]
     assert batch == single
+
+
+@given(_small_text, _small_text, st.lists(_small_text, max_size=6), st.sets(st.integers(0, 7)))
+@settings(max_examples=60)
+def test_score_samples_metrics_on_a_subset(
+    base: str, settled: str, samples: list[str], chosen: set[int]
+) -> None:
+    samples = samples + samples[:2]  # a repeat may fall in and out of the subset
+    batch = score_samples(base, settled, samples, history=[], path="f", metrics=chosen)
+    for i, (got, s) in enumerate(zip(batch, samples, strict=True)):
+        full = score_prediction(base, settled, s, history=[], path="f")
+        if i in chosen:
+            assert got == full
+        else:  # distance only: the same distance, the other metrics absent from the record
+            assert (got.distance, got.exact) == (full.distance, full.exact)
+            assert set(got.to_dict()) == {"distance", "exact"}
+
+
+def test_summary_means_are_over_the_first_valid_samples() -> None:
+    from streams.score import metric_indices, score_texts, summarise
+
+    assert metric_indices([False, True, True, False, True], 2) == [1, 2]
+    assert metric_indices([True, False], None) == [0]
+    example = {"base_region": "x = 1\n", "settled_region": "x = 2\n", "history": [],
+               "path": "p"}
+    texts = ["x = 2\n", "x = 3\n", "x = 2\n", "y = 9\n"]
+    scores = score_texts(example, texts, "fim", None, metrics_samples=2)
+    assert ["kept_rate" in s for s in scores] == [True, True, False, False]
+    summary = summarise(scores)
+    assert summary["n_metrics"] == 2 and summary["n"] == 4
+    first_two = [score_prediction("x = 1\n", "x = 2\n", t, history=[], path="p") for t in texts[:2]]
+    assert summary["kept_rate_mean"] == round(sum(s.kept_rate or 0 for s in first_two) / 2, 6)
+    assert summary["delta_chrf_mean"] == round(sum(s.delta_chrf or 0 for s in first_two) / 2, 6)
+    # distance statistics stay over every valid sample
+    assert summary["mean"] == round(sum(s["distance"] for s in scores) / 4, 6)

@@ -1,0 +1,48 @@
+"""Event-loop lag probe: how long CPU work held the worker's event loop.
+
+A task sleeps ``loop_lag_interval_s`` again and again; how much later than asked it wakes is
+the time some callback kept the loop (scoring, JSON, a slow client). While the loop is held
+the settle runner, the model clients and the Kafka heartbeats all wait, so the project's rule
+is no more than 20 ms; `editstream_event_loop_lag_seconds` and the alert
+`EditstreamEventLoopLag` (deploy/prometheus/alerts.yml) watch it. The last lags are also kept
+in memory (`LoopLagProbe.recent`) for the end-to-end bench's p99 and max.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+
+import faust
+
+from agents import metrics
+from agents.runtime import Runtime
+
+
+class LoopLagProbe:
+    def __init__(self, interval_s: float, keep: int = 100_000) -> None:
+        self.interval_s = interval_s
+        self.recent: collections.deque[float] = collections.deque(maxlen=keep)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            lag = max(0.0, loop.time() - asked)
+            self.recent.append(lag)
+            metrics.EVENT_LOOP_LAG.observe(lag)
+
+
+def register(app: faust.App, rt: Runtime) -> LoopLagProbe | None:
+    if rt.settings.loop_lag_interval_s <= 0:
+        return None
+    probe = LoopLagProbe(rt.settings.loop_lag_interval_s)
+
+    @app.task
+    async def loop_lag() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe.run()
+
+    return probe

@@ -1,0 +1,114 @@
+"""Kept rate / recall rate of a candidate edit against the reference edit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.scoring.lcs import _b_mask, _keep_masks
+from streams.scoring.tokens import _units, _utf8_len
+
+# Bail out when the prediction's size change differs from the settled one by more than this:
+# the two edits are then clearly different and the LCS would only cost time.
+_KEPT_RATE_MAX_SIZE_GAP = 512
+
+
+@dataclass(frozen=True)
+class KeptRate:
+    """Kept rate and recall rate of a candidate edit against a reference edit (UTF-8 bytes)."""
+
+    kept_rate: float
+    recall_rate: float
+    candidate_new: int
+    candidate_deleted: int
+    reference_new: int
+    reference_deleted: int
+    kept: int
+    correctly_deleted: int
+
+
+_KEPT_ALL = KeptRate(1.0, 1.0, 0, 0, 0, 0, 0, 0)
+_KEPT_NONE = KeptRate(0.0, 0.0, 0, 0, 0, 0, 0, 0)
+
+
+def _ratio(numerator: int, denominator: int, other_denominator: int) -> float:
+    """numerator/denominator; a zero denominator gives 1 iff the other side's is zero too."""
+    if denominator == 0:
+        return 1.0 if other_denominator == 0 else 0.0
+    return numerator / denominator
+
+
+class _KeptRateScorer:
+    """Kept rate of many candidates against one (base, reference): reference side cached."""
+
+    def __init__(self, base: str, reference: str) -> None:
+        self.base = base
+        self.reference = reference
+        self._base_bytes = _utf8_len(base)
+        self._ref_gap = abs(_utf8_len(reference) - self._base_bytes)
+        self._ready = False
+
+    def _prepare(self) -> None:
+        # Lazy: a batch where every candidate bails out never tokenizes anything.
+        self._base_units = _units(self.base)
+        self._base_unit_bytes = [_utf8_len(u) for u in self._base_units]
+        ref_units = _units(self.reference)
+        ref_keep, base_keep = _keep_masks(ref_units, self._base_units)
+        self._ref_new = [u for u, kept in zip(ref_units, ref_keep, strict=True) if not kept]
+        self._ref_new_bytes = sum(_utf8_len(u) for u in self._ref_new)
+        self._ref_base_keep = base_keep
+        self._ref_deleted_bytes = sum(
+            n for n, kept in zip(self._base_unit_bytes, base_keep, strict=True) if not kept
+        )
+        self._ready = True
+
+    def score(self, candidate: str) -> KeptRate:
+        if candidate == self.base == self.reference:
+            return _KEPT_ALL
+        gap = abs(_utf8_len(candidate) - self._base_bytes)
+        if abs(gap - self._ref_gap) > _KEPT_RATE_MAX_SIZE_GAP:
+            return _KEPT_NONE
+        if not self._ready:
+            self._prepare()
+        cand_units = _units(candidate)
+        cand_keep, base_keep = _keep_masks(cand_units, self._base_units)
+        cand_new = [u for u, kept in zip(cand_units, cand_keep, strict=True) if not kept]
+        cand_new_bytes = [_utf8_len(u) for u in cand_new]
+        cand_deleted = sum(
+            n for n, kept in zip(self._base_unit_bytes, base_keep, strict=True) if not kept
+        )
+        kept_mask = _b_mask(self._ref_new, cand_new)  # cand_new's mask in LCS(cand_new, ref_new)
+        kept = sum(n for n, k in zip(cand_new_bytes, kept_mask, strict=True) if k)
+        correctly_deleted = sum(
+            n
+            for n, by_cand, by_ref in zip(
+                self._base_unit_bytes, base_keep, self._ref_base_keep, strict=True
+            )
+            if not by_cand and not by_ref
+        )
+        cand_total = sum(cand_new_bytes) + cand_deleted
+        ref_total = self._ref_new_bytes + self._ref_deleted_bytes
+        good = kept + correctly_deleted
+        return KeptRate(
+            kept_rate=_ratio(good, cand_total, ref_total),
+            recall_rate=_ratio(good, ref_total, cand_total),
+            candidate_new=sum(cand_new_bytes),
+            candidate_deleted=cand_deleted,
+            reference_new=self._ref_new_bytes,
+            reference_deleted=self._ref_deleted_bytes,
+            kept=kept,
+            correctly_deleted=correctly_deleted,
+        )
+
+
+def kept_rate(base: str, candidate: str, reference: str) -> KeptRate:
+    """How much of the candidate's change survives in the reference, and vice versa.
+
+    Units are tokens with identifier runs merged; new units of a side are its units not kept
+    by LCS(side, base), deleted units are base units not kept by it. ``kept`` counts candidate
+    new units kept by LCS(candidate-new, reference-new); ``correctly_deleted`` counts base
+    units both sides dropped. All counts are UTF-8 bytes.
+
+    Interpretation: the two early exits (all three texts equal → rates 1; size changes more
+    than 512 bytes apart → rates 0) skip tokenizing, so their byte counts are all 0.
+    """
+    return _KeptRateScorer(base, reference).score(candidate)
