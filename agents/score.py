@@ -23,7 +23,7 @@ def score_bytes(value: bytes, settings: Settings) -> dict[str, Any]:
 def register(app: faust.App, rt: Runtime) -> None:
     pool = CpuPool(rt.settings.cpu_processes)
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs: sync receivers only
     async def close_pool(app: faust.App, **kwargs: object) -> None:
         pool.close()
 
