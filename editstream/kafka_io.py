@@ -38,8 +38,23 @@ async def ensure_topics(settings: Settings) -> None:
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
+            await _wait_for_leaders(admin, [t.name for t in new])
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str],
+                            timeout_s: float = 30.0) -> None:
+    """Return once every partition of the new topics has a leader (or after `timeout_s`):
+    Apache Kafka elects them a moment after CreateTopics answers, and a producer that comes
+    first gets NotLeaderForPartition and logs a warning for each retry."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        topics = await admin.describe_topics(names)
+        if all(t["error_code"] == 0 and t["partitions"]
+               and all(p["leader"] >= 0 for p in t["partitions"]) for t in topics):
+            return
+        await asyncio.sleep(0.2)
 
 
 def event_key(raw: bytes) -> bytes | None:
