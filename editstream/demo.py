@@ -211,8 +211,15 @@ def first_predictions(lines: list[bytes], limit: int, settings: Settings) -> lis
 def run_demo(settings: Settings, *, sample: Path, out: Path, timeout_s: float = 170,
              models: str = "simulator", max_predictions: int = 0,
              broker_kind: str = "tansu", keep_broker: bool = False) -> int:
-    return asyncio.run(_demo(settings, sample, out, timeout_s, models, max_predictions,
-                             broker_kind, keep_broker))
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C: the started broker, simulator and worker stop
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return asyncio.run(_demo(settings, sample, out, timeout_s, models, max_predictions,
+                                 broker_kind, keep_broker))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def kcat_line(bootstrap: str, topic: str = "training-records") -> str:
