@@ -6,14 +6,13 @@ The step (`teach`) is shared with the repair agent: a first attempt comes from
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import faust
-import orjson
 
 from agents import metrics
 from agents.runtime import Runtime, observe_lag
+from agents.stage import register_stage
 from streams.distill import attempt, route_scored, student_median
 from streams.emit import training_records
 from streams.models import ModelError
@@ -68,28 +67,23 @@ NOOP_JUDGEMENT = {"ok": True, "reasons": [], "parse_ok": True, "distance": 0.0,
                   "reversal_ratio": 0.0, "kept_rate": None, "noop": True}
 
 
-def register(app: faust.App, rt: Runtime) -> None:
-    s = rt.settings
+async def distill_one(rt: Runtime, scored: dict[str, Any]) -> None:
+    """A scored example: the no-edit answer, a rejection by band, or a first attempt."""
+    reason = route_scored(scored, rt.settings)
+    if reason == "noop":  # the user changed nothing: the no-edit answer
+        example = scored["example"]
+        await emit(rt, scored, example["base_region"], NOOP_JUDGEMENT, 0)
+        observe_lag(example)
+    elif reason is not None:
+        await rt.reject("score", reason, scored["example"], band=scored["band"],
+                        summary=scored["summary"])
+    else:
+        await teach(rt, scored, 0)
 
-    @app.agent(rt.topic("scored-examples"), name="distill", concurrency=s.distill_concurrency)
-    async def distill(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            started = time.perf_counter()
-            try:
-                scored = orjson.loads(msg.value)
-                reason = route_scored(scored, rt.settings)
-                if reason == "noop":  # the user changed nothing: the no-edit answer
-                    example = scored["example"]
-                    await emit(rt, scored, example["base_region"], NOOP_JUDGEMENT, 0)
-                    observe_lag(example)
-                elif reason is not None:
-                    await rt.reject("score", reason, scored["example"], band=scored["band"],
-                                    summary=scored["summary"])
-                else:
-                    await teach(rt, scored, 0)
-            except Exception as exc:
-                await rt.dead_letter("pipeline-dlq", "distill", "internal_error",
-                                     type(exc).__name__, msg)
-            finally:
-                metrics.STAGE_SECONDS.labels("distill").observe(time.perf_counter() - started)
+
+def register(app: faust.App, rt: Runtime) -> None:
+    async def handle(scored: dict[str, Any]) -> None:
+        await distill_one(rt, scored)
+
+    register_stage(app, rt, source="scored-examples", name="distill", handle=handle,
+                   concurrency=rt.settings.distill_concurrency)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import faust
-import orjson
 
-from agents import metrics
 from agents.runtime import Runtime
+from agents.stage import register_stage
 from streams.models import ModelError
 from streams.sample import sample_example
 
@@ -29,17 +27,8 @@ async def sample_one(rt: Runtime, example: dict[str, Any], retry_attempt: int = 
 
 
 def register(app: faust.App, rt: Runtime) -> None:
-    s = rt.settings
+    async def handle(example: dict[str, Any]) -> None:
+        await sample_one(rt, example)
 
-    @app.agent(rt.topic("settled-examples"), name="sample", concurrency=s.sample_concurrency)
-    async def sample(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            started = time.perf_counter()
-            try:
-                await sample_one(rt, orjson.loads(msg.value))
-            except Exception as exc:
-                await rt.dead_letter("pipeline-dlq", "sample", "internal_error",
-                                     type(exc).__name__, msg)
-            finally:
-                metrics.STAGE_SECONDS.labels("sample").observe(time.perf_counter() - started)
+    register_stage(app, rt, source="settled-examples", name="sample", handle=handle,
+                   concurrency=rt.settings.sample_concurrency)

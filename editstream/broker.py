@@ -544,8 +544,8 @@ def _start_kafka(
 ) -> subprocess.Popen[bytes]:
     """Write config, format storage on first use, and spawn the Kafka JVM."""
     version = os.environ.get("EDITSTREAM_KAFKA_VERSION", DEFAULT_KAFKA_VERSION)
+    java = _java()  # before a Maven download that would be of no use without it
     libs = ensure_kafka(version, cache_dir)
-    java = _java()
     data_dir.mkdir(parents=True, exist_ok=True)
 
     # Cluster id and controller port are kept with the data: the cluster id must

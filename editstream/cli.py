@@ -54,7 +54,8 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
         limit = demo.LOCAL_MAX_PREDICTIONS if limit is None else limit
     return demo.run_demo(settings, sample=Path(ns.sample), out=Path(ns.out),
                          timeout_s=170.0 if timeout is None else timeout,
-                         models=ns.models, max_predictions=limit or 0)
+                         models=ns.models, max_predictions=limit or 0,
+                         broker_kind=ns.broker_kind, keep_broker=ns.keep_broker)
 
 
 def _cmd_broker(ns: argparse.Namespace) -> int:
@@ -191,6 +192,13 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-predictions", type=int, default=None,
                    help="feed only the first sessions of the sample, up to this many "
                         "predictions (default: all; 10 with --models local)")
+    p.add_argument("--broker-kind", choices=("tansu", "kafka"), default="tansu",
+                   help="the broker the demo starts when --broker is not set: tansu, "
+                        "embedded (default, needs nothing); kafka, Apache Kafka (needs Java "
+                        "17+; librdkafka clients such as kcat can read its topics)")
+    p.add_argument("--keep-broker", action="store_true",
+                   help="keep the started broker up after the summary, until Ctrl-C, to "
+                        "read the demo's topics (e.g. with kcat)")
     settings_mod.add_arguments(p)
 
 

@@ -1,8 +1,10 @@
 """`editstream demo` / `make demo`: the whole pipeline on one machine, start to finish.
 
-Starts what is not configured (the embedded Tansu broker, the model simulator), runs a worker,
-feeds the bundled sample with a final flush, waits until every prediction is accounted for
-(training record, rejection or dead letter), writes the dataset and prints a summary.
+Starts what is not configured (the embedded Tansu broker, or Apache Kafka with
+`--broker-kind kafka`; the model simulator), runs a worker, feeds the bundled sample with a
+final flush, shows how many predictions are accounted for (training record, rejection or dead
+letter) until all are, exports the dataset to `<out>/dataset/` (the one directory a newcomer
+reads: dataset card, train/eval splits, rejections) and prints a summary.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import asyncio
 import base64
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -91,49 +95,66 @@ def accounted(outputs: dict[str, list[dict[str, Any]]]) -> set[str]:
     return ids
 
 
-def write_dataset(outputs: dict[str, list[dict[str, Any]]], out: Path) -> dict[str, int]:
-    out.mkdir(parents=True, exist_ok=True)
-    records = {r["id"]: r for r in outputs["training-records"]}  # dedupe by id
-    rejected = {r["request_id"]: r for r in outputs["rejected-examples"]}
-    counts = {}
-    for split in ("train", "eval"):
-        rows = [r for r in records.values() if r["split"] == split]
-        (out / f"{split}.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-        counts[split] = len(rows)
-    (out / "rejected.jsonl").write_bytes(
-        b"".join(orjson.dumps(r) + b"\n" for r in rejected.values()))
-    counts["rejected"] = len(rejected)
-    return counts
-
-
-async def export_dataset(settings: Settings, out: Path) -> str:
+async def export_dataset(settings: Settings, out: Path) -> dict[str, Any]:
     """`editstream export --rejected` of this run, with the unfiltered eval set: the
-    directory a training team gets (dataset card, splits, near-duplicates handled)."""
+    directory a training team gets (dataset card, splits, near-duplicates handled). Its
+    manifest is returned for the summary."""
     from editstream.export import export
 
     result = await export(settings.replace(eval_unfiltered=True), out, include_rejected=True,
                           restart=True, progress=False)
-    m = result.manifest or {}
-    c, nd = m.get("counts", {}), m.get("near_duplicates", {})
-    return (f"  export:           {out} (README.md dataset card): sft {c.get('sft')}, "
-            f"preference {c.get('preference')}, eval_unfiltered {c.get('eval_unfiltered')}, "
-            f"near-duplicate groups {nd.get('groups')} ({nd.get('dropped_examples')} dropped); "
-            f"load_dataset({str(out)!r}, 'sft')\n"
-            "                    (its split is the one to train on: near-duplicates and eval "
-            "policy applied; `dataset:` above is the split stamped while streaming)")
+    return result.manifest or {}
+
+
+class Progress:
+    """Accounted / expected predictions while the demo waits: one line rewritten in place on
+    a terminal, otherwise a line every `every_s` seconds (and the last one), so a log or CI
+    shows that the pipeline moves without filling up."""
+
+    def __init__(self, expected: int, stream: TextIO | None = None, every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.expected, self.every_s, self.clock = expected, every_s, clock
+        self.stream = stream if stream is not None else sys.stdout
+        self.tty = self.stream.isatty()
+        self.t0 = clock()
+        self.last_line = -every_s  # the first update prints
+        self.done = -1
+        self.closed = False
+
+    def update(self, done: int) -> None:
+        now = self.clock() - self.t0
+        line = f"  accounted for {done}/{self.expected} predictions ({now:.0f} s)"
+        if self.tty:
+            self.stream.write("\r" + line)
+            self.stream.flush()
+        elif now - self.last_line >= self.every_s or done >= self.expected > self.done:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_line = now
+        self.done = done
+
+    def close(self) -> None:
+        """End the in-place line (once) before anything else is printed."""
+        if self.tty and not self.closed and self.done >= 0:
+            self.stream.write("\n")
+            self.stream.flush()
+        self.closed = True
 
 
 def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[str],
-            counts: dict[str, int], seconds: float, discards: Counter[str] | None = None) -> str:
+            manifest: dict[str, Any], dataset: Path, seconds: float,
+            discards: Counter[str] | None = None) -> str:
     settled = Counter(r["settle_reason"] for r in outputs["settled-examples"])
     bands = Counter(r["band"] for r in outputs["scored-examples"])
-    kinds = Counter((r["format"], r["split"]) for r in
+    kinds = Counter(r["format"] for r in
                     {r["id"]: r for r in outputs["training-records"]}.values())
     repaired = {r["request_id"] for r in outputs["training-records"]
                 if r["provenance"]["repair_attempts"] > 0}
     reasons = Counter(f"{r['stage']}:{r['reason']}" for r in outputs["rejected-examples"])
     dlq = Counter(r["reason"] for n in ("edit-events-dlq", "pipeline-dlq") for r in outputs[n])
     fmt = lambda c: ", ".join(f"{k}={v}" for k, v in sorted(c.items())) or "-"  # noqa: E731
+    c, nd = manifest.get("counts", {}), manifest.get("near_duplicates", {})
+    split = lambda kind: fmt(c.get(kind) or {})  # noqa: E731
     return "\n".join([
         f"editstream demo finished in {seconds:.1f} s",
         f"  events in:        {lines}",
@@ -144,11 +165,16 @@ def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[
         f"  settled by reason: {fmt(settled)}",
         f"  bands:            {fmt(bands)}",
         f"  repair requests:  {len(outputs['repair'])}, repaired examples: {len(repaired)}",
-        f"  records:          {fmt({f'{k}/{s}': v for (k, s), v in kinds.items()})}",
+        f"  records streamed: {fmt(kinds)}",
         f"  rejected:         {fmt(reasons)}",
         f"  dead letters:     {fmt(dlq)}",
-        f"  dataset:          train={counts['train']} eval={counts['eval']} "
-        f"rejected={counts['rejected']}",
+        f"  dataset:          {dataset}/ (README.md is its card; "
+        f"load_dataset({str(dataset)!r}, 'sft'))",
+        f"    sft:            {split('sft')}, eval_unfiltered={c.get('eval_unfiltered')}",
+        f"    preference:     {split('preference')}",
+        f"    rejected:       {c.get('rejected')}",
+        f"    near-duplicates: {nd.get('groups')} groups, "
+        f"{nd.get('dropped_examples')} examples dropped",
     ])
 
 
@@ -183,25 +209,80 @@ def first_predictions(lines: list[bytes], limit: int, settings: Settings) -> lis
 
 
 def run_demo(settings: Settings, *, sample: Path, out: Path, timeout_s: float = 170,
-             models: str = "simulator", max_predictions: int = 0) -> int:
-    return asyncio.run(_demo(settings, sample, out, timeout_s, models, max_predictions))
+             models: str = "simulator", max_predictions: int = 0,
+             broker_kind: str = "tansu", keep_broker: bool = False) -> int:
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C: the started broker, simulator and worker stop
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        return asyncio.run(_demo(settings, sample, out, timeout_s, models, max_predictions,
+                                 broker_kind, keep_broker))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def kcat_line(bootstrap: str, topic: str = "training-records") -> str:
+    """The command that reads the demo's first records with librdkafka's kcat."""
+    return f"kcat -b {bootstrap} -C -t {topic} -c 3 -e"
+
+
+async def _start_broker(kind: str, partitions: int, out: Path) -> Any:
+    """The demo's own broker: embedded Tansu, or Apache Kafka (which librdkafka clients such
+    as kcat can read; Tansu fails their ApiVersion request). Raises BrokerError with a
+    message fit for the user (Java missing, Maven failing, ...)."""
+    from editstream.broker import start_broker
+
+    if kind == "kafka":
+        print("starting Apache Kafka (Java 17+; the first run fetches its jars with Maven)…",
+              flush=True)
+        return await asyncio.to_thread(start_broker, "kafka", partitions=partitions,
+                                       log_file=out.resolve() / "kafka.log")
+    return await asyncio.to_thread(start_broker, "tansu", partitions=partitions)
+
+
+async def _hold(bootstrap: str) -> None:
+    """Keep the demo's broker up until Ctrl-C, for reading its topics."""
+    print(f"broker {bootstrap} stays up until Ctrl-C; read the records with\n"
+          f"  {kcat_line(bootstrap)}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
-                models: str = "simulator", max_predictions: int = 0) -> int:
+                models: str = "simulator", max_predictions: int = 0,
+                broker_kind: str = "tansu", keep_broker: bool = False) -> int:
+    from editstream.broker import BrokerError
+
     t0 = time.monotonic()
     lines = [ln for ln in sample.read_bytes().splitlines() if ln.strip()]
     if max_predictions:
         lines = first_predictions(lines, max_predictions, settings)
+    out.mkdir(parents=True, exist_ok=True)
     async with contextlib.AsyncExitStack() as stack:
+        started_broker = False
         if not settings.broker:
-            from editstream.broker import start_broker
-
-            broker = await asyncio.to_thread(start_broker, "tansu",
-                                             partitions=settings.partitions)
+            try:
+                broker = await _start_broker(broker_kind, settings.partitions, out)
+            except BrokerError as exc:
+                print(f"editstream demo: cannot start the {broker_kind} broker: {exc}",
+                      file=sys.stderr)
+                if broker_kind == "kafka":
+                    print("  (install Java 17+, or run `make demo` for the embedded Tansu "
+                          "broker, which needs nothing)", file=sys.stderr)
+                return 1
             stack.callback(broker.stop)
             settings = settings.replace(broker=broker.bootstrap)
-            print(f"started embedded Tansu broker on {broker.bootstrap}")
+            started_broker = True
+            name = "Apache Kafka" if broker_kind == "kafka" else "embedded Tansu broker"
+            print(f"started {name} on {broker.bootstrap}")
         else:  # a shared broker: keep this run's topics apart
             run = time.strftime("%Y%m%d%H%M%S")
             settings = settings.replace(topic_prefix=f"{settings.topic_prefix}demo-{run}-",
@@ -238,26 +319,37 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
         expected = expected_predictions(lines, settings)
         await produce_events(settings, lines, flush=True)
         print(f"produced {len(lines)} events ({len(expected)} predictions past ingest); "
-              "waiting for the pipeline…")
+              "waiting for the pipeline…", flush=True)
         deadline = time.monotonic() + timeout_s
         outputs: dict[str, list[dict[str, Any]]] = {}
-        while time.monotonic() < deadline:
-            if worker.poll() is not None:
-                print(f"worker exited with {worker.returncode}; see {out / 'worker.log'}")
+        progress = Progress(len(expected))
+        try:
+            while time.monotonic() < deadline:
+                if worker.poll() is not None:
+                    progress.close()
+                    print(f"worker exited with {worker.returncode}; see {out / 'worker.log'}")
+                    return 1
+                outputs = await collect(settings)
+                done = len(accounted(outputs) & expected)
+                progress.update(done)
+                if done == len(expected):
+                    break
+                await asyncio.sleep(2)
+            else:
+                progress.close()
+                print(f"timed out: {len(expected - accounted(outputs))} predictions "
+                      "unaccounted")
                 return 1
-            outputs = await collect(settings)
-            missing = expected - accounted(outputs)
-            if not missing:
-                break
-            await asyncio.sleep(2)
-        else:
-            print(f"timed out: {len(expected - accounted(outputs))} predictions unaccounted")
-            return 1
+        finally:
+            progress.close()
         outputs = await collect(settings)  # settle stragglers such as preference records
-        counts = write_dataset(outputs, out)
-        print(summary(len(lines), outputs, expected, counts, time.monotonic() - t0,
-                      ingest_discards(lines, settings)))
-        print(await export_dataset(settings, out / "dataset"))
+        dataset = out / "dataset"
+        manifest = await export_dataset(settings, dataset)
+        print(summary(len(lines), outputs, expected, manifest, dataset,
+                      time.monotonic() - t0, ingest_discards(lines, settings)))
+        if keep_broker and started_broker:
+            _stop(worker)
+            await _hold(settings.broker)
     return 0
 
 

@@ -38,10 +38,38 @@ async def ensure_topics(settings: Settings) -> None:
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
+            await _wait_for_leaders(admin, settings.broker, [t.name for t in new])
     finally:
         await admin.close()
 
 
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, bootstrap: str, names: list[str],
+                            timeout_s: float = 30.0) -> None:
+    """Return once every partition of the new topics answers as its leader (or after
+    `timeout_s`): Apache Kafka elects them a moment after CreateTopics answers, and a
+    producer that comes first gets NotLeaderForPartition and logs a warning for each retry.
+    Metadata names the leader before the leader serves, so the wait asks each partition for
+    its end offset (a request only its leader answers; aiokafka retries it quietly)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    tps: list[TopicPartition] = []
+    while loop.time() < deadline and not tps:
+        topics = await admin.describe_topics(names)
+        if all(t["error_code"] == 0 and t["partitions"]
+               and all(p["leader"] >= 0 for p in t["partitions"]) for t in topics):
+            tps = [TopicPartition(t["topic"], p["partition"]) for t in topics
+                   for p in t["partitions"]]
+        else:
+            await asyncio.sleep(0.2)
+    if not tps:
+        return
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(consumer.end_offsets(tps), max(1.0, deadline - loop.time()))
+    finally:
+        await consumer.stop()
 def event_key(raw: bytes) -> bytes | None:
     """Events are keyed by session_id; unparsable lines go unkeyed (the DLQ will get them)."""
     try:
