@@ -56,6 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq")
 WATCHED = (*FINAL, "settled-examples")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+SIMULATOR_PID = [0]
 
 
 # --------------------------------------------------------------------------- processes
@@ -63,7 +64,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 @contextlib.contextmanager
 def simulator() -> Iterator[str]:
-    """`editstream simulate` (no added latency) in its own process; its base URL."""
+    """`editstream simulate` (no added latency) in its own process; its base URL (its pid
+    in SIMULATOR_PID, for its CPU time)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "editstream.cli", "simulate", "--port",
                              str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -79,6 +81,7 @@ def simulator() -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("simulator did not start") from None
                 time.sleep(0.1)
+        SIMULATOR_PID[0] = proc.pid
         yield url
     finally:
         proc.terminate()
@@ -250,9 +253,11 @@ async def paced_produce(settings: Settings, lines: list[bytes], rate: float) -> 
 
 
 async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
-                       rate: float | None = None, timeout_s: float = 600) -> dict[str, Any]:
+                       rate: float | None = None, timeout_s: float = 600,
+                       profile: Path | None = None) -> dict[str, Any]:
     """One run: load (or pace) the corpus, start the worker(s), wait until every prediction
-    is accounted for; its figures."""
+    is accounted for; its figures. `profile`: py-spy samples of the (first) worker from the
+    first settled example on, raw (collapsed stacks, idle frames included)."""
     expected = expected_predictions(lines, settings)
     await ensure_topics(settings)
     if rate is None:
@@ -271,6 +276,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
             producing = asyncio.create_task(paced_produce(settings, lines, rate))
         deadline = time.monotonic() + timeout_s
         cpu0 = m0 = None
+        sim0 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
+        spy = None
         while not watch.done():
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"pipeline run stalled ({len(watch.final)} of "
@@ -279,8 +286,19 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
             await watch.poll()
             if cpu0 is None and watch.first_seen_wall is not None:
                 cpu0 = sum(tree_cpu_s(p.pid) for p in procs)
+                sim0 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
                 m0 = await asyncio.to_thread(scrape, port)
+                if profile is not None:
+                    spy = subprocess.Popen(
+                        [str(Path(sys.executable).parent / "py-spy"), "record", "-p",
+                         str(procs[0].pid), "-r", "100", "-d", "600", "--idle", "-f", "raw",
+                         "-o", str(profile), "--nonblocking"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu1 = sum(tree_cpu_s(p.pid) for p in procs)
+        sim1 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
+        if spy is not None:
+            spy.send_signal(2)  # py-spy writes its file on SIGINT
+            spy.wait(timeout=30)
         m1 = await asyncio.to_thread(scrape, port)
         if producing is not None:
             await producing
@@ -299,6 +317,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
         "cpu_processes": settings.cpu_processes,
         "elapsed_s": elapsed, "examples_per_s": n / elapsed,
         "cpu_ms_per_example": (cpu1 - (cpu0 or 0.0)) / n * 1000,
+        "simulator_cpu_ms_per_example": (sim1 - sim0) / n * 1000,
+        "worker_cores": (cpu1 - (cpu0 or 0.0)) / elapsed,
         "stage_ms_per_example": {k: v["seconds"] / n * 1000 for k, v in stages.items()},
         "stage_ms_per_record": {k: v["seconds"] / v["records"] * 1000
                                 for k, v in stages.items() if v["records"]},
