@@ -338,6 +338,45 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
     return figures
 
 
+# What a worker's busy main-thread samples are spent on (substrings of py-spy frames).
+PROFILE_PARTS = {
+    "kafka produce (aiokafka Sender, socket writes)": "Sender.",
+    "kafka consume (aiokafka Fetcher)": "Fetcher.",
+    "faust (streams, conductor, agents)": "faust/",
+    "model HTTP clients (httpx + aiohttp)": "httpx/",
+    "settle runner (agents/settle.py)": "agents/settle.py",
+    "score stage (agents/score.py, pool IPC)": "agents/score.py",
+    "pure core (streams/)": "streams/",
+    "socket writes (_SelectorSocketTransport.write)": "_SelectorSocketTransport.write",
+}
+
+
+def summarize_profile(path: Path, main_frame: str = "run_worker") -> dict[str, Any]:
+    """Main-thread py-spy samples (raw, --idle): the busy share and, of the busy samples,
+    the share under each of PROFILE_PARTS and the top self-time frames."""
+    total = idle = 0
+    rows: list[tuple[list[str], int]] = []
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames, n = stack.split(";"), int(count)
+        if not any(main_frame in f for f in frames):
+            continue
+        total += n
+        if "select (selectors.py" in frames[-1]:
+            idle += n
+            continue
+        rows.append((frames, n))
+    busy = max(1, total - idle)
+    parts = {name: sum(n for fr, n in rows if any(key in f for f in fr)) / busy
+             for name, key in PROFILE_PARTS.items()}
+    leaf: dict[str, int] = {}
+    for fr, n in rows:
+        leaf[fr[-1]] = leaf.get(fr[-1], 0) + n
+    top = sorted(leaf.items(), key=lambda kv: -kv[1])[:8]
+    return {"samples": total, "busy_share": (total - idle) / max(1, total), "parts": parts,
+            "top_self": [[f, n / busy] for f, n in top]}
+
+
 def settle_only(bootstrap: str, lines: list[bytes], predictions: int) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     s = Settings(broker=bootstrap, topic_prefix=f"bench-plso-{tag}-", app_id=f"bench-plso-{tag}",
@@ -370,6 +409,15 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
         so = median([r["examples_per_s"] for r in settle])
         best = max(p0, p1)
         best_cpu = 0 if p0 >= p1 else 1
+        profile = None
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "worker.txt"
+            prof_run = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=1),
+                                                lines, profile=raw))
+            if raw.exists():
+                profile = {**summarize_profile(raw),
+                           "examples_per_s": prof_run["examples_per_s"],
+                           "worker_cores": prof_run["worker_cores"]}
         # steady load: half the measured capacity, as events/s of this corpus
         rate = 0.5 * best * len(lines) / predictions
         steady = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=best_cpu),
@@ -402,6 +450,7 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
         "ratio_pool1": p1 / so,
         "ratio_pool0": p0 / so,
         "steady": steady,
+        "profile": profile,
         "scaling": scaling,
         "goal_ratio": 0.5,
         "before": {"ratio": 0.07, "examples_per_s": 45, "settle_examples_per_s": 650,
