@@ -323,7 +323,7 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
             out += [
                 "",
                 f"**Event-loop lag** (goal 3: no CPU work on the loop longer than 20 ms): "
-                f"**{_met(lag['p99_le'], 0.02, higher=False)}**, p99 ≤ "
+                f"{_met(lag['p99_le'], 0.02, higher=False)}, p99 ≤ "
                 f"{lag['p99_le'] * 1000:.0f} ms at the steady load and in the capacity runs "
                 "above. The probe (`agents/looplag.py`, every 50 ms) sees how late the loop "
                 "wakes it, whatever held it: a settle runner batch (`agents/settle.py` decodes "
