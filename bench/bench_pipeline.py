@@ -54,7 +54,8 @@ from streams.settings import Settings, to_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq")
-WATCHED = (*FINAL, "settled-examples")
+HOPS = ("student-samples", "scored-examples")  # intermediate records, for the lag per hop
+WATCHED = (*FINAL, "settled-examples", *HOPS)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SIMULATOR_PID = [0]
 
@@ -188,6 +189,7 @@ class Watch:
         self.expected = expected
         self.settled: dict[str, int] = {}  # request_id -> broker timestamp ms
         self.final: dict[str, int] = {}
+        self.hops: dict[str, dict[str, int]] = {h: {} for h in HOPS}
         self.first_seen_wall: float | None = None
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.broker, enable_auto_commit=False,
@@ -210,6 +212,11 @@ class Watch:
                     self.settled.setdefault(v["request_id"], r.timestamp)
                     if self.first_seen_wall is None:
                         self.first_seen_wall = time.time()
+                    continue
+                if kind in self.hops:
+                    rid = v.get("request_id") or v.get("example", {}).get("request_id")
+                    if rid is not None:
+                        self.hops[kind].setdefault(rid, r.timestamp)
                     continue
                 rid = (_request_id_of_dead_letter(v) if kind.endswith("dlq")
                        else v.get("request_id"))
@@ -327,8 +334,24 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
     }
     if rate is not None:
         warm = first + 2000  # a worker starting up is not steady load
-        lags = sorted((watch.final[r] - ts) / 1000 for r, ts in watch.settled.items()
-                      if r in watch.final and ts >= warm)
+        timed = sorted((ts, (watch.final[r] - ts) / 1000) for r, ts in watch.settled.items()
+                       if r in watch.final and ts >= warm)
+        lags = sorted(lag for _, lag in timed)
+        # median lag of each tenth of the run (by settle time): flat is latency, rising is
+        # a backlog (the offered load above what the worker managed)
+        tenth = max(1, len(timed) // 10)
+        figures["lag_p50_by_tenth_s"] = [
+            sorted(lag for _, lag in timed[i:i + tenth])[len(timed[i:i + tenth]) // 2]
+            for i in range(0, len(timed) - tenth + 1, tenth)]
+        # p50 of each hop's share: settled -> student-samples -> scored-examples -> final
+        chain = [watch.settled, *(watch.hops[h] for h in HOPS), watch.final]
+        names = ["settle→sample", "sample→score", "score→final"]
+        figures["hop_p50_s"] = {}
+        for name, a, b in zip(names, chain[:-1], chain[1:], strict=True):
+            d = sorted((b[r] - a[r]) / 1000 for r in a if r in b and watch.settled.get(r, 0)
+                       >= warm)
+            if d:
+                figures["hop_p50_s"][name] = d[len(d) // 2]
         figures["offered_events_per_s"] = rate
         figures["lag_examples"] = len(lags)
         if lags:
