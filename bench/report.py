@@ -55,8 +55,9 @@ def render_all(meta: dict[str, Any], log: dict[str, Any]) -> str:
         "**Reproduce:** `make bench` (all of it, 8-10 min; Apache Kafka 4.1 is started from the "
         "Maven jars, Java 17 + Maven needed). One bench: `.venv/bin/python -m bench.<name>` "
         "with `bench_settle`, `bench_sampling`, `bench_scoring`, `bench_state`, `bench_replay`, "
-        "`bench_adaptive` (each has `--help`); `python -m bench.run --only settle,state` "
-        "re-runs a subset and keeps the other sections. Raw figures: `bench/results/*.json`.",
+        "`bench_adaptive`, `bench_gateway`, `bench_pipeline` (each has `--help`); "
+        "`python -m bench.run --only settle,state` re-runs a subset and keeps the other "
+        "sections. Raw figures: `bench/results/*.json`.",
         "",
         "## Summary",
         "",
@@ -205,9 +206,10 @@ def _pipeline_rows(pl: dict[str, Any] | None) -> list[str]:
     st = pl["steady"]
     lag = st["loop_lag"]
     if lag.get("p99_le") is not None:
+        # "no CPU work on the loop longer than 20 ms": the longest hold, not only the p99
         rows.append(f"| event-loop lag under the steady-load run, p99 / max (bucket bounds) | "
                     f"≤ {lag['p99_le'] * 1000:.0f} ms / ≤ {lag['max_le'] * 1000:.0f} ms | — | "
-                    f"— | ≤ 20 ms | {_met(lag['p99_le'], 0.02, higher=False)} |")
+                    f"— | ≤ 20 ms | {_met(lag['max_le'], 0.02, higher=False)} |")
     sc = pl.get("scaling")
     if sc:
         rows.append(f"| 2 worker processes vs 1, 8 partitions | "
@@ -327,19 +329,22 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
                 f"tenth of the run: {tenths} s. Flat, so latency rather than a backlog; and "
                 "the stage handlers take milliseconds per record (table above), so a record "
                 "mostly waits between stages, in the Faust agents' fetch and stream buffers "
-                "(`score→final` is the distill stage, with repairs a further hop). The same "
-                "run under at_least_once had about the same lag during development (p50 "
-                "5.0 s vs 9.1 s exactly_once at 571 events/s; at 200 events/s, 1/6 of "
-                "capacity, still 3.4 s), so Kafka transactions are not the main cause.",
+                "(`score→final` is the distill stage, with repairs a further hop). During "
+                "development the same steady run under at_least_once had a lower lag of the "
+                "same order (p50 5.0 s vs 9.1 s exactly_once, back to back at 571 events/s; "
+                "exactly_once at 200 events/s, 1/6 of capacity: 3.4 s), so transactions add "
+                "to it but do not explain it.",
             ]
         lag = sd["loop_lag"]
         if lag.get("p99_le") is not None:
             out += [
                 "",
                 f"**Event-loop lag** (goal 3: no CPU work on the loop longer than 20 ms): "
-                f"{_met(lag['p99_le'], 0.02, higher=False)}, p99 ≤ "
-                f"{lag['p99_le'] * 1000:.0f} ms at the steady load and in the capacity runs "
-                "above. The probe (`agents/looplag.py`, every 50 ms) sees how late the loop "
+                f"{_met(lag['max_le'], 0.02, higher=False)}: at the steady load p99 ≤ "
+                f"{lag['p99_le'] * 1000:.0f} ms but max ≤ {lag['max_le'] * 1000:.0f} ms; in "
+                "the capacity runs (whole input waiting) p99 up to "
+                f"{max(r['loop_lag']['p99_le'] or 0 for r in p1['runs'] + p0['runs']) * 1000:.0f}"
+                " ms. The probe (`agents/looplag.py`, every 50 ms) sees how late the loop "
                 "wakes it, whatever held it: a settle runner batch (`agents/settle.py` decodes "
                 "and applies a partition's share of a fetch of up to 5 000 records in one "
                 "call, ~50-70 µs per event, so 1 000 events hold the loop 50-70 ms; in the "
@@ -347,8 +352,8 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
                 "batch into chunks with a yield between them is the fix, left to the "
                 "settle runner's owner), one `_run_once` pass over hundreds of ready callbacks "
                 "when the loop is saturated, and the OS giving the core to the broker, the "
-                "simulator or other processes on this shared 2-core machine (load average "
-                "~3.5-4 during the runs). The bench does not tell these apart; the histogram's "
+                "simulator or other processes on this shared 2-core machine (its load average "
+                "is at the top). The bench does not tell these apart; the histogram's "
                 "buckets bound the figures (≤ is the bucket's upper bound).",
             ]
     sc = pl.get("scaling")
@@ -841,7 +846,7 @@ def _gateway(gw: dict[str, Any] | None) -> list[str]:
                     zip(gw["rounds"]["gateway"], gw["rounds"]["kafka_direct"], strict=False))
         + ".",
         "",
-        f"Issue 15, goal 4 (≥ 0.5): **{_met(r['throughput_gateway_over_direct'], 0.5)}**. "
+        f"Issue 15, goal 4 (≥ 0.5): {_met(r['throughput_gateway_over_direct'], 0.5)}. "
         "What bounds it (py-spy of the gateway process during a 60 000-event run, "
         "2026-11-30, main thread busy 73 % of the time, the machine's 2 cores 95 % busy): "
         "of the gateway's busy time 43 % is the ingest verdict (`judge_event`: secret scan "
