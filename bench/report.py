@@ -55,8 +55,9 @@ def render_all(meta: dict[str, Any], log: dict[str, Any]) -> str:
         "**Reproduce:** `make bench` (all of it, 8-10 min; Apache Kafka 4.1 is started from the "
         "Maven jars, Java 17 + Maven needed). One bench: `.venv/bin/python -m bench.<name>` "
         "with `bench_settle`, `bench_sampling`, `bench_scoring`, `bench_state`, `bench_replay`, "
-        "`bench_adaptive` (each has `--help`); `python -m bench.run --only settle,state` "
-        "re-runs a subset and keeps the other sections. Raw figures: `bench/results/*.json`.",
+        "`bench_adaptive`, `bench_gateway`, `bench_pipeline` (each has `--help`); "
+        "`python -m bench.run --only settle,state` re-runs a subset and keeps the other "
+        "sections. Raw figures: `bench/results/*.json`.",
         "",
         "## Summary",
         "",
@@ -73,6 +74,7 @@ def render_all(meta: dict[str, Any], log: dict[str, Any]) -> str:
     out += _state(log.get("state"))
     out += _replay(log.get("replay"))
     out += _gateway(log.get("gateway"))
+    out += _pipeline(log.get("pipeline"))
     out += _findings(log)
     return "\n".join(out).rstrip() + "\n"
 
@@ -183,8 +185,206 @@ def _summary_rows(log: dict[str, Any]) -> list[str]:
         rows.append(f"| gateway (HTTP edge, bench/bench_gateway.py) | "
                     f"{_n(gw['gateway']['events_per_s'])} events/s | Kafka direct "
                     f"{_n(gw['kafka_direct']['events_per_s'])} events/s | "
-                    f"{gw['ratio']['throughput_gateway_over_direct']:.2f} | — | |")
+                    f"{gw['ratio']['throughput_gateway_over_direct']:.2f} | ≥ 0.5 | "
+                    f"{_met(gw['ratio']['throughput_gateway_over_direct'], 0.5)} |")
+    rows += _pipeline_rows(log.get("pipeline"))
     return rows
+
+
+def _pipeline_rows(pl: dict[str, Any] | None) -> list[str]:
+    if not _ok(pl):
+        return []
+    assert pl is not None
+    so = pl["settle_only"]["examples_per_s"]
+    rows = []
+    for n in (1, 0):
+        r = pl[f"ratio_pool{n}"]
+        rows.append(f"| end to end, examples/s per worker (`cpu_processes={n}`, Kafka "
+                    f"exactly_once, simulator without latency) | "
+                    f"{pl[f'pipeline_pool{n}']['examples_per_s']:.1f} examples/s | settle only "
+                    f"{so:.0f} examples/s | {r:.3f} | ≥ 0.5 | {_met(r, 0.5)} |")
+    st = pl["steady"]
+    lag = st["loop_lag"]
+    if lag.get("p99_le") is not None:
+        # "no CPU work on the loop longer than 20 ms": the longest hold, not only the p99
+        rows.append(f"| event-loop lag under the steady-load run, p99 / max (bucket bounds) | "
+                    f"≤ {lag['p99_le'] * 1000:.0f} ms / ≤ {lag['max_le'] * 1000:.0f} ms | — | "
+                    f"— | ≤ 20 ms | {_met(lag['max_le'], 0.02, higher=False)} |")
+    sc = pl.get("scaling")
+    if sc:
+        rows.append(f"| 2 worker processes vs 1, 8 partitions | "
+                    f"{sc['two_workers_examples_per_s']:.1f} examples/s | 1 worker "
+                    f"{sc['one_worker_examples_per_s']:.1f} examples/s | {sc['ratio']:.2f} | — "
+                    "| |")
+    return rows
+
+
+def _lag_text(lag: dict[str, Any]) -> str:
+    if lag.get("p99_le") is None:
+        return "no probe samples"
+    return (f"p50 ≤ {lag['p50_le'] * 1000:.0f} ms, p99 ≤ {lag['p99_le'] * 1000:.0f} ms, "
+            f"max ≤ {lag['max_le'] * 1000:.0f} ms, mean {lag['mean'] * 1000:.1f} ms over "
+            f"{lag['count']:.0f} probes")
+
+
+def _pipeline(pl: dict[str, Any] | None) -> list[str]:
+    out = ["## End to end: the pipeline at the speed of its settle stage" + _stale(pl), ""]
+    if (msg := _failed("pipeline", pl)) is not None:
+        return [*out, msg]
+    assert pl is not None
+    so, p1, p0 = pl["settle_only"], pl["pipeline_pool1"], pl["pipeline_pool0"]
+    out += [
+        f"`bench/bench_pipeline.py` on {pl['broker']}: {_n(pl['events'])} generated events "
+        f"({pl['sessions']} sessions, {_n(pl['predictions'])} predictions) on `edit-events` "
+        "(4 partitions, flush controls closing them), one `editstream worker` process and the "
+        "model simulator (no added latency) as student and teacher in its own process; a fresh "
+        "namespace per run, variants interleaved, median of "
+        f"{pl['runs']} runs. Pipeline: first `settled-examples` record to the last "
+        "training or rejected record (broker record timestamps) once every prediction is "
+        "accounted for. Settle only: bench_settle's worker (the production app without its "
+        "Faust agents, exactly_once) on the same corpus, the same predictions over its "
+        "first-batch → last-commit time. Command: `python -m bench.bench_pipeline`.",
+        "",
+        "| variant | examples/s | runs | ratio to settle only | worker CPU ms / example "
+        "(worker + its pool) | event-loop lag |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| settle only | {so['examples_per_s']:.0f} | "
+        + ", ".join(f"{r['examples_per_s']:.0f}" for r in so["runs"])
+        + f" | 1 | {median_cpu(so['runs']):.2f} | — |",
+    ]
+    for n, p in ((1, p1), (0, p0)):
+        out.append(
+            f"| pipeline, `cpu_processes={n}` | {p['examples_per_s']:.1f} | "
+            + ", ".join(f"{r['examples_per_s']:.1f}" for r in p["runs"])
+            + f" | **{pl[f'ratio_pool{n}']:.3f}** | "
+            f"{median_of(p['runs'], 'cpu_ms_per_example'):.1f} | "
+            f"{_lag_text(p['runs'][0]['loop_lag'])} (run 1) |")
+    before = pl["before"]
+    out += [
+        "",
+        f"Goal ≥ 0.5; before: {before['ratio']} ({before['what']}).",
+        "",
+        "Time in each stage's handler per example (`editstream_stage_processing_seconds`, "
+        "wall time including awaits on the model and the pool, summed over the stage's "
+        "records, run 1):",
+        "",
+        "| stage | " + " | ".join(f"`cpu_processes={n}` ms/example" for n in (1, 0)) + " |",
+        "| --- | --- | --- |",
+    ]
+    stages = sorted(set(p1["runs"][0]["stage_ms_per_example"])
+                    | set(p0["runs"][0]["stage_ms_per_example"]))
+    for st in stages:
+        out.append(f"| {st} | "
+                   + " | ".join(f"{p['runs'][0]['stage_ms_per_example'].get(st, 0):.1f}"
+                                for p in (p1, p0)) + " |")
+    so_cpu = median_cpu(so["runs"])
+    p_cpu = median_of(p1["runs"] + p0["runs"], "cpu_ms_per_example")
+    sim_cpu = median_of(p1["runs"] + p0["runs"], "simulator_cpu_ms_per_example")
+    cores = median_of(p1["runs"] + p0["runs"], "worker_cores")
+    out += [
+        "",
+        f"**What bounds it.** The worker spends {p_cpu:.1f} ms of CPU per example end to end "
+        f"(worker and its scoring pool), settle alone {so_cpu:.2f} ms: if both were bound by "
+        f"CPU the ratio could not exceed {so_cpu / p_cpu:.2f}, about what is measured. The "
+        f"simulator adds {sim_cpu:.1f} ms per example in its own process; the worker used "
+        f"{cores:.2f} cores while the machine was shared with the broker, the simulator and "
+        "other engineers' tests. Goal ≥ 0.5 would need the stages after settle to cost about "
+        "as much CPU per example as settle itself.",
+    ]
+    prof = pl.get("profile")
+    if prof:
+        parts = ", ".join(f"{name} {share:.0%}" for name, share in
+                          sorted(prof["parts"].items(), key=lambda kv: -kv[1]))
+        top = ", ".join(f"`{f.split(' (')[0]}` {share:.0%}" for f, share in
+                        prof["top_self"][:5])
+        out += [
+            "",
+            f"py-spy of one worker run ({prof['examples_per_s']:.0f} examples/s, "
+            f"`cpu_processes=1`, {prof['samples']} main-thread samples from the first settled "
+            f"example): the worker's event loop was busy (not waiting in `select`) "
+            f"**{prof['busy_share']:.0%}** of the time, so one worker's main thread is "
+            f"saturated. Of the busy samples (frames overlap): {parts}. Most self time: "
+            f"{top}. Socket writes are the produce requests (student-samples and "
+            "scored-examples records carry every sample) and model requests; on loopback the "
+            "write also hands the CPU to the broker or the simulator, which share the cores.",
+        ]
+    sd = pl["steady"]
+    if "lag_p50_s" in sd:
+        out += [
+            "",
+            f"**Steady load** (`cpu_processes={sd['cpu_processes']}`): the corpus produced at "
+            f"{sd['offered_events_per_s']:.0f} events/s (half the measured capacity) into a "
+            f"running worker: {sd['examples_per_s']:.1f} examples/s, settle → final record lag "
+            f"p50 **{sd['lag_p50_s']:.2f} s**, p99 **{sd['lag_p99_s']:.2f} s**, max "
+            f"{sd['lag_max_s']:.2f} s over {sd['lag_examples']} examples (2 s warm-up "
+            f"excluded); event-loop lag {_lag_text(sd['loop_lag'])}; worker CPU "
+            f"{sd['cpu_ms_per_example']:.1f} ms per example.",
+        ]
+        if sd.get("hop_p50_s"):
+            hops = ", ".join(f"{k} {v:.2f} s" for k, v in sd["hop_p50_s"].items())
+            tenths = ", ".join(f"{v:.1f}" for v in sd.get("lag_p50_by_tenth_s", []))
+            out += [
+                "",
+                f"Where that lag is (p50 per hop, broker timestamps): {hops}; median lag by "
+                f"tenth of the run: {tenths} s. Flat, so latency rather than a backlog; and "
+                "the stage handlers take milliseconds per record (table above), so a record "
+                "mostly waits between stages, in the Faust agents' fetch and stream buffers "
+                "(`score→final` is the distill stage, with repairs a further hop). During "
+                "development the same steady run under at_least_once had a lower lag of the "
+                "same order (p50 5.0 s vs 9.1 s exactly_once, back to back at 571 events/s; "
+                "exactly_once at 200 events/s, 1/6 of capacity: 3.4 s), so transactions add "
+                "to it but do not explain it.",
+            ]
+        lag = sd["loop_lag"]
+        if lag.get("p99_le") is not None:
+            out += [
+                "",
+                f"**Event-loop lag** (goal 3: no CPU work on the loop longer than 20 ms): "
+                f"{_met(lag['max_le'], 0.02, higher=False)}: at the steady load p99 ≤ "
+                f"{lag['p99_le'] * 1000:.0f} ms but max ≤ {lag['max_le'] * 1000:.0f} ms; in "
+                "the capacity runs (whole input waiting) p99 up to "
+                f"{max(r['loop_lag']['p99_le'] or 0 for r in p1['runs'] + p0['runs']) * 1000:.0f}"
+                " ms. The probe (`agents/looplag.py`, every 50 ms) sees how late the loop "
+                "wakes it, whatever held it: a settle runner batch (`agents/settle.py` decodes "
+                "and applies a partition's share of a fetch of up to 5 000 records in one "
+                "call, ~50-70 µs per event, so 1 000 events hold the loop 50-70 ms; in the "
+                "capacity runs the whole input is waiting, so fetches are full; cutting the "
+                "batch into chunks with a yield between them is the fix, left to the "
+                "settle runner's owner), one `_run_once` pass over hundreds of ready callbacks "
+                "when the loop is saturated, and the OS giving the core to the broker, the "
+                "simulator or other processes on this shared 2-core machine (its load average "
+                "is at the top). The bench does not tell these apart; the histogram's "
+                "buckets bound the figures (≤ is the bucket's upper bound).",
+            ]
+    sc = pl.get("scaling")
+    if sc:
+        out += [
+            "",
+            f"**Scaling** (8 partitions, `cpu_processes={sc['cpu_processes']}`): one worker "
+            f"process {sc['one_worker_examples_per_s']:.1f} examples/s, two "
+            f"{sc['two_workers_examples_per_s']:.1f} examples/s: ratio **{sc['ratio']:.2f}** "
+            f"(runs: one {_rates(sc['one_runs'])}; two {_rates(sc['two_runs'])}; CPU ms "
+            f"per example one {median_of(sc['one_runs'], 'cpu_ms_per_example'):.1f}, two "
+            f"{median_of(sc['two_runs'], 'cpu_ms_per_example'):.1f}).",
+        ]
+    out += [""]
+    out += [line for line in pl.get("notes", "").splitlines()] + [""]
+    return out
+
+
+def _rates(runs: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{r['examples_per_s']:.1f}" for r in runs)
+
+
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
+    values = sorted(r[key] for r in runs)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def median_cpu(runs: list[dict[str, Any]]) -> float:
+    """CPU ms per example of the settle-only worker."""
+    return median_of([{"v": r["cpu_s"] / r["examples"] * 1000} for r in runs], "v")
 
 
 def _settle(s: dict[str, Any] | None) -> list[str]:
@@ -477,12 +677,8 @@ def _scoring(sc: dict[str, Any] | None) -> list[str]:
         "So one fully scored sample alone is ~4× the 50 bare distances; meeting 3× needs the "
         "kept rate's LCS and chrF's n-gram counting in C (not done).",
         "",
-        "Issue 15's other goals are not measured yet (branch `speed`): the worker now has an "
-        "event-loop lag probe (`editstream_event_loop_lag_seconds`, alert at p99 > 20 ms) and "
-        "runs the score stage in a process pool (`cpu_processes`, default 1), but no "
-        "end-to-end bench reports examples/s vs settle-only, lag p99/max or CPU per stage "
-        "(goals 1, 3); the gateway (goal 4, 0.36 of direct produce) and the 2-worker scaling "
-        "run (goal 5) were not worked on.",
+        "Issue 15's other goals: end to end, event-loop lag and scaling (goals 1, 3, 5) in "
+        "*End to end* below, the gateway (goal 4) in *Gateway*.",
         "",
     ]
     return out
@@ -644,6 +840,35 @@ def _gateway(gw: dict[str, Any] | None) -> list[str]:
         f"| Kafka direct | {_n(d['events_per_s'])} | {d['p50_ms']:.1f} | {d['p99_ms']:.1f} |",
         f"| ratio | {r['throughput_gateway_over_direct']:.2f} | "
         f"{r['p50_gateway_over_direct']:.2f} | {r['p99_gateway_over_direct']:.2f} |",
+        "",
+        "Round by round (gateway / direct, adjacent in time): "
+        + ", ".join(f"{a['events_per_s'] / b['events_per_s']:.2f}" for a, b in
+                    zip(gw["rounds"]["gateway"], gw["rounds"]["kafka_direct"], strict=False))
+        + ".",
+        "",
+        f"Issue 15, goal 4 (≥ 0.5): {_met(r['throughput_gateway_over_direct'], 0.5)}. "
+        "What bounds it (py-spy of the gateway process during a 60 000-event run, "
+        "2026-11-30, main thread busy 73 % of the time, the machine's 2 cores 95 % busy): "
+        "of the gateway's busy time 43 % is the ingest verdict (`judge_event`: secret scan "
+        "13 %, schema validation 11 %, personal-data walk 7 %, privacy 4 %), 19 % aiokafka's "
+        "per-event `send` (partitioner 8 %), 13 % the producer's sender, ~15 % aiohttp "
+        "(request, response). The gateway spent 55-67 µs of CPU per event; the direct path "
+        "pays only the `send` (in the client) and the broker. So the gateway needs about "
+        "3× the CPU per event of a direct producer, and on this shared 2-core machine "
+        "(the broker, the bench's HTTP clients and other engineers' tests on the same cores) "
+        "throughput follows CPU. Made faster, same verdicts: the personal-data walk is "
+        "skipped when the event's JSON has no `@`, `Users` or `/home/` (`streams/pii.py: "
+        "may_hold_pii`), the secret pre-filter is grouped by first character, the "
+        "disabled-path verdict is memoised per path; together ~10 % of `judge_event` "
+        "offline (~22 → ~20 µs per event, the best of 7 passes), and in an A/B of the "
+        "gateway bench on the same Kafka (60 000 events × 3 rounds, the code before and "
+        "after alternating, 2026-11-30): gateway 13,086 and 13,151 → 14,852 and 14,450 "
+        "events/s (+12 %), ratio 0.31 and 0.25 → 0.35 and 0.35. Not done: producing a "
+        "request's events as one batch per partition (aiokafka `send_batch` waits for the "
+        "partition's previous batch to drain, so concurrent requests would serialise), and "
+        "a C implementation of the scan. Before (previous bench config, 20 000 events × 3 "
+        "rounds): 0.36; the 20 000-event direct rounds took ~0.5 s and varied 2× between "
+        "runs, hence 60 000 × 5 now.",
         "",
     ]
 

@@ -7,9 +7,10 @@ are written beside them. The raw figures go to bench/results/<name>.json.
 
 Order: the benches that need no broker first (adaptive, scoring, sampling, local_model: the
 real model of `make local-model`, skipped when not installed), then Kafka is
-started once (``editstream.broker.start_broker("kafka")``) for settle, state, replay and,
-when ``bench/bench_gateway.py`` exists, the gateway bench. A bench that fails is reported as
-failed in BENCHMARKS.md and makes the command exit non-zero; the others still run.
+started once (``editstream.broker.start_broker("kafka")``) for settle, state, replay, the
+gateway bench (when ``bench/bench_gateway.py`` exists) and the end-to-end pipeline bench.
+A bench that fails is reported as failed in BENCHMARKS.md and makes the command exit
+non-zero; the others still run.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from bench import (
     bench_adaptive,
     bench_local_model,
+    bench_pipeline,
     bench_replay,
     bench_sampling,
     bench_scoring,
@@ -41,7 +43,7 @@ from editstream.broker import start_broker
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "BENCHMARKS.md"
 NAMES = ("adaptive", "scoring", "sampling", "local_model", "settle", "state", "replay",
-         "gateway")
+         "gateway", "pipeline")
 
 
 def loadavg() -> str:
@@ -77,8 +79,9 @@ def kafka(bootstrap: str | None) -> Iterator[str]:
 
 def gateway(bootstrap: str) -> dict[str, Any]:
     """bench/bench_gateway.py (another engineer's) in its own process; its saved figures."""
+    # 60 000 events a round: 20 000 took ~0.5 s direct, too short to be steady on a busy box
     cmd = [sys.executable, "-m", "bench.bench_gateway", "--broker", bootstrap,
-           "--max-seconds", "60"]
+           "--events", "60000", "--rounds", "5", "--max-seconds", "120"]
     subprocess.run(cmd, cwd=ROOT, check=True, timeout=600, stdout=subprocess.DEVNULL)
     figures = load("gateway")
     if figures is None:
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         timed("sampling", lambda: bench_sampling.run(runs, scale), log)
     if "local_model" in only and local_model_installed():
         timed("local_model", lambda: bench_local_model.run(2), log)
-    if only & {"settle", "state", "replay", "gateway"}:
+    if only & {"settle", "state", "replay", "gateway", "pipeline"}:
         with kafka(args.bootstrap) as bootstrap:
             if "settle" in only:
                 timed("settle", lambda: bench_settle.run(
@@ -122,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                     bootstrap, 100 if args.quick else 400, runs, 5 if args.quick else 10), log)
             if "gateway" in only and (ROOT / "bench" / "bench_gateway.py").exists():
                 timed("gateway", lambda: gateway(bootstrap), log)
+            if "pipeline" in only:
+                timed("pipeline", lambda: bench_pipeline.run(
+                    bootstrap, 60 if args.quick else 200, 1 if args.quick else 2), log)
     meta["load_end"] = loadavg()
     meta["seconds"] = time.monotonic() - started
     # figures of benches not run this time come from their last saved results

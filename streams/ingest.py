@@ -30,7 +30,7 @@ import fastjsonschema
 import orjson
 
 from schemas import validate_edit_event
-from streams.pii import mask_event
+from streams.pii import mask_event, may_hold_pii
 from streams.privacy import privacy_verdict
 from streams.secrets import find_secret
 from streams.settings import Settings
@@ -143,7 +143,7 @@ def judge_event(item: Any, settings: Settings, *, internal: bool = False) -> Ver
         # Only the reason is reported and counted; nothing about where or what the secret
         # was goes back to the client or into a log.
         return _discarded("secret_detected", item)
-    if settings.pii_policy != "keep":
+    if settings.pii_policy != "keep" and may_hold_pii(value):
         masked = mask_event(item)
         if masked is not item:
             if settings.pii_policy == "discard":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 
@@ -41,8 +41,14 @@ def _compiled(globs: tuple[str, ...]) -> re.Pattern[str]:
 
 
 def path_disabled(path: str, globs: Iterable[str]) -> bool:
+    return _path_disabled(path, tuple(globs))
+
+
+@lru_cache(maxsize=8192)
+def _path_disabled(path: str, globs: tuple[str, ...]) -> bool:
+    # memoised: a session edits a few files many times, and this runs per event at ingest
     normalized = path.replace("\\", "/").lstrip("/")
-    return _compiled(tuple(globs)).fullmatch(normalized) is not None
+    return _compiled(globs).fullmatch(normalized) is not None
 
 
 def privacy_verdict(

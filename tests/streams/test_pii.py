@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.pii import mask_event, mask_text
+from streams.pii import mask_event, mask_text, may_hold_pii
 
 
 @pytest.mark.parametrize(("text", "masked"), [
@@ -45,3 +46,13 @@ def test_mask_event_leaves_identifiers_and_returns_same_object_when_clean() -> N
     assert out["excerpt"] == "to: xx@xx.xxx"
     assert out["history"][0]["diff"] == "+/home/xxx/x"
     assert out["repo_url"] == ev["repo_url"] and ev["excerpt"] == "to: bo@ex.com"
+
+
+@given(st.text(alphabet=st.sampled_from("ab.@-_/é\\ xyzHomeUsrC:\"\n"), max_size=60))
+def test_may_hold_pii_is_true_whenever_masking_changes_the_event(text: str) -> None:
+    # ingest skips mask_event when may_hold_pii says no: that must never skip a change
+    ev = {"type": "edit", "text": text, "history": [{"diff": text}]}
+    if mask_event(ev) is not ev:
+        assert may_hold_pii(orjson.dumps(ev))
+    for clean in ("x = 1", "path/to/file.py", "é\n"):
+        assert not may_hold_pii(orjson.dumps({"text": clean}))

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams import secrets
 from streams.generate import GenerateConfig, generate_events
 from streams.secrets import SECRET_KINDS, event_secret, find_secret
 
@@ -189,3 +190,14 @@ def test_a_token_is_found_in_an_event_whatever_precedes_it(token: str, text: str
     `\\u0001`): none of that may hide it."""
     assert event_secret({"v": 1, field: f"{text}{sep}{token}{sep}{text}"}) is not None
 
+
+
+_LITERALS = [lit for rule in secrets.RULES for lit in rule.literals]
+
+
+@given(st.lists(st.sampled_from([*_LITERALS, "a", "_", " ", "k", "ECRET", "gh", "xo"]),
+                max_size=8).map("".join))
+def test_prefix_scan_finds_exactly_the_texts_with_a_literal(text: str) -> None:
+    # the one-pass pre-filter (grouped by first character) must agree with a plain search
+    assert (secrets._ANY_LITERAL.search(text) is not None) == any(
+        lit in text for lit in _LITERALS)
