@@ -137,7 +137,9 @@ def test_pipeline_on_a_real_model_accounts_for_every_prediction(
 
     # one server, one limit shared by the three roles, settled where the server works
     limit = _value(metrics, "editstream_model_concurrency_limit", kind="student")
-    assert 1 <= limit <= 3
+    # the limit is fractional (AIMD); on one slot it hovers around 1-3 and once read 3.06
+    # under CI load: far below the 64 it may use, which is what flooding the server took
+    assert 1 <= limit < 5
     assert _value(metrics, "editstream_model_concurrency_limit", kind="teacher") == limit
 
 
