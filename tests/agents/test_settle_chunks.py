@@ -1,0 +1,93 @@
+"""The settle runner applies a fetched batch in chunks and lets the event loop run between
+them, with exactly the outcome of applying the batch in one go (agents/settle.py).
+
+The runner's Kafka side is covered by the integration tests; here only its batch path runs,
+on generated events as a fetch would hand them over (offset + value bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from agents import settle
+from agents.runtime import Runtime
+from agents.settle import PartitionState, SettleRunner
+from streams.generate import GenerateConfig, generate_events
+from streams.settings import Settings
+from streams.settle import StagedStore
+
+FLUSH = {"v": 1, "type": "control", "op": "flush", "session_id": "__control__", "ts_ms": 0,
+         "can_collect_data": False}
+
+
+@dataclass(frozen=True)
+class Rec:
+    offset: int
+    value: bytes
+
+
+def _records() -> list[Rec]:
+    values = [orjson.dumps(e) for e in generate_events(GenerateConfig(seed=5, sessions=8))]
+    values.insert(17, b"{not json")  # a dead letter in the middle of a chunk
+    values.append(orjson.dumps(FLUSH))  # settles everything still open
+    return [Rec(i, v) for i, v in enumerate(values)]
+
+
+def _runner() -> tuple[SettleRunner, PartitionState]:
+    runner = SettleRunner(Runtime(settings=Settings(), app=None))  # type: ignore[arg-type]
+    store = StagedStore({})
+    part = PartitionState(TopicPartition(runner.source, 0), store, runner._machine(store),
+                          None, None)
+    return runner, part
+
+
+async def _apply(records: list[Rec]) -> tuple[Any, list[tuple[str, bytes, bytes]], Any]:
+    runner, part = _runner()
+    return await runner._apply_chunked(part, records)
+
+
+async def test_runner_yields_to_the_loop_between_chunks(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setattr(settle, "CHUNK_RECORDS", 50)
+    records = _records()
+    chunks = -(-len(records) // 50)
+    ticks = 0
+    running = True
+
+    async def other_task() -> None:  # stands for the Faust stages, heartbeats, the probe
+        nonlocal ticks
+        while running:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    before = ticks
+    await _apply(records)
+    during = ticks - before
+    running = False
+    await task
+    assert chunks > 3
+    assert during >= chunks - 1  # it ran at every chunk boundary, not only after the batch
+
+
+async def test_chunked_batch_gives_the_one_pass_outcome(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    records = _records()
+    monkeypatch.setattr(settle, "CHUNK_RECORDS", len(records))
+    whole, whole_sends, whole_tally = await _apply(records)
+    monkeypatch.setattr(settle, "CHUNK_RECORDS", 37)
+    chunked, sends, tally = await _apply(records)
+    settled = [v for t, _, v in sends if t.endswith("settled-examples")]
+    assert settled and any(t.endswith("edit-events-dlq") for t, _, _ in sends)
+    assert sends == whole_sends  # same records, same order, same bytes
+    assert chunked.writes == whole.writes and chunked.applied == whole.applied == len(records) - 1
+    assert chunked.anchor_ms == whole.anchor_ms and chunked.skipped == whole.skipped
+    assert [e.offset for e in chunked.events] == [e.offset for e in whole.events]
+    assert tally.counts == whole_tally.counts and tally.delays_s == whole_tally.delays_s
