@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import compress
+from operator import and_, not_
 
 from streams.scoring.lcs import _b_mask, _keep_masks
 from streams.scoring.tokens import _units, _utf8_len
@@ -30,6 +32,11 @@ _KEPT_ALL = KeptRate(1.0, 1.0, 0, 0, 0, 0, 0, 0)
 _KEPT_NONE = KeptRate(0.0, 0.0, 0, 0, 0, 0, 0, 0)
 
 
+def _unit_bytes(text: str, units: list[str]) -> list[int]:
+    """UTF-8 length of each of ``units`` (pieces of ``text``): ``len`` when ``text`` is ASCII."""
+    return list(map(len, units)) if text.isascii() else [_utf8_len(u) for u in units]
+
+
 def _ratio(numerator: int, denominator: int, other_denominator: int) -> float:
     """numerator/denominator; a zero denominator gives 1 iff the other side's is zero too."""
     if denominator == 0:
@@ -49,16 +56,15 @@ class _KeptRateScorer:
 
     def _prepare(self) -> None:
         # Lazy: a batch where every candidate bails out never tokenizes anything.
+        # Masks are turned into lists with C-level compress/map: the units are many and short.
         self._base_units = _units(self.base)
-        self._base_unit_bytes = [_utf8_len(u) for u in self._base_units]
+        self._base_unit_bytes = _unit_bytes(self.base, self._base_units)
         ref_units = _units(self.reference)
         ref_keep, base_keep = _keep_masks(ref_units, self._base_units)
-        self._ref_new = [u for u, kept in zip(ref_units, ref_keep, strict=True) if not kept]
-        self._ref_new_bytes = sum(_utf8_len(u) for u in self._ref_new)
-        self._ref_base_keep = base_keep
-        self._ref_deleted_bytes = sum(
-            n for n, kept in zip(self._base_unit_bytes, base_keep, strict=True) if not kept
-        )
+        self._ref_new = list(compress(ref_units, map(not_, ref_keep)))
+        self._ref_new_bytes = sum(_unit_bytes(self.reference, self._ref_new))
+        self._ref_base_dropped = list(map(not_, base_keep))
+        self._ref_deleted_bytes = sum(compress(self._base_unit_bytes, self._ref_base_dropped))
         self._ready = True
 
     def score(self, candidate: str) -> KeptRate:
@@ -71,20 +77,14 @@ class _KeptRateScorer:
             self._prepare()
         cand_units = _units(candidate)
         cand_keep, base_keep = _keep_masks(cand_units, self._base_units)
-        cand_new = [u for u, kept in zip(cand_units, cand_keep, strict=True) if not kept]
-        cand_new_bytes = [_utf8_len(u) for u in cand_new]
-        cand_deleted = sum(
-            n for n, kept in zip(self._base_unit_bytes, base_keep, strict=True) if not kept
-        )
+        cand_new = list(compress(cand_units, map(not_, cand_keep)))
+        cand_new_bytes = _unit_bytes(candidate, cand_new)
+        base_dropped = list(map(not_, base_keep))
+        cand_deleted = sum(compress(self._base_unit_bytes, base_dropped))
         kept_mask = _b_mask(self._ref_new, cand_new)  # cand_new's mask in LCS(cand_new, ref_new)
-        kept = sum(n for n, k in zip(cand_new_bytes, kept_mask, strict=True) if k)
-        correctly_deleted = sum(
-            n
-            for n, by_cand, by_ref in zip(
-                self._base_unit_bytes, base_keep, self._ref_base_keep, strict=True
-            )
-            if not by_cand and not by_ref
-        )
+        kept = sum(compress(cand_new_bytes, kept_mask))
+        correctly_deleted = sum(compress(self._base_unit_bytes,
+                                         map(and_, base_dropped, self._ref_base_dropped)))
         cand_total = sum(cand_new_bytes) + cand_deleted
         ref_total = self._ref_new_bytes + self._ref_deleted_bytes
         good = kept + correctly_deleted

@@ -79,10 +79,41 @@ def _lcs_pairs(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, 
 
 
 def _b_mask(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[bool]:
-    """``b``'s keep-mask of LCS(a, b): backtrack steps left (drops a b item) when left >= up."""
-    mask = [False] * len(b)
-    for _, j in _lcs_pairs(a, b):
-        mask[j] = True
+    """``b``'s keep-mask of LCS(a, b): backtrack steps left (drops a b item) when left >= up.
+
+    The same alignment as ``_lcs_pairs`` (same table, same backtrack), written straight into
+    the mask: the common prefix and suffix as list slices, only the middle item by item.
+    """
+    n, m = len(a), len(b)
+    p = _common_prefix_len(a, b)
+    s = _common_suffix_len(a, b, min(n, m) - p)
+    mask = [True] * p + [False] * (m - p - s) + [True] * s
+    mid_a, mid_b = a[p : n - s], b[p : m - s]
+    if not (mid_a and mid_b):
+        return mask
+    match_bits: dict[Hashable, int] = {}
+    for j, item in enumerate(mid_b):
+        match_bits[item] = match_bits.get(item, 0) | (1 << j)
+    full = (1 << len(mid_b)) - 1
+    row = full
+    rows = [row]
+    get = match_bits.get
+    for item in mid_a:
+        u = row & get(item, 0)
+        if u:
+            row = ((row + u) | (row - u)) & full
+        rows.append(row)
+    i, j = len(mid_a), len(mid_b)
+    while i > 0 and j > 0:  # see _lcs_pairs for the backtrack
+        here = get(mid_a[i - 1], 0)
+        stops = (here | ~rows[i]) & ((1 << j) - 1)
+        if not stops:
+            break
+        j = stops.bit_length()
+        i -= 1
+        if (here >> (j - 1)) & 1:
+            j -= 1
+            mask[p + j] = True
     return mask
 
 
