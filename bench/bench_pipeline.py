@@ -58,6 +58,7 @@ HOPS = ("student-samples", "scored-examples")  # intermediate records, for the l
 WATCHED = (*FINAL, "settled-examples", *HOPS)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SIMULATOR_PID = [0]
+WORKER_ENV: dict[str, str] = {}  # extra environment of the workers (bench_loop_blockers)
 
 
 # --------------------------------------------------------------------------- processes
@@ -91,7 +92,7 @@ def simulator() -> Iterator[str]:
 
 def spawn_worker(settings: Settings, log: Path, mp_dir: str | None = None
                  ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **to_env(settings), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **to_env(settings), "PYTHONPATH": str(ROOT), **WORKER_ENV}
     if mp_dir:
         env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
     with log.open("ab") as fh:
