@@ -2,8 +2,9 @@
 
 Why not a Faust agent: Faust's per-message path (conductor, stream, acks) and its table
 changelog cost ~900 µs of CPU per event; this runner fetches batches with aiokafka, applies a
-whole batch of one partition to its `SettleMachine` (`streams.settle.apply_batch`) and writes
-the batch's outputs and its state changes coalesced per key, in one go.
+whole batch of one partition to its `SettleMachine` (`streams.settle.apply_batch`, in chunks
+with a yield to the event loop between them) and writes the batch's outputs and its state
+changes coalesced per key, in one go.
 
 Wiring: `register` builds one `SettleRunner` (a `mode.Service`) and hands it to the app with
 `app.service`, so Faust starts it once the app is up and stops it with the app, in the same
