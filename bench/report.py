@@ -75,8 +75,19 @@ def render_all(meta: dict[str, Any], log: dict[str, Any]) -> str:
     out += _replay(log.get("replay"))
     out += _gateway(log.get("gateway"))
     out += _pipeline(log.get("pipeline"))
+    out += _ab_notes()
     out += _findings(log)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _ab_notes() -> list[str]:
+    """A/B runs made by hand (old and new code alternating) outlive the next `make bench`: they
+    are kept in bench/ab_notes.md and copied here, not written into the generated file."""
+    path = ROOT / "bench" / "ab_notes.md"
+    if not path.exists():
+        return []
+    return ["## A/B runs by hand (bench/ab_notes.md; not re-run by `make bench`)", "",
+            path.read_text().rstrip(), ""]
 
 
 def _ok(f: dict[str, Any] | None) -> bool:
