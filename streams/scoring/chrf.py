@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from rapidfuzz.distance import Indel
 
+from streams.scoring import backend
 from streams.scoring.lcs import _common_prefix_len, _common_suffix_len
 from streams.scoring.tokens import _WS_CLASS
 
@@ -63,6 +64,22 @@ def _unshared_ngrams(text: str, blocks: list[tuple[int, int]], n: int) -> list[s
     return grams
 
 
+def _aligned_slices(
+    before_full: str, after_full: str
+) -> tuple[str, str, list[tuple[int, int]], list[tuple[int, int]]]:
+    """The changed slices (5 chars of context kept) and each one's matching blocks."""
+    p = _common_prefix_len(before_full, after_full)
+    s = _common_suffix_len(before_full, after_full, min(len(before_full), len(after_full)) - p)
+    lo = max(0, p - _CHRF_CONTEXT)
+    cut = max(0, s - _CHRF_CONTEXT)
+    before = before_full[lo : len(before_full) - cut]
+    after = after_full[lo : len(after_full) - cut]
+    matching = Indel.opcodes(before, after).as_matching_blocks()
+    before_blocks = [(m.a, m.size) for m in matching if m.size]
+    after_blocks = [(m.b, m.size) for m in matching if m.size]
+    return before, after, before_blocks, after_blocks
+
+
 def _ngram_changes(before_full: str, after_full: str) -> list[_NgramChange]:
     """The n-gram count changes (n = 1..6) of the changed slice plus 5 chars of context.
 
@@ -73,15 +90,7 @@ def _ngram_changes(before_full: str, after_full: str) -> list[_NgramChange]:
     are counted, since each n-gram inside a matched block is paired with the same n-gram on
     the other side and its contributions cancel.
     """
-    p = _common_prefix_len(before_full, after_full)
-    s = _common_suffix_len(before_full, after_full, min(len(before_full), len(after_full)) - p)
-    lo = max(0, p - _CHRF_CONTEXT)
-    cut = max(0, s - _CHRF_CONTEXT)
-    before = before_full[lo : len(before_full) - cut]
-    after = after_full[lo : len(after_full) - cut]
-    matching = Indel.opcodes(before, after).as_matching_blocks()
-    before_blocks = [(m.a, m.size) for m in matching if m.size]
-    after_blocks = [(m.b, m.size) for m in matching if m.size]
+    before, after, before_blocks, after_blocks = _aligned_slices(before_full, after_full)
     longest = max(len(before), len(after))
     changes: list[_NgramChange] = []
     for n in range(1, _CHRF_MAX_N + 1):
@@ -162,12 +171,25 @@ def _f_beta(expected: _Reference, actual: list[_NgramChange], beta: float) -> fl
 
 
 class _DeltaChrfScorer:
-    """delta chrF of many actual texts against one (original, expected): expected cached."""
+    """delta chrF of many actual texts against one (original, expected): expected cached.
+
+    The deltas and F-beta come from the compiled ``_native`` module when
+    ``backend.use_native()`` at construction, else from the pure-Python code above (the
+    reference implementation; same floats).
+    """
 
     def __init__(self, original: str, expected: str, beta: float) -> None:
         self.original = original
         self.expected = expected
         self.beta = beta
+        self._native = backend.use_native()
+        if self._native:
+            ext = backend.native
+            self._original_c = ext.collapse_whitespace(original)
+            self._native_ref = ext.ngram_deltas(
+                *_aligned_slices(self._original_c, ext.collapse_whitespace(expected))
+            )
+            return
         self._original_c = _collapse_whitespace(original)
         self._reference = _Reference.of(
             _ngram_changes(self._original_c, _collapse_whitespace(expected))
@@ -176,6 +198,12 @@ class _DeltaChrfScorer:
     def score(self, actual: str) -> float:
         if self.original == self.expected == actual:
             return 100.0
+        if self._native:
+            ext = backend.native
+            deltas = ext.ngram_deltas(
+                *_aligned_slices(self._original_c, ext.collapse_whitespace(actual))
+            )
+            return ext.f_beta(self._native_ref, deltas, self.beta)
         changes = _ngram_changes(self._original_c, _collapse_whitespace(actual))
         return _f_beta(self._reference, changes, self.beta)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from itertools import compress
 from operator import and_, not_
 
+from streams.scoring import backend
 from streams.scoring.lcs import _b_mask, _keep_masks
 from streams.scoring.tokens import _units, _utf8_len
 
@@ -45,17 +46,31 @@ def _ratio(numerator: int, denominator: int, other_denominator: int) -> float:
 
 
 class _KeptRateScorer:
-    """Kept rate of many candidates against one (base, reference): reference side cached."""
+    """Kept rate of many candidates against one (base, reference): reference side cached.
+
+    The counts come from the compiled ``_native.KeptRateRef`` when ``backend.use_native()``
+    at construction, else from the pure-Python code below (the reference implementation).
+    """
 
     def __init__(self, base: str, reference: str) -> None:
         self.base = base
         self.reference = reference
+        # Encoding the three texts whole (here and in score) also rejects lone surrogates
+        # before either implementation tokenizes anything.
         self._base_bytes = _utf8_len(base)
         self._ref_gap = abs(_utf8_len(reference) - self._base_bytes)
         self._ready = False
+        self._native: backend.native.KeptRateRef | None = None
+        self._use_native = backend.use_native()
 
     def _prepare(self) -> None:
         # Lazy: a batch where every candidate bails out never tokenizes anything.
+        if self._use_native:
+            self._native = backend.native.KeptRateRef(self.base, self.reference)
+            self._ref_new_bytes = self._native.reference_new
+            self._ref_deleted_bytes = self._native.reference_deleted
+            self._ready = True
+            return
         # Masks are turned into lists with C-level compress/map: the units are many and short.
         self._base_units = _units(self.base)
         self._base_unit_bytes = _unit_bytes(self.base, self._base_units)
@@ -75,6 +90,26 @@ class _KeptRateScorer:
             return _KEPT_NONE
         if not self._ready:
             self._prepare()
+        if self._native is not None:
+            cand_new_total, cand_deleted, kept, correctly_deleted = self._native.score(candidate)
+        else:
+            cand_new_total, cand_deleted, kept, correctly_deleted = self._counts(candidate)
+        cand_total = cand_new_total + cand_deleted
+        ref_total = self._ref_new_bytes + self._ref_deleted_bytes
+        good = kept + correctly_deleted
+        return KeptRate(
+            kept_rate=_ratio(good, cand_total, ref_total),
+            recall_rate=_ratio(good, ref_total, cand_total),
+            candidate_new=cand_new_total,
+            candidate_deleted=cand_deleted,
+            reference_new=self._ref_new_bytes,
+            reference_deleted=self._ref_deleted_bytes,
+            kept=kept,
+            correctly_deleted=correctly_deleted,
+        )
+
+    def _counts(self, candidate: str) -> tuple[int, int, int, int]:
+        """(candidate new, candidate deleted, kept, correctly deleted) bytes, in Python."""
         cand_units = _units(candidate)
         cand_keep, base_keep = _keep_masks(cand_units, self._base_units)
         cand_new = list(compress(cand_units, map(not_, cand_keep)))
@@ -85,19 +120,7 @@ class _KeptRateScorer:
         kept = sum(compress(cand_new_bytes, kept_mask))
         correctly_deleted = sum(compress(self._base_unit_bytes,
                                          map(and_, base_dropped, self._ref_base_dropped)))
-        cand_total = sum(cand_new_bytes) + cand_deleted
-        ref_total = self._ref_new_bytes + self._ref_deleted_bytes
-        good = kept + correctly_deleted
-        return KeptRate(
-            kept_rate=_ratio(good, cand_total, ref_total),
-            recall_rate=_ratio(good, ref_total, cand_total),
-            candidate_new=sum(cand_new_bytes),
-            candidate_deleted=cand_deleted,
-            reference_new=self._ref_new_bytes,
-            reference_deleted=self._ref_deleted_bytes,
-            kept=kept,
-            correctly_deleted=correctly_deleted,
-        )
+        return sum(cand_new_bytes), cand_deleted, kept, correctly_deleted
 
 
 def kept_rate(base: str, candidate: str, reference: str) -> KeptRate:

@@ -1,0 +1,26 @@
+"""Types of the compiled scoring loops (streams/scoring/_native.pyx)."""
+
+from collections.abc import Hashable, Sequence
+
+def units(text: str) -> list[str]: ...
+def b_mask(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[bool]: ...
+
+class KeptRateRef:
+    reference_new: int
+    reference_deleted: int
+    def __init__(self, base: str, reference: str) -> None: ...
+    def score(self, candidate: str) -> tuple[int, int, int, int]: ...
+
+def collapse_whitespace(text: str) -> str: ...
+
+class NgramDeltas:
+    @property
+    def sizes(self) -> list[int]: ...
+
+def ngram_deltas(
+    before: str,
+    after: str,
+    before_blocks: list[tuple[int, int]],
+    after_blocks: list[tuple[int, int]],
+) -> NgramDeltas: ...
+def f_beta(expected: NgramDeltas, actual: NgramDeltas, beta: float) -> float: ...
