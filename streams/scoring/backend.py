@@ -21,7 +21,7 @@ from contextlib import contextmanager
 _log = logging.getLogger(__name__)
 
 try:
-    from streams.scoring import _native as native
+    import streams.scoring._native as native
 except ImportError as exc:
     AVAILABLE = False
     _log.warning(
