@@ -9,8 +9,12 @@ Run ``python -m bench.bench_scoring [--repeat N] [--json]``. It times
 (e) the score stage's path: ``score_samples`` with every metric on the first
     ``score_metrics_samples`` samples (the setting's default) and distance on all (goal 2 of
     issue 15: ≤ 3x the bare distances),
+(f) the same path on the pure-Python reference implementation of the metrics
+    (``backend.pure_python()``), i.e. without the compiled loops of ``streams/scoring/_native``,
 
-and prints the medians and the ratios (b)/(a), (c)/(a), (d)/(a). The pipeline's goal is
+and prints the medians and the ratios (b)/(a), (c)/(a), (d)/(a), (e)/(a), (f)/(a). Times are
+the thread's CPU time (the work is single-threaded), so that other processes on a shared
+machine do not inflate one path more than another. The pipeline's goal is
 scoring within 1.5x of bare rapidfuzz; (c) is the path comparable to that goal, while (b)
 computes far more (token LCS, line diffs, n-gram deltas) and is reported as is.
 
@@ -32,7 +36,7 @@ from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 
-from streams.scoring import normalized_levenshtein, score_prediction, score_samples
+from streams.scoring import backend, normalized_levenshtein, score_prediction, score_samples
 from streams.settings import Settings
 
 N_SAMPLES = 50
@@ -101,7 +105,7 @@ def build_inputs() -> tuple[str, str, list[str], list[dict[str, Any]]]:
 
 
 def _median_seconds(fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Median wall time of each function over ``repeat`` rounds, after one warm-up each.
+    """Median CPU time of each function over ``repeat`` rounds, after one warm-up each.
 
     Rounds interleave the functions (a, b, c, a, b, c, ...) so that drift in machine load
     or clock speed hits every path alike instead of biasing whichever ran first.
@@ -111,9 +115,9 @@ def _median_seconds(fns: dict[str, Callable[[], object]], repeat: int) -> dict[s
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(time.thread_time() - t0)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -138,10 +142,14 @@ def run(repeat: int) -> dict[str, Any]:
     def stage() -> object:
         return score_samples(base, settled, samples, history=history, path=PATH, metrics=subset)
 
+    def stage_pure() -> object:
+        with backend.pure_python():
+            return stage()
+
     fast = _median_seconds(
-        {"a": bare, "b": all_metrics, "c": distance_only, "e": stage}, repeat
+        {"a": bare, "b": all_metrics, "c": distance_only, "e": stage, "f": stage_pure}, repeat
     )
-    a, b, c, e = fast["a"], fast["b"], fast["c"], fast["e"]
+    a, b, c, e, f = fast["a"], fast["b"], fast["c"], fast["e"], fast["f"]
     d = _median_seconds({"d": uncached}, max(1, repeat // 3))["d"]
     scores = score_samples(base, settled, samples, history=history, path=PATH)
     return {
@@ -160,6 +168,9 @@ def run(repeat: int) -> dict[str, Any]:
         "metrics_samples": len(subset),
         "stage_path_s": e,
         "ratio_stage_path": e / a,
+        "native_scoring": backend.use_native(),
+        "stage_path_pure_s": f,
+        "ratio_stage_path_pure": f / a,
         "goal_ratio_stage": 3.0,
         "goal_ratio": 1.5,
         "max_reversal_ratio": max(s.reversal_ratio for s in scores),
@@ -192,7 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"(c)/(a) = {figures['ratio_distance_only']:.2f}x")
     print(f"(d)/(a) = {figures['ratio_uncached_loop']:.1f}x   (no batching/caching)")
-    print(f"(e)/(a) = {figures['ratio_stage_path']:.2f}x   (goal 3x)")
+    print(f"(f) same, pure-Python metrics      {figures['stage_path_pure_s'] * ms:9.3f} ms")
+    print(f"(e)/(a) = {figures['ratio_stage_path']:.2f}x   (goal 3x; compiled loops: "
+          f"{'yes' if figures['native_scoring'] else 'NOT BUILT'})")
+    print(f"(f)/(a) = {figures['ratio_stage_path_pure']:.2f}x   (the same without them)")
 
 
 if __name__ == "__main__":
