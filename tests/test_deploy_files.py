@@ -232,6 +232,9 @@ def test_dockerfile_pins_python_runs_as_non_root_and_installs_dependencies_first
     first_source_copy = next(i for i, ln in enumerate(lines) if ln.startswith("COPY streams"))
     deps = next(i for i, ln in enumerate(lines) if "pip install -r" in ln)
     assert lines.index("COPY pyproject.toml ./") < deps < first_source_copy
+    # the image builds the compiled scoring loops and fails if they are missing
+    assert any("gcc" in ln for ln in lines)
+    assert any('import streams.scoring._native' in ln for ln in lines)
     ignored = [ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()]
     for ln in lines:
         if ln.startswith("COPY "):
