@@ -299,8 +299,8 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
                 judge_url=settings.judge_url or llm.url)
             print(f"started local model {llm.model} on {llm.url} (student, teacher, judge)")
         if not settings.student_url or not settings.teacher_url:
+            from editstream.generate import ground_truth, write_jsonl
             from editstream.simulate import SimulatorConfig, start_simulator
-            from streams.generate import ground_truth, write_jsonl
 
             # The simulator's teacher answers from the sample's answer key (what the users
             # left, settled offline by the pipeline's rules), never from the prompt.

@@ -63,7 +63,7 @@ TRUTH_CORPORA = ((11, 8, 4), (5, 6, 3), (23, 6, 3), (21, 5, 3), (21, 10, 4), (33
 
 
 def write_ground_truth(path: Path) -> Path:
-    from streams.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
+    from editstream.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
 
     rows = [row for seed, sessions, per in TRUTH_CORPORA
             for row in ground_truth(generate_events(GenerateConfig(

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import schemas
 from agents.models import StudentClient
+from editstream.generate import GenerateConfig, generate_events
 from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
 from streams.adaptive import (
     AdaptivePolicy,
@@ -23,7 +24,6 @@ from streams.adaptive import (
     median_interval_ranks,
     replay,
 )
-from streams.generate import GenerateConfig, generate_events
 from streams.models import Endpoint
 from streams.sample import sample_distance, sample_example
 from streams.score import score_example
