@@ -13,6 +13,7 @@ import random
 import re
 
 from streams.generate.config import DISABLED_GLOBS
+from streams.scoring.edits import _split_lines as _split_keepends  # one "\n"-only splitter
 
 _TOKEN = re.compile(r"\w+|\s+|[^\w\s]")  # covers every char, so "".join(tokens) == line
 # An identifier; not right after a backslash, so the "n" of a "\n" escape is not a name.
@@ -62,14 +63,6 @@ def unified_diff(path: str, before: str, after: str) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Helpers on text
-
-
-def _split_keepends(text: str) -> list[str]:
-    parts = text.split("\n")
-    lines = [p + "\n" for p in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
 
 
 def _blen(text: str) -> int:
