@@ -25,7 +25,8 @@ import httpx
 import orjson
 import pytest
 
-from agents.models import StudentClient, TeacherClient, _default_transport, _retry_after_s
+from agents.models import StudentClient, TeacherClient
+from agents.models.transport import _default_transport, _retry_after_s
 from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
 from streams.formats import (
     JUDGE_SYSTEM,
