@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agents.models import TeacherClient
+from editstream.answers import AnswerConfig
 from editstream.simulate import SimulatorConfig, start_simulator
 from streams.distill import attempt, route_scored
 from streams.formats import split_excerpt
@@ -98,7 +99,8 @@ async def test_seeded_teacher_errors_are_caught(tmp_path: Path, kind: str) -> No
                                  "settled_region": SETTLED}) + "\n")
     rates = {f"teacher_{k}_rate": float(k == kind) for k in KINDS}
     async with (
-        await start_simulator(SimulatorConfig(ground_truth=str(truth), **rates)) as sim,
+        await start_simulator(SimulatorConfig(ground_truth=str(truth),
+                                              answers=AnswerConfig(**rates))) as sim,
         TeacherClient(Endpoint(base_url=sim.url, model="t")) as teacher,
     ):
         att = await attempt(ex, teacher, None, S, median=0.3)
