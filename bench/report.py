@@ -1,4 +1,11 @@
-"""BENCHMARKS.md from the figures of one ``make bench`` run (see bench/run.py)."""
+"""BENCHMARKS.md from the figures of one ``make bench`` run (see bench/run.py).
+
+Why one file of ~1,000 lines: it is one document. Each ``_<bench>`` function renders that
+bench's section from the run's figures, in the order BENCHMARKS.md reads, with the shared
+phrasing helpers at the top; the summary table and the findings quote the sections. Split
+per bench, the wording of one page would be spread over a dozen modules that each import
+the same helpers, and a reader checking a sentence against its figure would hop between them.
+"""
 
 from __future__ import annotations
 
