@@ -50,6 +50,7 @@ from bench.common import events, machine, median
 from editstream.broker import free_port
 from editstream.demo import _request_id_of_dead_letter, expected_predictions
 from editstream.kafka_io import ensure_topics, event_key, send_flush, start_producer
+from editstream.simulate import spawn_simulator
 from streams.settings import Settings, to_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,26 +68,12 @@ SIMULATOR_PID = [0]
 def simulator() -> Iterator[str]:
     """`editstream simulate` (no added latency) in its own process; its base URL (its pid
     in SIMULATOR_PID, for its CPU time)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "editstream.cli", "simulate", "--port",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
+    sim = spawn_simulator(cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.1)
-        SIMULATOR_PID[0] = proc.pid
-        yield url
+        SIMULATOR_PID[0] = sim.pid
+        yield sim.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        sim.stop(timeout=10)
 
 
 def spawn_worker(settings: Settings, log: Path, mp_dir: str | None = None

@@ -21,10 +21,12 @@ import contextlib
 import logging
 import random
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,6 +34,7 @@ import orjson
 from aiohttp import web
 
 from editstream.answers import GroundTruth
+from editstream.process import ManagedProcess, free_port, http_ok, spawn
 from editstream.simulate_api import _anthropic, _BadRequest, _chat, _completions
 from editstream.simulate_config import (
     DEFAULT_PORT,
@@ -47,11 +50,13 @@ __all__ = [
     "DESCRIPTION",
     "RunningSimulator",
     "SimulatorConfig",
+    "SimulatorProcess",
     "SimulatorStats",
     "add_arguments",
     "build_app",
     "config_from_args",
     "serve",
+    "spawn_simulator",
     "start_simulator",
 ]
 
@@ -317,6 +322,34 @@ def serve(config: SimulatorConfig, host: str, port: int, *, reuse_port: bool = F
             print(f"simulator stopped: {sim.stats.as_dict()}", file=sys.stderr, flush=True)
 
     asyncio.run(main())
+
+
+class SimulatorProcess(ManagedProcess):
+    """``editstream simulate`` in a process of its own (answers on a core of their own)."""
+
+    def __init__(self, port: int,
+                 spawned: tuple[subprocess.Popen[bytes], Path | None, int]) -> None:
+        super().__init__("simulator", *spawned)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+def spawn_simulator(*flags: str, port: int = 0, log_file: Path | None = None,
+                    cwd: str | Path | None = None, ready_timeout: float | None = 30.0
+                    ) -> SimulatorProcess:
+    """Start ``editstream simulate --port PORT FLAGS...`` (a free port when 0) and wait until
+    it answers ``/healthz`` (``ready_timeout=None``: do not wait, e.g. for a second process
+    joining a ``--reuse-port``)."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "editstream.cli", "simulate", "--port", str(port), *flags]
+    sim = SimulatorProcess(port, spawn(cmd, log_file=log_file, cwd=cwd))
+    if ready_timeout is not None:
+        try:
+            sim.wait_ready(http_ok(f"{sim.url}/healthz"), ready_timeout)
+        except BaseException:
+            sim.stop(timeout=10)
+            raise
+    return sim
 
 
 if __name__ == "__main__":

@@ -7,15 +7,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from editstream.broker import BrokerHandle, start_broker
+from editstream.simulate import spawn_simulator
 from streams.settings import Settings, to_env
 
 
@@ -36,24 +35,12 @@ class Simulator:
         # the answer key it was given, for a twin simulator that must answer alike
         self.truth = flags[flags.index("--ground-truth") + 1] if "--ground-truth" in flags else ""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(tmp / f"simulator-{self.port}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "editstream.cli", "simulate", "--port", str(self.port),
-             *flags], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("simulator did not start")
+        self.process = spawn_simulator(*flags, port=self.port,
+                                       log_file=tmp / f"simulator-{self.port}.log")
+        self.url = self.process.url
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.log.close()
+        self.process.stop(timeout=10)
 
 
 # (seed, sessions, predictions per session) of the generated corpora the integration tests
