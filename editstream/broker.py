@@ -28,6 +28,12 @@ format JVM), restart of a cleanly stopped dir ~6-7 s, restart after kill -9 ~9 s
 (log recovery plus waiting out the dead broker's 4 s session); up to twice that
 when the box is busy. A clean stop (SIGTERM) takes ~0.5-1 s; the JVM then exits
 with 143, which is its normal exit code for SIGTERM.
+
+Why one module of ~700 lines: it is one tool, "a local broker", read top to bottom as the
+handle, the topics, the readiness probe, the two kinds and the CLI. Most of its length is
+the Kafka kind's setup (jars, KRaft properties, storage format), which nothing but
+``start_broker`` calls; the child-process life it shares with the other tools is
+``editstream/process.py``.
 """
 
 from __future__ import annotations
