@@ -50,8 +50,9 @@ from bench.common import events, machine, median
 from editstream.broker import free_port
 from editstream.demo import _request_id_of_dead_letter, expected_predictions
 from editstream.kafka_io import ensure_topics, event_key, send_flush, start_producer
+from editstream.process import spawn_worker
 from editstream.simulate import spawn_simulator
-from streams.settings import Settings, to_env
+from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq")
@@ -74,26 +75,6 @@ def simulator() -> Iterator[str]:
         yield sim.url
     finally:
         sim.stop(timeout=10)
-
-
-def spawn_worker(settings: Settings, log: Path, mp_dir: str | None = None
-                 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **to_env(settings), "PYTHONPATH": str(ROOT)}
-    if mp_dir:
-        env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
-    with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "editstream.cli", "worker"], env=env,
-                                stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -260,7 +241,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
     tmp = tempfile.mkdtemp(prefix="bench-pl-")
     log = Path(tmp) / "worker.log"
     mp_dir = str(Path(tmp) / "prom") if workers > 1 else None
-    procs = [spawn_worker(settings.replace(metrics_port=port), log, mp_dir)
+    env = {"PYTHONPATH": str(ROOT), **({"PROMETHEUS_MULTIPROC_DIR": mp_dir} if mp_dir else {})}
+    procs = [spawn_worker(settings.replace(metrics_port=port), log, env=env, cwd=ROOT)
              for _ in range(workers)]
     watch = Watch(settings, expected)
     await watch.start()
@@ -273,7 +255,7 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
         sim0 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
         spy = None
         while not watch.done():
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            if time.monotonic() > deadline or any(not p.is_running() for p in procs):
                 raise RuntimeError(f"pipeline run stalled ({len(watch.final)} of "
                                    f"{len(expected)} accounted):\n"
                                    + log.read_text(errors="replace")[-3000:])
@@ -299,7 +281,7 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
     finally:
         await watch.stop()
         for p in procs:
-            stop(p)
+            p.stop(timeout=30)
     first = min(watch.settled.values())
     last = max(watch.final[r] for r in expected)
     n = len(expected)

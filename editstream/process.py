@@ -6,9 +6,11 @@ error message, stop it (SIGTERM, then SIGKILL after a grace period), and clean u
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -16,7 +18,10 @@ from typing import IO, Any, Self
 
 import httpx
 
-__all__ = ["ManagedProcess", "ProcessError", "free_port", "http_ok", "log_tail", "spawn"]
+from streams.settings import Settings, to_env
+
+__all__ = ["ManagedProcess", "ProcessError", "free_port", "http_ok", "log_tail", "spawn",
+           "spawn_worker"]
 
 
 class ProcessError(RuntimeError):
@@ -176,3 +181,13 @@ class ManagedProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def spawn_worker(settings: Settings, log_file: Path, *, env: Mapping[str, str] | None = None,
+                 cwd: str | Path | None = None, module: str = "editstream.cli") -> ManagedProcess:
+    """The `editstream worker` a user runs, configured by ``settings`` through its
+    environment (plus ``env``), its output appended to ``log_file``. ``module``: another
+    entry point taking the same environment (the settle bench's worker)."""
+    cmd = [sys.executable, "-m", module, *(["worker"] if module == "editstream.cli" else [])]
+    full_env = {**os.environ, **(env or {}), **to_env(settings)}
+    return ManagedProcess.start("worker", cmd, log_file=log_file, env=full_env, cwd=cwd)

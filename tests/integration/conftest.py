@@ -3,10 +3,8 @@ server process, and `editstream worker` processes — the same commands a user r
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from editstream.broker import BrokerHandle, start_broker
+from editstream.process import ManagedProcess, spawn_worker
 from editstream.simulate import spawn_simulator
-from streams.settings import Settings, to_env
+from streams.settings import Settings
 
 
 def free_port() -> int:
@@ -74,28 +73,21 @@ class Worker:
     def __init__(self, settings: Settings, log: Path) -> None:
         self.settings = settings
         self.log_path = log
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: ManagedProcess | None = None
+        self.proc: subprocess.Popen[bytes] | None = None  # the child, for its pid and state
 
     def start(self) -> Worker:
-        log = open(self.log_path, "ab")  # noqa: SIM115
-        env = {**os.environ, **to_env(self.settings)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "editstream.cli", "worker"],
-                                     env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = spawn_worker(self.settings, self.log_path)
+        self.proc = self.process.process
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.process is not None:
+            self.process.stop(timeout=30)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.process is not None:
+            self.process.kill()
 
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
