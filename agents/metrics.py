@@ -42,6 +42,7 @@ OPEN_PREDICTIONS: Gauge
 SETTLED: Counter
 SETTLE_REPLAYED: Counter
 SETTLE_DELAY: Histogram
+E2E_LAG: Histogram
 MODEL_REQUESTS: Counter
 MODEL_RETRIES: Counter
 MODEL_LATENCY: Histogram
@@ -187,7 +188,11 @@ def _build() -> dict[str, Any]:
         "How late the worker's event loop woke a probe sleeping loop_lag_interval_s: the time "
         "some callback held the loop (agents/looplag.py)",
         buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
-    return {name: value for name, value in locals().items() if name in _NAMES}
+    built = {name: value for name, value in locals().items()
+             if isinstance(value, Counter | Gauge | Histogram)}
+    if set(built) != _NAMES:  # a metric defined here but not annotated above, or the reverse
+        raise RuntimeError(f"metrics not annotated at the top: {set(built) ^ _NAMES}")
+    return built
 
 
 def _initialise(m: dict[str, Any]) -> None:

@@ -18,7 +18,8 @@ names = {getattr(c, "_name", "") for c in REGISTRY._collector_to_names}
 assert not any(n.startswith("editstream_") for n in names), names  # nothing at import
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
 metrics.DLQ.labels("settle", "bad_json").inc(3)  # the first use registers
-metrics.register()  # explicit and idempotent
+metrics.register()  # explicit and idempotent (and it checks every metric is exported)
+metrics.E2E_LAG.observe(1.5)
 metrics.observe_request(metrics.RequestEvent("student", "ok", 0.2, False, 5, 7))
 registry = CollectorRegistry()
 multiprocess.MultiProcessCollector(registry, path=sys.argv[1])
