@@ -8,13 +8,18 @@ never a request id, session id or path.
 Several workers on one host: set `PROMETHEUS_MULTIPROC_DIR` (see `editstream/worker.py`);
 gauges then declare how the per-process values combine (`multiprocess_mode`).
 
-Label values that are known up front are created at import with a zero value, so a panel or
-alert on them has a series (a flat 0) before the first event instead of "No data".
+Registration is explicit and lazy: importing this module registers nothing. `register()`
+(or the first use of a metric, e.g. `metrics.DLQ`) creates every metric, with the value store
+the environment names at that moment, so whether prometheus_client was imported before or
+after `PROMETHEUS_MULTIPROC_DIR` was set no longer matters. Label values that are known up
+front are created then with a zero value, so a panel or alert on them has a series (a flat 0)
+before the first event instead of "No data".
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+from typing import TYPE_CHECKING, Any
 
 from streams.judge import GATES
 from streams.models import RequestEvent
@@ -26,132 +31,212 @@ BAND_NAMES = ("trivial", "ideal", "noise")
 RECORD_KINDS = ("sft", "preference")
 SPLITS = ("train", "eval")
 
-# --- ingest and settle -------------------------------------------------------------------
-EVENTS_IN = Counter("editstream_events_in_total", "Ingest events by type and result",
-                    ["type", "result"])
-DISCARDED = Counter("editstream_privacy_discarded_total",
-                    "Events discarded at ingest for privacy", ["reason"])
-DLQ = Counter("editstream_dlq_records_total", "Records sent to a dead-letter topic",
-              ["stage", "reason"])
-OPEN_PREDICTIONS = Gauge("editstream_settle_open_predictions",
-                         "Predictions waiting to settle on this worker",
-                         multiprocess_mode="livesum")
-SETTLED = Counter("editstream_settled_total", "Settled examples by reason", ["reason"])
-SETTLE_REPLAYED = Counter(
-    "editstream_settle_replayed_events_total",
-    "Events seen again after a crash whose state had already landed (skipped, not re-applied)")
-SETTLE_DELAY = Histogram("editstream_settle_delay_seconds",
-                         "Event time from the last touching edit to settling",
-                         buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600))
-E2E_LAG = Histogram("editstream_end_to_end_lag_seconds",
-                    "Wall time from settling to training record or rejection",
-                    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900))
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge, Histogram
 
-# --- model calls -------------------------------------------------------------------------
-MODEL_REQUESTS = Counter("editstream_model_requests_total", "Model HTTP attempts by status",
-                         ["kind", "status"])
-MODEL_RETRIES = Counter("editstream_model_retries_total", "Model HTTP retries", ["kind"])
-MODEL_LATENCY = Histogram("editstream_model_request_duration_seconds",
-                          "Model HTTP attempt latency", ["kind"],
-                          buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
-MODEL_TOKENS = Counter("editstream_model_tokens_total", "Tokens used", ["kind", "direction"])
-MODEL_CONCURRENCY_LIMIT = Gauge(
-    "editstream_model_concurrency_limit",
-    "Requests the model client lets in flight to the endpoint of this role (adaptive: "
-    "streams/limiter.py; roles on one server share one limit)", ["kind"],
-    multiprocess_mode="livesum")
-MODEL_SHORT_RESPONSES = Counter(
-    "editstream_model_short_responses_total",
-    "Completions with fewer choices than the n asked (the server ignores or caps n; the "
-    "client asked again for the rest)", ["kind"])
-MODEL_REQUEUED = Counter("editstream_model_requeued_total",
-                         "Examples re-queued on the retry topic after a model outage",
-                         ["stage"])
+# The metrics, as `register()` creates them (annotated only: nothing exists before then).
+EVENTS_IN: Counter
+DISCARDED: Counter
+DLQ: Counter
+OPEN_PREDICTIONS: Gauge
+SETTLED: Counter
+SETTLE_REPLAYED: Counter
+SETTLE_DELAY: Histogram
+E2E_LAG: Histogram
+MODEL_REQUESTS: Counter
+MODEL_RETRIES: Counter
+MODEL_LATENCY: Histogram
+MODEL_TOKENS: Counter
+MODEL_CONCURRENCY_LIMIT: Gauge
+MODEL_SHORT_RESPONSES: Counter
+MODEL_REQUEUED: Counter
+SAMPLE_DISTANCE: Histogram
+SAMPLE_REVERSAL: Histogram
+BANDS: Counter
+REPAIRS: Counter
+TRAINING_RECORDS: Counter
+REJECTED: Counter
+INVALID_SAMPLES: Counter
+TARGET_GATE_FAILURES: Counter
+PREFERENCE_DROPPED: Counter
+STAGE_SECONDS: Histogram
+CONSUMER_LAG: Gauge
+EVENT_LOOP_LAG: Histogram
 
-# --- data quality ------------------------------------------------------------------------
-SAMPLE_DISTANCE = Histogram("editstream_sample_distance_ratio",
-                            "Normalized Levenshtein distance of each student sample",
-                            buckets=tuple(i / 20 for i in range(1, 21)))
-SAMPLE_REVERSAL = Histogram("editstream_sample_reversal_ratio",
-                            "Reversal ratio of the first score_metrics_samples valid samples "
-                            "of each example",
-                            buckets=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0))
-BANDS = Counter("editstream_scored_examples_total", "Scored examples by band", ["band"])
-REPAIRS = Counter("editstream_repair_attempts_total", "Repair attempts by result",
-                  ["result"])
-TRAINING_RECORDS = Counter("editstream_training_records_total", "Training records emitted",
-                           ["kind", "split"])
-REJECTED = Counter("editstream_rejected_examples_total", "Examples that left without a record",
-                   ["stage", "reason"])
-INVALID_SAMPLES = Counter("editstream_student_samples_invalid_total",
-                          "Student samples left out of the band median, by reason",
-                          ["reason"])  # truncated | unparsable
-TARGET_GATE_FAILURES = Counter("editstream_target_gate_failures_total",
-                               "Teacher targets failing a gate (streams/judge.py), by gate",
-                               ["gate"])
-PREFERENCE_DROPPED = Counter("editstream_preference_pairs_dropped_total",
-                             "SFT records without a preference pair, by reason", ["reason"])
-
-# --- operations --------------------------------------------------------------------------
-STAGE_SECONDS = Histogram("editstream_stage_processing_seconds",
-                          "Processing time per record and stage", ["stage"],
-                          buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120))
-CONSUMER_LAG = Gauge("editstream_consumer_lag_messages",
-                     "Messages behind the log end in the worker's assigned partitions "
-                     "(highwater minus committed offset); set by agents/lag.py",
-                     ["topic", "partition"], multiprocess_mode="livesum")
+_NAMES = frozenset(__annotations__)  # the metrics' names, as annotated above
+_lock = threading.Lock()
+_registered = False
+_built: dict[str, Any] = {}
 
 
-EVENT_LOOP_LAG = Histogram(
-    "editstream_event_loop_lag_seconds",
-    "How late the worker's event loop woke a probe sleeping loop_lag_interval_s: the time "
-    "some callback held the loop (agents/looplag.py)",
-    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+def register() -> None:
+    """Create and register every metric (once; later calls do nothing).
+
+    The value store is the one the environment names now: with `PROMETHEUS_MULTIPROC_DIR`
+    set, values are written to that directory for the host's scraping worker to sum."""
+    global _registered
+    with _lock:
+        if _registered:
+            return
+        from prometheus_client import values
+
+        # prometheus_client picks its value store when it is first imported; pick it again
+        # now, so an import before the directory was set does not keep values in memory only
+        values.ValueClass = values.get_value_class()
+        _built.update(_build())
+        globals().update(_built)
+        _initialise(_built)
+        _registered = True
 
 
-def _initialise() -> None:
+def _metrics() -> dict[str, Any]:
+    """Every metric by name (registered first if need be)."""
+    if not _registered:
+        register()
+    return _built
+
+
+def __getattr__(name: str) -> Any:
+    """`metrics.X` before `register()`: register, then answer (PEP 562)."""
+    if name in _NAMES:
+        register()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _build() -> dict[str, Any]:
+    from prometheus_client import Counter, Gauge, Histogram
+
+    # --- ingest and settle -------------------------------------------------------------------
+    EVENTS_IN = Counter("editstream_events_in_total", "Ingest events by type and result",
+                        ["type", "result"])
+    DISCARDED = Counter("editstream_privacy_discarded_total",
+                        "Events discarded at ingest for privacy", ["reason"])
+    DLQ = Counter("editstream_dlq_records_total", "Records sent to a dead-letter topic",
+                  ["stage", "reason"])
+    OPEN_PREDICTIONS = Gauge("editstream_settle_open_predictions",
+                             "Predictions waiting to settle on this worker",
+                             multiprocess_mode="livesum")
+    SETTLED = Counter("editstream_settled_total", "Settled examples by reason", ["reason"])
+    SETTLE_REPLAYED = Counter(
+        "editstream_settle_replayed_events_total",
+        "Events seen again after a crash whose state had already landed (skipped, not re-applied)")
+    SETTLE_DELAY = Histogram("editstream_settle_delay_seconds",
+                             "Event time from the last touching edit to settling",
+                             buckets=(0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600))
+    E2E_LAG = Histogram("editstream_end_to_end_lag_seconds",
+                        "Wall time from settling to training record or rejection",
+                        buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900))
+
+    # --- model calls -------------------------------------------------------------------------
+    MODEL_REQUESTS = Counter("editstream_model_requests_total", "Model HTTP attempts by status",
+                             ["kind", "status"])
+    MODEL_RETRIES = Counter("editstream_model_retries_total", "Model HTTP retries", ["kind"])
+    MODEL_LATENCY = Histogram("editstream_model_request_duration_seconds",
+                              "Model HTTP attempt latency", ["kind"],
+                              buckets=(0.01, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60))
+    MODEL_TOKENS = Counter("editstream_model_tokens_total", "Tokens used", ["kind", "direction"])
+    MODEL_CONCURRENCY_LIMIT = Gauge(
+        "editstream_model_concurrency_limit",
+        "Requests the model client lets in flight to the endpoint of this role (adaptive: "
+        "streams/limiter.py; roles on one server share one limit)", ["kind"],
+        multiprocess_mode="livesum")
+    MODEL_SHORT_RESPONSES = Counter(
+        "editstream_model_short_responses_total",
+        "Completions with fewer choices than the n asked (the server ignores or caps n; the "
+        "client asked again for the rest)", ["kind"])
+    MODEL_REQUEUED = Counter("editstream_model_requeued_total",
+                             "Examples re-queued on the retry topic after a model outage",
+                             ["stage"])
+
+    # --- data quality ------------------------------------------------------------------------
+    SAMPLE_DISTANCE = Histogram("editstream_sample_distance_ratio",
+                                "Normalized Levenshtein distance of each student sample",
+                                buckets=tuple(i / 20 for i in range(1, 21)))
+    SAMPLE_REVERSAL = Histogram("editstream_sample_reversal_ratio",
+                                "Reversal ratio of the first score_metrics_samples valid samples "
+                                "of each example",
+                                buckets=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0))
+    BANDS = Counter("editstream_scored_examples_total", "Scored examples by band", ["band"])
+    REPAIRS = Counter("editstream_repair_attempts_total", "Repair attempts by result",
+                      ["result"])
+    TRAINING_RECORDS = Counter("editstream_training_records_total", "Training records emitted",
+                               ["kind", "split"])
+    REJECTED = Counter("editstream_rejected_examples_total", "Examples that left without a record",
+                       ["stage", "reason"])
+    INVALID_SAMPLES = Counter("editstream_student_samples_invalid_total",
+                              "Student samples left out of the band median, by reason",
+                              ["reason"])  # truncated | unparsable
+    TARGET_GATE_FAILURES = Counter("editstream_target_gate_failures_total",
+                                   "Teacher targets failing a gate (streams/judge.py), by gate",
+                                   ["gate"])
+    PREFERENCE_DROPPED = Counter("editstream_preference_pairs_dropped_total",
+                                 "SFT records without a preference pair, by reason", ["reason"])
+
+    # --- operations --------------------------------------------------------------------------
+    STAGE_SECONDS = Histogram("editstream_stage_processing_seconds",
+                              "Processing time per record and stage", ["stage"],
+                              buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120))
+    CONSUMER_LAG = Gauge("editstream_consumer_lag_messages",
+                         "Messages behind the log end in the worker's assigned partitions "
+                         "(highwater minus committed offset); set by agents/lag.py",
+                         ["topic", "partition"], multiprocess_mode="livesum")
+
+
+    EVENT_LOOP_LAG = Histogram(
+        "editstream_event_loop_lag_seconds",
+        "How late the worker's event loop woke a probe sleeping loop_lag_interval_s: the time "
+        "some callback held the loop (agents/looplag.py)",
+        buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+    built = {name: value for name, value in locals().items()
+             if isinstance(value, Counter | Gauge | Histogram)}
+    if set(built) != _NAMES:  # a metric defined here but not annotated above, or the reverse
+        raise RuntimeError(f"metrics not annotated at the top: {set(built) ^ _NAMES}")
+    return built
+
+
+def _initialise(m: dict[str, Any]) -> None:
     """Zero series for the label values known up front (see the module docstring)."""
     for kind in MODEL_KINDS:
-        MODEL_REQUESTS.labels(kind, "ok")
-        MODEL_RETRIES.labels(kind)
-        MODEL_LATENCY.labels(kind)
-        MODEL_SHORT_RESPONSES.labels(kind)
+        m["MODEL_REQUESTS"].labels(kind, "ok")
+        m["MODEL_RETRIES"].labels(kind)
+        m["MODEL_LATENCY"].labels(kind)
+        m["MODEL_SHORT_RESPONSES"].labels(kind)
         for direction in ("prompt", "completion"):
-            MODEL_TOKENS.labels(kind, direction)
+            m["MODEL_TOKENS"].labels(kind, direction)
     for stage in ("sample", "distill", "repair"):
-        MODEL_REQUEUED.labels(stage)
+        m["MODEL_REQUEUED"].labels(stage)
     for stage in STAGES:
-        STAGE_SECONDS.labels(stage)
+        m["STAGE_SECONDS"].labels(stage)
     for reason in SETTLE_REASONS:
-        SETTLED.labels(reason)
+        m["SETTLED"].labels(reason)
     for band in BAND_NAMES:
-        BANDS.labels(band)
+        m["BANDS"].labels(band)
     for result in ("repaired", "failed"):
-        REPAIRS.labels(result)
+        m["REPAIRS"].labels(result)
     for reason in ("truncated", "unparsable"):
-        INVALID_SAMPLES.labels(reason)
+        m["INVALID_SAMPLES"].labels(reason)
     for gate in GATES:
-        TARGET_GATE_FAILURES.labels(gate)
+        m["TARGET_GATE_FAILURES"].labels(gate)
     for kind in RECORD_KINDS:
         for split in SPLITS:
-            TRAINING_RECORDS.labels(kind, split)
+            m["TRAINING_RECORDS"].labels(kind, split)
 
-
-_initialise()
 
 
 def observe_request(ev: RequestEvent) -> None:
     """The model clients' observer hook."""
-    MODEL_REQUESTS.labels(ev.kind, ev.status).inc()
-    MODEL_LATENCY.labels(ev.kind).observe(ev.latency_s)
+    m = _metrics()
+    m["MODEL_REQUESTS"].labels(ev.kind, ev.status).inc()
+    m["MODEL_LATENCY"].labels(ev.kind).observe(ev.latency_s)
     if ev.retry:
-        MODEL_RETRIES.labels(ev.kind).inc()
+        m["MODEL_RETRIES"].labels(ev.kind).inc()
     if ev.prompt_tokens:
-        MODEL_TOKENS.labels(ev.kind, "prompt").inc(ev.prompt_tokens)
+        m["MODEL_TOKENS"].labels(ev.kind, "prompt").inc(ev.prompt_tokens)
     if ev.completion_tokens:
-        MODEL_TOKENS.labels(ev.kind, "completion").inc(ev.completion_tokens)
+        m["MODEL_TOKENS"].labels(ev.kind, "completion").inc(ev.completion_tokens)
     if ev.choices_returned < ev.choices_asked:
-        MODEL_SHORT_RESPONSES.labels(ev.kind).inc()
+        m["MODEL_SHORT_RESPONSES"].labels(ev.kind).inc()
 
 
 def reason_label(reason: str) -> str:

@@ -39,8 +39,8 @@ import orjson
 from bench.common import machine
 from editstream.broker import BrokerHandle, acreate_topics, free_port, start_broker
 from editstream.gateway import start_gateway_producer
+from editstream.generate import GenerateConfig, generate_events
 from streams.gateway_core import judge
-from streams.generate import GenerateConfig, generate_events
 from streams.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gateway.json"

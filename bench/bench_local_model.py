@@ -31,9 +31,9 @@ import httpx
 
 from agents.models import StudentClient
 from bench.common import machine, median, settled_examples, spread
+from editstream.generate import GenerateConfig, generate_events
 from editstream.local_model import LocalModel, start_local_model
 from streams.formats import build_prompt
-from streams.generate import GenerateConfig, generate_events
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint
 

@@ -50,7 +50,9 @@ from bench.common import events, machine, median
 from editstream.broker import free_port
 from editstream.demo import _request_id_of_dead_letter, expected_predictions
 from editstream.kafka_io import ensure_topics, event_key, send_flush, start_producer
-from streams.settings import Settings, to_env
+from editstream.process import spawn_worker
+from editstream.simulate import spawn_simulator
+from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq")
@@ -68,46 +70,12 @@ WORKER_ENV: dict[str, str] = {}  # extra environment of the workers (bench_loop_
 def simulator() -> Iterator[str]:
     """`editstream simulate` (no added latency) in its own process; its base URL (its pid
     in SIMULATOR_PID, for its CPU time)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "editstream.cli", "simulate", "--port",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
+    sim = spawn_simulator(cwd=ROOT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.1)
-        SIMULATOR_PID[0] = proc.pid
-        yield url
+        SIMULATOR_PID[0] = sim.pid
+        yield sim.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def spawn_worker(settings: Settings, log: Path, mp_dir: str | None = None
-                 ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **to_env(settings), "PYTHONPATH": str(ROOT), **WORKER_ENV}
-    if mp_dir:
-        env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
-    with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "editstream.cli", "worker"], env=env,
-                                stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        sim.stop(timeout=10)
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -274,7 +242,9 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
     tmp = tempfile.mkdtemp(prefix="bench-pl-")
     log = Path(tmp) / "worker.log"
     mp_dir = str(Path(tmp) / "prom") if workers > 1 else None
-    procs = [spawn_worker(settings.replace(metrics_port=port), log, mp_dir)
+    env = {"PYTHONPATH": str(ROOT), **({"PROMETHEUS_MULTIPROC_DIR": mp_dir} if mp_dir else {}),
+           **WORKER_ENV}
+    procs = [spawn_worker(settings.replace(metrics_port=port), log, env=env, cwd=ROOT)
              for _ in range(workers)]
     watch = Watch(settings, expected)
     await watch.start()
@@ -287,7 +257,7 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
         sim0 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
         spy = None
         while not watch.done():
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            if time.monotonic() > deadline or any(not p.is_running() for p in procs):
                 raise RuntimeError(f"pipeline run stalled ({len(watch.final)} of "
                                    f"{len(expected)} accounted):\n"
                                    + log.read_text(errors="replace")[-3000:])
@@ -313,7 +283,7 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
     finally:
         await watch.stop()
         for p in procs:
-            stop(p)
+            p.stop(timeout=30)
     first = min(watch.settled.values())
     last = max(watch.final[r] for r in expected)
     n = len(expected)

@@ -19,23 +19,20 @@ import argparse
 import asyncio
 import io
 import json
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
 
-import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
 from bench.bench_settle import bench_settings, broker, load_topic
 from bench.common import events, machine, median
-from editstream.broker import free_port
 from editstream.kafka_io import ensure_topics
 from editstream.offsets import parse_when
 from editstream.replay import copy_range, namespace, plan, replay
+from editstream.simulate import spawn_simulator
 from streams.settings import Settings
 
 
@@ -74,20 +71,9 @@ async def replay_copy(settings: Settings, topic: str) -> dict[str, Any]:
 
 def full_replay(bootstrap: str, sessions: int) -> dict[str, Any]:
     """``editstream replay`` end to end against a simulator subprocess (no latency)."""
-    port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "editstream.cli", "simulate", "--port",
-                            str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    sim = spawn_simulator()
+    url = sim.url
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.1)
         tag = uuid.uuid4().hex[:8]
         s = bench_settings(bootstrap, f"bench-replay-{tag}-", f"bench-replay-{tag}").replace(
             student_url=url, teacher_url=url)
@@ -100,8 +86,7 @@ def full_replay(bootstrap: str, sessions: int) -> dict[str, Any]:
                                     progress=False, out=io.StringIO()))
         elapsed = time.perf_counter() - t0
     finally:
-        sim.terminate()
-        sim.wait(timeout=10)
+        sim.stop(timeout=10)
     return {"events": result.copied, "examples": len(result.expected), "elapsed_s": elapsed,
             "events_per_s": result.copied / elapsed,
             "examples_per_s": len(result.expected) / elapsed,

@@ -29,19 +29,16 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from agents.models import StudentClient
 from bench.common import events, machine, median, settled_examples
-from editstream.broker import free_port
+from editstream.process import http_ok
+from editstream.simulate import spawn_simulator
 from streams.formats import build_prompt
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, RequestEvent
@@ -57,33 +54,23 @@ N = 50
 def simulator(accept_n: bool, processes: int = 1) -> Iterator[tuple[str, list[int]]]:
     """``editstream simulate`` as ``processes`` child processes sharing one port
     (``--reuse-port``); yields the base URL and their pids."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "editstream.cli", "simulate", "--port", str(port),
-           "--latency-ms", str(LATENCY_MS), "--jitter-ms", str(JITTER_MS)]
+    flags = ["--latency-ms", str(LATENCY_MS), "--jitter-ms", str(JITTER_MS)]
     if not accept_n:
-        cmd.append("--no-accept-n")
+        flags.append("--no-accept-n")
     if processes > 1:
-        cmd.append("--reuse-port")
-    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for _ in range(processes)]
-    url = f"http://127.0.0.1:{port}"
+        flags.append("--reuse-port")
+    first = spawn_simulator(*flags, ready_timeout=None)
+    procs = [first, *(spawn_simulator(*flags, port=first.port, ready_timeout=None)
+                      for _ in range(processes - 1))]
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    raise RuntimeError("simulator did not start") from None
-                time.sleep(0.1)
+        first.wait_ready(http_ok(f"{first.url}/healthz"), 30)
         time.sleep(0.5 if processes > 1 else 0)  # the others bind within this
-        yield url, [p.pid for p in procs]
+        yield first.url, [p.pid for p in procs]
     finally:
         for proc in procs:
-            proc.terminate()
+            proc.process.terminate()
         for proc in procs:
-            proc.wait(timeout=10)
+            proc.stop(timeout=10)
 
 
 def prompts(count: int) -> list[tuple[str, int]]:

@@ -27,9 +27,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -44,7 +41,8 @@ from aiokafka import AIOKafkaConsumer
 from bench.common import RESULTS, events, machine, median
 from editstream.broker import acreate_topics, start_broker
 from editstream.kafka_io import ensure_topics, produce_events, start_producer
-from streams.settings import Settings, to_env
+from editstream.process import spawn_worker
+from streams.settings import Settings
 from streams.settle import SettleMachine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,31 +104,23 @@ def settle_run(settings: Settings, total: int, profile: Path | None = None,
     """One settle-only worker process over the whole topic; its figures."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        env = {**os.environ, **(env or {}), **to_env(settings), "BENCH_EXPECTED": str(total),
-               "BENCH_RESULT": str(result), "BENCH_SPAWNED": str(time.time()),
-               "PYTHONPATH": str(ROOT)}
+        extra = {**(env or {}), "BENCH_EXPECTED": str(total), "BENCH_RESULT": str(result),
+                 "BENCH_SPAWNED": str(time.time()), "PYTHONPATH": str(ROOT)}
         if profile is not None:
-            env["BENCH_PROFILE"] = str(profile)
+            extra["BENCH_PROFILE"] = str(profile)
         log = Path(tmp) / "worker.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "bench.settle_worker"], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-            try:
-                deadline = time.monotonic() + timeout_s
-                while not result.exists():
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("settle worker failed:\n"
-                                           + log.read_text(errors="replace")[-3000:])
-                    time.sleep(0.2)
-                time.sleep(0.1)  # the file is written in one call; let it land
-                figures: dict[str, Any] = json.loads(result.read_text())
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        proc = spawn_worker(settings, log, env=extra, cwd=ROOT, module="bench.settle_worker")
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not result.exists():
+                if not proc.is_running() or time.monotonic() > deadline:
+                    raise RuntimeError("settle worker failed:\n"
+                                       + log.read_text(errors="replace")[-3000:])
+                time.sleep(0.2)
+            time.sleep(0.1)  # the file is written in one call; let it land
+            figures: dict[str, Any] = json.loads(result.read_text())
+        finally:
+            proc.stop(timeout=30)
     return figures
 
 

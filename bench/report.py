@@ -1,4 +1,11 @@
-"""BENCHMARKS.md from the figures of one ``make bench`` run (see bench/run.py)."""
+"""BENCHMARKS.md from the figures of one ``make bench`` run (see bench/run.py).
+
+Why one file of ~1,000 lines: it is one document. Each ``_<bench>`` function renders that
+bench's section from the run's figures, in the order BENCHMARKS.md reads, with the shared
+phrasing helpers at the top; the summary table and the findings quote the sections. Split
+per bench, the wording of one page would be spread over a dozen modules that each import
+the same helpers, and a reader checking a sentence against its figure would hop between them.
+"""
 
 from __future__ import annotations
 
@@ -595,7 +602,7 @@ def _n64_sentence(sp: dict[str, Any]) -> str:
 def _before_after(sp: dict[str, Any]) -> list[str]:
     """The production client before (httpx pool) and after (aiohttp pool), vs. the goal."""
     rows = ["Before → after the switch of the production client from httpx's pool to "
-            "aiohttp's (`agents/models.py`, `http_transport` setting), ratio of the bound; "
+            "aiohttp's (`agents/models/`, `http_transport` setting), ratio of the bound; "
             "goal ≥ 0.9:", "",
             "| case | before: last published run | before: httpx pool, this run | after: "
             "production (aiohttp pool), this run | goal ≥ 0.9 met |",
@@ -947,7 +954,7 @@ def _findings(log: dict[str, Any]) -> list[str]:
         "the applied edits inside `s:`, or one key per open prediction instead of three, "
         "would cut the rest and the restore time (it is per record).",
         "3. **`agents/app.py`: `producer_linger_ms` 0** (fixed: 5 ms since 2026-11-26).",
-        "4. **`agents/models.py` `_ModelClient`: httpcore's pool is O(connections²) per "
+        "4. **`agents/models/base.py` `_ModelClient`: httpcore's pool is O(connections²) per "
         "request — fixed.** httpcore 1.0 `AsyncConnectionPool._assign_requests_to_connections` "
         "re-checks every connection (`has_expired` → anyio `extra_attributes`) and counts "
         "`is_idle` in a nested loop each time a request enters or leaves the pool; at "

@@ -101,6 +101,23 @@ class AnswerConfig:
     teacher_preamble_rate: float = 0.1
     repair_success_rate: float = 0.7
 
+    def __post_init__(self) -> None:
+        for name in ("student_preamble_rate", "student_garbage_rate", "student_runaway_rate",
+                     "student_inline_rate", "teacher_stale_rate", "teacher_junk_rate",
+                     "teacher_revert_rate", "teacher_truncation_rate", "teacher_preamble_rate",
+                     "repair_success_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+        teacher = (self.teacher_stale_rate + self.teacher_junk_rate + self.teacher_revert_rate
+                   + self.teacher_truncation_rate + self.teacher_preamble_rate)
+        if teacher > 1.0 + 1e-9:
+            raise ValueError("teacher error rates must sum to at most 1")
+        student = self.student_preamble_rate + self.student_garbage_rate + self.student_runaway_rate
+        if student > 1.0 + 1e-9:
+            raise ValueError("student format error rates must sum to at most 1")
+        if self.student_noise < 0:
+            raise ValueError("student_noise must be >= 0")
+
 
 @dataclass(frozen=True)
 class Truth:

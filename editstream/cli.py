@@ -72,7 +72,7 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
 
 
 def _cmd_generate(ns: argparse.Namespace) -> int:
-    from streams.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
+    from editstream.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
 
     cfg = GenerateConfig(seed=ns.seed, sessions=ns.sessions,
                          predictions_per_session=ns.predictions_per_session,

@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -25,8 +23,9 @@ from typing import Any, TextIO
 import orjson
 
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
+from editstream.process import spawn_worker
 from streams.ingest import Accepted, Discarded, decode_event
-from streams.settings import Settings, to_env
+from streams.settings import Settings
 
 # `--models local`: settings fit for SmolLM2-135M on llama.cpp's one-slot CPU server, applied
 # where neither a flag nor an EDITSTREAM_* variable says otherwise. A 135M model is far from
@@ -299,8 +298,8 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
                 judge_url=settings.judge_url or llm.url)
             print(f"started local model {llm.model} on {llm.url} (student, teacher, judge)")
         if not settings.student_url or not settings.teacher_url:
+            from editstream.generate import ground_truth, write_jsonl
             from editstream.simulate import SimulatorConfig, start_simulator
-            from streams.generate import ground_truth, write_jsonl
 
             # The simulator's teacher answers from the sample's answer key (what the users
             # left, settled offline by the pipeline's rules), never from the prompt.
@@ -314,8 +313,9 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
                                         teacher_url=settings.teacher_url or sim.url)
             print(f"started model simulator on {sim.url}")
         await ensure_topics(settings)
-        worker = _spawn_worker(settings, out)
-        stack.callback(_stop, worker)
+        (out / "worker.log").unlink(missing_ok=True)  # this run's log only
+        worker = spawn_worker(settings, out / "worker.log")
+        stack.callback(worker.stop, 20)
         expected = expected_predictions(lines, settings)
         await produce_events(settings, lines, flush=True)
         print(f"produced {len(lines)} events ({len(expected)} predictions past ingest); "
@@ -325,7 +325,7 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
         progress = Progress(len(expected))
         try:
             while time.monotonic() < deadline:
-                if worker.poll() is not None:
+                if not worker.is_running():
                     progress.close()
                     print(f"worker exited with {worker.returncode}; see {out / 'worker.log'}")
                     return 1
@@ -348,24 +348,6 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
         print(summary(len(lines), outputs, expected, manifest, dataset,
                       time.monotonic() - t0, ingest_discards(lines, settings)))
         if keep_broker and started_broker:
-            _stop(worker)
+            worker.stop(20)
             await _hold(settings.broker)
     return 0
-
-
-def _spawn_worker(settings: Settings, out: Path) -> subprocess.Popen[bytes]:
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **to_env(settings)}
-    log = open(out / "worker.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen([sys.executable, "-m", "editstream.cli", "worker"], env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

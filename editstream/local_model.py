@@ -16,16 +16,11 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Self
 
-import httpx
+from editstream.process import ManagedProcess, free_port, http_ok, spawn
 
 __all__ = ["LocalModel", "LocalModelError", "gguf_path", "start_local_model"]
 
@@ -60,45 +55,20 @@ def server_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-@dataclass
-class LocalModel:
+class LocalModel(ManagedProcess):
     """A running llama.cpp server; ``url`` is its root (``http://127.0.0.1:<port>``)."""
 
-    url: str
-    model: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    _log: IO[bytes]
+    def __init__(self, url: str, model: str,
+                 spawned: tuple[subprocess.Popen[bytes], Path | None, int]) -> None:
+        super().__init__("llama.cpp server", *spawned)
+        self.url = url
+        self.model = model
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+    def stop(self, timeout: float = 15) -> None:
+        super().stop(timeout)
 
-    def log_tail(self, n: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    def log_tail(self, lines: int = 30, *, this_run: bool = False) -> str:
+        return super().log_tail(lines, this_run=this_run)
 
 
 def start_local_model(
@@ -112,31 +82,20 @@ def start_local_model(
     if not server_installed():
         raise LocalModelError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
     weights = gguf_path()
-    port = port or _free_port()
+    port = port or free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(weights),
            "--model_alias", MODEL_ID, "--host", "127.0.0.1", "--port", str(port),
            "--n_ctx", str(n_ctx)]
     if n_threads is not None:
         cmd += ["--n_threads", str(n_threads)]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")  # noqa: SIM115 - closed by LocalModel.stop
     # HF_HUB_OFFLINE: nothing may be fetched at run time (the weights are a local file)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
-    running = LocalModel(url, MODEL_ID, proc, log_path, log)
-    deadline = time.monotonic() + ready_timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            running.stop()
-            raise LocalModelError(
-                f"llama.cpp server exited with {proc.returncode}:\n{running.log_tail()}")
-        try:
-            if httpx.get(f"{url}/v1/models", timeout=2).status_code == 200:
-                return running
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    running.stop()
-    raise LocalModelError(f"llama.cpp server not ready after {ready_timeout_s:.0f} s:\n"
-                          f"{running.log_tail()}")
+    running = LocalModel(url, MODEL_ID, spawn(cmd, log_file=log_path, env=env))
+    try:
+        running.wait_ready(http_ok(f"{url}/v1/models"), ready_timeout_s, interval=0.3,
+                           error=LocalModelError)
+    except BaseException:
+        running.stop()
+        raise
+    return running

@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,9 +52,10 @@ from editstream.offsets import (
     resolve,
     retrying,
 )
+from editstream.process import ManagedProcess, spawn_worker
 from schemas.topics import app_group, settle_group
 from streams import settings as settings_mod
-from streams.settings import Settings, to_env
+from streams.settings import Settings
 
 # Topics whose records account for an example, plus settled-examples for the summary.
 WATCHED = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq",
@@ -255,24 +254,6 @@ async def group_lag(admin: AIOKafkaAdminClient, settings: Settings, tail: Tail) 
     return lag
 
 
-def spawn_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
-    """The same `editstream worker` a user runs, configured for the replay namespace."""
-    env = {**os.environ, **to_env(settings)}
-    with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "editstream.cli", "worker"], env=env,
-                                stdout=fh, stderr=subprocess.STDOUT)
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _tail_text(path: Path, n: int = 30) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -311,7 +292,7 @@ async def replay(settings: Settings, topic: str, frm: When, to: When, *,
 
     # the worker starts while the copy runs: both take seconds, and with idle ticks off
     # a worker that catches up with the copy cannot decide anything differently
-    procs = [spawn_worker(rs, log) for _ in range(max(1, workers))]
+    procs = [spawn_worker(rs, log) for _ in range(max(1, workers))]  # editstream.process
     tail = Tail(rs)
     admin = AIOKafkaAdminClient(bootstrap_servers=rs.broker)
     try:
@@ -333,7 +314,7 @@ async def replay(settings: Settings, topic: str, frm: When, to: When, *,
         result.outputs = tail.outputs
     finally:
         for proc in procs:
-            stop_worker(proc)
+            proc.stop(timeout=30)
         await tail.stop()
         await admin.close()
     result.seconds = time.monotonic() - t0
@@ -354,7 +335,7 @@ async def _has_records(bootstrap: str, topic: str) -> bool:
 
 
 async def _drain(rs: Settings, expected: set[str], tail: Tail, admin: AIOKafkaAdminClient,
-                 procs: list[subprocess.Popen[bytes]], log: Path, timeout_s: float,
+                 procs: list[ManagedProcess], log: Path, timeout_s: float,
                  progress: bool) -> None:
     """Wait until every expected example is accounted for AND the group has read and
     committed everything (so trailing records, e.g. a preference after its SFT twin, and
@@ -373,7 +354,7 @@ async def _drain(rs: Settings, expected: set[str], tail: Tail, admin: AIOKafkaAd
                     return
             else:
                 quiet_checks = 0
-            dead = [p for p in procs if p.poll() is not None]
+            dead = [p for p in procs if not p.is_running()]
             if dead:
                 raise RuntimeError(f"replay worker exited with {dead[0].returncode}; "
                                    f"log {log}:\n{_tail_text(log)}")

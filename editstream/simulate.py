@@ -18,365 +18,55 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
-import functools
 import logging
 import random
 import signal
+import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import orjson
 from aiohttp import web
 
-from editstream.answers import AnswerConfig, GroundTruth, chat_answer, student_samples
-from editstream.answers import digest as _digest
+from editstream.answers import GroundTruth
+from editstream.process import ManagedProcess, free_port, http_ok, spawn
+from editstream.simulate_api import _anthropic, _BadRequest, _chat, _completions
+from editstream.simulate_config import (
+    DEFAULT_PORT,
+    DESCRIPTION,
+    SimulatorConfig,
+    SimulatorStats,
+    add_arguments,
+    config_from_args,
+)
 
 __all__ = [
+    "DEFAULT_PORT",
     "DESCRIPTION",
     "RunningSimulator",
     "SimulatorConfig",
+    "SimulatorProcess",
     "SimulatorStats",
     "add_arguments",
     "build_app",
     "config_from_args",
     "serve",
+    "spawn_simulator",
     "start_simulator",
 ]
 
 log = logging.getLogger(__name__)
-
-DESCRIPTION = (
-    "Run a local model SIMULATOR (not a model): an HTTP server speaking the OpenAI "
-    "completions/chat and Anthropic Messages APIs, answering with deterministic, "
-    "hash-derived predictions and injecting faults, so the pipeline runs offline."
-)
-DEFAULT_PORT = 8400
-
-# Request limits: generous, but bounded so bad input can't make the simulator misbehave.
-MAX_N = 128
-MAX_TOKENS = 1_000_000
-
-
-@dataclass(frozen=True)
-class SimulatorConfig:
-    """Knobs of the simulator: latency, faults (per request), and the prediction error model."""
-
-    seed: int = 0
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    accept_n: bool = True  # False: 400 naming param "n" for n > 1
-    n_cap: int = 0  # > 0: answer at most this many choices whatever n asks (llama.cpp: 1)
-    slots: int = 0  # > 0: requests worked on at once; the rest wait in the server (llama.cpp)
-    error_rate: float = 0.0  # HTTP 500
-    rate_limit_rate: float = 0.0  # HTTP 429 with Retry-After
-    retry_after_s: float = 1.0
-    timeout_rate: float = 0.0  # hang timeout_s before answering
-    timeout_s: float = 60.0
-    malformed_rate: float = 0.0  # 200 with a truncated JSON body
-    drop_rate: float = 0.0  # close the connection without a response
-    # The answer model (editstream/answers.py): the side file, student skill, error rates.
-    ground_truth: str = ""  # JSONL written by `editstream generate`; empty: none known
-    student_skill: float = 0.0
-    student_noise: float = 1.0
-    student_preamble_rate: float = 0.02
-    student_garbage_rate: float = 0.02
-    student_runaway_rate: float = 0.02
-    student_inline_rate: float = 0.05
-    teacher_stale_rate: float = 0.06
-    teacher_junk_rate: float = 0.08
-    teacher_revert_rate: float = 0.05
-    teacher_truncation_rate: float = 0.03
-    teacher_preamble_rate: float = 0.1
-    repair_success_rate: float = 0.7
-    model: str = "editstream-simulator"  # listed by GET /v1/models; requests may name any
-
-    def __post_init__(self) -> None:
-        rates = (
-            "error_rate",
-            "rate_limit_rate",
-            "timeout_rate",
-            "malformed_rate",
-            "drop_rate",
-            "student_preamble_rate",
-            "student_garbage_rate",
-            "student_runaway_rate",
-            "student_inline_rate",
-            "teacher_stale_rate",
-            "teacher_junk_rate",
-            "teacher_revert_rate",
-            "teacher_truncation_rate",
-            "teacher_preamble_rate",
-            "repair_success_rate",
-        )
-        for name in rates:
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1]")
-        for name in ("latency_ms", "jitter_ms", "retry_after_s", "timeout_s", "n_cap", "slots"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        faults = (
-            self.drop_rate
-            + self.timeout_rate
-            + self.rate_limit_rate
-            + self.error_rate
-            + self.malformed_rate
-        )
-        if faults > 1.0 + 1e-9:
-            raise ValueError("fault rates must sum to at most 1")
-        teacher = (self.teacher_stale_rate + self.teacher_junk_rate + self.teacher_revert_rate
-                   + self.teacher_truncation_rate + self.teacher_preamble_rate)
-        if teacher > 1.0 + 1e-9:
-            raise ValueError("teacher error rates must sum to at most 1")
-        student = self.student_preamble_rate + self.student_garbage_rate + self.student_runaway_rate
-        if student > 1.0 + 1e-9:
-            raise ValueError("student format error rates must sum to at most 1")
-        if self.student_noise < 0:
-            raise ValueError("student_noise must be >= 0")
-
-    def answers(self) -> AnswerConfig:
-        """The answer model's part of the config."""
-        names = {f.name for f in dataclasses.fields(AnswerConfig)}
-        return AnswerConfig(**{k: getattr(self, k) for k in names})
-
-
-@dataclass
-class SimulatorStats:
-    """What the simulator saw: requests by endpoint, faults injected, statuses, concurrency."""
-
-    requests: Counter[str] = field(default_factory=Counter)  # by path
-    faults: Counter[str] = field(default_factory=Counter)  # drop/timeout/rate_limit/... /none
-    statuses: Counter[int] = field(default_factory=Counter)  # answered statuses
-    in_flight: int = 0
-    max_in_flight: int = 0
-    # with slots: requests waiting for one (in the server's queue), and the longest wait
-    queued: int = 0
-    max_queued: int = 0
-    max_queue_wait_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "requests": dict(self.requests),
-            "faults": dict(self.faults),
-            "statuses": {str(k): v for k, v in self.statuses.items()},
-            "max_in_flight": self.max_in_flight,
-            "max_queued": self.max_queued,
-            "max_queue_wait_s": round(self.max_queue_wait_s, 3),
-        }
-
 
 _CONFIG = web.AppKey("config", SimulatorConfig)
 _TRUTH = web.AppKey("truth", GroundTruth)
 _STATS = web.AppKey("stats", SimulatorStats)
 _RNG = web.AppKey("rng", random.Random)
 _SLOTS = web.AppKey("slots", asyncio.Semaphore)
-
-
-# --------------------------------------------------------------------------------------------
-# HTTP: validation
-
-
-class _BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None, status: int = 400) -> None:
-        super().__init__(message)
-        self.message, self.param, self.status = message, param, status
-
-
-def _tokens(text: str) -> int:
-    return len(text) // 4 + 1
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _opt_int(body: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    v = body.get(key, default)
-    if v is None:
-        return default
-    if not _is_int(v) or not lo <= v <= hi:
-        raise _BadRequest(f"{key} must be an integer in [{lo}, {hi}]", key)
-    return int(v)
-
-
-def _opt_number(body: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    v = body.get(key, default)
-    if v is None:
-        return default
-    if not _is_number(v) or not lo <= v <= hi:
-        raise _BadRequest(f"{key} must be a number in [{lo}, {hi}]", key)
-    return float(v)
-
-
-def _model(body: dict[str, Any]) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise _BadRequest("model must be a non-empty string", "model")
-    return model
-
-
-def _stops(body: dict[str, Any]) -> list[str]:
-    stop = body.get("stop")
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        return [stop] if stop else []
-    if isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop):
-        return [s for s in stop if s]
-    raise _BadRequest("stop must be a string or a list of at most 4 strings", "stop")
-
-
-def _text_content(content: Any, param: str) -> str:
-    """Text of a message content: a string or a list of text blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(
-        isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
-        for b in content
-    ):
-        return "".join(b["text"] for b in content)
-    raise _BadRequest(f"{param} must be a string or a list of text blocks", param)
-
-
-def _messages(body: dict[str, Any], roles: tuple[str, ...]) -> list[tuple[str, str]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise _BadRequest("messages must be a non-empty list", "messages")
-    out = []
-    for i, msg in enumerate(messages):
-        if not isinstance(msg, dict) or msg.get("role") not in roles:
-            raise _BadRequest(f"messages[{i}] needs a role in {list(roles)}", "messages")
-        out.append((msg["role"], _text_content(msg.get("content"), f"messages[{i}].content")))
-    if out[-1][0] != "user":
-        raise _BadRequest("the last message must be from the user", "messages")
-    return out
-
-
-def _finish(text: str, stops: list[str], max_tokens: int) -> tuple[str, bool]:
-    """Apply stop sequences (excluded from the text) and max_tokens; (text, truncated)."""
-    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
-    if cut >= 0:
-        text = text[:cut]
-    if _tokens(text) > max_tokens:
-        return text[: max(0, (max_tokens - 1) * 4)], True
-    return text, False
-
-
-# --------------------------------------------------------------------------------------------
-# HTTP: endpoint bodies
-
-
-def _completions(config: SimulatorConfig, body: dict[str, Any]) -> dict[str, Any]:
-    model = _model(body)
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1:
-        prompt = prompt[0]
-    if not isinstance(prompt, str):
-        raise _BadRequest("prompt must be a string (or a list of one string)", "prompt")
-    n = _opt_int(body, "n", 1, 1, MAX_N)
-    if n > 1 and not config.accept_n:
-        raise _BadRequest("n > 1 is not supported", "n")
-    if config.n_cap:
-        n = min(n, config.n_cap)  # silently, as llama.cpp ignores n
-    # no seed: the choices still differ, but are not reproducible by a seed
-    seed = None if body.get("seed") is None else _opt_int(body, "seed", 0, -(2**63), 2**63 - 1)
-    temperature = _opt_number(body, "temperature", 1.0, 0.0, 2.0)
-    max_tokens = _opt_int(body, "max_tokens", 16_384, 1, MAX_TOKENS)
-    stops = _stops(body)
-    choices: list[dict[str, Any]] = []
-    texts = student_samples(config.answers(), _truth(config), prompt, n, seed, temperature)
-    for i, raw in enumerate(texts):
-        text, truncated = _finish(raw, stops, max_tokens)
-        choices.append(
-            {
-                "index": i,
-                "text": text,
-                "finish_reason": "length" if truncated else "stop",
-                "logprobs": None,
-            }
-        )
-    prompt_tokens = _tokens(prompt)
-    completion_tokens = sum(_tokens(c["text"]) for c in choices)
-    return {
-        "id": "cmpl-sim-" + _digest(prompt, seed, n).hex()[:24],
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
-
-def _chat(config: SimulatorConfig, body: dict[str, Any]) -> dict[str, Any]:
-    model = _model(body)
-    messages = _messages(body, ("system", "developer", "user", "assistant"))
-    seed = _opt_int(body, "seed", 0, -(2**63), 2**63 - 1)
-    _opt_number(body, "temperature", 1.0, 0.0, 2.0)
-    max_tokens = _opt_int(body, "max_tokens", 16_384, 1, MAX_TOKENS)
-    system = "\n".join(t for r, t in messages if r in ("system", "developer"))
-    user = messages[-1][1]
-    answer = chat_answer(config.answers(), _truth(config), system, user, seed)
-    text, truncated = _finish(answer, [], max_tokens)
-    prompt_tokens = sum(_tokens(t) for _, t in messages)
-    completion_tokens = _tokens(text)
-    return {
-        "id": "chatcmpl-sim-" + _digest(system, user, seed).hex()[:24],
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "length" if truncated else "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
-    }
-
-
-def _anthropic(config: SimulatorConfig, body: dict[str, Any]) -> dict[str, Any]:
-    model = _model(body)
-    if not _is_int(body.get("max_tokens")):
-        raise _BadRequest("max_tokens: field required (integer)", "max_tokens")
-    max_tokens = _opt_int(body, "max_tokens", 1, 1, MAX_TOKENS)
-    messages = _messages(body, ("user", "assistant"))
-    system = _text_content(body.get("system", ""), "system")
-    _opt_number(body, "temperature", 1.0, 0.0, 1.0)
-    user = messages[-1][1]
-    answer = chat_answer(config.answers(), _truth(config), system, user, 0)
-    text, truncated = _finish(answer, [], max_tokens)
-    return {
-        "id": "msg_sim_" + _digest(system, user).hex()[:24],
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "max_tokens" if truncated else "end_turn",
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": _tokens(system) + sum(_tokens(t) for _, t in messages),
-            "output_tokens": _tokens(text),
-        },
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,12 +114,6 @@ def _draw_fault(config: SimulatorConfig, rng: random.Random) -> str:
 
 
 Answer = Callable[[SimulatorConfig, dict[str, Any]], dict[str, Any]]
-
-
-@functools.lru_cache(maxsize=4)
-def _truth(config: SimulatorConfig) -> GroundTruth:
-    """The ground-truth side file of a config, read once per process."""
-    return GroundTruth.load(config.ground_truth or None)
 
 
 def _model_endpoint(answer: Answer) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -640,93 +324,32 @@ def serve(config: SimulatorConfig, host: str, port: int, *, reuse_port: bool = F
     asyncio.run(main())
 
 
-# --------------------------------------------------------------------------------------------
-# CLI arguments
+class SimulatorProcess(ManagedProcess):
+    """``editstream simulate`` in a process of its own (answers on a core of their own)."""
 
-_HELP = {
-    "seed": "seed of the fault sequence and of all hash-derived answers",
-    "latency_ms": "added latency per model request (ms)",
-    "jitter_ms": "uniform jitter around --latency-ms (ms)",
-    "accept_n": "accept n > 1 in /v1/completions (--no-accept-n answers 400 naming 'n')",
-    "n_cap": "answer at most this many choices whatever n asks, silently (0: honour n; "
-             "llama.cpp's server behaves like 1)",
-    "slots": "requests worked on at once; more wait in the server's queue, their latency "
-             "growing (0: unlimited; llama.cpp's server behaves like 1)",
-    "error_rate": "fraction of requests answered with HTTP 500",
-    "rate_limit_rate": "fraction of requests answered with HTTP 429 and Retry-After",
-    "retry_after_s": "Retry-After seconds sent with 429s",
-    "timeout_rate": "fraction of requests that hang --timeout-s before answering",
-    "timeout_s": "how long a hanging request hangs (s)",
-    "malformed_rate": "fraction of requests answered 200 with a truncated JSON body",
-    "drop_rate": "fraction of requests whose connection is closed without an answer",
-    "ground_truth": "JSONL side file of `editstream generate` (request id -> settled region) "
-                    "the teacher answers from; empty: none",
-    "student_skill": "added to every example's student skill (logit; + is a better student)",
-    "student_noise": "spread of the per-example noise on the student's skill",
-    "student_preamble_rate": "fraction of student answers with prose and a fence around them",
-    "student_garbage_rate": "fraction of student answers that are prose without a region",
-    "student_runaway_rate": "fraction of student answers that never stop (max_tokens cuts them)",
-    "student_inline_rate": "fraction of zeta1 answers without a newline after the marker",
-    "teacher_stale_rate": "fraction of teacher answers that are the request-time region",
-    "teacher_junk_rate": "fraction of teacher answers with junk the user never typed",
-    "teacher_revert_rate": "fraction of teacher answers that revert the user's last edit",
-    "teacher_truncation_rate": "fraction of teacher answers cut by max_tokens",
-    "teacher_preamble_rate": "fraction of teacher answers with chatty prose and no fence",
-    "repair_success_rate": "fraction of repair attempts (prompts with feedback) answered well",
-    "model": "model id listed by GET /v1/models",
-}
+    def __init__(self, port: int,
+                 spawned: tuple[subprocess.Popen[bytes], Path | None, int]) -> None:
+        super().__init__("simulator", *spawned)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1]")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags for every SimulatorConfig field, plus --host and --port."""
-    if parser.description is None:
-        parser.description = DESCRIPTION
-    parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (0: any free)")
-    parser.add_argument("--reuse-port", action="store_true",
-                        help="let several simulator processes serve one port (SO_REUSEPORT), "
-                             "for load that needs more than one core of answers")
-    defaults = SimulatorConfig()
-    for f in dataclasses.fields(SimulatorConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_text = f"{_HELP[f.name]} (default: %(default)s)"
-        if isinstance(default, bool):
-            parser.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
-                help=help_text,
-            )  # fmt: skip
-        elif isinstance(default, int):
-            parser.add_argument(flag, dest=f.name, type=int, default=default, help=help_text)
-        elif isinstance(default, str):
-            parser.add_argument(flag, dest=f.name, default=default, help=help_text)
-        else:
-            kind = _fraction if f.name.endswith("_rate") else (
-                float if f.name == "student_skill" else None)
-            parser.add_argument(
-                flag, dest=f.name, type=kind or _non_negative, default=default, help=help_text
-            )
-
-
-def config_from_args(ns: argparse.Namespace) -> SimulatorConfig:
-    """The config the flags describe (ValueError if they are inconsistent, e.g. rates > 1)."""
-    return SimulatorConfig(
-        **{f.name: getattr(ns, f.name) for f in dataclasses.fields(SimulatorConfig)}
-    )
+def spawn_simulator(*flags: str, port: int = 0, log_file: Path | None = None,
+                    cwd: str | Path | None = None, ready_timeout: float | None = 30.0
+                    ) -> SimulatorProcess:
+    """Start ``editstream simulate --port PORT FLAGS...`` (a free port when 0) and wait until
+    it answers ``/healthz`` (``ready_timeout=None``: do not wait, e.g. for a second process
+    joining a ``--reuse-port``)."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "editstream.cli", "simulate", "--port", str(port), *flags]
+    sim = SimulatorProcess(port, spawn(cmd, log_file=log_file, cwd=cwd))
+    if ready_timeout is not None:
+        try:
+            sim.wait_ready(http_ok(f"{sim.url}/healthz"), ready_timeout)
+        except BaseException:
+            sim.stop(timeout=10)
+            raise
+    return sim
 
 
 if __name__ == "__main__":

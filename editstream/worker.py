@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def multiprocess_dir() -> str | None:
     """The multiprocess directory, exported under prometheus_client's name.
 
-    Must run before prometheus_client is imported: it picks its value store at import."""
+    Must run before `agents.metrics.register()`, which picks the value store it names."""
     path = os.environ.get(MULTIPROC_ENV) or os.environ.get(MULTIPROC_ALIAS)
     if not path:
         return None
@@ -66,8 +66,11 @@ def start_metrics_server(port: int, mp_dir: str | None) -> bool:
 
 def run_worker(settings: Settings) -> int:
     mp_dir = multiprocess_dir()
-    from agents.app import create_app  # imports prometheus_client: after multiprocess_dir()
+    from agents import metrics
+    from agents.app import create_app
     from editstream.kafka_io import ensure_topics
+
+    metrics.register()  # with the value store multiprocess_dir() named (import order is free)
 
     asyncio.run(ensure_topics(settings))
     if settings.metrics_port:

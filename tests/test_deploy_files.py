@@ -71,8 +71,10 @@ def exported_names(registry: CollectorRegistry) -> set[str]:
 def known_metrics() -> set[str]:
     from prometheus_client import REGISTRY
 
-    import agents.metrics  # noqa: F401 - registers the worker's metrics
+    import agents.metrics
     from editstream.gateway import GatewayMetrics
+
+    agents.metrics.register()
 
     return exported_names(REGISTRY) | exported_names(GatewayMetrics().registry)
 
@@ -135,8 +137,9 @@ def test_every_metric_in_dashboard_and_alerts_exists() -> None:
 def test_metric_names_follow_prometheus_conventions() -> None:
     from prometheus_client import REGISTRY
 
-    import agents.metrics  # noqa: F401
+    import agents.metrics
 
+    agents.metrics.register()
     for collector in list(REGISTRY._collector_to_names):
         name = getattr(collector, "_name", "")
         if not name.startswith("editstream_"):

@@ -80,6 +80,15 @@ def test_pure_layers_import_no_io_library(package: str) -> None:
     assert {m: libs for m, libs in offenders.items() if libs} == {}
 
 
+def test_the_generator_core_reads_no_files() -> None:
+    """streams.generate simulates on texts handed in; the disk is editstream.generate's."""
+    file_io = {"os", "pathlib", "sysconfig", "tempfile", "shutil", "io"}
+    offenders = {m: sorted(top(n) for n in imports_of(m) if top(n) in file_io)
+                 for m in MODULES if m.startswith("streams.generate")}
+    assert {m: libs for m, libs in offenders.items() if libs} == {}
+    assert {"os", "sysconfig"} <= {top(n) for n in imports_of("editstream.generate")}
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_imports_point_down_the_layers(package: str) -> None:
     upward = {m: sorted({top(n) for n in project_imports(m)} - ALLOWED[package] - {package})

@@ -8,32 +8,20 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from agents.models import StudentClient
-from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
+from editstream.simulate import RunningSimulator
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, ModelError, RequestEvent
 from tests.agents.test_models import PROMPT
 
-StartSim = Callable[..., Awaitable[RunningSimulator]]
+if TYPE_CHECKING:  # a type only: importing the plugin module early would skip its rewrite
+    from tests.agents.fixtures import StartSim
 
-
-@pytest.fixture
-async def start_sim() -> AsyncIterator[StartSim]:
-    running: list[RunningSimulator] = []
-
-    async def start(**fields: Any) -> RunningSimulator:
-        sim = await start_simulator(SimulatorConfig(**fields))
-        running.append(sim)
-        return sim
-
-    yield start
-    for sim in running:
-        await sim.stop()
+pytest_plugins = ("tests.agents.fixtures",)
 
 
 # ------------------------------------------------------------------------------------------

@@ -18,14 +18,15 @@ import socket
 import struct
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 import pytest
 
-from agents.models import StudentClient, TeacherClient, _default_transport, _retry_after_s
+from agents.models import StudentClient, TeacherClient
+from agents.models.transport import _default_transport, _retry_after_s
 from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
 from streams.formats import (
     JUDGE_SYSTEM,
@@ -37,7 +38,10 @@ from streams.formats import (
 )
 from streams.models import HTTP_TRANSPORTS, ChatResult, Endpoint, ModelError, RequestEvent
 
-StartSim = Callable[..., Awaitable[RunningSimulator]]
+if TYPE_CHECKING:  # a type only: importing the plugin module early would skip its rewrite
+    from tests.agents.fixtures import StartSim
+
+pytest_plugins = ("tests.agents.fixtures",)
 
 
 def example(i: int = 0) -> dict[str, Any]:
@@ -91,21 +95,6 @@ class SpyTransport(httpx.AsyncBaseTransport):
 
 
 both_transports = pytest.mark.parametrize("http", HTTP_TRANSPORTS)
-
-
-@pytest.fixture
-async def start_sim() -> AsyncIterator[StartSim]:
-    """Start simulators with given config fields; all are stopped after the test."""
-    running: list[RunningSimulator] = []
-
-    async def start(**fields: Any) -> RunningSimulator:
-        sim = await start_simulator(SimulatorConfig(**fields))
-        running.append(sim)
-        return sim
-
-    yield start
-    for sim in running:
-        await sim.stop()
 
 
 def endpoint(sim: RunningSimulator, **fields: Any) -> Endpoint:

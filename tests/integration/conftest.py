@@ -3,20 +3,18 @@ server process, and `editstream worker` processes — the same commands a user r
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from editstream.broker import BrokerHandle, start_broker
-from streams.settings import Settings, to_env
+from editstream.process import ManagedProcess, spawn_worker
+from editstream.simulate import spawn_simulator
+from streams.settings import Settings
 
 
 def free_port() -> int:
@@ -36,24 +34,12 @@ class Simulator:
         # the answer key it was given, for a twin simulator that must answer alike
         self.truth = flags[flags.index("--ground-truth") + 1] if "--ground-truth" in flags else ""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(tmp / f"simulator-{self.port}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "editstream.cli", "simulate", "--port", str(self.port),
-             *flags], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError("simulator did not start")
+        self.process = spawn_simulator(*flags, port=self.port,
+                                       log_file=tmp / f"simulator-{self.port}.log")
+        self.url = self.process.url
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
-        self.log.close()
+        self.process.stop(timeout=10)
 
 
 # (seed, sessions, predictions per session) of the generated corpora the integration tests
@@ -63,7 +49,7 @@ TRUTH_CORPORA = ((11, 8, 4), (5, 6, 3), (23, 6, 3), (21, 5, 3), (21, 10, 4), (33
 
 
 def write_ground_truth(path: Path) -> Path:
-    from streams.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
+    from editstream.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
 
     rows = [row for seed, sessions, per in TRUTH_CORPORA
             for row in ground_truth(generate_events(GenerateConfig(
@@ -87,28 +73,21 @@ class Worker:
     def __init__(self, settings: Settings, log: Path) -> None:
         self.settings = settings
         self.log_path = log
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: ManagedProcess | None = None
+        self.proc: subprocess.Popen[bytes] | None = None  # the child, for its pid and state
 
     def start(self) -> Worker:
-        log = open(self.log_path, "ab")  # noqa: SIM115
-        env = {**os.environ, **to_env(self.settings)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "editstream.cli", "worker"],
-                                     env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = spawn_worker(self.settings, self.log_path)
+        self.proc = self.process.process
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.process is not None:
+            self.process.stop(timeout=30)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        if self.process is not None:
+            self.process.kill()
 
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])

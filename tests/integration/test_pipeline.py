@@ -15,8 +15,8 @@ import pytest
 import schemas
 from editstream.broker import BrokerHandle
 from editstream.demo import accounted, collect, expected_predictions
+from editstream.generate import GenerateConfig, generate_events
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
-from streams.generate import GenerateConfig, generate_events
 from streams.ingest import Discarded, decode_event, screen_settled
 from streams.settle import batch_item, settle_events
 from tests.integration.conftest import Simulator, Worker, run_settings

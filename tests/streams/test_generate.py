@@ -19,15 +19,14 @@ from typing import Any
 
 import pytest
 
-from streams.generate import (
+from editstream.generate import (
     GenerateConfig,
-    apply_edit,
     generate_events,
     initial_files,
-    is_disabled_path,
-    unified_diff,
+    stdlib_sources,
     write_jsonl,
 )
+from streams.generate import SourceFiles, apply_edit, is_disabled_path, simulate, unified_diff
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample-traces.jsonl"
 # The sample is cut from this interpreter's stdlib; another patch release may differ.
@@ -321,6 +320,24 @@ def _check_unified_diff(diff: str, path: str) -> None:
     assert hunks >= 1
 
 
+def test_the_core_simulates_on_files_handed_in() -> None:
+    """The pure core reads no disk: the same texts handed in from memory give the same events,
+    and other texts give other events."""
+    config = GenerateConfig(seed=5, sessions=4, predictions_per_session=3)
+    disk = stdlib_sources()
+    texts = {p: disk.read(p) for p in disk.paths}
+    in_memory = SourceFiles(paths=disk.paths, read=texts.__getitem__)
+    assert simulate(config, in_memory) == (generate_events(config), initial_files(config))
+    one = next(p for p in disk.paths if p.endswith("bisect.py"))
+    narrow = SourceFiles(paths=(one,), read=texts.__getitem__)
+    events, initial = simulate(config, narrow)
+    assert {path.rpartition("/")[2] for (_, path) in initial} <= {
+        "bisect.py", ".env.local", "server.pem", "client_secret.json"}
+    assert events != generate_events(config)
+    with pytest.raises(ValueError, match="no usable"):
+        simulate(config, SourceFiles(paths=(), read=texts.__getitem__))
+
+
 def test_unified_diff_helper() -> None:
     d = unified_diff("src/x.py", "a\nb\nc\n", "a\nB\nc")
     assert d.startswith("--- a/src/x.py\n+++ b/src/x.py\n@@ ")
@@ -473,7 +490,7 @@ def test_committed_sample_matches_generator(default_events: Events) -> None:
     if sample != default_events and sys.version_info[:3] != SAMPLE_PYTHON:
         pytest.skip(f"sample was cut from Python {SAMPLE_PYTHON}'s stdlib; this is another")
     assert sample == default_events, (
-        "data/sample-traces.jsonl drifted: regenerate with `python -m streams.generate`"
+        "data/sample-traces.jsonl drifted: regenerate with `python -m editstream.generate`"
     )
     stats = Counter(e["type"] for e in sample)
     assert stats["prediction"] == 120 and len(sample) < 5000

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
-from streams.generate import GenerateConfig, generate_events
+from editstream.generate import GenerateConfig, generate_events
 from tests.streams.test_gateway_core import prediction
 
 

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from editstream.generate import GenerateConfig, generate_events
 from streams import secrets
-from streams.generate import GenerateConfig, generate_events
 from streams.secrets import SECRET_KINDS, event_secret, find_secret
 
 RNG = random.Random(5)

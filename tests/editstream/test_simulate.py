@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rapidfuzz.distance import Levenshtein
 
-from editstream.answers import revert_edit
+from editstream.answers import AnswerConfig, revert_edit
 from editstream.simulate import (
     DESCRIPTION,
     RunningSimulator,
@@ -112,13 +112,13 @@ def truth_file(tmp_path: Any) -> str:
     return str(path)
 
 
-CLEAN = {"student_preamble_rate": 0.0, "student_garbage_rate": 0.0,
-         "student_runaway_rate": 0.0, "student_inline_rate": 0.0}
+CLEAN = AnswerConfig(student_preamble_rate=0.0, student_garbage_rate=0.0,
+                     student_runaway_rate=0.0, student_inline_rate=0.0)
 
 
 @pytest.fixture
 async def sim(truth_file: str) -> AsyncIterator[RunningSimulator]:
-    running = await start_simulator(SimulatorConfig(ground_truth=truth_file, **CLEAN))
+    running = await start_simulator(SimulatorConfig(ground_truth=truth_file, answers=CLEAN))
     yield running
     await running.stop()
 
@@ -316,7 +316,7 @@ async def test_student_distance_follows_the_edit_size(truth_file: str) -> None:
         with open(path, "w") as fh:
             fh.write("".join(json.dumps(r) + "\n" for r in truth_rows(examples)))
         async with (
-            await start_simulator(SimulatorConfig(ground_truth=path, **CLEAN)) as sim,
+            await start_simulator(SimulatorConfig(ground_truth=path, answers=CLEAN)) as sim,
             httpx.AsyncClient(base_url=sim.url, timeout=10) as http,
         ):
             dists = []
@@ -362,7 +362,8 @@ async def test_teacher_answers_from_the_side_file_not_the_prompt(http: httpx.Asy
 async def test_teacher_error_kinds(truth_file: str, kind: str) -> None:
     rates = {f"teacher_{k}_rate": 0.0 for k in ("stale", "junk", "revert", "truncation",
                                                  "preamble")}
-    config = SimulatorConfig(ground_truth=truth_file, **{**rates, f"teacher_{kind}_rate": 1.0})
+    config = SimulatorConfig(ground_truth=truth_file,
+                             answers=AnswerConfig(**{**rates, f"teacher_{kind}_rate": 1.0}))
     async with (
         await start_simulator(config) as sim,
         httpx.AsyncClient(base_url=sim.url, timeout=10) as http,
@@ -489,6 +490,13 @@ def test_cli_flags_cover_every_field() -> None:
     assert config == SimulatorConfig(seed=3, accept_n=False, drop_rate=0.1, latency_ms=5)
     assert (ns.host, ns.port) == ("127.0.0.1", 0)
     assert config_from_args(parser.parse_args([])) == SimulatorConfig()
+    # the answer model's flags land in the nested AnswerConfig, seeded by the one --seed
+    nested = config_from_args(parser.parse_args(["--seed", "4", "--teacher-junk-rate", "0.5"]))
+    assert nested.answers == AnswerConfig(teacher_junk_rate=0.5)
+    assert nested.answer_model() == AnswerConfig(seed=4, teacher_junk_rate=0.5)
+    with pytest.raises(ValueError, match="teacher error rates"):
+        config_from_args(parser.parse_args(["--teacher-junk-rate", "0.6",
+                                            "--teacher-stale-rate", "0.6"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--error-rate", "1.5"])
     with pytest.raises(ValueError):  # each rate is fine, their sum is not
