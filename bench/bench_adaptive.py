@@ -1,7 +1,7 @@
 """Adaptive sampling: student samples saved, and band decisions changed, vs. always drawing N.
 
 Run ``python -m bench.bench_adaptive [--sessions 400] [--seed 8] [--json]``. Offline (no HTTP):
-a generated corpus (streams.generate -> settle), N = ``settings.samples`` simulator samples
+a generated corpus (editstream.generate -> settle), N = ``settings.samples`` simulator samples
 per example from ``editstream.simulate.student_samples`` with the seeds the live sampler
 uses, distances as the score stage computes them. For each example the stopping rule is
 replayed over the first samples of the full run (batch seeds line up with the full run, so

@@ -15,7 +15,7 @@ What it measures, on one broker (an embedded Tansu started here unless ``--broke
 
 Reported: events/s and p50/p99 batch latency of each, and gateway/direct ratios. The rounds
 alternate (a), (b) to spread machine noise; the median round is kept. Events are realistic
-traces (``streams.generate``) filtered to ones the gateway accepts, so both paths write
+traces (``editstream.generate``) filtered to ones the gateway accepts, so both paths write
 exactly the same records. Results go to ``bench/results/gateway.json``.
 """
 

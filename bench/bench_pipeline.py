@@ -3,7 +3,7 @@
 Run ``python -m bench.bench_pipeline [--bootstrap HOST:PORT] [--sessions 60] [--runs 2]``
 (without ``--bootstrap`` it starts a local Apache Kafka). Issue 15, goals 1, 3 and 5.
 
-* corpus: generated traces (``streams.generate``, seed 11), produced to ``edit-events`` of a
+* corpus: generated traces (``editstream.generate``, seed 11), produced to ``edit-events`` of a
   fresh namespace per run (4 partitions, a flush control closing each partition);
 * pipeline: one ``editstream worker`` process (the production command, exactly_once) and the
   model simulator with no added latency in its own process (student and teacher); timed

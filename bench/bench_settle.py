@@ -2,7 +2,7 @@
 aiokafka consume -> produce passthrough of the same messages, on the same broker, same run.
 
 Run ``python -m bench.bench_settle [--bootstrap HOST:PORT] [--sessions 100] [--runs 3]``
-(without ``--bootstrap`` it starts a local Apache Kafka). Generated traces (streams.generate:
+(without ``--bootstrap`` it starts a local Apache Kafka). Generated traces (editstream.generate:
 ~77 events per session, 84% edits, 8% predictions of ~3 KB) are produced once to
 ``edit-events`` (4 partitions, keyed by session, a flush control at the end of each).
 
