@@ -7,13 +7,14 @@ written the rejection of every scored example that is not this stage's (`streams
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from agents import metrics
 from agents.runtime import Runtime, observe_lag
 from agents.stage import register_stage
+from schemas.records import RepairRequest, ScoredExample
 from streams.distill import attempt, student_median
 from streams.emit import training_records
 from streams.models import ModelError
@@ -56,7 +57,8 @@ async def teach(rt: Runtime, source: dict[str, Any], number: int,
 
 async def emit(rt: Runtime, source: dict[str, Any], region: str, judgement: dict[str, Any],
                attempts: int) -> None:
-    records = training_records(source, region, judgement, rt.settings, attempts=attempts)
+    records = training_records(cast(ScoredExample | RepairRequest, source), region, judgement,
+                               rt.settings, attempts=attempts)
     for rec in records:
         metrics.TRAINING_RECORDS.labels(rec["format"], rec["split"]).inc()
         if rec.get("preference_dropped"):
@@ -72,7 +74,7 @@ NOOP_JUDGEMENT = {"ok": True, "reasons": [], "parse_ok": True, "distance": 0.0,
 async def distill_one(rt: Runtime, scored: dict[str, Any]) -> None:
     """A scored example: the no-edit answer or a first attempt (any other was rejected by
     the score stage)."""
-    route = route_scored(scored, rt.settings)
+    route = route_scored(cast(ScoredExample, scored), rt.settings)
     if not to_distill(route):
         return
     if route == "noop":  # the user changed nothing: the no-edit answer

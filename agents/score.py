@@ -6,7 +6,7 @@ the export's unfiltered eval and the band counts read it), rejected ones too."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -15,6 +15,7 @@ from agents import metrics
 from agents.cpu import CpuPool
 from agents.runtime import Runtime
 from agents.stage import raw, register_stage
+from schemas.records import ScoredExample
 from streams.route import route_scored, to_distill
 from streams.score import score_example
 from streams.settings import Settings
@@ -43,7 +44,7 @@ def register(app: faust.App, rt: Runtime) -> None:
                 metrics.SAMPLE_REVERSAL.observe(sc["reversal_ratio"])
         metrics.BANDS.labels(scored["band"]).inc()
         await rt.send("scored-examples", scored["request_id"], scored)
-        route = route_scored(scored, rt.settings)
+        route = route_scored(cast(ScoredExample, scored), rt.settings)
         if not to_distill(route):
             assert route is not None
             await rt.reject("score", route, scored["example"], band=scored["band"],

@@ -59,7 +59,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 import mode
@@ -71,6 +71,7 @@ from agents import metrics
 from agents.kafka import start_producer
 from agents.lag import fetched_highwater, records_behind
 from agents.runtime import Runtime, dead_letter_record, dumps, observe_lag
+from schemas.records import SettledExample
 from schemas.topics import settle_changelog, settle_group
 from streams.emit import rejected_record
 from streams.ingest import Discarded, Rejected, Verdict, decode_event, screen_settled
@@ -479,7 +480,7 @@ class SettleRunner(mode.Service):
                 delay_ms = (ev.watermark_ms or record["settled_at_ms"]) - record["ts_ms"]
                 tally.delays_s.append(max(0, delay_ms) / 1000)
                 rid = record["request_id"]
-                rejection = settle_rejection(record, s)
+                rejection = settle_rejection(cast(SettledExample, record), s)
                 if rejection is not None:  # leaves here, with its content, never sampled
                     counts[metrics.REJECTED, ("settle", metrics.reason_label(rejection))] += 1
                     tally.left_at_ms.append(record["settled_at_ms"])

@@ -21,24 +21,25 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from schemas.records import ScoredExample, SettledExample
 from streams.ids import stable_fraction
 from streams.settings import Settings
 
 Step = Literal["emit", "repair", "reject"]
 
 
-def settle_rejection(example: dict[str, Any], settings: Settings) -> str | None:
+def settle_rejection(example: SettledExample, settings: Settings) -> str | None:
     """The rejection reason of a settled example, or ``None`` when it goes on to sampling."""
     reason = example["settle_reason"]
     return f"settle_{reason}" if reason in settings.reject_settle_reasons else None
 
 
-def is_noop(example: dict[str, Any]) -> bool:
+def is_noop(example: SettledExample) -> bool:
     """The user left the editable region exactly as it was at request time."""
     return bool(example["settled_region"] == example["base_region"])
 
 
-def route_scored(scored: dict[str, Any], settings: Settings) -> str | None:
+def route_scored(scored: ScoredExample, settings: Settings) -> str | None:
     """``None``: to the teacher; ``"noop"``: emit the no-edit answer; else the rejection."""
     example = scored["example"]
     if is_noop(example):
