@@ -164,7 +164,8 @@ class RejectedExample(TypedDict):
     stage: str
     reason: str
     detail: str | None
-    example: SettledExample | None
+    # the export's near-duplicate rejection (stage export) carries the provenance fields only
+    example: SettledExample | dict[str, Any] | None
     band: str | None
     summary: Summary | None
     judgement: dict[str, Any] | None
