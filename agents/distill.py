@@ -1,22 +1,25 @@
 """Distill agent: ideal examples → teacher → judge → training records, repair, or rejection.
 
 The step (`teach`) is shared with the repair agent: a first attempt comes from
-`scored-examples`, a retry with the judgement from `repair`.
+`scored-examples`, a retry with the judgement from `repair`. The score stage has already
+written the rejection of every scored example that is not this stage's (`streams.route`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from agents import metrics
 from agents.runtime import Runtime, observe_lag
 from agents.stage import register_stage
-from streams.distill import attempt, route_scored, student_median
+from schemas.records import RepairRequest, ScoredExample
+from streams.distill import attempt, student_median
 from streams.emit import training_records
 from streams.models import ModelError
-from streams.repair import next_step, repair_request
+from streams.repair import repair_request
+from streams.route import next_step, rejection_after, route_scored, to_distill
 
 
 async def teach(rt: Runtime, source: dict[str, Any], number: int,
@@ -47,14 +50,15 @@ async def teach(rt: Runtime, source: dict[str, Any], number: int,
         await rt.send("repair", example["request_id"],
                       repair_request(source, att, number + 1, s))
     else:
-        await rt.reject(stage, "repair_exhausted" if number else "judged_bad", example,
+        await rt.reject(stage, rejection_after(number), example,
                         detail=",".join(att.judgement["reasons"]), band=source["band"],
                         summary=source["summary"], judgement=att.judgement)
 
 
 async def emit(rt: Runtime, source: dict[str, Any], region: str, judgement: dict[str, Any],
                attempts: int) -> None:
-    records = training_records(source, region, judgement, rt.settings, attempts=attempts)
+    records = training_records(cast(ScoredExample | RepairRequest, source), region, judgement,
+                               rt.settings, attempts=attempts)
     for rec in records:
         metrics.TRAINING_RECORDS.labels(rec["format"], rec["split"]).inc()
         if rec.get("preference_dropped"):
@@ -68,15 +72,15 @@ NOOP_JUDGEMENT = {"ok": True, "reasons": [], "parse_ok": True, "distance": 0.0,
 
 
 async def distill_one(rt: Runtime, scored: dict[str, Any]) -> None:
-    """A scored example: the no-edit answer, a rejection by band, or a first attempt."""
-    reason = route_scored(scored, rt.settings)
-    if reason == "noop":  # the user changed nothing: the no-edit answer
+    """A scored example: the no-edit answer or a first attempt (any other was rejected by
+    the score stage)."""
+    route = route_scored(cast(ScoredExample, scored), rt.settings)
+    if not to_distill(route):
+        return
+    if route == "noop":  # the user changed nothing: the no-edit answer
         example = scored["example"]
         await emit(rt, scored, example["base_region"], NOOP_JUDGEMENT, 0)
         observe_lag(example)
-    elif reason is not None:
-        await rt.reject("score", reason, scored["example"], band=scored["band"],
-                        summary=scored["summary"])
     else:
         await teach(rt, scored, 0)
 

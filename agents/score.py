@@ -1,8 +1,12 @@
-"""Score agent: student samples → per-sample scores, distribution summary and band."""
+"""Score agent: student samples → per-sample scores, distribution summary and band, and the
+rejection of every example that does not go on to distill (`streams.route.route_scored`).
+
+Every scored example is written to `scored-examples` (the contract's per-example record:
+the export's unfiltered eval and the band counts read it), rejected ones too."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -11,6 +15,8 @@ from agents import metrics
 from agents.cpu import CpuPool
 from agents.runtime import Runtime
 from agents.stage import raw, register_stage
+from schemas.records import ScoredExample
+from streams.route import route_scored, to_distill
 from streams.score import score_example
 from streams.settings import Settings
 
@@ -38,6 +44,11 @@ def register(app: faust.App, rt: Runtime) -> None:
                 metrics.SAMPLE_REVERSAL.observe(sc["reversal_ratio"])
         metrics.BANDS.labels(scored["band"]).inc()
         await rt.send("scored-examples", scored["request_id"], scored)
+        route = route_scored(cast(ScoredExample, scored), rt.settings)
+        if not to_distill(route):
+            assert route is not None
+            await rt.reject("score", route, scored["example"], band=scored["band"],
+                            summary=scored["summary"])
 
     # the bytes go to the CPU pool as they are: it decodes them there
     register_stage(app, rt, source="student-samples", name="score", handle=handle, decode=raw)

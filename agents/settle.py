@@ -59,7 +59,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 import mode
@@ -70,10 +70,12 @@ from aiokafka.errors import ConsumerStoppedError, InvalidProducerEpoch, Producer
 from agents import metrics
 from agents.kafka import start_producer
 from agents.lag import fetched_highwater, records_behind
-from agents.runtime import Runtime, dead_letter_record, dumps
+from agents.runtime import Runtime, dead_letter_record, dumps, observe_lag
+from schemas.records import SettledExample
 from schemas.topics import settle_changelog, settle_group
 from streams.emit import rejected_record
 from streams.ingest import Discarded, Rejected, Verdict, decode_event, screen_settled
+from streams.route import settle_rejection
 from streams.settle import (
     BatchOutcome,
     Forget,
@@ -116,6 +118,7 @@ class _Tally:
 
     counts: Counter[tuple[Any, tuple[str, ...]]] = field(default_factory=Counter)
     delays_s: list[float] = field(default_factory=list)
+    left_at_ms: list[int] = field(default_factory=list)  # settled_at_ms of rejected examples
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -399,6 +402,7 @@ class SettleRunner(mode.Service):
             sends.extend(chunk_sends)
             tally.counts.update(chunk_tally.counts)
             tally.delays_s.extend(chunk_tally.delays_s)
+            tally.left_at_ms.extend(chunk_tally.left_at_ms)
             merged.events.extend(out.events)
             merged.dropped.update(out.dropped)
             merged.skipped += out.skipped
@@ -410,7 +414,8 @@ class SettleRunner(mode.Service):
 
     def _outputs(self, part: PartitionState, records: list[Any], verdicts: dict[int, Verdict],
                  outcome: BatchOutcome) -> tuple[list[tuple[str, bytes, bytes]], _Tally]:
-        """The batch's records for settled-examples and the DLQ, in offset order, and the
+        """The batch's records for settled-examples, rejected-examples and the DLQ, in offset
+        order, and the
         metric counts they stand for (added once the batch is written)."""
         s = self.settings
         src, p = self.source, part.tp.partition
@@ -474,8 +479,15 @@ class SettleRunner(mode.Service):
                 counts[metrics.SETTLED, (record["settle_reason"],)] += 1
                 delay_ms = (ev.watermark_ms or record["settled_at_ms"]) - record["ts_ms"]
                 tally.delays_s.append(max(0, delay_ms) / 1000)
-                sends.append((self.settled_topic, record["request_id"].encode(),
-                              dumps(record)))
+                rid = record["request_id"]
+                rejection = settle_rejection(cast(SettledExample, record), s)
+                if rejection is not None:  # leaves here, with its content, never sampled
+                    counts[metrics.REJECTED, ("settle", metrics.reason_label(rejection))] += 1
+                    tally.left_at_ms.append(record["settled_at_ms"])
+                    sends.append((self.rejected_topic, rid.encode(), dumps(rejected_record(
+                        rid, "settle", rejection, s, example=record))))
+                    continue
+                sends.append((self.settled_topic, rid.encode(), dumps(record)))
         return sends, tally
 
     def _count(self, tally: _Tally, outcome: BatchOutcome, n: int, seconds: float) -> None:
@@ -483,6 +495,8 @@ class SettleRunner(mode.Service):
             metric.labels(*labels).inc(value)
         for delay_s in tally.delays_s:
             metrics.SETTLE_DELAY.observe(delay_s)
+        for settled_at_ms in tally.left_at_ms:  # end-to-end lag of the examples that left
+            observe_lag({"settled_at_ms": settled_at_ms})
         if outcome.skipped:
             metrics.SETTLE_REPLAYED.inc(outcome.skipped)
         metrics.OPEN_PREDICTIONS.set(self.open_total())

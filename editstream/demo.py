@@ -94,6 +94,16 @@ def accounted(outputs: dict[str, list[dict[str, Any]]]) -> set[str]:
     return ids
 
 
+def settled_examples(outputs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Every settled example by request id: those on `settled-examples` and those the settle
+    stage rejected (their rejection carries the example)."""
+    out = {r["request_id"]: r for r in outputs.get("settled-examples", [])}
+    for r in outputs.get("rejected-examples", []):
+        if r["stage"] == "settle" and r.get("example"):
+            out[r["request_id"]] = r["example"]
+    return out
+
+
 async def export_dataset(settings: Settings, out: Path) -> dict[str, Any]:
     """`editstream export --rejected` of this run, with the unfiltered eval set: the
     directory a training team gets (dataset card, splits, near-duplicates handled). Its
@@ -143,7 +153,7 @@ class Progress:
 def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[str],
             manifest: dict[str, Any], dataset: Path, seconds: float,
             discards: Counter[str] | None = None) -> str:
-    settled = Counter(r["settle_reason"] for r in outputs["settled-examples"])
+    reasons_settled = Counter(r["settle_reason"] for r in settled_examples(outputs).values())
     bands = Counter(r["band"] for r in outputs["scored-examples"])
     kinds = Counter(r["format"] for r in
                     {r["id"]: r for r in outputs["training-records"]}.values())
@@ -161,7 +171,7 @@ def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[
         "predictions' later events follow them)",
         f"  predictions:      {len(expected)} forwarded past ingest, "
         f"{len(accounted(outputs) & expected)} accounted for",
-        f"  settled by reason: {fmt(settled)}",
+        f"  settled by reason: {fmt(reasons_settled)}",
         f"  bands:            {fmt(bands)}",
         f"  repair requests:  {len(outputs['repair'])}, repaired examples: {len(repaired)}",
         f"  records streamed: {fmt(kinds)}",

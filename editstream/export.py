@@ -47,7 +47,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -86,7 +86,7 @@ def _float(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else float("nan")
 
 
-def record_row(rec: dict[str, Any]) -> dict[str, Any]:
+def record_row(rec: Mapping[str, Any]) -> dict[str, Any]:
     """A training record as a dataset row: TRL columns first, then typed extras."""
     prov = rec.get("provenance") or {}
     student = (rec.get("scores") or {}).get("student") or {}
@@ -117,7 +117,7 @@ def record_row(rec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rejected_row(rec: dict[str, Any]) -> dict[str, Any]:
+def rejected_row(rec: Mapping[str, Any]) -> dict[str, Any]:
     """A rejection as a row; None becomes "" / "null" so every column keeps one type."""
     example = rec.get("example") or {}
     return {
@@ -455,7 +455,7 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
     if scored is not None:
         emit("sft", UNFILTERED, [record_row(r) for r in arranged.unfiltered])
         counts["sft"].pop(UNFILTERED)  # counted on its own: not part of the sft records
-    rejected: list[dict[str, Any]] = []
+    rejected: list[Mapping[str, Any]] = []
     if include_rejected:  # the pipeline's rejections, and the export's near-duplicates
         rejected = sorted([*spools[settings.topic("rejected-examples")].records(),
                            *arranged.rejections], key=lambda r: r["request_id"])
@@ -537,7 +537,7 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
     return manifest
 
 
-def _figures(records: list[dict[str, Any]], unfiltered: list[dict[str, Any]]
+def _figures(records: Sequence[Mapping[str, Any]], unfiltered: Sequence[Mapping[str, Any]]
              ) -> dict[str, dict[str, dict[str, int]]]:
     """Examples (SFT records) and preference records per split, by language and by
     repository, plus the unfiltered eval examples: `{by_language: {python: {train: n, ...}}}`."""

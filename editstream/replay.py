@@ -41,7 +41,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
-from editstream.demo import accounted, expected_predictions
+from editstream.demo import accounted, expected_predictions, settled_examples
 from editstream.kafka_io import ensure_topics, send_flush, start_producer
 from editstream.offsets import (
     When,
@@ -57,7 +57,8 @@ from schemas.topics import app_group, settle_group
 from streams import settings as settings_mod
 from streams.settings import Settings
 
-# Topics whose records account for an example, plus settled-examples for the summary.
+# Topics whose records account for an example, plus settled-examples for the summary (with
+# the settle stage's rejections, which carry their example).
 WATCHED = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq",
            "settled-examples")
 # Topics the pipeline's consumer groups read: zero lag on all of them means it is idle.
@@ -375,9 +376,7 @@ def summary(result: ReplayResult) -> str:
     assert rs is not None
     records = {r["id"]: r for r in out.get("training-records", [])}
     kinds = Counter(f"{r['format']}/{r['split']}" for r in records.values())
-    settled = Counter(r.get("settle_reason", "?")
-                      for r in {r["request_id"]: r for r in out.get("settled-examples", [])
-                                }.values())
+    settled = Counter(r.get("settle_reason", "?") for r in settled_examples(out).values())
     rejected = Counter(f"{r['stage']}:{r['reason']}"
                        for r in {r["request_id"]: r for r in out.get("rejected-examples", [])
                                  }.values())

@@ -53,8 +53,13 @@ class StudentInfo(TypedDict):
     temperature: float
     max_tokens: int
     prompt_format: str
-    seed: int
+    prompt_format_version: int
+    stop: list[str]
+    seed: int | None
+    history_dropped: NotRequired[int]
     mode: NotRequired[str]
+    n_per_request: NotRequired[int]
+    short_responses: NotRequired[int]
 
 
 class StudentSamples(TypedDict):
@@ -64,14 +69,19 @@ class StudentSamples(TypedDict):
     example: SettledExample
     student: StudentInfo
     samples: list[str]
+    finish_reasons: list[str]
     latencies_ms: list[float]
     requests: int
     retries: int
     prompt_tokens: int
     completion_tokens: int
+    adaptive: NotRequired[dict[str, Any]]
 
 
 class Summary(TypedDict):
+    """Distribution of the valid samples' distances (`streams.score.summarise`); the other
+    means are over the ``n_metrics`` samples that have every metric."""
+
     n: int
     mean: float
     p10: float
@@ -79,6 +89,12 @@ class Summary(TypedDict):
     p90: float
     frac_exact: float
     reversal_mean: float
+    kept_rate_mean: float
+    delta_chrf_mean: float
+    n_metrics: int
+    n_samples: int
+    n_truncated: int
+    n_unparsable: int
 
 
 class ScoredExample(TypedDict):
@@ -87,10 +103,13 @@ class ScoredExample(TypedDict):
     request_id: str
     example: SettledExample
     student: StudentInfo
-    scores: list[dict[str, float | bool]]
+    scores: list[dict[str, Any]]
     summary: Summary
     band: Band
+    valid_samples: int
+    unparsable_samples: bool
     thresholds: dict[str, float]
+    rejected_candidate: str | None
 
 
 class Judgement(TypedDict):
@@ -111,9 +130,11 @@ class RepairRequest(TypedDict):
     summary: Summary
     band: Band
     attempt: int
-    judgement: Judgement
+    judgement: dict[str, Any]
     previous: str
     rejected_predictions: list[str]
+    rejected_candidate: str | None
+    unparsable_samples: bool
 
 
 class TrainingRecord(TypedDict):
@@ -122,15 +143,18 @@ class TrainingRecord(TypedDict):
     id: str
     format: Literal["sft", "preference"]
     prompt_format: str
-    split: Literal["train", "eval"]
+    prompt_format_version: NotRequired[int]
+    split: Literal["train", "eval", "eval_unfiltered"]
     request_id: str
     prompt: str
+    noop: NotRequired[bool]
     completion: NotRequired[str]
     chosen: NotRequired[str]
     rejected: NotRequired[str]
     rejected_source: NotRequired[str]
-    provenance: dict[str, object]
-    scores: dict[str, object]
+    preference_dropped: NotRequired[str]
+    provenance: dict[str, Any]
+    scores: dict[str, Any]
 
 
 class RejectedExample(TypedDict):
@@ -139,11 +163,12 @@ class RejectedExample(TypedDict):
     request_id: str
     stage: str
     reason: str
-    detail: NotRequired[str | None]
-    example: NotRequired[SettledExample | None]
-    band: NotRequired[str | None]
-    summary: NotRequired[Summary | None]
-    judgement: NotRequired[Judgement | None]
+    detail: str | None
+    # the export's near-duplicate rejection (stage export) carries the provenance fields only
+    example: SettledExample | dict[str, Any] | None
+    band: str | None
+    summary: Summary | None
+    judgement: dict[str, Any] | None
 
 
 RetryStage = Literal["sample", "distill", "repair"]

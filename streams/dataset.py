@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.records import RejectedExample, TrainingRecord
 from streams.emit import reference_record, rejected_record
 from streams.ids import stable_fraction
 from streams.neardup import near_duplicate_groups
@@ -140,8 +141,8 @@ def plan(examples: Iterable[Example], settings: Settings) -> Plan:
 @dataclass
 class Arranged:
     records: list[dict[str, Any]]  # training records kept, `split` set by the plan
-    unfiltered: list[dict[str, Any]]  # reference records of the unfiltered eval set
-    rejections: list[dict[str, Any]]  # rejected-examples records for the dropped examples
+    unfiltered: list[TrainingRecord]  # reference records of the unfiltered eval set
+    rejections: list[RejectedExample]  # rejected-examples records for the dropped examples
     plan: Plan
     dropped_records: Counter[str]  # kind → training records dropped
 
@@ -196,7 +197,7 @@ def arrange(records: list[dict[str, Any]], scored: list[dict[str, Any]] | None,
 
 def _near_duplicate_rejection(rid: str, first: str, record: dict[str, Any] | None,
                               scored: dict[str, Any] | None,
-                              settings: Settings) -> dict[str, Any]:
+                              settings: Settings) -> RejectedExample:
     prov = (record or {}).get("provenance") or {}
     if scored is not None:
         example, band = scored["example"], scored.get("band")

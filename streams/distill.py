@@ -1,16 +1,8 @@
 """Distill stage: ask the teacher for a clean target and gate it.
 
-Routing is decided here as data, so the Faust agents for distill and repair stay thin and
-the same decisions run offline:
-
-* an example the user left as it was (settled == request-time region) is a *no-op*: its
-  target is the format's no-edit answer, no teacher needed, and only
-  ``noop_keep_fraction`` of them are kept (a stable hash of the request id decides), so
-  their share of a dataset is a setting;
-* an example with too few valid student samples is rejected as ``unparsable_samples``;
-* an example outside the ``ideal`` band is rejected as ``band_<band>``;
-* the rest go to the teacher, whose answer passes the gates of ``streams.judge`` or goes to
-  repair with the failed gate's reason as feedback.
+The teacher's answer passes the gates of ``streams.judge`` or goes to repair with the failed
+gate's reason as feedback. Which examples reach the teacher, and what happens to its answer,
+is decided in ``streams.route``.
 """
 
 from __future__ import annotations
@@ -26,28 +18,11 @@ from streams.formats import (
     parse_answer,
     teacher_user_message,
 )
-from streams.ids import stable_fraction, stable_int
+from streams.ids import stable_int
 from streams.judge import Attempt, check_target, merge_llm, parse_llm_judgement
 from streams.models import Teacher
 from streams.repair import feedback_for
 from streams.settings import Settings
-
-
-def is_noop(example: dict[str, Any]) -> bool:
-    """The user left the editable region exactly as it was at request time."""
-    return bool(example["settled_region"] == example["base_region"])
-
-
-def route_scored(scored: dict[str, Any], settings: Settings) -> str | None:
-    """``None``: to the teacher; ``"noop"``: emit the no-edit answer; else the rejection."""
-    example = scored["example"]
-    if is_noop(example):
-        keep = stable_fraction("noop", example["request_id"]) < settings.noop_keep_fraction
-        return "noop" if keep else "noop_sampled_out"
-    if scored.get("unparsable_samples"):
-        return "unparsable_samples"
-    band = scored["band"]
-    return None if band == "ideal" else f"band_{band}"
 
 
 def student_median(source: dict[str, Any]) -> float | None:

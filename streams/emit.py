@@ -10,8 +10,17 @@ prompt format, so reprocessing the same input yields the same keys for deduplica
 from __future__ import annotations
 
 import base64
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
+from schemas.records import (
+    RejectedExample,
+    RepairRequest,
+    ScoredExample,
+    SettledExample,
+    Summary,
+    TrainingRecord,
+)
 from streams.formats import build_prompt, completion_for, format_id
 from streams.ids import stable_fraction, stable_hash
 from streams.repo import repo_key, split_unit
@@ -19,7 +28,7 @@ from streams.scoring import kept_rate, normalized_levenshtein
 from streams.settings import Settings
 
 
-def split_for(example: dict[str, Any], eval_fraction: float) -> str:
+def split_for(example: SettledExample, eval_fraction: float) -> str:
     # Without a repository, the session is the unit that must not straddle the split.
     return "eval" if stable_fraction("split", split_unit(example)) < eval_fraction else "train"
 
@@ -30,7 +39,7 @@ def record_id(settings: Settings, request_id: str, kind: str) -> str:
                        f"{fmt['name']}.v{fmt['version']}")
 
 
-def _provenance(source: dict[str, Any], settings: Settings, attempts: int) -> dict[str, Any]:
+def _provenance(source: Mapping[str, Any], settings: Settings, attempts: int) -> dict[str, Any]:
     ex = source["example"]
     return {
         "session_id": ex["session_id"],
@@ -55,7 +64,7 @@ def _provenance(source: dict[str, Any], settings: Settings, attempts: int) -> di
     }
 
 
-def undone(example: dict[str, Any]) -> bool:
+def undone(example: SettledExample) -> bool:
     """A served prediction the user accepted and then undid inside the settle window: little
     of its edit survives in the settled region."""
     served = example.get("output")
@@ -66,7 +75,7 @@ def undone(example: dict[str, Any]) -> bool:
     return kept_rate(example["base_region"], served, example["settled_region"]).kept_rate < 0.5
 
 
-def rejected_side(source: dict[str, Any], region: str) -> tuple[str | None, str]:
+def rejected_side(source: ScoredExample | RepairRequest, region: str) -> tuple[str | None, str]:
     """(rejected region, its source) for a preference pair, or (None, why there is none).
 
     The user's own verdict wins: a served output they rejected, or accepted and undid.
@@ -85,13 +94,13 @@ def rejected_side(source: dict[str, Any], region: str) -> tuple[str | None, str]
 
 
 def training_records(
-    source: dict[str, Any],
+    source: ScoredExample | RepairRequest,
     region: str,
     judgement: dict[str, Any],
     settings: Settings,
     *,
     attempts: int = 0,
-) -> list[dict[str, Any]]:
+) -> list[TrainingRecord]:
     """SFT always; a preference pair when there is a rejected side far enough from the
     chosen one (else the SFT record says why there is no pair)."""
     ex = source["example"]
@@ -99,7 +108,7 @@ def training_records(
     prompt = build_prompt(ex, settings.record_format, settings.prompt_max_tokens)
     chosen = completion_for(region, settings.record_format, ex["base_region"])
     noop = region == ex["base_region"]
-    base = {
+    base: dict[str, Any] = {
         "v": 1,
         "pipeline_version": settings.pipeline_version,
         "prompt_format": fmt["name"],
@@ -115,8 +124,9 @@ def training_records(
             "kept_rate": judgement.get("kept_rate"),
             "llm_confidence": (judgement.get("llm") or {}).get("confidence")}},
     }
-    sft = {"id": record_id(settings, ex["request_id"], "sft"), "format": "sft",
-           **base, "completion": chosen}
+    # built in the contract's field order (the records' bytes are compared across runs)
+    sft = cast(TrainingRecord, {"id": record_id(settings, ex["request_id"], "sft"),
+                                "format": "sft", **base, "completion": chosen})
     records = [sft]
     rejected, why = rejected_side(source, region)
     if rejected is not None:
@@ -126,17 +136,18 @@ def training_records(
     if rejected is None:
         sft["preference_dropped"] = why
         return records
-    records.append({
+    records.append(cast(TrainingRecord, {
         "id": record_id(settings, ex["request_id"], "preference"), "format": "preference",
         **base, "chosen": chosen,
         "rejected": completion_for(rejected, settings.record_format, ex["base_region"]),
-        "rejected_source": why})
+        "rejected_source": why}))
     return records
 
 
-def reference_record(scored: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """An unfiltered eval record from a `scored-examples` record: any band, no teacher; the
-    completion is the settled region (what the user really wrote), for measuring a student."""
+def reference_record(scored: Mapping[str, Any], settings: Settings) -> TrainingRecord:
+    """An unfiltered eval record from a `scored-examples` record (as the export reads it,
+    without the per-sample scores): any band, no teacher; the completion is the settled
+    region (what the user really wrote), for measuring a student."""
     ex = scored["example"]
     prov = {**_provenance(scored, settings, 0), "teacher_model": None, "judge_model": None}
     return {
@@ -160,12 +171,12 @@ def rejected_record(
     reason: str,
     settings: Settings,
     *,
-    example: dict[str, Any] | None = None,
+    example: SettledExample | dict[str, Any] | None = None,
     detail: str | None = None,
     band: str | None = None,
-    summary: dict[str, Any] | None = None,
+    summary: Summary | None = None,
     judgement: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> RejectedExample:
     return {
         "v": 1,
         "pipeline_version": settings.pipeline_version,

@@ -34,6 +34,7 @@ judgement of its previous answer.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,7 +126,7 @@ class Excerpt:
         return self.region[:at] + marker + self.region[at:]
 
 
-def split_excerpt(example: dict[str, Any]) -> Excerpt:
+def split_excerpt(example: Mapping[str, Any]) -> Excerpt:
     """Split `excerpt` at the UTF-8 byte offsets of `editable_range` and `cursor`."""
     raw = example["excerpt"].encode()
     start, end = example["editable_range"]
@@ -160,7 +161,7 @@ def _zeta2_event(h: dict[str, Any]) -> str:
     return f"{head}--- a/{path}\n+++ b/{path}\n{diff_body(h['diff'])}"
 
 
-def zeta1_excerpt(example: dict[str, Any], cursor_marker: str = CURSOR) -> str:
+def zeta1_excerpt(example: Mapping[str, Any], cursor_marker: str = CURSOR) -> str:
     """The fenced excerpt as Zed's zeta1 writes it (also what the teacher is shown)."""
     ex = split_excerpt(example)
     start = START_OF_FILE + "\n" if example.get("excerpt_start") == 0 else ""
@@ -172,13 +173,13 @@ def zeta1_excerpt(example: dict[str, Any], cursor_marker: str = CURSOR) -> str:
             f"{after}\n```")
 
 
-def _zeta1(example: dict[str, Any], history: list[dict[str, Any]]) -> str:
+def _zeta1(example: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
     events = "\n\n".join(_zeta1_event(h) for h in history)
     return (ZETA1_INSTRUCTION + EDITS_HEADER + events + EXCERPT_HEADER + zeta1_excerpt(example)
             + RESPONSE_HEADER)
 
 
-def _zeta2(example: dict[str, Any], history: list[dict[str, Any]]) -> str:
+def _zeta2(example: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
     ex = split_excerpt(example)
     out = HISTORY_HEADER + "".join(_zeta2_event(h) for h in history) if history else ""
     out += f"{FILE_SEP}{example['path']}\n{FIM_PREFIX}{ex.before}{FIM_SUFFIX}{ex.after}"
@@ -190,7 +191,7 @@ def _zeta2(example: dict[str, Any], history: list[dict[str, Any]]) -> str:
     return out + FIM_MIDDLE + ZETA2_CURRENT + region + ZETA2_SEPARATOR
 
 
-def _fim(example: dict[str, Any], history: list[dict[str, Any]]) -> str:
+def _fim(example: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
     ex = split_excerpt(example)
     diffs = "".join(h["diff"] for h in history)
     return (
@@ -204,7 +205,7 @@ def _fim(example: dict[str, Any], history: list[dict[str, Any]]) -> str:
 _BUILDERS = {"zeta1": _zeta1, "zeta2": _zeta2, "fim": _fim}
 
 
-def history_kept(example: dict[str, Any], fmt: str, max_tokens: int | None) -> int:
+def history_kept(example: Mapping[str, Any], fmt: str, max_tokens: int | None) -> int:
     """How many of the newest history entries fit the prompt budget (the excerpt always
     stays, so a prompt may exceed a budget too small for its excerpt alone)."""
     history = list(example.get("history") or [])
@@ -217,7 +218,7 @@ def history_kept(example: dict[str, Any], fmt: str, max_tokens: int | None) -> i
     return keep
 
 
-def build_prompt(example: dict[str, Any], fmt: str = "zeta1",
+def build_prompt(example: Mapping[str, Any], fmt: str = "zeta1",
                  max_tokens: int | None = None) -> str:
     """The student prompt for an example (the excerpt as it was at request time), trimmed
     to ``max_tokens`` by dropping the oldest history entries first."""
@@ -378,7 +379,7 @@ TEACHER_TASK = "Predict the developer's next edit within the editable region.\n"
 
 
 def teacher_user_message(
-    example: dict[str, Any],
+    example: Mapping[str, Any],
     feedback: str | None = None,
     previous: str | None = None,
     *,
@@ -398,7 +399,7 @@ def teacher_user_message(
     return msg + TEACHER_TASK
 
 
-def judge_user_message(example: dict[str, Any], predicted: str) -> str:
+def judge_user_message(example: Mapping[str, Any], predicted: str) -> str:
     history = example.get("history") or []
     edits = "\n".join(_zeta2_event(h) for h in history) or "(no recent edits)\n"
     return (TEACHER_EDITS_HEADER + f"{FENCE}\n{edits}{FENCE}\n\n" + TEACHER_FILE_HEADER

@@ -46,13 +46,6 @@ def feedback_for(judgement: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def next_step(attempt_number: int, judgement: dict[str, Any], settings: Settings) -> str:
-    """`emit` a good answer, `repair` a bad one while attempts remain, else `reject`."""
-    if judgement["ok"]:
-        return "emit"
-    return "repair" if attempt_number < settings.repair_attempts else "reject"
-
-
 def repair_request(
     scored_or_repair: dict[str, Any], att: Attempt, number: int, settings: Settings
 ) -> dict[str, Any]:

@@ -20,6 +20,7 @@ are web pages of the same repository). A local path or `file://` URL gets an opa
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -70,7 +71,7 @@ def _local(text: str) -> str:
     return "local:" + stable_hash("repo", text)
 
 
-def split_unit(example: dict[str, Any]) -> str:
+def split_unit(example: Mapping[str, Any]) -> str:
     """What must not straddle train and eval: the repository, else the session."""
     return repo_key(example.get("repo_url")) or f"session:{example['session_id']}"
 

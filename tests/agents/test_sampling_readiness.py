@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 
 from agents.models import StudentClient
-from streams.distill import route_scored
 from streams.formats import REGION_END, REGION_START
 from streams.models import Endpoint
+from streams.route import route_scored
 from streams.sample import sample_example
 from streams.score import score_example
 from streams.scoring import normalized_levenshtein

@@ -19,6 +19,7 @@ from agents import settle
 from agents.runtime import Runtime
 from agents.settle import PartitionState, SettleRunner
 from editstream.generate import GenerateConfig, generate_events
+from streams.emit import rejected_record
 from streams.settings import Settings
 from streams.settle import StagedStore
 
@@ -91,3 +92,34 @@ async def test_chunked_batch_gives_the_one_pass_outcome(monkeypatch: pytest.Monk
     assert chunked.anchor_ms == whole.anchor_ms and chunked.skipped == whole.skipped
     assert [e.offset for e in chunked.events] == [e.offset for e in whole.events]
     assert tally.counts == whole_tally.counts and tally.delays_s == whole_tally.delays_s
+
+
+async def test_settle_reason_rejections_leave_at_settle_with_their_example() -> None:
+    """An example settled for a reason in `reject_settle_reasons` is rejected by the settle
+    stage itself, with the record the sample stage used to write for it (the settled example
+    inside), and never reaches settled-examples (streams/route.py)."""
+    records = _records()
+    runner, part = _runner()
+    _, sends, tally = await runner._apply_chunked(part, records)
+    keep_all = Settings(reject_settle_reasons=())
+    runner_all = SettleRunner(Runtime(settings=keep_all, app=None))  # type: ignore[arg-type]
+    store = StagedStore({})
+    part_all = PartitionState(TopicPartition(runner_all.source, 0), store,
+                              runner_all._machine(store), None, None)
+    _, sends_all, _ = await runner_all._apply_chunked(part_all, records)
+
+    settled_all = [orjson.loads(v) for t, _, v in sends_all if t.endswith("settled-examples")]
+    leaving = [ex for ex in settled_all if ex["settle_reason"] in ("ttl", "context_lost")]
+    assert leaving and len(leaving) < len(settled_all)
+    s = Settings()
+    expected = [(s.topic("rejected-examples"), ex["request_id"].encode(), orjson.dumps(
+        rejected_record(ex["request_id"], "settle", f"settle_{ex['settle_reason']}", s,
+                        example=ex))) for ex in leaving]
+    rejected = [send for send in sends if send[0].endswith("rejected-examples")]
+    assert rejected == expected
+    assert [send for send in sends if send not in rejected] == [
+        send for send in sends_all if orjson.loads(send[2]).get("settle_reason") not in (
+            "ttl", "context_lost")]
+    assert sum(n for (metric, labels), n in tally.counts.items()
+               if labels[0] == "settle" and labels[1].startswith("settle_")) == len(leaving)
+    assert len(tally.left_at_ms) == len(leaving)

@@ -14,7 +14,7 @@ import pytest
 
 import schemas
 from editstream.broker import BrokerHandle
-from editstream.demo import accounted, collect, expected_predictions
+from editstream.demo import accounted, collect, expected_predictions, settled_examples
 from editstream.generate import GenerateConfig, generate_events
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
 from streams.ingest import Discarded, decode_event, screen_settled
@@ -114,7 +114,8 @@ async def test_live_settling_equals_offline_settle_events(
         tansu: BrokerHandle, simulator: Simulator, workers: list[Worker], tmp_path: Path
 ) -> None:
     """The agent and `settle_events` are one core: feed the topic as the worker saw it
-    (partition order, including its idle ticks) offline, and the records are identical."""
+    (partition order, including its idle ticks) offline, and the records are identical
+    (those on settled-examples and those inside the settle stage's rejections)."""
     settings = run_settings(tansu.bootstrap, simulator.url, samples=2)
     events = generate_events(GenerateConfig(seed=5, sessions=6, predictions_per_session=3))
     lines = [orjson.dumps(e) for e in events]
@@ -136,8 +137,11 @@ async def test_live_settling_equals_offline_settle_events(
             screened = screen_settled(rec, settings)
             if not isinstance(screened, Discarded):
                 offline[rec["request_id"]] = screened
-    live = {r["request_id"]: {k: v for k, v in r.items() if k != "pipeline_version"}
-            for r in out["settled-examples"]}
+    # the settle stage's own rejections (ttl, context_lost) carry the settled example
+    assert {r["settle_reason"] for r in out["settled-examples"]}.isdisjoint(
+        settings.reject_settle_reasons)
+    live = {rid: {k: v for k, v in r.items() if k != "pipeline_version"}
+            for rid, r in settled_examples(out).items()}
     assert live.keys() == offline.keys()
     for rid, rec in live.items():
         assert orjson.dumps(rec) == orjson.dumps(offline[rid]), rid

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.distill import route_scored
 from streams.judge import check_target
 from streams.repair import feedback_for
+from streams.route import route_scored
 from streams.settings import Settings
 
 S = Settings()
