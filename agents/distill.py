@@ -12,7 +12,7 @@ from typing import Any, cast
 import faust
 
 from agents import metrics
-from agents.runtime import Runtime, observe_lag
+from agents.runtime import ROUTED_HEADER, Runtime, current_header, observe_lag
 from agents.stage import register_stage
 from schemas.records import RepairRequest, ScoredExample
 from streams.distill import attempt, student_median
@@ -73,9 +73,13 @@ NOOP_JUDGEMENT = {"ok": True, "reasons": [], "parse_ok": True, "distance": 0.0,
 
 async def distill_one(rt: Runtime, scored: dict[str, Any]) -> None:
     """A scored example: the no-edit answer or a first attempt (any other was rejected by
-    the score stage)."""
+    the score stage, or is rejected here if it was scored before that stage did so)."""
     route = route_scored(cast(ScoredExample, scored), rt.settings)
     if not to_distill(route):
+        if current_header(ROUTED_HEADER) is None:  # scored by a version before the move
+            assert route is not None
+            await rt.reject("score", route, scored["example"], band=scored["band"],
+                            summary=scored["summary"])
         return
     if route == "noop":  # the user changed nothing: the no-edit answer
         example = scored["example"]

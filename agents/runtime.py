@@ -129,7 +129,8 @@ class Runtime:
 
     # --- sends -----------------------------------------------------------------------
     async def send(self, topic: str, key: str, record: Mapping[str, object],
-                   partition: int | None = None, *, wait: bool = False) -> None:
+                   partition: int | None = None, *, wait: bool = False,
+                   headers: Mapping[str, bytes] | None = None) -> None:
         """Send `record`, by default to the partition number of the event being processed.
 
         Every topic has the same partition count, so an example stays in its session's
@@ -138,14 +139,17 @@ class Runtime:
         when that is the source partition does the output commit atomically with the
         source offset (and the settle table's changelog). Keys stay the deterministic ids.
         """
-        await self.send_bytes(topic, key.encode(), dumps(record), partition, wait=wait)
+        await self.send_bytes(topic, key.encode(), dumps(record), partition, wait=wait,
+                              headers=headers)
 
     async def send_bytes(self, topic: str, key: bytes, value: bytes,
-                         partition: int | None = None, *, wait: bool = False) -> None:
+                         partition: int | None = None, *, wait: bool = False,
+                         headers: Mapping[str, bytes] | None = None) -> None:
         """`send` of an encoded record."""
         if partition is None and (event := current_event()) is not None:
             partition = event.message.partition
-        sent = await self.topic(topic).send(key=key, value=value, partition=partition)
+        sent = await self.topic(topic).send(key=key, value=value, partition=partition,
+                                            headers=dict(headers) if headers else None)
         if wait:  # until the broker has it (a caller about to record that it was sent)
             await sent
 
@@ -180,3 +184,20 @@ class Runtime:
                                               message.partition, message.offset, raw,
                                               self.settings, key)
         await self.send_bytes(dlq_topic, key_bytes, value, wait=wait)
+
+
+# On a `scored-examples` record: the score stage has written its rejection, if any.
+ROUTED_HEADER = "editstream-routed-by"
+
+
+def current_header(name: str) -> bytes | None:
+    """A header of the message being handled (`None` outside a stage or when absent)."""
+    event = current_event()
+    if event is None or not event.message.headers:
+        return None
+    headers = event.message.headers
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    for key, value in pairs:
+        if key == name:
+            return bytes(value) if value is not None else b""
+    return None

@@ -2,7 +2,10 @@
 rejection of every example that does not go on to distill (`streams.route.route_scored`).
 
 Every scored example is written to `scored-examples` (the contract's per-example record:
-the export's unfiltered eval and the band counts read it), rejected ones too."""
+the export's unfiltered eval and the band counts read it), rejected ones too, with the
+header `ROUTED_HEADER`: it tells distill the rejection is written. A scored record without it
+was written by a version that left the rejection to distill (one still on the topic when
+this version starts), so distill writes that one and none is lost over an upgrade."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import orjson
 
 from agents import metrics
 from agents.cpu import CpuPool
-from agents.runtime import Runtime
+from agents.runtime import ROUTED_HEADER, Runtime
 from agents.stage import raw, register_stage
 from schemas.records import ScoredExample
 from streams.route import route_scored, to_distill
@@ -43,7 +46,8 @@ def register(app: faust.App, rt: Runtime) -> None:
             if "reversal_ratio" in sc:  # the first score_metrics_samples only
                 metrics.SAMPLE_REVERSAL.observe(sc["reversal_ratio"])
         metrics.BANDS.labels(scored["band"]).inc()
-        await rt.send("scored-examples", scored["request_id"], scored)
+        await rt.send("scored-examples", scored["request_id"], scored,
+                      headers={ROUTED_HEADER: b"score"})
         route = route_scored(cast(ScoredExample, scored), rt.settings)
         if not to_distill(route):
             assert route is not None

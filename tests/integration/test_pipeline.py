@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 
 import schemas
+from agents.runtime import ROUTED_HEADER
 from editstream.broker import BrokerHandle
 from editstream.demo import accounted, collect, expected_predictions, settled_examples
 from editstream.generate import GenerateConfig, generate_events
@@ -105,9 +107,48 @@ async def test_pipeline_end_to_end(tansu: BrokerHandle, simulator: Simulator,
             blob = orjson.dumps(rec)
             assert not any(sid.encode() in blob for sid in private), name
 
+    # each rejection is written once, by the stage that decided it
+    rejection_ids = [r["request_id"] for r in out["rejected-examples"]]
+    assert len(rejection_ids) == len(set(rejection_ids))
+    await _upgrade_case(settings, out, workers[0])
+
     # a graceful stop closes the model clients' connection pools (aiohttp warns otherwise)
     workers[0].stop()
     assert "Unclosed" not in workers[0].log_path.read_text(errors="replace")
+
+
+async def _upgrade_case(settings: Any, out: dict[str, list[dict[str, Any]]],
+                        worker: Worker) -> None:
+    """An out-of-band scored record the score stage wrote (with its routing header) is not
+    rejected again by distill; one written by a version before the score stage rejected
+    (no header, still on the topic at an upgrade) is rejected by distill, once."""
+    band_out = next(r for r in out["scored-examples"]
+                    if r["band"] != "ideal" and r["example"]["settled_region"]
+                    != r["example"]["base_region"] and not r.get("unparsable_samples"))
+
+    def renamed(rid: str) -> bytes:
+        return orjson.dumps({**band_out, "request_id": rid,
+                             "example": {**band_out["example"], "request_id": rid}})
+
+    routed, legacy = "upgrade-routed", "upgrade-legacy"
+    producer = AIOKafkaProducer(bootstrap_servers=settings.broker)
+    await producer.start()
+    try:  # one partition, in this order: when legacy's rejection is out, routed was handled
+        topic = settings.topic("scored-examples")
+        await producer.send_and_wait(topic, renamed(routed), key=routed.encode(), partition=0,
+                                     headers=[(ROUTED_HEADER, b"score")])
+        await producer.send_and_wait(topic, renamed(legacy), key=legacy.encode(), partition=0)
+    finally:
+        await producer.stop()
+    deadline = time.monotonic() + 60
+    while True:
+        rejected = [r for r in (await collect(settings))["rejected-examples"]
+                    if r["request_id"] in (routed, legacy)]
+        if rejected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert [(r["request_id"], r["stage"], r["reason"]) for r in rejected] == [
+        (legacy, "score", f"band_{band_out['band']}")], worker.log_tail()
 
 
 async def test_live_settling_equals_offline_settle_events(
