@@ -31,6 +31,24 @@ def _common_suffix_len(a: Sequence[Any], b: Sequence[Any], limit: int) -> int:
     return lo
 
 
+def _table(a: Sequence[Hashable], b: Sequence[Hashable]) -> tuple[dict[Hashable, int], list[int]]:
+    """The bit-parallel LCS table (Hyyrö): each item's match bits over ``b``, and the rows
+    (row ``i``: bit ``j`` is 1 iff L[i][j+1] == L[i][j]), row 0 first."""
+    match_bits: dict[Hashable, int] = {}
+    for j, item in enumerate(b):
+        match_bits[item] = match_bits.get(item, 0) | (1 << j)
+    full = (1 << len(b)) - 1
+    row = full
+    rows = [row]
+    get = match_bits.get
+    for item in a:
+        u = row & get(item, 0)
+        if u:
+            row = ((row + u) | (row - u)) & full
+        rows.append(row)
+    return match_bits, rows
+
+
 def _lcs_pairs(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, int]]:
     """Matched index pairs of one LCS of ``a`` and ``b``, in increasing order.
 
@@ -46,17 +64,7 @@ def _lcs_pairs(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[tuple[int, 
     pairs = [(k, k) for k in range(p)]
     mid_a, mid_b = a[p : n - s], b[p : m - s]
     if mid_a and mid_b:
-        match_bits: dict[Hashable, int] = {}
-        for j, item in enumerate(mid_b):
-            match_bits[item] = match_bits.get(item, 0) | (1 << j)
-        full = (1 << len(mid_b)) - 1
-        row = full
-        rows = [row]
-        for item in mid_a:
-            u = row & match_bits.get(item, 0)
-            if u:
-                row = ((row + u) | (row - u)) & full
-            rows.append(row)
+        match_bits, rows = _table(mid_a, mid_b)
         i, j = len(mid_a), len(mid_b)
         middle: list[tuple[int, int]] = []
         while i > 0 and j > 0:
@@ -91,18 +99,8 @@ def _b_mask(a: Sequence[Hashable], b: Sequence[Hashable]) -> list[bool]:
     mid_a, mid_b = a[p : n - s], b[p : m - s]
     if not (mid_a and mid_b):
         return mask
-    match_bits: dict[Hashable, int] = {}
-    for j, item in enumerate(mid_b):
-        match_bits[item] = match_bits.get(item, 0) | (1 << j)
-    full = (1 << len(mid_b)) - 1
-    row = full
-    rows = [row]
+    match_bits, rows = _table(mid_a, mid_b)
     get = match_bits.get
-    for item in mid_a:
-        u = row & get(item, 0)
-        if u:
-            row = ((row + u) | (row - u)) & full
-        rows.append(row)
     i, j = len(mid_a), len(mid_b)
     while i > 0 and j > 0:  # see _lcs_pairs for the backtrack
         here = get(mid_a[i - 1], 0)
