@@ -112,13 +112,28 @@ class ScoredExample(TypedDict):
     rejected_candidate: str | None
 
 
+class LlmVerdict(TypedDict):
+    """The LLM judge's answer (`streams.judge.parse_llm_judgement`)."""
+
+    reasoning: str
+    reverts_edits: bool
+    confidence: int
+
+
 class Judgement(TypedDict):
+    """The gates' verdict on a teacher answer (`streams.judge.check_target`); the no-op
+    target's is fixed (``noop``: true, no ``parse_error``)."""
+
     ok: bool
     reasons: list[str]
     parse_ok: bool
+    parse_error: NotRequired[str | None]
     distance: float | None
     reversal_ratio: float | None
-    llm: NotRequired[dict[str, object] | None]
+    kept_rate: float | None
+    student_median: NotRequired[float | None]  # set when the answer parsed
+    llm: NotRequired[LlmVerdict | None]  # set when an LLM judge ran (None: unreadable)
+    noop: NotRequired[bool]
 
 
 class RepairRequest(TypedDict):
@@ -130,7 +145,7 @@ class RepairRequest(TypedDict):
     summary: Summary
     band: Band
     attempt: int
-    judgement: dict[str, Any]
+    judgement: Judgement
     previous: str
     rejected_predictions: list[str]
     rejected_candidate: str | None
@@ -168,7 +183,7 @@ class RejectedExample(TypedDict):
     example: SettledExample | dict[str, Any] | None
     band: str | None
     summary: Summary | None
-    judgement: dict[str, Any] | None
+    judgement: Judgement | None
 
 
 RetryStage = Literal["sample", "distill", "repair"]
@@ -185,4 +200,8 @@ class ModelRetry(TypedDict):
     attempt: int
     reason: str
     not_before_ms: int
-    payload: dict[str, Any]
+    payload: RetryPayload
+
+
+# what each retry stage is given: sample a settled example, distill a scored one, repair a repair
+RetryPayload = SettledExample | ScoredExample | RepairRequest

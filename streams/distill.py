@@ -7,8 +7,7 @@ is decided in ``streams.route``.
 
 from __future__ import annotations
 
-from typing import Any
-
+from schemas.records import Judgement, RepairRequest, ScoredExample, SettledExample
 from streams.formats import (
     JUDGE_SYSTEM,
     TEACHER_SYSTEM,
@@ -25,27 +24,27 @@ from streams.repair import feedback_for
 from streams.settings import Settings
 
 
-def student_median(source: dict[str, Any]) -> float | None:
+def student_median(source: ScoredExample | RepairRequest) -> float | None:
     """The median distance of the example's valid student samples (None if there were none)."""
     summary = source.get("summary") or {}
     return float(summary["p50"]) if summary.get("n") else None
 
 
-def teacher_max_tokens(example: dict[str, Any], settings: Settings) -> int:
+def teacher_max_tokens(example: SettledExample, settings: Settings) -> int:
     """Room for a short explanation and the rewritten region, capped."""
     region = completion_for(example["base_region"], "zeta1")
     return min(settings.teacher_max_tokens, 2 * estimate_tokens(region) + 512)
 
 
 async def attempt(
-    example: dict[str, Any],
+    example: SettledExample,
     teacher: Teacher,
     judge: Teacher | None,
     settings: Settings,
     *,
     number: int = 0,
     previous: str | None = None,
-    judgement: dict[str, Any] | None = None,
+    judgement: Judgement | None = None,
     median: float | None = None,
 ) -> Attempt:
     """Ask the teacher (with the failed gates as feedback on repair) and gate the answer."""

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from schemas.records import (
+    Judgement,
     RejectedExample,
     RepairRequest,
     ScoredExample,
@@ -96,7 +97,7 @@ def rejected_side(source: ScoredExample | RepairRequest, region: str) -> tuple[s
 def training_records(
     source: ScoredExample | RepairRequest,
     region: str,
-    judgement: dict[str, Any],
+    judgement: Judgement,
     settings: Settings,
     *,
     attempts: int = 0,
@@ -122,7 +123,8 @@ def training_records(
             "distance": judgement.get("distance"),
             "reversal_ratio": judgement.get("reversal_ratio"),
             "kept_rate": judgement.get("kept_rate"),
-            "llm_confidence": (judgement.get("llm") or {}).get("confidence")}},
+            "llm_confidence": cast(Mapping[str, Any],
+                                   judgement.get("llm") or {}).get("confidence")}},
     }
     # built in the contract's field order (the records' bytes are compared across runs)
     sft = cast(TrainingRecord, {"id": record_id(settings, ex["request_id"], "sft"),
@@ -175,7 +177,7 @@ def rejected_record(
     detail: str | None = None,
     band: str | None = None,
     summary: Summary | None = None,
-    judgement: dict[str, Any] | None = None,
+    judgement: Judgement | None = None,
 ) -> RejectedExample:
     return {
         "v": 1,

@@ -20,10 +20,11 @@ An LLM judge, when configured, adds ``judge_says_reverts``, ``judge_low_confiden
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import orjson
 
+from schemas.records import Judgement, LlmVerdict, SettledExample
 from streams.formats import parse_answer
 from streams.scoring import kept_rate, normalized_levenshtein, reversal_ratio_from_history
 from streams.settings import Settings
@@ -35,7 +36,7 @@ class Attempt:
 
     raw: str
     region: str | None
-    judgement: dict[str, Any]
+    judgement: Judgement
     latency_ms: float
 
 
@@ -44,9 +45,9 @@ GATES = ("unparsable", "target_truncated", "noop_target", "low_kept_rate",
          "judge_low_confidence", "judge_unparsable")
 
 
-def check_target(example: dict[str, Any], region: str | None, settings: Settings, *,
+def check_target(example: SettledExample, region: str | None, settings: Settings, *,
                  student_median: float | None, parse_error: str | None = None
-                 ) -> dict[str, Any]:
+                 ) -> Judgement:
     """The deterministic judgement of a target region (None: the answer did not parse)."""
     if region is None:
         reason = "target_truncated" if parse_error == "truncated" else "unparsable"
@@ -71,16 +72,16 @@ def check_target(example: dict[str, Any], region: str | None, settings: Settings
             "kept_rate": round(kept, 6), "student_median": student_median}
 
 
-def check_prediction(example: dict[str, Any], raw: str, settings: Settings, *,
+def check_prediction(example: SettledExample, raw: str, settings: Settings, *,
                      student_median: float | None = None,
-                     finish_reason: str = "stop") -> dict[str, Any]:
+                     finish_reason: str = "stop") -> Judgement:
     """Parse a teacher answer (lenient, as ``zeta1``'s region markers) and gate it."""
     parsed = parse_answer(raw, "zeta1", example["base_region"], finish_reason)
     return check_target(example, parsed.region, settings, student_median=student_median,
                         parse_error=parsed.error)
 
 
-def parse_llm_judgement(text: str) -> dict[str, Any] | None:
+def parse_llm_judgement(text: str) -> LlmVerdict | None:
     """`{reasoning, reverts_edits, confidence}` from the judge's answer, or None."""
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end < start:
@@ -101,10 +102,10 @@ def parse_llm_judgement(text: str) -> dict[str, Any] | None:
             "confidence": conf}
 
 
-def merge_llm(judgement: dict[str, Any], llm: dict[str, Any] | None,
-              settings: Settings) -> dict[str, Any]:
+def merge_llm(judgement: Judgement, llm: LlmVerdict | None,
+              settings: Settings) -> Judgement:
     """Fold the LLM judge's verdict into the deterministic one."""
-    out = dict(judgement)
+    out = cast(Judgement, dict(judgement))
     reasons = list(judgement["reasons"])
     if llm is None:
         reasons.append("judge_unparsable")

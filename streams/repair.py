@@ -6,13 +6,14 @@ on, and the bad answers are kept so they can serve as `rejected` in preference r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
+from schemas.records import Judgement, RepairRequest, ScoredExample
 from streams.judge import Attempt
 from streams.settings import Settings
 
 
-def feedback_for(judgement: dict[str, Any]) -> str:
+def feedback_for(judgement: Judgement) -> str:
     """What the teacher is told on repair: the judgement in words it can act on."""
     words = {
         "unparsable": (
@@ -47,10 +48,12 @@ def feedback_for(judgement: dict[str, Any]) -> str:
 
 
 def repair_request(
-    scored_or_repair: dict[str, Any], att: Attempt, number: int, settings: Settings
-) -> dict[str, Any]:
+    scored_or_repair: ScoredExample | RepairRequest, att: Attempt, number: int,
+    settings: Settings
+) -> RepairRequest:
     """The `repair` record that asks for attempt `number` (1-based)."""
-    previous_bad = list(scored_or_repair.get("rejected_predictions", []))
+    # a scored example (the first attempt) has no rejected predictions yet
+    previous_bad = list(cast(list[str], scored_or_repair.get("rejected_predictions", [])))
     if att.region is not None:
         previous_bad.append(att.region)
     return {

@@ -19,9 +19,9 @@ has what it needs (the agents only carry the decision out):
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from schemas.records import ScoredExample, SettledExample
+from schemas.records import Judgement, ScoredExample, SettledExample
 from streams.ids import stable_fraction
 from streams.settings import Settings
 
@@ -57,7 +57,7 @@ def to_distill(route: str | None) -> bool:
     return route is None or route == "noop"
 
 
-def next_step(attempt_number: int, judgement: dict[str, Any], settings: Settings) -> Step:
+def next_step(attempt_number: int, judgement: Judgement, settings: Settings) -> Step:
     """`emit` a good answer, `repair` a bad one while attempts remain, else `reject`."""
     if judgement["ok"]:
         return "emit"

@@ -23,7 +23,7 @@ histogram/token differ, and ``udiff``, the unified-diff parser of history entrie
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +87,7 @@ class SampleScore:
 
 
 def score_prediction(
-    base: str, settled: str, predicted: str, *, history: list[dict[str, Any]], path: str
+    base: str, settled: str, predicted: str, *, history: Sequence[Mapping[str, Any]], path: str
 ) -> SampleScore:
     """Score one prediction by composing the public metrics (the reference implementation)."""
     kr = kept_rate(base, predicted, settled)
@@ -106,7 +106,7 @@ def score_samples(
     settled: str,
     samples: list[str],
     *,
-    history: list[dict[str, Any]],
+    history: Sequence[Mapping[str, Any]],
     path: str,
     metrics: Collection[int] | None = None,
 ) -> list[SampleScore]:

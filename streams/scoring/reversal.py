@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rapidfuzz.distance import LCSseq
@@ -87,7 +88,9 @@ def _path_matches(entry_path: str, cursor_path: str) -> bool:
     )
 
 
-def _history_original(current: str, history: list[dict[str, Any]], cursor_path: str) -> str | None:
+def _history_original(
+    current: str, history: Sequence[Mapping[str, Any]], cursor_path: str
+) -> str | None:
     """The text before the last user edit of the cursor's file, or ``None`` if not scorable.
 
     ``None`` when no entry is about this file, when the last such entry was itself an
@@ -104,7 +107,7 @@ def _history_original(current: str, history: list[dict[str, Any]], cursor_path: 
 
 
 def reversal_ratio_from_history(
-    current: str, history: list[dict[str, Any]], predicted: str, cursor_path: str
+    current: str, history: Sequence[Mapping[str, Any]], predicted: str, cursor_path: str
 ) -> float:
     """Reversal ratio of ``predicted`` against the user's last edit to ``cursor_path``.
 
