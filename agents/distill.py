@@ -14,7 +14,7 @@ import faust
 from agents import metrics
 from agents.runtime import ROUTED_HEADER, Runtime, current_header, observe_lag
 from agents.stage import register_stage
-from schemas.records import RepairRequest, ScoredExample
+from schemas.records import Judgement, RepairRequest, ScoredExample
 from streams.distill import attempt, student_median
 from streams.emit import training_records
 from streams.models import ModelError
@@ -22,7 +22,7 @@ from streams.repair import repair_request
 from streams.route import next_step, rejection_after, route_scored, to_distill
 
 
-async def teach(rt: Runtime, source: dict[str, Any], number: int,
+async def teach(rt: Runtime, source: ScoredExample | RepairRequest, number: int,
                 retry_attempt: int = 0) -> None:
     """Attempt `number` (0 = first distillation) for a scored or repair record;
     `retry_attempt` counts re-queues after model outages."""
@@ -31,7 +31,9 @@ async def teach(rt: Runtime, source: dict[str, Any], number: int,
     example = source["example"]
     try:
         att = await attempt(example, rt.teacher, rt.judge, s, number=number,
-                            previous=source.get("previous"), judgement=source.get("judgement"),
+                            # a repair record's (a scored example has neither)
+                            previous=cast(str | None, source.get("previous")),
+                            judgement=cast(Judgement | None, source.get("judgement")),
                             median=student_median(source))
     except ModelError as exc:
         await rt.requeue(stage, source, exc, retry_attempt, band=source["band"],
@@ -55,10 +57,9 @@ async def teach(rt: Runtime, source: dict[str, Any], number: int,
                         summary=source["summary"], judgement=att.judgement)
 
 
-async def emit(rt: Runtime, source: dict[str, Any], region: str, judgement: dict[str, Any],
-               attempts: int) -> None:
-    records = training_records(cast(ScoredExample | RepairRequest, source), region, judgement,
-                               rt.settings, attempts=attempts)
+async def emit(rt: Runtime, source: ScoredExample | RepairRequest, region: str,
+               judgement: Judgement, attempts: int) -> None:
+    records = training_records(source, region, judgement, rt.settings, attempts=attempts)
     for rec in records:
         metrics.TRAINING_RECORDS.labels(rec["format"], rec["split"]).inc()
         if rec.get("preference_dropped"):
@@ -67,14 +68,14 @@ async def emit(rt: Runtime, source: dict[str, Any], region: str, judgement: dict
 
 
 # The no-op target passes every gate by construction: nothing to undo, nothing added.
-NOOP_JUDGEMENT = {"ok": True, "reasons": [], "parse_ok": True, "distance": 0.0,
+NOOP_JUDGEMENT: Judgement = {"ok": True, "reasons": [], "parse_ok": True, "distance": 0.0,
                   "reversal_ratio": 0.0, "kept_rate": None, "noop": True}
 
 
-async def distill_one(rt: Runtime, scored: dict[str, Any]) -> None:
+async def distill_one(rt: Runtime, scored: ScoredExample) -> None:
     """A scored example: the no-edit answer or a first attempt (any other was rejected by
     the score stage, or is rejected here if it was scored before that stage did so)."""
-    route = route_scored(cast(ScoredExample, scored), rt.settings)
+    route = route_scored(scored, rt.settings)
     if not to_distill(route):
         if current_header(ROUTED_HEADER) is None:  # scored by a version before the move
             assert route is not None
@@ -91,7 +92,7 @@ async def distill_one(rt: Runtime, scored: dict[str, Any]) -> None:
 
 def register(app: faust.App, rt: Runtime) -> None:
     async def handle(scored: dict[str, Any]) -> None:
-        await distill_one(rt, scored)
+        await distill_one(rt, cast(ScoredExample, scored))
 
     register_stage(app, rt, source="scored-examples", name="distill", handle=handle,
                    concurrency=rt.settings.distill_concurrency)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -16,26 +16,29 @@ from agents.distill import teach
 from agents.runtime import Runtime
 from agents.sample import sample_one
 from agents.stage import register_stage
+from schemas.records import ModelRetry, RepairRequest, ScoredExample, SettledExample
 
 MAX_WAIT_S = 300.0
 
 
-async def retry_one(rt: Runtime, rec: dict[str, Any]) -> None:
+async def retry_one(rt: Runtime, rec: ModelRetry) -> None:
     """Wait until the record is due, then run its stage again."""
     wait = rec["not_before_ms"] / 1000 - time.time()
     if wait > 0:
         await asyncio.sleep(min(wait, MAX_WAIT_S))
     payload, attempt = rec["payload"], int(rec["attempt"])
     if rec["stage"] == "sample":
-        await sample_one(rt, payload, attempt)
+        # the schema ties the payload to the stage (`model-retry`), mypy cannot
+        await sample_one(rt, cast(SettledExample, payload), attempt)
     else:
-        number = int(payload.get("attempt", 0)) if rec["stage"] == "repair" else 0
-        await teach(rt, payload, number, attempt)
+        number = (int(cast(RepairRequest, payload).get("attempt", 0))
+                  if rec["stage"] == "repair" else 0)
+        await teach(rt, cast(ScoredExample | RepairRequest, payload), number, attempt)
 
 
 def register(app: faust.App, rt: Runtime) -> None:
     async def handle(rec: dict[str, Any]) -> None:
-        await retry_one(rt, rec)
+        await retry_one(rt, cast(ModelRetry, rec))
 
     register_stage(app, rt, source="model-retry", name="model-retry", stage="retry",
                    handle=handle, concurrency=rt.settings.distill_concurrency)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
@@ -17,6 +17,7 @@ from faust.streams import current_event
 
 from agents import metrics
 from agents.models import StudentClient, TeacherClient
+from schemas.records import RetryPayload, SettledExample
 from streams.emit import dlq_record, rejected_record
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, ModelError
@@ -37,7 +38,7 @@ def dead_letter_record(stage: str, reason: str, detail: str | None, topic: str,
     return (key or f"{topic}:{partition}:{offset}").encode(), dumps(rec)
 
 
-def observe_lag(example: dict[str, Any]) -> None:
+def observe_lag(example: Mapping[str, Any]) -> None:
     """End-to-end lag: from the moment the example settled (event time) to now."""
     metrics.E2E_LAG.observe(max(0.0, time.time() - example["settled_at_ms"] / 1000))
 
@@ -153,7 +154,7 @@ class Runtime:
         if wait:  # until the broker has it (a caller about to record that it was sent)
             await sent
 
-    async def reject(self, stage: str, reason: str, example: dict[str, Any],
+    async def reject(self, stage: str, reason: str, example: SettledExample,
                      **extra: Any) -> None:
         metrics.REJECTED.labels(stage, metrics.reason_label(reason)).inc()
         observe_lag(example)
@@ -161,7 +162,7 @@ class Runtime:
                         rejected_record(example["request_id"], stage, reason, self.settings,
                                         example=example, **extra))
 
-    async def requeue(self, stage: str, payload: dict[str, Any], exc: ModelError,
+    async def requeue(self, stage: str, payload: RetryPayload, exc: ModelError,
                       attempt: int, **reject_extra: Any) -> None:
         """After a model outage: re-queue with a delay, or reject once retries are spent."""
         record = retry_record(stage, payload, f"{exc.reason}", attempt + 1,
@@ -171,7 +172,9 @@ class Runtime:
             await self.send("model-retry", payload["request_id"], record)
             return
         model = "student" if stage == "sample" else "teacher"
-        await self.reject(stage, f"{model}_{exc.reason}", payload.get("example", payload),
+        # a scored or repair record carries its example; a settled example is one
+        await self.reject(stage, f"{model}_{exc.reason}",
+                          cast(SettledExample, payload.get("example", payload)),
                           detail=str(exc)[:300], **reject_extra)
 
     async def dead_letter(self, dlq_topic: str, stage: str, reason: str, detail: str | None,

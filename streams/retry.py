@@ -7,9 +7,9 @@ stage; after `retry_attempts` re-queues it is rejected with the reason.
 
 from __future__ import annotations
 
-from typing import Any, TypeGuard, get_args
+from typing import TypeGuard, get_args
 
-from schemas.records import ModelRetry, RetryStage
+from schemas.records import ModelRetry, RetryPayload, RetryStage
 from streams.settings import Settings
 
 STAGES: tuple[RetryStage, ...] = get_args(RetryStage)
@@ -20,7 +20,7 @@ def delay_ms(attempt: int, settings: Settings) -> int:
     return int(settings.retry_delay_ms * 2 ** max(0, attempt - 1))
 
 
-def retry_record(stage: str, payload: dict[str, Any], reason: str, attempt: int,
+def retry_record(stage: str, payload: RetryPayload, reason: str, attempt: int,
                  now_ms: int, settings: Settings) -> ModelRetry | None:
     """The record for re-queued attempt `attempt`, or None when the budget is spent."""
     if not _is_stage(stage):
