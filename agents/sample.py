@@ -14,10 +14,10 @@ from streams.route import settle_rejection
 from streams.sample import sample_example
 
 
-async def sample_one(rt: Runtime, example: dict[str, Any], retry_attempt: int = 0) -> None:
+async def sample_one(rt: Runtime, example: SettledExample, retry_attempt: int = 0) -> None:
     """Sample one settled example; `retry_attempt` counts re-queues after model outages."""
     s = rt.settings
-    if (reason := settle_rejection(cast(SettledExample, example), s)) is not None:
+    if (reason := settle_rejection(example, s)) is not None:
         # The settle stage rejects these itself; one here was written before it did (a
         # backlog from an older version): it still leaves with its rejection.
         await rt.reject("settle", reason, example)
@@ -32,7 +32,7 @@ async def sample_one(rt: Runtime, example: dict[str, Any], retry_attempt: int = 
 
 def register(app: faust.App, rt: Runtime) -> None:
     async def handle(example: dict[str, Any]) -> None:
-        await sample_one(rt, example)
+        await sample_one(rt, cast(SettledExample, example))
 
     register_stage(app, rt, source="settled-examples", name="sample", handle=handle,
                    concurrency=rt.settings.sample_concurrency)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.records import SettledExample, StudentInfo, StudentSamples
 from streams.adaptive import AdaptivePolicy
 from streams.formats import (
     build_prompt,
@@ -42,11 +43,11 @@ from streams.scoring import normalized_levenshtein
 from streams.settings import Settings
 
 
-def sample_seed(example: dict[str, Any], settings: Settings) -> int:
+def sample_seed(example: SettledExample, settings: Settings) -> int:
     return stable_int("sample", settings.seed, example["request_id"])
 
 
-def max_tokens_for(example: dict[str, Any], fmt: str, cap: int, margin: int = 64) -> int:
+def max_tokens_for(example: SettledExample, fmt: str, cap: int, margin: int = 64) -> int:
     """max_tokens for one answer: twice the region's answer in tokens plus a margin (an
     edit may grow the region), never above ``cap``. A fixed 1024 cut 4 KiB regions short."""
     region = split_excerpt(example).region
@@ -55,9 +56,9 @@ def max_tokens_for(example: dict[str, Any], fmt: str, cap: int, margin: int = 64
 
 def student_info(settings: Settings, seed: int, mode: str | None = None,
                  batch: SampleBatch | None = None,
-                 example: dict[str, Any] | None = None) -> dict[str, Any]:
+                 example: SettledExample | None = None) -> StudentInfo:
     fmt = format_id(settings.prompt_format)
-    info: dict[str, Any] = {
+    info: StudentInfo = {
         "model": settings.student_model,
         "n": settings.samples,
         "temperature": settings.sample_temperature,
@@ -82,13 +83,13 @@ def student_info(settings: Settings, seed: int, mode: str | None = None,
 
 
 def samples_record(
-    example: dict[str, Any],
+    example: SettledExample,
     batch: SampleBatch,
     settings: Settings,
     seed: int,
     adaptive: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    record = {
+) -> StudentSamples:
+    record: StudentSamples = {
         "v": 1,
         "pipeline_version": settings.pipeline_version,
         "request_id": example["request_id"],
@@ -118,7 +119,7 @@ def policy_for(settings: Settings) -> AdaptivePolicy:
     )
 
 
-def sample_distance(example: dict[str, Any], text: str, prompt_format: str,
+def sample_distance(example: SettledExample, text: str, prompt_format: str,
                     finish_reason: str = "stop") -> float | None:
     """The distance the score stage will compute for this sample (same parse and rounding
     as ``streams.score``), so the stopping rule and the band agree exactly; None for a
@@ -149,8 +150,8 @@ def merge_batches(batches: list[SampleBatch]) -> SampleBatch:
 
 
 async def sample_example(
-    example: dict[str, Any], client: Student, settings: Settings
-) -> dict[str, Any]:
+    example: SettledExample, client: Student, settings: Settings
+) -> StudentSamples:
     """One `student-samples` record; raises `streams.models.ModelError` when the model fails."""
     seed = sample_seed(example, settings)
     prompt = build_prompt(example, settings.prompt_format, settings.prompt_max_tokens)
