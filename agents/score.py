@@ -9,7 +9,7 @@ this version starts), so distill writes that one and none is lost over an upgrad
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import faust
 import orjson
@@ -18,15 +18,15 @@ from agents import metrics
 from agents.cpu import CpuPool
 from agents.runtime import ROUTED_HEADER, Runtime
 from agents.stage import raw, register_stage
-from schemas.records import ScoredExample
+from schemas.records import ScoredExample, StudentSamples
 from streams.route import route_scored, to_distill
 from streams.score import score_example
 from streams.settings import Settings
 
 
-def score_bytes(value: bytes, settings: Settings) -> dict[str, Any]:
+def score_bytes(value: bytes, settings: Settings) -> ScoredExample:
     """Decode and score one `student-samples` record (runs in the CPU pool)."""
-    return score_example(orjson.loads(value), settings)
+    return score_example(cast(StudentSamples, orjson.loads(value)), settings)
 
 
 def register(app: faust.App, rt: Runtime) -> None:
@@ -48,7 +48,7 @@ def register(app: faust.App, rt: Runtime) -> None:
         metrics.BANDS.labels(scored["band"]).inc()
         await rt.send("scored-examples", scored["request_id"], scored,
                       headers={ROUTED_HEADER: b"score"})
-        route = route_scored(cast(ScoredExample, scored), rt.settings)
+        route = route_scored(scored, rt.settings)
         if not to_distill(route):
             assert route is not None
             await rt.reject("score", route, scored["example"], band=scored["band"],

@@ -20,9 +20,10 @@ mean over all without bias); the summary's ``*_mean`` figures are over those
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from schemas.records import Band, ScoredExample, SettledExample, StudentSamples, Summary
 from streams.formats import parse_answer
 from streams.scoring import score_samples
 from streams.settings import Settings
@@ -38,7 +39,7 @@ def quantile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def summarise(all_scores: Sequence[dict[str, Any]]) -> dict[str, float]:
+def summarise(all_scores: Sequence[Mapping[str, Any]]) -> Summary:
     """Distribution of the valid samples' scores, with how many samples were invalid.
     Means of the metrics other than distance are over the valid samples that have them."""
     scores = [s for s in all_scores if not s.get("invalid")]
@@ -66,7 +67,7 @@ def summarise(all_scores: Sequence[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def decide_band(median_distance: float, band_low: float, band_high: float) -> str:
+def decide_band(median_distance: float, band_low: float, band_high: float) -> Band:
     if median_distance < band_low:
         return "trivial"
     if median_distance > band_high:
@@ -81,7 +82,7 @@ def metric_indices(valid: Sequence[bool], limit: int | None) -> list[int]:
 
 
 def score_texts(
-    example: dict[str, Any],
+    example: SettledExample,
     texts: Sequence[str],
     prompt_format: str,
     finish_reasons: Sequence[str] | None = None,
@@ -112,8 +113,8 @@ def score_texts(
     return out
 
 
-def farthest_valid(texts: Sequence[str], scores: Sequence[dict[str, Any]],
-                   example: dict[str, Any], prompt_format: str,
+def farthest_valid(texts: Sequence[str], scores: Sequence[Mapping[str, Any]],
+                   example: SettledExample, prompt_format: str,
                    finish_reasons: Sequence[str] | None = None,
                    ceiling: float = 1.0) -> str | None:
     """The valid sample farthest from the settled region (an on-policy negative). Samples
@@ -139,7 +140,7 @@ def min_valid(settings: Settings) -> int:
     return min(settings.min_valid_samples, max(1, (settings.samples + 1) // 2))
 
 
-def score_example(samples: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def score_example(samples: StudentSamples, settings: Settings) -> ScoredExample:
     """A `scored-examples` record from a `student-samples` record."""
     example = samples["example"]
     fmt = samples["student"]["prompt_format"]
