@@ -150,6 +150,7 @@ class RepairRequest(TypedDict):
     rejected_predictions: list[str]
     rejected_candidate: str | None
     unparsable_samples: bool
+    valid_samples: NotRequired[int]  # in the schema; this version's repair records omit it
 
 
 class TrainingRecord(TypedDict):

@@ -4,7 +4,7 @@ and full (jsonschema, draft 2020-12) edit-event validators accept and reject the
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NotRequired, get_origin, get_type_hints
 
 import fastjsonschema
 import pytest
@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
+from schemas import records
 from editstream.generate import GenerateConfig, generate_events
 from tests.streams.test_gateway_core import prediction
 
@@ -202,3 +203,74 @@ def test_model_retry_records_validate_and_their_payload_must_fit_the_stage() -> 
     assert schemas.errors("model-retry", {**rec, "stage": "distill"}) != []
     assert schemas.errors("model-retry", {**rec, "attempt": 0}) != []
     assert schemas.errors("model-retry", {k: v for k, v in rec.items() if k != "payload"}) != []
+
+
+# ----------------------------------------------------------------------------- typed records
+
+
+def required_keys(typed: Any) -> set[str]:
+    """The TypedDict's required keys. Not ``__required_keys__``: under ``from __future__
+    import annotations`` Python 3.11 leaves ``NotRequired`` in the strings and counts all."""
+    hints = get_type_hints(typed, include_extras=True)
+    return {k for k, t in hints.items() if get_origin(t) is not NotRequired}
+
+
+def _schema_part(topic: str, *path: str) -> dict[str, Any]:
+    part = from_file(topic)
+    for key in path:
+        part = part["properties"][key]
+    return part["items"] if part.get("type") == "array" else part
+
+
+# (TypedDict, topic): the TypedDict is the whole record, so its keys are the schema's properties
+TOP_LEVEL = [
+    (records.SettledExample, "settled-examples"),
+    (records.StudentSamples, "student-samples"),
+    (records.ScoredExample, "scored-examples"),
+    (records.RepairRequest, "repair"),
+    (records.TrainingRecord, "training-records"),
+    (records.RejectedExample, "rejected-examples"),
+    (records.ModelRetry, "model-retry"),
+]
+# a property every producer writes but the schema leaves open (additionalProperties)
+UNLISTED = {
+    # carried over from the prediction event (the contract: "the prediction's fields, plus")
+    "SettledExample": {"can_collect_data"},
+}
+
+
+@pytest.mark.parametrize("typed, topic", TOP_LEVEL, ids=lambda x: getattr(x, "__name__", x))
+def test_record_typeddicts_match_their_schema(typed: Any, topic: str) -> None:
+    schema = from_file(topic)
+    keys = set(typed.__annotations__)
+    assert keys - UNLISTED.get(typed.__name__, set()) == set(schema["properties"])
+    # the schema's required keys are required in the type (the type may require more: what
+    # this version always writes, while the schema also accepts older records)
+    assert set(schema["required"]) <= required_keys(typed)
+
+
+# nested objects: the schema may describe fewer fields than the type (it binds only those)
+NESTED = [
+    (records.StudentInfo, "student-samples", ("student",)),
+    (records.StudentInfo, "scored-examples", ("student",)),
+    (records.StudentInfo, "repair", ("student",)),
+    (records.Summary, "scored-examples", ("summary",)),
+    (records.Summary, "repair", ("summary",)),
+    (records.Judgement, "repair", ("judgement",)),
+    (records.LlmVerdict, "repair", ("judgement", "llm")),
+]
+
+
+@pytest.mark.parametrize("typed, topic, path", NESTED,
+                         ids=lambda x: getattr(x, "__name__", str(x)))
+def test_nested_typeddicts_cover_their_schema(typed: Any, topic: str,
+                                              path: tuple[str, ...]) -> None:
+    part = _schema_part(topic, *path)
+    assert set(part["properties"]) <= set(typed.__annotations__)
+    assert set(part.get("required", [])) <= required_keys(typed)
+
+
+def test_history_entry_matches_the_edit_event_schema() -> None:
+    entry = from_file("edit-events")["$defs"]["history_entry"]
+    assert set(entry["properties"]) == set(records.HistoryEntry.__annotations__)
+    assert set(entry["required"]) == required_keys(records.HistoryEntry)
