@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
-from schemas import records
 from editstream.generate import GenerateConfig, generate_events
+from schemas import records
 from tests.streams.test_gateway_core import prediction
 
 
