@@ -34,9 +34,9 @@ judgement of its previous answer.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 REGION_START = "<|editable_region_start|>"
 REGION_END = "<|editable_region_end|>"
@@ -93,7 +93,14 @@ def prompt_format(name: str) -> PromptFormat:
     return fmt
 
 
-def format_id(name: str) -> dict[str, Any]:
+class FormatId(TypedDict):
+    """A prompt format as records name it (``prompt_format``, ``prompt_format_version``)."""
+
+    name: str
+    version: int
+
+
+def format_id(name: str) -> FormatId:
     """``{"name", "version"}`` as records and the export manifest carry it."""
     fmt = prompt_format(name)
     return {"name": fmt.name, "version": fmt.version}
@@ -151,11 +158,11 @@ def diff_body(diff: str) -> str:
 # Building prompts
 
 
-def _zeta1_event(h: dict[str, Any]) -> str:
+def _zeta1_event(h: Mapping[str, Any]) -> str:
     return f"User edited {h['path']}:\n```diff\n{diff_body(h['diff']).removesuffix(chr(10))}\n```"
 
 
-def _zeta2_event(h: dict[str, Any]) -> str:
+def _zeta2_event(h: Mapping[str, Any]) -> str:
     head = ACCEPTED_PREDICTION if h.get("predicted") else ""
     path = h["path"].lstrip("/")
     return f"{head}--- a/{path}\n+++ b/{path}\n{diff_body(h['diff'])}"
@@ -173,13 +180,13 @@ def zeta1_excerpt(example: Mapping[str, Any], cursor_marker: str = CURSOR) -> st
             f"{after}\n```")
 
 
-def _zeta1(example: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
+def _zeta1(example: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
     events = "\n\n".join(_zeta1_event(h) for h in history)
     return (ZETA1_INSTRUCTION + EDITS_HEADER + events + EXCERPT_HEADER + zeta1_excerpt(example)
             + RESPONSE_HEADER)
 
 
-def _zeta2(example: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
+def _zeta2(example: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
     ex = split_excerpt(example)
     out = HISTORY_HEADER + "".join(_zeta2_event(h) for h in history) if history else ""
     out += f"{FILE_SEP}{example['path']}\n{FIM_PREFIX}{ex.before}{FIM_SUFFIX}{ex.after}"
@@ -191,7 +198,7 @@ def _zeta2(example: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
     return out + FIM_MIDDLE + ZETA2_CURRENT + region + ZETA2_SEPARATOR
 
 
-def _fim(example: Mapping[str, Any], history: list[dict[str, Any]]) -> str:
+def _fim(example: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
     ex = split_excerpt(example)
     diffs = "".join(h["diff"] for h in history)
     return (
