@@ -26,11 +26,12 @@ async def retry_one(rt: Runtime, rec: dict[str, Any]) -> None:
     if wait > 0:
         await asyncio.sleep(min(wait, MAX_WAIT_S))
     payload, attempt = rec["payload"], int(rec["attempt"])
-    if rec["stage"] == "sample":
-        await sample_one(rt, payload, attempt)
-    else:
-        number = int(payload.get("attempt", 0)) if rec["stage"] == "repair" else 0
-        await teach(rt, payload, number, attempt)
+    async with rt.examples.slot():  # only once due: a waiting example holds no slot
+        if rec["stage"] == "sample":
+            await sample_one(rt, payload, attempt)
+        else:
+            number = int(payload.get("attempt", 0)) if rec["stage"] == "repair" else 0
+            await teach(rt, payload, number, attempt)
 
 
 def register(app: faust.App, rt: Runtime) -> None:
@@ -38,4 +39,4 @@ def register(app: faust.App, rt: Runtime) -> None:
         await retry_one(rt, rec)
 
     register_stage(app, rt, source="model-retry", name="model-retry", stage="retry",
-                   handle=handle, concurrency=rt.settings.distill_concurrency)
+                   handle=handle, concurrency=rt.settings.distill_concurrency, bounded=False)

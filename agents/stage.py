@@ -9,7 +9,9 @@ loop owns, so no agent repeats it:
   handler decodes in a worker process);
 - a record whose handling raises is kept in `pipeline-dlq` with reason `internal_error` and
   the exception's type (never its message: it may quote the record), and counted;
-- the time each record takes, in `editstream_stage_seconds{stage}`, dead letters included.
+- the time each record takes, in `editstream_stage_seconds{stage}`, dead letters included;
+- a slot of the worker's `max_examples_in_flight` while a record is handled
+  (agents/inflight.py; `bounded=False` for a stage that takes it itself).
 """
 
 from __future__ import annotations
@@ -34,13 +36,17 @@ def raw(value: bytes) -> bytes:
 
 async def run_stage(rt: Runtime, stream: faust.StreamT, stage: str,
                     handle: Callable[[T], Awaitable[None]],
-                    decode: Callable[[bytes], T]) -> None:
+                    decode: Callable[[bytes], T], bounded: bool = True) -> None:
     """Handle every message of `stream`; `stage` labels its dead letters and metrics."""
     async for event in stream.events():
         msg = event.message
         started = time.perf_counter()
         try:
-            await handle(decode(msg.value))
+            if bounded:
+                async with rt.examples.slot():
+                    await handle(decode(msg.value))
+            else:
+                await handle(decode(msg.value))
         except Exception as exc:
             await rt.dead_letter("pipeline-dlq", stage, "internal_error",
                                  type(exc).__name__, msg)
@@ -51,10 +57,11 @@ async def run_stage(rt: Runtime, stream: faust.StreamT, stage: str,
 def register_stage(app: faust.App, rt: Runtime, *, source: str, name: str,
                    handle: Callable[[Any], Awaitable[None]], concurrency: int = 1,
                    stage: str | None = None,
-                   decode: Callable[[bytes], Any] = orjson.loads) -> None:
+                   decode: Callable[[bytes], Any] = orjson.loads,
+                   bounded: bool = True) -> None:
     """A Faust agent `name` on topic `source` running `handle` in the stage loop; `stage`
     (default: `name`) is the label of its dead letters and metrics."""
 
     @app.agent(rt.topic(source), name=name, concurrency=concurrency)
     async def agent(stream: faust.StreamT) -> None:
-        await run_stage(rt, stream, stage or name, handle, decode)
+        await run_stage(rt, stream, stage or name, handle, decode, bounded)
