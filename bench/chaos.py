@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -106,8 +107,10 @@ class WorkerProc:
         self.slot, self.settings, self.log = slot, settings, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopped = False  # SIGSTOPped
+        self.down = False  # killed on purpose, waiting for its restart
         self.peak_rss_kb = 0
         self.starts = 0
+        self.exits: list[int | None] = []  # exit codes of exits nobody asked for
 
     def start(self) -> None:
         with self.log.open("ab") as fh:
@@ -324,6 +327,17 @@ class Monitor:
     rss: list[tuple[float, int, int]] = field(default_factory=list)  # t, slot, kB
     in_flight: list[tuple[float, int, float, float]] = field(default_factory=list)
     errors: int = 0
+    supervised: list[tuple[float, int, int | None]] = field(default_factory=list)
+
+    def supervise(self, t: float) -> None:
+        """Restart a worker that exited by itself, as systemd or Kubernetes would."""
+        for w in self.workers:
+            if w.proc is not None and not w.running() and not w.down:
+                w.exits.append(w.proc.returncode)
+                self.supervised.append((round(t, 1), w.slot, w.proc.returncode))
+                print(f"[{t:6.1f}s] worker {w.slot} exited by itself "
+                      f"({w.proc.returncode}); restarted", flush=True)
+                w.start()
 
     async def run(self, stop: asyncio.Event) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.broker,
@@ -343,6 +357,7 @@ class Monitor:
 
     async def once(self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> None:
         t = time.monotonic() - self.t0
+        self.supervise(t)
         async with httpx.AsyncClient(timeout=1) as http:
             for w in self.workers:
                 st = w.status()
@@ -461,10 +476,12 @@ class Chaos:
         f = Fault("worker_kill", self.now(), detail={"worker": w.slot,
                                                       "restart_after_s": round(delay, 1)})
         self.faults.append(f)
+        w.down = True
         w.kill()
         self.say(f"kill -9 worker {w.slot}; restart in {delay:.1f}s")
         await asyncio.sleep(delay)
         w.start()
+        w.down = False
         f.end = self.now()
 
     async def broker_kill(self, at: float, down: float) -> None:
@@ -736,9 +753,15 @@ def compare(chaos: dict[str, list[dict[str, Any]]], clean: dict[str, list[dict[s
             problems.append(f"{name}: {len(extra)} not in the clean run, "
                             f"e.g. {str(sorted(map(str, extra))[0])[:80]}")
         differ = [k for k in a[name].keys() & b[name].keys() if a[name][k] != b[name][k]]
-        if differ and name in ("settled", "training"):
+        if differ and name in ("settled", "training"):  # same content, byte for byte
             problems.append(f"{name}: {len(differ)} differ in bytes from the clean run, "
                             f"e.g. {str(differ[0])[:80]}")
+    extra_dlq = [(r["stage"], r["reason"], r.get("detail")) for r in chaos["pipeline-dlq"]
+                 if (r["stage"], r["reason"], r.get("original_b64"))
+                 not in b["pipeline_dlq"]]
+    if extra_dlq:
+        problems.append(f"pipeline-dlq records the clean run has not: "
+                        f"{sorted(set(extra_dlq))}")
     for label, out in (("chaos", chaos), ("clean", clean)):
         missing = expected - accounted(out)
         if missing:
@@ -837,6 +860,7 @@ async def chaos_run(cfg: ChaosConfig) -> tuple[list[str], dict[str, Any]]:
         "clean_run_s": round(clean.seconds, 1),
         "total_s": round(time.monotonic() - t_start, 1),
         "monitor_skipped_samples": chaos.monitor.errors,
+        "worker_exits_restarted": chaos.monitor.supervised,
         "logs": str(out),
     })
     (out / "figures.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
@@ -879,6 +903,8 @@ def report(problems: list[str], figures: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
+    # a broker down makes every client log each reconnect at ERROR: that is the fault injected
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     problems, figures = asyncio.run(chaos_run(cfg))
     report(problems, figures)
     return 1 if problems else 0
