@@ -1,5 +1,6 @@
 """agents.faust_fixes: the gap a jump in offsets leaves stops before the record that showed it;
-resuming flow that already runs keeps the agents' queued records."""
+resuming flow that already runs keeps the agents' queued records; a commit between a revoke's
+end of the transactions and their new beginning leaves out the producers not in one."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
-from faust.transport.consumer import Consumer
+from aiokafka.producer.transaction_manager import TransactionManager as TxnState
+from faust.transport.consumer import Consumer, TransactionManager
+from faust.types import TP
 from intervaltree import IntervalTree
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
@@ -53,3 +56,32 @@ def test_resuming_running_flow_keeps_queued_records() -> None:
     after_suspension, after_second_resume = asyncio.run(run())
     assert after_suspension == 0  # a suspension still empties the queues
     assert after_second_resume == 1
+
+
+async def test_a_commit_between_transactions_leaves_their_offsets_for_later() -> None:
+    """The chaos run's crash: faust's periodic commit after a revoke ended the transactions
+    asked aiokafka to add offsets to a producer outside any transaction (IllegalOperation)."""
+    faust_fixes.apply()
+    in_txn, ended = TxnState("app-g-0", 60_000), TxnState("app-g-1", 60_000)
+    for state in (in_txn, ended):
+        state.set_pid_and_epoch(1, 0)
+    in_txn.begin_transaction()  # `ended` is READY: its transaction was committed and ended
+    committed: list[dict[str, Any]] = []
+
+    async def flush() -> None:
+        return None
+
+    async def commit_transactions(by_tid: dict[str, Any], group_id: str,
+                                  start_new_transaction: bool = True) -> None:
+        committed.append(dict(by_tid))
+
+    producer = SimpleNamespace(
+        _transaction_producers={"app-g-0": SimpleNamespace(_txn_manager=in_txn),
+                                "app-g-1": SimpleNamespace(_txn_manager=ended)},
+        commit_transactions=commit_transactions)
+    app = SimpleNamespace(conf=SimpleNamespace(id="app"), producer=SimpleNamespace(flush=flush),
+                          assignor=SimpleNamespace(group_for_topic=lambda topic: "g"))
+    fake: Any = SimpleNamespace(app=app, producer=producer)
+    tp0, tp1 = TP("t", 0), TP("t", 1)
+    await TransactionManager.commit(fake, {tp0: 10, tp1: 20})
+    assert committed == [{"app-g-0": {tp0: 10}}]
