@@ -34,6 +34,7 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordTooLargeError,
 )
+from faust.exceptions import ProducerSendError
 
 from agents import metrics
 from agents.runtime import Runtime
@@ -49,7 +50,8 @@ def is_client_failure(exc: BaseException) -> bool:
     broker is the record's own fault, and stays a dead letter)."""
     if isinstance(exc, RecordTooLargeError | MessageSizeTooLargeError):
         return False
-    return isinstance(exc, KafkaError | IllegalOperation)
+    # faust's ProducerSendError: no transactional producer for the partition (revoked)
+    return isinstance(exc, KafkaError | IllegalOperation | ProducerSendError)
 
 
 def exit_on_client_failure(stage: str, exc: BaseException) -> NoReturn:

@@ -1,5 +1,6 @@
 """agents.faust_fixes: the gap a jump in offsets leaves stops before the record that showed it;
-resuming flow that already runs keeps the agents' queued records; a commit between a revoke's
+resuming flow that already runs keeps the agents' queued records; a commit never passes a
+record still in flight; a commit between a revoke's
 end of the transactions and their new beginning leaves out the producers not in one."""
 
 from __future__ import annotations
@@ -85,3 +86,27 @@ async def test_a_commit_between_transactions_leaves_their_offsets_for_later() ->
     tp0, tp1 = TP("t", 0), TP("t", 1)
     await TransactionManager.commit(fake, {tp0: 10, tp1: 20})
     assert committed == [{"app-g-0": {tp0: 10}}]
+
+
+def _commit_offset(committed: int | None, acked: list[int], in_flight: list[int]) -> Any:
+    """The offset faust would commit for partition `tp` in this state."""
+    faust_fixes.apply()
+    tp = TP("t", 0)
+    messages = [SimpleNamespace(tp=tp, offset=o, acked=False) for o in in_flight]
+    fake: Any = SimpleNamespace(_acked=defaultdict(list, {tp: list(acked)}),
+                                _acked_index=defaultdict(set, {tp: set(acked)}),
+                                _gap=defaultdict(IntervalTree),
+                                _committed_offset=defaultdict(lambda: None, {tp: committed}),
+                                _unacked_messages=messages)
+    return Consumer._new_offset(fake, tp)
+
+
+def test_a_commit_never_passes_a_record_still_in_flight() -> None:
+    """The chaos run's loss: 235 waited on the teacher while 236 and 237, handled by the
+    distill agent's other actors, were acknowledged; faust committed 238."""
+    assert _commit_offset(235, [236, 237], in_flight=[235]) is None
+    assert _commit_offset(None, [236, 237], in_flight=[235]) is None
+    # one offset after the committed one that no stream holds is a transaction marker: passed
+    assert _commit_offset(235, [236, 237], in_flight=[]) == 238
+    # a record in flight after the acknowledged run stops nothing before it
+    assert _commit_offset(235, [235, 236, 238], in_flight=[237]) == 237

@@ -17,6 +17,7 @@ import sys
 import textwrap
 
 import pytest
+from faust.exceptions import ProducerSendError
 
 from agents.stage import EXIT_CLIENT_FAILURE, is_client_failure
 
@@ -75,6 +76,7 @@ def test_a_record_too_large_stays_a_dead_letter(error: str) -> None:
 
 def test_a_bug_on_the_record_is_a_dead_letter_and_the_stream_goes_on() -> None:
     assert not is_client_failure(ValueError("bad record"))
+    assert is_client_failure(ProducerSendError("no transaction producer for the partition"))
     done = subprocess.run([sys.executable, "-c", SCRIPT.replace(
         'raise getattr(errors, sys.argv[1])("raised by the handler")',
         'raise KeyError("region")'), "unused"],
