@@ -897,7 +897,10 @@ def report(problems: list[str], figures: dict[str, Any]) -> None:
     for fault in f["faults"]:
         print(f"  {fault['kind']:<13} at {fault['start_s']:>6}s  recovered after "
               f"{fault['recovered_s']}s")
-    print(f"overlapping: {len(f['overlapping'])} pairs")
+    print(f"overlapping: {len(f['overlapping'])} pairs; model faults: {f['model_faults']}")
+    exits = f["worker_exits_restarted"]
+    print(f"workers that exited by themselves (restarted, as a supervisor would): "
+          f"{len(exits)} {[code for _, _, code in exits]}")
     print(f"peak RSS per worker (MB): {f['peak_rss_mb_per_worker']}; slow window: "
           f"{f['slow_window']}; max consumer lag: {f['max_consumer_lag']}")
     print(f"chaos run {f['chaos_run_s']}s, clean run {f['clean_run_s']}s, total "
