@@ -89,6 +89,7 @@ class ChaosConfig:
     session_timeout_s: float = 10.0
     max_examples_in_flight: int = 16
     rss_limit_mb: float = 1024.0  # the bound a worker's RSS must stay under (the run's)
+    drain_s: float = 900.0  # how long a run may take to account for every prediction
     samples: int = 4
     out_dir: str = ""
 
@@ -699,7 +700,7 @@ async def one_run(cfg: ChaosConfig, cluster: Cluster, lines: list[bytes], expect
         print(f"{tag} run: fed at {time.monotonic() - t0:.0f}s (gateway retries "
               f"{stats.gateway_retries}); draining", flush=True)
         await asyncio.gather(*jobs)
-        outputs = await drain(settings, expected, timeout=900 if chaos else 600)
+        outputs = await drain(settings, expected, timeout=cfg.drain_s)
         seconds = time.monotonic() - t0
         stop.set()
         await mon
@@ -865,6 +866,7 @@ async def chaos_run(cfg: ChaosConfig) -> tuple[list[str], dict[str, Any]]:
         "monitor_skipped_samples": chaos.monitor.errors,
         "worker_exits_restarted": chaos.monitor.supervised,
         "logs": str(out),
+        "problems": problems,
     })
     (out / "figures.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
     (out / "samples.json").write_text(json.dumps(
@@ -913,6 +915,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     # a broker down makes every client log each reconnect at ERROR: that is the fault injected
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through the runs' cleanup: no orphan processes
+
+    signal.signal(signal.SIGTERM, stop)
     problems, figures = asyncio.run(chaos_run(cfg))
     report(problems, figures)
     return 1 if problems else 0

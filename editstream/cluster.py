@@ -14,6 +14,7 @@ storage-format runs), ~10-20 s for a node restarted after kill -9.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import signal
@@ -41,6 +42,16 @@ from editstream.broker import (
 )
 
 __all__ = ["Cluster", "Node", "start_cluster"]
+
+_live: set[Cluster] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Never leave orphan JVMs behind when a run crashes (they run in their own session)."""
+    for cluster in list(_live):
+        with contextlib.suppress(Exception):
+            cluster.stop(timeout=10)
 
 
 @dataclass(eq=False)
@@ -99,6 +110,7 @@ class Cluster:
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM every node (a clean shutdown), SIGKILL what is still up after `timeout`."""
+        _live.discard(self)
         for n in self.nodes:
             if n.is_running():
                 assert n.process is not None
@@ -223,6 +235,7 @@ def start_cluster(root: Path, n: int = 3, *, partitions: int = 8, heap_mb: int =
         if fmt.returncode != 0:
             raise BrokerError(f"storage format of node {nd.node_id} failed; log {nd.log_file}")
     cluster = Cluster(nodes, jvm, replication_factor=min(n, 3))
+    _live.add(cluster)
     try:
         for nd in nodes:  # all at once: a controller quorum needs a majority to elect
             nd.process = _spawn(jvm, nd)

@@ -22,7 +22,7 @@ from bench.chaos import ChaosConfig, chaos_run
 pytestmark = [pytest.mark.broker, pytest.mark.kafka, pytest.mark.timeout(900)]
 
 SHORT = ChaosConfig(predictions=200, feed_s=40, worker_kills=2, broker_kills=1, outage_s=6,
-                    zombies=1, slow_s=10)
+                    zombies=1, slow_s=10, drain_s=240)
 
 
 async def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ async def test_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     cfg = ChaosConfig(**{**SHORT.__dict__, "out_dir": str(tmp_path)})
     problems, figures = await chaos_run(cfg)
     print("\nCHAOS FIGURES", json.dumps(figures, default=str))
-    assert problems == []
+    assert problems == [], "\n".join(problems)
     assert figures["predictions"] >= 200
     # every fault of the schedule happened
     assert figures["faults_injected"] == {"worker_kill": 2, "broker_kill": 1,
