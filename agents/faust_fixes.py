@@ -56,19 +56,34 @@ workers exiting after a rebalance, about one rebalance in four). Such a producer
 to commit (the end of its transaction committed its offsets; a send since would have failed),
 so its offsets are left for the next commit.
 
+When a service of the worker crashes (faust's consumer on a failed commit, the app on a
+fenced producer), faust stops the worker gracefully: agents are cancelled mid-record, their
+streams acknowledge the record on the way out, model clients close under handlers still
+running (which then fail), and the stop commits the offsets. The chaos run saw a fenced
+zombie's crash commit records whose handlers never finished, and dead letters for records
+the clean run processed. A crash now ends the process at once, as kill -9 would: nothing is
+committed, open transactions are aborted, the partitions' next owners redo the work.
+
 (The settle stage no longer runs on Faust: agents/settle.py is a plain aiokafka runner with
 its own transactions. These corrections protect the Faust stages after it.)
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
 from faust.transport.consumer import Consumer, TransactionManager
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from mode import Service
 from mode.utils.queues import FlowControlEvent
 
+# exit status of a worker that ended on a crash instead of stopping gracefully
+EXIT_CRASH = 70
+_original_crash = Service.crash
 _original_commit = TransactionManager.commit
 _original_add_gap = Consumer._add_gap
 _original_new_offset = Consumer._new_offset
@@ -126,6 +141,18 @@ async def _seek_remembering_log_start(self: AIOKafkaConsumerThread) -> Mapping[A
     return committed
 
 
+async def _crash_exits(self: Service, reason: BaseException) -> None:
+    if self.supervisor is None and not isinstance(reason, asyncio.CancelledError):
+        # a supervised agent restarts; an unsupervised crash would stop the whole worker
+        logging.getLogger(__name__).critical(
+            "%s crashed (%s): exiting at once, without the graceful stop's commit",
+            type(self).__name__, type(reason).__name__)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_CRASH)
+    await _original_crash(self, reason)
+
+
 def _resume_keeping_queued(self: FlowControlEvent) -> None:
     was_suspended = self._suspend.is_set()
     self._suspend.clear()
@@ -140,6 +167,8 @@ def apply() -> None:
         TransactionManager.commit = _commit_after_flush  # type: ignore[method-assign]
     if Consumer._add_gap is not _add_gap_before:
         Consumer._add_gap = _add_gap_before  # type: ignore[method-assign]
+    if Service.crash is not _crash_exits:
+        Service.crash = _crash_exits  # type: ignore[method-assign]
     if Consumer._new_offset is not _new_offset_behind_in_flight:
         Consumer._new_offset = _new_offset_behind_in_flight  # type: ignore[method-assign]
     if AIOKafkaConsumerThread.seek_to_committed is not _seek_remembering_log_start:

@@ -6,10 +6,13 @@ end of the transactions and their new beginning leaves out the producers not in 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiokafka.producer.transaction_manager import TransactionManager as TxnState
 from faust.transport.consumer import Consumer, TransactionManager
 from faust.types import TP
@@ -121,3 +124,24 @@ def test_before_the_first_commit_a_commit_starts_at_the_first_record() -> None:
     assert _commit_offset(None, [0, 1, 2], in_flight=[], log_start=0) == 3
     assert _commit_offset(None, [40, 41], in_flight=[], log_start=40) == 42  # retention
     assert _commit_offset(None, [4, 5, 6], in_flight=[]) == 7  # start unknown: as before
+
+
+CRASH = """
+import asyncio, sys
+from mode import Service
+from agents import faust_fixes
+faust_fixes.apply()
+reason = {"error": RuntimeError("commit failed"), "cancel": asyncio.CancelledError()}[sys.argv[1]]
+asyncio.run(Service().crash(reason))
+print("GRACEFUL_STOP_PATH", flush=True)
+"""
+
+
+@pytest.mark.parametrize(("reason", "code"), [("error", faust_fixes.EXIT_CRASH), ("cancel", 0)])
+def test_a_crash_ends_the_worker_at_once(reason: str, code: int) -> None:
+    """The chaos run's third loss: a crashed worker's graceful stop committed records whose
+    handlers it had cancelled. A crash (not a cancellation) now exits before any of that."""
+    done = subprocess.run([sys.executable, "-c", CRASH, reason], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == code, done.stderr
+    assert ("GRACEFUL_STOP_PATH" in done.stdout) == (code == 0)
