@@ -45,8 +45,10 @@ check altogether and commits from the lowest acknowledged offset, wherever it is
 run saw the first four records of a scored-examples partition never processed and the first
 commit at 11 (how they left the agent's queue unprocessed was not traced; a rebalance's
 queue clearing is the suspect). Until a partition has a commit, a commit must now start at
-its first offset (the log start, asked for when the partitions are seeked to their commits),
-so records that went missing are refetched after the next rebalance instead of lost.
+the first record delivered since the partitions were last seeked to their commits (not the
+log start: a partition can begin with an aborted transaction, invisible to read_committed),
+so records that went missing hold the commit back until the next rebalance fetches them
+again, instead of being lost.
 
 On a revoke faust commits and *ends* every transaction (`commit_and_end_transactions`) and
 begins them again only once the new assignment is known; its periodic commit can run in
@@ -88,6 +90,7 @@ _original_commit = TransactionManager.commit
 _original_add_gap = Consumer._add_gap
 _original_new_offset = Consumer._new_offset
 _original_seek_to_committed = AIOKafkaConsumerThread.seek_to_committed
+_original_track_message = Consumer.track_message
 
 
 async def _commit_after_flush(self: TransactionManager, offsets: Mapping[Any, int],
@@ -124,20 +127,22 @@ def _new_offset_behind_in_flight(self: Consumer, tp: Any) -> int | None:
         if any(m.tp == tp and not m.acked and m.offset < lowest
                for m in list(self._unacked_messages)):
             return None  # the run of acknowledged offsets would pass a record in flight
-        start = getattr(self, "_log_start", {}).get(tp)
-        if self._committed_offset[tp] is None and start is not None and lowest > start:
+        first = getattr(self, "_first_seen", {}).get(tp)
+        if self._committed_offset[tp] is None and first is not None and lowest > first:
             return None  # nothing committed yet: the run must begin at the first record
     return _original_new_offset(self, tp)  # type: ignore[no-any-return]
 
 
-async def _seek_remembering_log_start(self: AIOKafkaConsumerThread) -> Mapping[Any, int]:
-    """Seek to the commits, and remember where the partitions without one begin."""
+def _track_remembering_first(self: Consumer, message: Any) -> None:
+    """Remember each partition's first record delivered since the last seek."""
+    self.__dict__.setdefault("_first_seen", {}).setdefault(message.tp, message.offset)
+    _original_track_message(self, message)
+
+
+async def _seek_forgetting_first(self: AIOKafkaConsumerThread) -> Mapping[Any, int]:
+    """Seek to the commits: what is delivered next is each partition's first record."""
     committed: Mapping[Any, int] = await _original_seek_to_committed(self)
-    missing = [tp for tp, offset in committed.items() if not offset]
-    if missing:
-        starts = await self.call_thread(self._ensure_consumer().beginning_offsets, missing)
-        log_start = self.consumer.__dict__.setdefault("_log_start", {})
-        log_start.update({(tp.topic, tp.partition): o for tp, o in starts.items()})
+    self.consumer.__dict__.get("_first_seen", {}).clear()
     return committed
 
 
@@ -171,9 +176,11 @@ def apply() -> None:
         Service.crash = _crash_exits  # type: ignore[method-assign]
     if Consumer._new_offset is not _new_offset_behind_in_flight:
         Consumer._new_offset = _new_offset_behind_in_flight  # type: ignore[method-assign]
-    if AIOKafkaConsumerThread.seek_to_committed is not _seek_remembering_log_start:
+    if AIOKafkaConsumerThread.seek_to_committed is not _seek_forgetting_first:
         AIOKafkaConsumerThread.seek_to_committed = (  # type: ignore[method-assign]
-            _seek_remembering_log_start)
+            _seek_forgetting_first)
+    if Consumer.track_message is not _track_remembering_first:
+        Consumer.track_message = _track_remembering_first  # type: ignore[method-assign]
     if FlowControlEvent.resume is not _resume_keeping_queued:
         FlowControlEvent.resume = _resume_keeping_queued  # type: ignore[method-assign]
     if AIOKafkaConsumerThread._highwaters is not _highwaters_from_broker:

@@ -92,7 +92,7 @@ async def test_a_commit_between_transactions_leaves_their_offsets_for_later() ->
 
 
 def _commit_offset(committed: int | None, acked: list[int], in_flight: list[int],
-                   log_start: int | None = None) -> Any:
+                   first_seen: int | None = None) -> Any:
     """The offset faust would commit for partition `tp` in this state."""
     faust_fixes.apply()
     tp = TP("t", 0)
@@ -102,8 +102,8 @@ def _commit_offset(committed: int | None, acked: list[int], in_flight: list[int]
                                 _gap=defaultdict(IntervalTree),
                                 _committed_offset=defaultdict(lambda: None, {tp: committed}),
                                 _unacked_messages=messages)
-    if log_start is not None:
-        fake._log_start = {tp: log_start}
+    if first_seen is not None:
+        fake._first_seen = {tp: first_seen}
     return Consumer._new_offset(fake, tp)
 
 
@@ -120,10 +120,11 @@ def test_a_commit_never_passes_a_record_still_in_flight() -> None:
 
 def test_before_the_first_commit_a_commit_starts_at_the_first_record() -> None:
     """The chaos run's other loss: 0-3 never processed, the first commit at 11."""
-    assert _commit_offset(None, [4, 5, 6], in_flight=[], log_start=0) is None
-    assert _commit_offset(None, [0, 1, 2], in_flight=[], log_start=0) == 3
-    assert _commit_offset(None, [40, 41], in_flight=[], log_start=40) == 42  # retention
-    assert _commit_offset(None, [4, 5, 6], in_flight=[]) == 7  # start unknown: as before
+    assert _commit_offset(None, [4, 5, 6], in_flight=[], first_seen=0) is None
+    assert _commit_offset(None, [0, 1, 2], in_flight=[], first_seen=0) == 3
+    # a partition that begins with an aborted transaction: its first visible record is 2
+    assert _commit_offset(None, [2, 3], in_flight=[], first_seen=2) == 4
+    assert _commit_offset(None, [4, 5, 6], in_flight=[]) == 7  # nothing delivered: as before
 
 
 CRASH = """
