@@ -10,7 +10,7 @@ LOCAL  := $(VENV)/.local-model
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF \
                     -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: demo demo-local local-model test lint kafka bench clean
+.PHONY: demo demo-local local-model test lint kafka bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ kafka: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# Pre-release check (RELIABILITY.md, "Chaos"): 3 Kafka nodes, 3 workers, overlapping faults,
+# compared with a clean run; ~15 min on 2 cores. CHAOS_ARGS passes flags (--help lists them).
+chaos: $(STAMP)
+	$(PY) -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

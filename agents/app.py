@@ -43,7 +43,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         datadir=state_dir(settings),
         processing_guarantee=settings.processing_guarantee,
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.replication_factor,
         web_enabled=False,
         producer_acks=-1,
         producer_linger=timedelta(milliseconds=5),  # let stage sends batch (aiokafka linger_ms)

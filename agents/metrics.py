@@ -61,6 +61,9 @@ TARGET_GATE_FAILURES: Counter
 PREFERENCE_DROPPED: Counter
 STAGE_SECONDS: Histogram
 CONSUMER_LAG: Gauge
+EXAMPLES_IN_FLIGHT: Gauge
+EXAMPLES_IN_FLIGHT_PEAK: Gauge
+EXAMPLES_IN_FLIGHT_LIMIT: Gauge
 EVENT_LOOP_LAG: Histogram
 
 _NAMES = frozenset(__annotations__)  # the metrics' names, as annotated above
@@ -181,8 +184,15 @@ def _build() -> dict[str, Any]:
                          "Messages behind the log end in the worker's assigned partitions "
                          "(highwater minus committed offset); set by agents/lag.py",
                          ["topic", "partition"], multiprocess_mode="livesum")
-
-
+    EXAMPLES_IN_FLIGHT = Gauge("editstream_examples_in_flight",
+                               "Records the Faust stages are working on now (agents/inflight.py)",
+                               multiprocess_mode="livesum")
+    EXAMPLES_IN_FLIGHT_PEAK = Gauge("editstream_examples_in_flight_peak",
+                                    "Most records the Faust stages worked on at once since the "
+                                    "worker started", multiprocess_mode="max")
+    EXAMPLES_IN_FLIGHT_LIMIT = Gauge("editstream_examples_in_flight_limit",
+                                     "max_examples_in_flight: the ceiling of "
+                                     "editstream_examples_in_flight", multiprocess_mode="max")
     EVENT_LOOP_LAG = Histogram(
         "editstream_event_loop_lag_seconds",
         "How late the worker's event loop woke a probe sleeping loop_lag_interval_s: the time "

@@ -27,13 +27,14 @@ async def retry_one(rt: Runtime, rec: ModelRetry) -> None:
     if wait > 0:
         await asyncio.sleep(min(wait, MAX_WAIT_S))
     payload, attempt = rec["payload"], int(rec["attempt"])
-    if rec["stage"] == "sample":
-        # the schema ties the payload to the stage (`model-retry`), mypy cannot
-        await sample_one(rt, cast(SettledExample, payload), attempt)
-    else:
-        number = (int(cast(RepairRequest, payload).get("attempt", 0))
-                  if rec["stage"] == "repair" else 0)
-        await teach(rt, cast(ScoredExample | RepairRequest, payload), number, attempt)
+    async with rt.examples.slot():  # only once due: a waiting example holds no slot
+        if rec["stage"] == "sample":
+            # the schema ties the payload to the stage (`model-retry`), mypy cannot
+            await sample_one(rt, cast(SettledExample, payload), attempt)
+        else:
+            number = (int(cast(RepairRequest, payload).get("attempt", 0))
+                      if rec["stage"] == "repair" else 0)
+            await teach(rt, cast(ScoredExample | RepairRequest, payload), number, attempt)
 
 
 def register(app: faust.App, rt: Runtime) -> None:
@@ -41,4 +42,4 @@ def register(app: faust.App, rt: Runtime) -> None:
         await retry_one(rt, cast(ModelRetry, rec))
 
     register_stage(app, rt, source="model-retry", name="model-retry", stage="retry",
-                   handle=handle, concurrency=rt.settings.distill_concurrency)
+                   handle=handle, concurrency=rt.settings.distill_concurrency, bounded=False)

@@ -16,6 +16,7 @@ import orjson
 from faust.streams import current_event
 
 from agents import metrics
+from agents.inflight import InFlight
 from agents.models import StudentClient, TeacherClient
 from schemas.records import RetryPayload, SettledExample
 from streams.emit import dlq_record, rejected_record
@@ -55,6 +56,14 @@ class Runtime:
     _limiters: dict[str, AdaptiveLimit] = field(default_factory=dict)
     settle: Any = None  # the settle runner (agents.settle.SettleRunner) once registered
     loop_lag: Any = None  # the event-loop lag probe (agents.looplag.LoopLagProbe), if on
+    _examples: InFlight | None = None
+
+    @property
+    def examples(self) -> InFlight:
+        """The worker-wide ceiling on records the Faust stages handle at once."""
+        if self._examples is None:
+            self._examples = InFlight(self.settings.max_examples_in_flight)
+        return self._examples
 
     def topic(self, name: str) -> faust.types.TopicT:
         return self.topics[name]

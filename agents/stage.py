@@ -8,23 +8,61 @@ loop owns, so no agent repeats it:
 - decoding the message value (JSON by default; `decode` changes it, e.g. `raw` when the
   handler decodes in a worker process);
 - a record whose handling raises is kept in `pipeline-dlq` with reason `internal_error` and
-  the exception's type (never its message: it may quote the record), and counted;
-- the time each record takes, in `editstream_stage_seconds{stage}`, dead letters included.
+  the exception's type (never its message: it may quote the record), and counted; but an
+  error of the Kafka client (a fenced or broken transactional producer, a timeout) says
+  nothing about the record: the worker exits at once, as a kill -9 would, so the record is
+  neither dead-lettered nor acknowledged and the partition's next owner processes it again
+  (found by the chaos run: a resumed zombie dead-lettered records it could no longer send);
+- the time each record takes, in `editstream_stage_seconds{stage}`, dead letters included;
+- a slot of the worker's `max_examples_in_flight` while a record is handled
+  (agents/inflight.py; `bounded=False` for a stage that takes it itself).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import faust
 import orjson
+from aiokafka.errors import (
+    IllegalOperation,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
+from faust.exceptions import ProducerSendError
 
 from agents import metrics
 from agents.runtime import Runtime
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+# exit status of a worker that stopped on a Kafka client failure (EX_TEMPFAIL: run it again)
+EXIT_CLIENT_FAILURE = 75
+
+
+def is_client_failure(exc: BaseException) -> bool:
+    """An error of the Kafka client rather than of the record (a record too large for the
+    broker is the record's own fault, and stays a dead letter)."""
+    if isinstance(exc, RecordTooLargeError | MessageSizeTooLargeError):
+        return False
+    # faust's ProducerSendError: no transactional producer for the partition (revoked)
+    return isinstance(exc, KafkaError | IllegalOperation | ProducerSendError)
+
+
+def exit_on_client_failure(stage: str, exc: BaseException) -> NoReturn:
+    """Leave now, without acknowledging the record or committing anything: faust would ack
+    the record on the way out of its stream (and a commit could pass it); an exit leaves the
+    open transaction to be aborted and the partition to its next owner."""
+    log.critical("stage %s: Kafka client failure %s; exiting so the partition's next owner "
+                 "processes the record again", stage, type(exc).__name__)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_CLIENT_FAILURE)
 
 
 def raw(value: bytes) -> bytes:
@@ -34,16 +72,27 @@ def raw(value: bytes) -> bytes:
 
 async def run_stage(rt: Runtime, stream: faust.StreamT, stage: str,
                     handle: Callable[[T], Awaitable[None]],
-                    decode: Callable[[bytes], T]) -> None:
+                    decode: Callable[[bytes], T], bounded: bool = True) -> None:
     """Handle every message of `stream`; `stage` labels its dead letters and metrics."""
     async for event in stream.events():
         msg = event.message
         started = time.perf_counter()
         try:
-            await handle(decode(msg.value))
+            if bounded:
+                async with rt.examples.slot():
+                    await handle(decode(msg.value))
+            else:
+                await handle(decode(msg.value))
         except Exception as exc:
-            await rt.dead_letter("pipeline-dlq", stage, "internal_error",
-                                 type(exc).__name__, msg)
+            if is_client_failure(exc):
+                exit_on_client_failure(stage, exc)
+            try:
+                await rt.dead_letter("pipeline-dlq", stage, "internal_error",
+                                     type(exc).__name__, msg)
+            except Exception as dlq_exc:
+                if is_client_failure(dlq_exc):
+                    exit_on_client_failure(stage, dlq_exc)
+                raise
         finally:
             metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
 
@@ -51,10 +100,11 @@ async def run_stage(rt: Runtime, stream: faust.StreamT, stage: str,
 def register_stage(app: faust.App, rt: Runtime, *, source: str, name: str,
                    handle: Callable[[Any], Awaitable[None]], concurrency: int = 1,
                    stage: str | None = None,
-                   decode: Callable[[bytes], Any] = orjson.loads) -> None:
+                   decode: Callable[[bytes], Any] = orjson.loads,
+                   bounded: bool = True) -> None:
     """A Faust agent `name` on topic `source` running `handle` in the stage loop; `stage`
     (default: `name`) is the label of its dead letters and metrics."""
 
     @app.agent(rt.topic(source), name=name, concurrency=concurrency)
     async def agent(stream: faust.StreamT) -> None:
-        await run_stage(rt, stream, stage or name, handle, decode)
+        await run_stage(rt, stream, stage or name, handle, decode, bounded)

@@ -29,11 +29,12 @@ async def ensure_topics(settings: Settings) -> None:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        new = [NewTopic(settings.topic(t), settings.partitions, 1) for t in TOPICS
+        rf = settings.replication_factor
+        new = [NewTopic(settings.topic(t), settings.partitions, rf) for t in TOPICS
                if settings.topic(t) not in existing]
         changelog = settle_changelog(settings)
         if changelog not in existing:
-            new.append(NewTopic(changelog, settings.partitions, 1,
+            new.append(NewTopic(changelog, settings.partitions, rf,
                                 topic_configs={"cleanup.policy": "compact"}))
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):

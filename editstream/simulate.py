@@ -69,6 +69,21 @@ _RNG = web.AppKey("rng", random.Random)
 _SLOTS = web.AppKey("slots", asyncio.Semaphore)
 
 
+@dataclass
+class ChaosWindows:
+    """Fault windows set at run time (``POST /admin/chaos``, for chaos runs): until
+    ``outage_until`` every model request is answered 503; until ``slow_until`` requests to
+    ``slow_paths`` take ``slow_factor`` times the configured latency. Monotonic times."""
+
+    outage_until: float = 0.0
+    slow_until: float = 0.0
+    slow_factor: float = 1.0
+    slow_paths: tuple[str, ...] = ()
+
+
+_CHAOS = web.AppKey("chaos", ChaosWindows)
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP: handlers, faults, errors
 
@@ -125,6 +140,12 @@ def _model_endpoint(answer: Answer) -> Callable[[web.Request], Awaitable[web.Str
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         try:
+            chaos, now = request.app[_CHAOS], time.monotonic()
+            if now < chaos.outage_until:  # a model outage: every request 503, nothing drawn
+                stats.faults["outage"] += 1
+                resp = _error(request, 503, "model unavailable (simulated outage)")
+                resp.headers["Retry-After"] = "1"
+                return resp
             fault = _draw_fault(config, rng)
             stats.faults[fault] += 1
             if fault == "drop":
@@ -136,6 +157,9 @@ def _model_endpoint(answer: Answer) -> Callable[[web.Request], Awaitable[web.Str
             if fault == "timeout":
                 await asyncio.sleep(config.timeout_s)
             delay_ms = config.latency_ms + rng.uniform(-config.jitter_ms, config.jitter_ms)
+            if now < chaos.slow_until and request.path in chaos.slow_paths:
+                delay_ms *= chaos.slow_factor
+                stats.faults["slow"] += 1
             async with _slot(request):  # the work (latency) happens in a slot, if limited
                 if delay_ms > 0:
                     await asyncio.sleep(delay_ms / 1000.0)
@@ -214,6 +238,34 @@ async def _stats(request: web.Request) -> web.Response:
     return web.json_response(request.app[_STATS].as_dict())
 
 
+async def _admin_chaos(request: web.Request) -> web.Response:
+    """Open fault windows from now: ``{"outage_s": 20}`` (503 for every model request),
+    ``{"slow_s": 60, "slow_factor": 10, "slow_paths": ["/v1/completions"]}``. Answers the
+    windows' remaining seconds."""
+    try:
+        body = orjson.loads(await request.read())
+        if not isinstance(body, dict):
+            raise ValueError("a JSON object")
+        outage_s = float(body.get("outage_s", 0))
+        slow_s = float(body.get("slow_s", 0))
+        factor = float(body.get("slow_factor", 1))
+        paths = body.get("slow_paths", ["/v1/completions"])
+        if min(outage_s, slow_s) < 0 or factor <= 0 or not isinstance(paths, list):
+            raise ValueError("non-negative windows, a positive factor, a list of paths")
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        return _error(request, 400, f"bad chaos request: {exc}")
+    chaos, now = request.app[_CHAOS], time.monotonic()
+    if outage_s:
+        chaos.outage_until = now + outage_s
+    if slow_s:
+        chaos.slow_until, chaos.slow_factor = now + slow_s, factor
+        chaos.slow_paths = tuple(str(p) for p in paths)
+    return web.json_response({"outage_s": max(0.0, chaos.outage_until - now),
+                              "slow_s": max(0.0, chaos.slow_until - now),
+                              "slow_factor": chaos.slow_factor,
+                              "slow_paths": list(chaos.slow_paths)})
+
+
 @web.middleware
 async def _json_errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -237,6 +289,9 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app[_STATS] = SimulatorStats()
     app[_RNG] = random.Random(config.seed)
     app[_SLOTS] = asyncio.Semaphore(max(1, config.slots))
+    app[_CHAOS] = ChaosWindows()
+    if config.admin:
+        app.router.add_post("/admin/chaos", _admin_chaos)
     app.router.add_post("/v1/completions", _model_endpoint(_completions))
     app.router.add_post("/v1/chat/completions", _model_endpoint(_chat))
     app.router.add_post("/v1/messages", _model_endpoint(_anthropic))

@@ -41,6 +41,7 @@ class SimulatorConfig:
     # its seed is ignored: `seed` seeds the answers too (AnswerConfig is frozen: one default)
     answers: AnswerConfig = AnswerConfig()  # noqa: RUF009
     model: str = "editstream-simulator"  # listed by GET /v1/models; requests may name any
+    admin: bool = False  # serve POST /admin/chaos: outage and slow windows at run time
 
     def __post_init__(self) -> None:
         rates = ("error_rate", "rate_limit_rate", "timeout_rate", "malformed_rate", "drop_rate")
@@ -117,6 +118,8 @@ _HELP = {
     "teacher_preamble_rate": "fraction of teacher answers with chatty prose and no fence",
     "repair_success_rate": "fraction of repair attempts (prompts with feedback) answered well",
     "model": "model id listed by GET /v1/models",
+    "admin": "serve POST /admin/chaos to open outage (503) and slow-latency windows at run "
+             "time (chaos runs: bench/chaos.py)",
 }
 
 

@@ -27,6 +27,8 @@ class Settings:
     topic_prefix: str = field(default="", metadata={"help": "prefix for every topic name "
                                                     "(separate runs on one broker)"})
     partitions: int = field(default=4, metadata={"help": "partitions of the pipeline topics"})
+    replication_factor: int = field(default=1, metadata={
+        "help": "replicas of the pipeline topics the worker creates (3 on a 3-broker cluster)"})
     pipeline_version: str = field(default="v1", metadata={"help": "stamped on every record"})
     processing_guarantee: str = field(default="at_least_once", metadata={
         "help": "at_least_once | exactly_once (Kafka transactions; not on the embedded broker)"})
@@ -165,6 +167,11 @@ class Settings:
                 "partitions before the group moves them (broker minimum 6 s)"})
     loop_lag_interval_s: float = field(default=0.05, metadata={
         "help": "how often the event-loop lag probe wakes (agents/looplag.py); 0: off"})
+    max_examples_in_flight: int = field(default=32, metadata={
+        "help": "most records the Faust stages (sample, score, distill, repair, retry) work "
+                "on at once per worker, whatever their concurrencies add up to: a slow model "
+                "holds at most this many examples in memory (waits in model-retry not "
+                "counted)"})
     cpu_processes: int = field(default=1, metadata={
         "help": "processes that run the score stage's CPU work off the event loop "
                 "(agents/cpu.py); 0: on the loop (a ~3 ms call per example at the default "
@@ -175,6 +182,8 @@ class Settings:
                 "empty: a per-app directory under the system temp dir, not the cwd"})
 
     def __post_init__(self) -> None:
+        if self.max_examples_in_flight < 1 or self.replication_factor < 1:
+            raise ValueError("max_examples_in_flight and replication_factor must be >= 1")
         if self.pii_policy not in ("mask", "discard", "keep"):
             raise ValueError(f"pii_policy must be mask, discard or keep, not {self.pii_policy!r}")
 

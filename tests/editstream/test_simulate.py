@@ -8,9 +8,11 @@ errs in each configured way, repairs mostly work.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import difflib
 import json
 import random
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -299,6 +301,57 @@ async def test_timeout_fault_hangs() -> None:
         with pytest.raises(httpx.ReadTimeout):
             await http.post("/v1/completions", json={"model": "m", "prompt": "x"})
         assert sim.stats.faults["timeout"] == 1
+
+
+async def test_admin_chaos_opens_an_outage_then_the_server_recovers() -> None:
+    """`POST /admin/chaos` (chaos runs): 503 with Retry-After for every model request while
+    the outage lasts, the same answers as before once it is over."""
+    body = {"model": "m", "prompt": "x", "seed": 1}
+    async with (
+        await start_simulator(SimulatorConfig(admin=True)) as sim,
+        httpx.AsyncClient(base_url=sim.url) as http,
+    ):
+        before = (await http.post("/v1/completions", json=body)).json()["choices"]
+        opened = await http.post("/admin/chaos", json={"outage_s": 0.5})
+        assert opened.status_code == 200 and opened.json()["outage_s"] > 0.4
+        during = await http.post("/v1/completions", json=body)
+        chat = await http.post("/v1/chat/completions",
+                               json={"model": "m", "messages": [{"role": "user", "content": "q"}]})
+        assert (during.status_code, chat.status_code) == (503, 503)
+        assert during.headers["retry-after"] == "1"
+        await asyncio.sleep(0.6)
+        after = await http.post("/v1/completions", json=body)
+        assert after.status_code == 200 and after.json()["choices"] == before
+        assert sim.stats.faults["outage"] == 2
+        assert (await http.post("/admin/chaos", json={"outage_s": -1})).status_code == 400
+
+
+async def test_admin_chaos_slows_only_the_named_paths() -> None:
+    config = SimulatorConfig(admin=True, latency_ms=40)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "q"}]}
+    async with (
+        await start_simulator(config) as sim,
+        httpx.AsyncClient(base_url=sim.url) as http,
+    ):
+        await http.post("/admin/chaos", json={"slow_s": 5, "slow_factor": 10,
+                                              "slow_paths": ["/v1/completions"]})
+        t0 = time.monotonic()
+        assert (await http.post("/v1/completions", json={"model": "m", "prompt": "x"})
+                ).status_code == 200
+        slow = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert (await http.post("/v1/chat/completions", json=chat)).status_code == 200
+        fast = time.monotonic() - t0
+    assert slow >= 0.4 > fast
+    assert sim.stats.faults["slow"] == 1
+
+
+async def test_admin_chaos_is_off_unless_asked() -> None:
+    async with (
+        await start_simulator(SimulatorConfig()) as sim,
+        httpx.AsyncClient(base_url=sim.url) as http,
+    ):
+        assert (await http.post("/admin/chaos", json={"outage_s": 5})).status_code == 404
 
 
 # ------------------------------------------------------------------------------------------
