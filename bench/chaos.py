@@ -60,6 +60,7 @@ from editstream.cluster import Cluster, start_cluster
 from editstream.demo import accounted, collect, expected_predictions
 from editstream.kafka_io import ensure_topics, event_key, send_flush, start_producer
 from editstream.offsets import describe_group
+from editstream.process import ManagedProcess, http_ok, spawn_worker
 from schemas.topics import TOPICS, app_group, settle_group
 from streams.settings import Settings, to_env
 
@@ -106,7 +107,7 @@ class WorkerProc:
 
     def __init__(self, slot: int, settings: Settings, log: Path) -> None:
         self.slot, self.settings, self.log = slot, settings, log
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: ManagedProcess | None = None
         self.stopped = False  # SIGSTOPped
         self.down = False  # killed on purpose, waiting for its restart
         self.peak_rss_kb = 0
@@ -116,13 +117,11 @@ class WorkerProc:
     def start(self) -> None:
         with self.log.open("ab") as fh:
             fh.write(f"\n=== start {self.starts} at {time.time():.1f}\n".encode())
-            self.proc = subprocess.Popen([sys.executable, "-m", "editstream.cli", "worker"],
-                                         env={**os.environ, **to_env(self.settings)},
-                                         stdout=fh, stderr=subprocess.STDOUT)
+        self.proc = spawn_worker(self.settings, self.log)
         self.starts += 1
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.is_running()
 
     def status(self) -> dict[str, int]:
         """VmRSS and VmHWM (kB) of the live process; {} once it is gone."""
@@ -137,65 +136,38 @@ class WorkerProc:
         self.peak_rss_kb = max(self.peak_rss_kb, out.get("VmHWM", 0))
         return out
 
-    def kill(self) -> None:
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.running():
+            self.proc.process.send_signal(sig)
+            self.stopped = sig == signal.SIGSTOP
+
+    def _end(self, how: Callable[[ManagedProcess], None]) -> None:
+        """`how` (kill or stop) once its peak RSS is read and a paused process resumed
+        (a SIGSTOPped process cannot act on SIGTERM)."""
         self.status()  # its peak, before it is gone
         if self.proc is not None and self.running():
             if self.stopped:
-                self.proc.send_signal(signal.SIGCONT)
-                self.stopped = False
-            self.proc.kill()
-            self.proc.wait()
+                self.signal(signal.SIGCONT)
+            how(self.proc)
 
-    def signal(self, sig: int) -> None:
-        if self.proc is not None and self.running():
-            self.proc.send_signal(sig)
-            self.stopped = sig == signal.SIGSTOP
+    def kill(self) -> None:
+        self._end(ManagedProcess.kill)
 
     def stop(self) -> None:
-        self.status()
-        if self.proc is not None and self.running():
-            if self.stopped:
-                self.signal(signal.SIGCONT)
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self._end(ManagedProcess.stop)
 
 
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None
-          ) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen([sys.executable, "-m", "editstream.cli", *args],
-                                env={**os.environ, **(env or {})}, stdout=fh,
-                                stderr=subprocess.STDOUT)
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not start")
-
-
-def terminate(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def service(args: list[str], log: Path, what: str, url: str,
+            env: dict[str, str] | None = None) -> ManagedProcess:
+    """An `editstream` command run for the whole run, ready once `url/healthz` answers."""
+    proc = ManagedProcess.start(what, [sys.executable, "-m", "editstream.cli", *args],
+                                log_file=log, env={**os.environ, **(env or {})})
+    proc.wait_ready(http_ok(f"{url}/healthz"), timeout=60, interval=0.2)
+    return proc
 
 
 def simulator(cfg: ChaosConfig, truth: Path, log: Path, faults: bool
-              ) -> tuple[str, subprocess.Popen[bytes]]:
+              ) -> tuple[str, ManagedProcess]:
     """The simulator: same seed and answer model in both runs; faults only in the chaos run."""
     port = free_port()
     args = ["simulate", "--port", str(port), "--seed", str(cfg.seed), "--ground-truth",
@@ -204,23 +176,19 @@ def simulator(cfg: ChaosConfig, truth: Path, log: Path, faults: bool
         args += ["--admin", "--latency-ms", str(cfg.latency_ms), "--jitter-ms",
                  str(cfg.jitter_ms), "--error-rate", f"{cfg.fault_rate * 2 / 3:.4f}",
                  "--rate-limit-rate", f"{cfg.fault_rate / 3:.4f}", "--retry-after-s", "0.5"]
-    proc = spawn(args, log)
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/healthz", proc, "simulator")
-    return url, proc
+    return url, service(args, log, "simulator", url)
 
 
-def gateway(settings: Settings, log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def gateway(settings: Settings, log: Path) -> tuple[str, ManagedProcess]:
     port = free_port()
     env = {**to_env(settings), "EDITSTREAM_GATEWAY_TOKENS": f"chaos:{TOKEN}",
            "EDITSTREAM_GATEWAY_PORT": str(port), "EDITSTREAM_GATEWAY_HOST": "127.0.0.1",
            # a broker restart must not turn into 503s and retried (duplicated) batches
            "EDITSTREAM_GATEWAY_SEND_TIMEOUT_S": "120", "EDITSTREAM_GATEWAY_RATE": "100000",
            "EDITSTREAM_GATEWAY_BURST": "200000"}
-    proc = spawn(["gateway"], log, env)
     url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/healthz", proc, "gateway")
-    return url, proc
+    return url, service(["gateway"], log, "gateway", url, env)
 
 
 # --------------------------------------------------------------------------- the feed
@@ -521,10 +489,27 @@ class Chaos:
         await self.at(at)
         f = Fault("model_outage", self.now(), detail={"seconds": self.cfg.outage_s})
         self.faults.append(f)
+        refused = await self.outage_refusals()
         await self.chaos_call({"outage_s": self.cfg.outage_s})
         self.say(f"model outage for {self.cfg.outage_s:.0f}s (every request 503)")
         await asyncio.sleep(self.cfg.outage_s)
+        # An outage no request met tests nothing: a broker or worker fault can stall every
+        # stage right then (seen in the short run). Keep it open until one has been refused.
+        deadline = self.now() + 60
+        while await self.outage_refusals() == refused and self.now() < deadline:
+            await self.chaos_call({"outage_s": 2})
+            await asyncio.sleep(2)
         f.end = self.now()
+        f.detail["seconds"] = round(f.end - f.start, 1)
+        if f.detail["seconds"] > self.cfg.outage_s + 1:
+            self.say(f"model outage extended to {f.detail['seconds']:.0f}s: no request had "
+                     "met it")
+
+    async def outage_refusals(self) -> int:
+        """Model requests the simulator has refused with its outage 503 so far."""
+        async with httpx.AsyncClient(base_url=self.sim_url, timeout=10) as http:
+            stats = (await http.get("/stats")).json()
+        return int(stats["faults"].get("outage", 0))
 
     async def zombie(self, at: float, paused: float) -> None:
         await self.at(at)
@@ -711,8 +696,8 @@ async def one_run(cfg: ChaosConfig, cluster: Cluster, lines: list[bytes], expect
         stop.set()
         for w in workers:
             w.stop()
-        terminate(gw)
-        terminate(sim)
+        gw.stop(timeout=15)
+        sim.stop(timeout=15)
 
 
 # --------------------------------------------------------------------------- comparing
