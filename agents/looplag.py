@@ -11,7 +11,9 @@ The collector's full passes were one such holder: a generation-2 collection walk
 tracked object, and the worker's start-up heap (faust, aiokafka, the compiled schemas: a few
 hundred thousand objects that live as long as the process) made each take 20-60 ms. Once the
 worker runs, `freeze_start_up_heap` moves that heap out of the collector's reach
-(`gc.freeze`); objects created later are collected as before.
+(`gc.freeze`); objects created later are collected as before. It runs twice: before the loop
+starts (`editstream.worker.before_loop`, the import-time heap: the costly pass) and once the
+worker's services are up (only what their start added is walked then).
 """
 
 from __future__ import annotations

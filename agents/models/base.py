@@ -22,7 +22,13 @@ from typing import Any, Generic, Self, TypedDict, TypeVar
 import httpx
 import orjson
 
-from agents.models.transport import _base_url, _default_transport, _error_details, _retry_after_s
+from agents.models.transport import (
+    _base_url,
+    _default_transport,
+    _error_details,
+    _retry_after_s,
+    shared_ssl_context,
+)
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, ModelError, RequestEvent
 
@@ -140,6 +146,7 @@ class _ModelClient:
             # (a request's timeout must time the server, not a wait for a connection).
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             transport=transport,
+            verify=shared_ssl_context(),  # httpx's own pool: not one CA bundle load each
         )
 
     def _auth_headers(self) -> dict[str, str]:

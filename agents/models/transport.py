@@ -13,6 +13,8 @@ bodies the way every model API shapes them.
 from __future__ import annotations
 
 import email.utils
+import functools
+import ssl
 import time
 from collections.abc import AsyncIterator
 
@@ -25,6 +27,15 @@ from streams.models import HTTP_TRANSPORTS
 
 # Error details are kept for debugging, but bounded so a huge error page can't bloat logs.
 _DETAIL_MAX = 500
+
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """The one TLS context of the process's model clients. Building one loads the CA bundle,
+    ~35 ms of CPU: built per client on its first request, it held the worker's event loop
+    past the 20 ms bound (issue 15), so the worker builds it before its loop starts
+    (`editstream.worker.run_worker`) and every pool shares it."""
+    return httpx.create_ssl_context()
+
 
 def _retry_after_s(value: str | None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
@@ -153,6 +164,7 @@ class _AiohttpPool(AiohttpTransport):
     def __init__(self, max_connections: int) -> None:
         self._max_connections = max_connections
         super().__init__(
+            verify=shared_ssl_context(),
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),

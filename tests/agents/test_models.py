@@ -646,3 +646,16 @@ async def test_chat_reports_finish_reason(start_sim: StartSim) -> None:
         cut = await client.chat(TEACHER_SYSTEM, teacher_user_message(example()), max_tokens=1)
     assert done.finish_reason == "stop" and cut.finish_reason == "length"
     assert "seed" not in spy.bodies[0] and "seed" in spy.bodies[1]
+
+
+def test_model_pools_share_one_tls_context() -> None:
+    """Building a TLS context loads the CA bundle (~35 ms of CPU): done once per process,
+    before the worker's loop starts, not once per client on the loop at its first request."""
+    from agents.models.transport import shared_ssl_context
+
+    ctx = shared_ssl_context()
+    pools = [_default_transport("aiohttp", n) for n in (1, 4)]
+    assert all(getattr(p, "ssl_context", None) is ctx for p in pools)
+    client = StudentClient(Endpoint("http://127.0.0.1:1", "m"), http_transport="httpx")
+    pool = client._client._transport._pool  # type: ignore[attr-defined]
+    assert pool._ssl_context is ctx
