@@ -5,7 +5,11 @@ Run ``python -m bench.bench_gateway [--events N] [--clients K] [--broker HOST:PO
 What it measures, on one broker (an embedded Tansu started here unless ``--broker``):
 
 (a) **gateway**: ``editstream gateway`` as its own process (as deployed), fed by K concurrent
-    httpx clients on loopback, each POSTing 100-event JSON batches and waiting for the answer.
+    HTTP clients on loopback, each POSTing 100-event JSON batches and waiting for the answer.
+    The clients stand for editors on other machines but share this machine's cores with the
+    gateway and the broker, so the load generator is aiohttp's client (~7 µs of CPU per event
+    here, httpx's ~19 µs: that CPU was taken from the gateway); ``--http-client httpx`` runs
+    the earlier one.
     A 200 means every event was acknowledged by the broker (acks=all), so latency is the
     full edge round trip: HTTP, auth, rate limit, privacy + secret scan + schema, produce, ack.
 (b) **kafka direct** (aiokafka): the same events, the same K concurrent senders and the same
@@ -37,6 +41,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 
@@ -74,6 +79,29 @@ def summary(n_events: int, wall_s: float, latencies: list[float]) -> dict[str, f
     return {"events_per_s": n_events / wall_s, "wall_s": wall_s,
             "p50_ms": percentile(latencies, 0.50) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000, "batches": len(latencies)}
+
+
+def process_cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (all its threads; default: this one)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def with_cpu(run: Any, n_events: int, gateway_pid: int | None = None
+                   ) -> dict[str, float]:
+    """`run`'s figures plus the CPU µs per event of this process (the HTTP clients or the
+    direct producer) and, for the gateway path, of the gateway process."""
+    c0 = process_cpu_s()
+    g0 = process_cpu_s(gateway_pid) if gateway_pid else 0.0
+    res: dict[str, float] = await run
+    res["client_cpu_us_per_event"] = (process_cpu_s() - c0) / n_events * 1e6
+    if gateway_pid:
+        res["gateway_cpu_us_per_event"] = (process_cpu_s(gateway_pid) - g0) / n_events * 1e6
+    return res
 
 
 def split(batches: list[list[bytes]], k: int) -> list[list[list[bytes]]]:
@@ -118,12 +146,24 @@ class GatewayProcess:
             self.proc.wait()
 
 
-async def run_gateway(url: str, batches: list[list[bytes]], clients: int) -> dict[str, float]:
+async def run_gateway(url: str, batches: list[list[bytes]], clients: int,
+                      http_client: str = "aiohttp") -> dict[str, float]:
     bodies = [b"[" + b",".join(b) + b"]" for b in batches]
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     latencies: list[float] = []
 
-    async def client(mine: list[bytes]) -> None:
+    async def client_aiohttp(mine: list[bytes]) -> None:
+        async with aiohttp.ClientSession(url, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=60)) as c:
+            for body in mine:
+                t = time.perf_counter()
+                async with c.post("/v1/events", data=body) as resp:
+                    raw = await resp.read()
+                latencies.append(time.perf_counter() - t)
+                if resp.status != 200 or orjson.loads(raw)["accepted"] != BATCH:
+                    raise RuntimeError(f"gateway answered {resp.status}: {raw[:300]!r}")
+
+    async def client_httpx(mine: list[bytes]) -> None:
         async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as c:
             for body in mine:
                 t = time.perf_counter()
@@ -132,6 +172,7 @@ async def run_gateway(url: str, batches: list[list[bytes]], clients: int) -> dic
                 if resp.status_code != 200 or resp.json()["accepted"] != BATCH:
                     raise RuntimeError(f"gateway answered {resp.status_code}: {resp.text[:300]}")
 
+    client = client_aiohttp if http_client == "aiohttp" else client_httpx
     t0 = time.perf_counter()
     await asyncio.gather(*(client(bodies[i::clients]) for i in range(clients)))
     return summary(sum(len(b) for b in batches), time.perf_counter() - t0, latencies)
@@ -184,7 +225,8 @@ async def run_direct_rdkafka(settings: Settings, batches: list[list[bytes]],
 
 
 async def bench(broker: str, n_events: int, clients: int, rounds: int,
-                max_seconds: float, producer: str = "librdkafka") -> dict[str, Any]:
+                max_seconds: float, producer: str = "librdkafka",
+                http_client: str = "aiohttp") -> dict[str, Any]:
     events = make_events(n_events)
     values = [orjson.dumps(e) for e in events]
     keys = [e["session_id"].encode() for e in events]
@@ -203,16 +245,18 @@ async def bench(broker: str, n_events: int, clients: int, rounds: int,
     t_start = time.monotonic()
     try:
         # warm-up: connections, metadata, JIT-free but cache-warm paths
-        await run_gateway(gw.url, batches[:clients * 2], clients)
+        await run_gateway(gw.url, batches[:clients * 2], clients, http_client)
         await run_direct(direct, batches[:clients * 2], key_batches[:clients * 2], clients)
         await run_direct_rdkafka(direct_c, batches[:clients * 2], key_batches[:clients * 2],
                                  clients)
+        n = len(values)
         for _ in range(rounds):
-            results["gateway"].append(await run_gateway(gw.url, batches, clients))
-            results["kafka_direct"].append(await run_direct(direct, batches, key_batches,
-                                                            clients))
-            results["kafka_direct_librdkafka"].append(await run_direct_rdkafka(
-                direct_c, batches, key_batches, clients))
+            results["gateway"].append(await with_cpu(
+                run_gateway(gw.url, batches, clients, http_client), n, gw.proc.pid))
+            results["kafka_direct"].append(await with_cpu(
+                run_direct(direct, batches, key_batches, clients), n))
+            results["kafka_direct_librdkafka"].append(await with_cpu(
+                run_direct_rdkafka(direct_c, batches, key_batches, clients), n))
             if time.monotonic() - t_start > max_seconds:
                 break
     finally:
@@ -228,7 +272,7 @@ async def bench(broker: str, n_events: int, clients: int, rounds: int,
         "machine": machine(),
         "config": {"events": len(values), "batch": BATCH, "clients": clients,
                    "rounds": len(results["gateway"]), "broker": broker,
-                   "gateway_producer": producer,
+                   "gateway_producer": producer, "http_client": http_client,
                    "event_bytes_mean": sum(map(len, values)) / len(values)},
         "gateway": g,
         "kafka_direct": d,
@@ -249,12 +293,15 @@ def table(res: dict[str, Any]) -> str:
     cfg = res["config"]
     lines = [f"gateway bench: {cfg['events']} events, batches of {cfg['batch']}, "
              f"{cfg['clients']} clients, {cfg['rounds']} rounds (median), "
-             f"{res['machine']['nproc']} cores, gateway producer {cfg['gateway_producer']}",
-             f"{'path':<26}{'events/s':>12}{'p50 ms':>10}{'p99 ms':>10}"]
+             f"{res['machine']['nproc']} cores, gateway producer {cfg['gateway_producer']}, "
+             f"{cfg['http_client']} clients",
+             f"{'path':<26}{'events/s':>12}{'p50 ms':>10}{'p99 ms':>10}"
+             f"{'client CPU µs/ev':>18}{'gateway CPU µs/ev':>19}"]
     for kind in ("gateway", "kafka_direct", "kafka_direct_librdkafka"):
         r = res[kind]
+        gw_cpu = f"{r['gateway_cpu_us_per_event']:>19.1f}" if kind == "gateway" else ""
         lines.append(f"{kind:<26}{r['events_per_s']:>12.0f}{r['p50_ms']:>10.1f}"
-                     f"{r['p99_ms']:>10.1f}")
+                     f"{r['p99_ms']:>10.1f}{r['client_cpu_us_per_event']:>18.1f}{gw_cpu}")
     ratio = res["ratio"]
     lines.append(f"{'ratio gw/aiokafka direct':<26}"
                  f"{ratio['throughput_gateway_over_direct']:>12.2f}"
@@ -277,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                         "embedded Tansu)")
     parser.add_argument("--gateway-producer", default="librdkafka",
                         choices=("librdkafka", "aiokafka"), help="the gateway's Kafka client")
+    parser.add_argument("--http-client", default="aiohttp", choices=("aiohttp", "httpx"),
+                        help="the load generator's HTTP client")
     parser.add_argument("--json", action="store_true", help="print the JSON, not the table")
     parser.add_argument("--no-save", action="store_true",
                         help="do not write bench/results/gateway.json")
@@ -289,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         broker = handle.bootstrap
     try:
         res = asyncio.run(bench(broker, ns.events, ns.clients, ns.rounds, ns.max_seconds,
-                                ns.gateway_producer))
+                                ns.gateway_producer, ns.http_client))
     finally:
         if handle is not None:
             handle.kill()
