@@ -1,0 +1,84 @@
+"""The ingest verdict's shortcuts change nothing: each is compared with the plain code it
+stands in for, on generated traces, the privacy corpus (secrets, opt-outs, disabled paths)
+and text built to hit the edge cases. A faster verdict must be the same verdict."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from editstream.generate import GenerateConfig, generate_events
+from streams import pii
+from streams.ingest import judge_event
+from streams.settings import Settings
+from tests.integration.privacy_corpus import privacy_corpus
+
+
+def reference_mask_text(text: str) -> str:
+    """`mask_text` without the `@` pre-check: `_EMAIL` runs on any text holding an `@`."""
+    if "@" in text:
+        text = pii._EMAIL.sub(pii._email, text)
+    if "Users" in text or "/home/" in text:
+        text = pii._HOME.sub(pii._home, text)
+    return text
+
+
+def strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+# addresses, decorators, scoped packages, `@` at either end, non-ASCII word characters
+TRICKY = ["a@b.co", "@a.co", "a@", "@", "x @y.io", "x@ y.io", "_@_.io", "é@ü.de", "a@_b.io",
+          "%@1.io", "-@x-.io", "a@b@c.de", "@property\n@x.setter", "git@github.com:o/r",
+          "name@2x.png", '"@types/node"', "+@a.bc", "a.@b.cd", "漢@字.中国", "ab@c.d"]
+
+
+def corpus() -> list[dict[str, Any]]:
+    events = generate_events(GenerateConfig(seed=3, sessions=30))
+    everything, _, _ = privacy_corpus(sessions=10)
+    # the same events with tricky text spliced into their content fields
+    spliced = []
+    for ev, tricky in zip(events[:400], itertools.cycle(TRICKY), strict=False):
+        ev = orjson.loads(orjson.dumps(ev))
+        for field in ("text", "excerpt", "settled_region"):
+            if isinstance(ev.get(field), str):
+                ev[field] = f"{ev[field][:5]}{tricky} {ev[field][5:]}"
+        spliced.append(ev)
+    return events + everything + spliced
+
+
+@given(st.text(alphabet=st.sampled_from("ab1_.%+-@ é漢/\\\nUsers:home"), max_size=40))
+def test_mask_text_equals_the_reference(text: str) -> None:
+    assert pii.mask_text(text) == reference_mask_text(text)
+
+
+def test_mask_text_equals_the_reference_on_the_corpora() -> None:
+    texts = {s for ev in corpus() for s in strings(ev)} | set(TRICKY)
+    changed = 0
+    for text in texts:
+        assert pii.mask_text(text) == reference_mask_text(text), text
+        changed += reference_mask_text(text) != text
+    assert changed > 20  # the corpora do hold personal data to mask
+
+
+@pytest.mark.parametrize("policy", ["mask", "discard"])
+def test_judge_event_verdicts_are_the_references(policy: str,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(pii_policy=policy)
+    events = corpus()
+    fast = [judge_event(orjson.loads(orjson.dumps(ev)), settings) for ev in events]
+    monkeypatch.setattr(pii, "mask_text", reference_mask_text)
+    slow = [judge_event(orjson.loads(orjson.dumps(ev)), settings) for ev in events]
+    assert fast == slow
+    statuses = {(v.status, v.reason) for v in fast}
+    assert {("accepted", None), ("discarded", "secret_detected"),
+            ("discarded", "no_consent")} <= statuses
