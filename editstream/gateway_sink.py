@@ -114,12 +114,14 @@ def librdkafka_config(bootstrap: str) -> dict[str, Any]:
 class LibrdkafkaSink:
     """confluent-kafka's C producer behind the `EventSink` interface."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, extra: dict[str, Any] | None = None) -> None:
+        """`extra`: more librdkafka settings (tests shrink the local queue with it)."""
         from confluent_kafka import Producer
 
         # its log lines (broker addresses, never record content) go to the gateway's logger,
         # served by the polling thread, instead of straight to stderr
         self._producer = Producer({**librdkafka_config(bootstrap),
+                                   **(extra or {}),
                                    "error_cb": self._on_error, "logger": log})
         self._closing = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="gateway-rdkafka-poll",
@@ -127,9 +129,10 @@ class LibrdkafkaSink:
         self._poller.start()
 
     @classmethod
-    async def start(cls, bootstrap: str, timeout_s: float = 10.0) -> LibrdkafkaSink:
+    async def start(cls, bootstrap: str, timeout_s: float = 10.0,
+                    extra: dict[str, Any] | None = None) -> LibrdkafkaSink:
         """A sink whose broker answered a metadata request (librdkafka connects lazily)."""
-        sink = cls(bootstrap)
+        sink = cls(bootstrap, extra)
         if not await sink.probe(timeout_s):
             await sink.stop(0)
             raise BrokerUnavailable(f"no metadata from {bootstrap} in {timeout_s:.0f} s")
@@ -148,27 +151,32 @@ class LibrdkafkaSink:
     async def deliver(self, topic: str, records: Sequence[Record], timeout_s: float) -> bool:
         if not records:
             return True
+        from confluent_kafka import KafkaError as RdKafkaError
         from confluent_kafka import KafkaException
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         req = _Request(loop, len(records))
-        produce = self._producer.produce
-        i = 0
-        while i < len(records):
-            key, value = records[i]
+        # One call queues the whole request (the configured partitioner places each record).
+        # A record librdkafka could not queue gets `_error` set and no delivery report.
+        batch: list[dict[str, Any]] = [{"key": key, "value": value} for key, value in records]
+        while batch:
             try:
-                produce(topic, value, key, on_delivery=req.report)
-            except BufferError:
-                # the local queue is full: give librdkafka time to drain it
-                if loop.time() >= deadline:
-                    return False
-                await asyncio.sleep(0.005)
-                continue
+                queued = self._producer.produce_batch(topic, batch, on_delivery=req.report)
             except KafkaException as exc:
                 log.warning("produce failed: %s", exc)
                 return False
-            i += 1
+            if queued == len(batch):
+                break
+            errors = [m["_error"] for m in batch if "_error" in m]
+            if any(e.code() != RdKafkaError._QUEUE_FULL for e in errors):
+                log.warning("produce failed: %s", errors[0])
+                return False
+            # the local queue is full: give librdkafka time to drain it, then queue the rest
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+            batch = [{"key": m["key"], "value": m["value"]} for m in batch if "_error" in m]
         try:
             await asyncio.wait_for(asyncio.shield(req.future),
                                    max(0.0, deadline - loop.time()))

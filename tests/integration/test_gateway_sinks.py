@@ -50,6 +50,23 @@ async def test_sink_delivers_every_record_in_the_default_partitioners_partition(
         assert r.partition == default(r.key, parts, parts), r.key
 
 
+async def test_librdkafka_sink_queues_what_does_not_fit_when_room_is_made(
+        tansu: BrokerHandle) -> None:
+    """A request larger than librdkafka's local queue: the records that did not fit are
+    queued again once it drains, each exactly once, and the answer waits for all of them."""
+    topic = f"sink-full-{uuid.uuid4().hex[:8]}"
+    await acreate_topics(tansu.bootstrap, [topic], partitions=3)
+    records = [(k, b'{"i":%d}' % i) for i, k in enumerate(session_keys(250, seed=8))]
+    sink = await LibrdkafkaSink.start(tansu.bootstrap,
+                                      extra={"queue.buffering.max.messages": 20})
+    try:
+        assert await sink.deliver(topic, records, timeout_s=30)
+    finally:
+        await sink.stop(5)
+    got = await read_all(tansu.bootstrap, topic)
+    assert sorted(r.value for r in got) == sorted(v for _, v in records)
+
+
 async def test_librdkafka_sink_fails_without_a_broker() -> None:
     """Start-up raises an OSError (the gateway's serve loop retries it) when nobody answers."""
     with pytest.raises(OSError):
