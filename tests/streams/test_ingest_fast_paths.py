@@ -1,6 +1,7 @@
-"""The ingest verdict's shortcuts change nothing: each is compared with the plain code it
-stands in for, on generated traces, the privacy corpus (secrets, opt-outs, disabled paths)
-and text built to hit the edge cases. A faster verdict must be the same verdict."""
+"""The ingest verdict's shortcuts change nothing (the e-mail pre-check, the secret
+pre-filter's rarer pieces): each is compared with the plain code it stands in for, on
+generated traces, the privacy corpus (secrets, opt-outs, disabled paths) and text built to
+hit the edge cases. A faster verdict must be the same verdict."""
 
 from __future__ import annotations
 
@@ -13,10 +14,27 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from editstream.generate import GenerateConfig, generate_events
-from streams import pii
+from streams import ingest, pii, secrets
 from streams.ingest import judge_event
 from streams.settings import Settings
 from tests.integration.privacy_corpus import privacy_corpus
+from tests.streams.test_secrets import FAKES, NEAR_MISSES
+
+# the pre-filter on the rules' own literals, as before its rarer pieces
+REFERENCE_PREFILTER = secrets._any_literal([lit for r in secrets.RULES for lit in r.literals])
+
+
+def reference_find_secret(text: str) -> str | None:
+    if REFERENCE_PREFILTER.search(text) is None:
+        return None
+    for rule in secrets.RULES:
+        if not any(lit in text for lit in rule.literals):
+            continue
+        for m in rule.pattern.finditer(text):
+            token = m.group(m.lastindex or 0)
+            if rule.check is None or rule.check(token):
+                return rule.name
+    return None
 
 
 def reference_mask_text(text: str) -> str:
@@ -70,6 +88,28 @@ def test_mask_text_equals_the_reference_on_the_corpora() -> None:
     assert changed > 20  # the corpora do hold personal data to mask
 
 
+LITERAL_BITS = sorted({lit for r in secrets.RULES for lit in r.literals}
+                      | set(secrets._PREFILTER_PIECES.values()))
+
+
+@given(st.lists(st.one_of(st.sampled_from(LITERAL_BITS),
+                          st.text(alphabet="aAkK-_.yJ0x/\\n\"", max_size=8),
+                          st.sampled_from([t for ts in FAKES.values() for t in ts])),
+                max_size=6))
+def test_find_secret_equals_the_reference(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert secrets.find_secret(text) == reference_find_secret(text)
+
+
+def test_find_secret_equals_the_reference_on_the_corpora() -> None:
+    texts = [orjson.dumps(ev).decode() for ev in corpus()] + list(NEAR_MISSES)
+    found = 0
+    for text in texts:
+        assert secrets.find_secret(text) == reference_find_secret(text)
+        found += reference_find_secret(text) is not None
+    assert found > 100
+
+
 @pytest.mark.parametrize("policy", ["mask", "discard"])
 def test_judge_event_verdicts_are_the_references(policy: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,6 +117,7 @@ def test_judge_event_verdicts_are_the_references(policy: str,
     events = corpus()
     fast = [judge_event(orjson.loads(orjson.dumps(ev)), settings) for ev in events]
     monkeypatch.setattr(pii, "mask_text", reference_mask_text)
+    monkeypatch.setattr(ingest, "find_secret", reference_find_secret)
     slow = [judge_event(orjson.loads(orjson.dumps(ev)), settings) for ev in events]
     assert fast == slow
     statuses = {(v.status, v.reason) for v in fast}
