@@ -1,18 +1,20 @@
 """The ingest verdict's shortcuts change nothing (the e-mail pre-check, the secret
-pre-filter's rarer pieces): each is compared with the plain code it stands in for, on
-generated traces, the privacy corpus (secrets, opt-outs, disabled paths) and text built to
-hit the edge cases. A faster verdict must be the same verdict."""
+pre-filter's rarer pieces, the hand-written schema checks): each is compared with the plain
+code it stands in for, on generated traces, the privacy corpus (secrets, opt-outs, disabled
+paths) and text built to hit the edge cases. A faster verdict must be the same verdict."""
 
 from __future__ import annotations
 
 import itertools
 from typing import Any
 
+import fastjsonschema
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import schemas
 from editstream.generate import GenerateConfig, generate_events
 from streams import ingest, pii, secrets
 from streams.ingest import judge_event
@@ -46,6 +48,17 @@ def reference_mask_text(text: str) -> str:
     return text
 
 
+def reference_validate(event: Any) -> Any:
+    """`validate_edit_event` without the hand-written checks: the compiled validators."""
+    fast = schemas._edit_event_validators_by_type().get(event.get("type"))
+    if fast is not None:
+        try:
+            return fast(event)
+        except fastjsonschema.JsonSchemaException:
+            pass
+    return schemas.compiled_edit_event_validator()(event)
+
+
 def strings(value: Any) -> list[str]:
     if isinstance(value, dict):
         return [s for v in value.values() for s in strings(v)]
@@ -71,7 +84,15 @@ def corpus() -> list[dict[str, Any]]:
             if isinstance(ev.get(field), str):
                 ev[field] = f"{ev[field][:5]}{tricky} {ev[field][5:]}"
         spliced.append(ev)
-    return events + everything + spliced
+    # and broken: one field of each set to a value of the wrong type or out of bounds
+    broken = []
+    fields = itertools.cycle(["v", "session_id", "ts_ms", "path", "start", "end", "text",
+                              "request_id", "cursor", "editable_range", "history", "outcome",
+                              "was_shown", "settled_region", "repo_url", "can_collect_data"])
+    values = itertools.cycle([None, "", 1.5, -1, True, "x" * 300, [0], 2**32, 3.0])
+    for ev in events[:600]:
+        broken.append({**ev, next(fields): next(values)})
+    return events + everything + spliced + broken
 
 
 @given(st.text(alphabet=st.sampled_from("ab1_.%+-@ é漢/\\\nUsers:home"), max_size=40))
@@ -118,8 +139,9 @@ def test_judge_event_verdicts_are_the_references(policy: str,
     fast = [judge_event(orjson.loads(orjson.dumps(ev)), settings) for ev in events]
     monkeypatch.setattr(pii, "mask_text", reference_mask_text)
     monkeypatch.setattr(ingest, "find_secret", reference_find_secret)
+    monkeypatch.setattr(ingest, "validate_edit_event", reference_validate)
     slow = [judge_event(orjson.loads(orjson.dumps(ev)), settings) for ev in events]
     assert fast == slow
     statuses = {(v.status, v.reason) for v in fast}
     assert {("accepted", None), ("discarded", "secret_detected"),
-            ("discarded", "no_consent")} <= statuses
+            ("discarded", "no_consent"), ("rejected", "schema")} <= statuses
