@@ -18,6 +18,7 @@ so a session keeps its partition whichever client wrote it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -85,7 +86,9 @@ class _Request:
             self.error = err
         self.remaining -= 1
         if self.remaining == 0:
-            self.loop.call_soon_threadsafe(self._finish)
+            # a closed loop (shutdown) has nobody left to tell
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._finish)
 
     def _finish(self) -> None:
         if not self.future.done():
@@ -146,7 +149,10 @@ class LibrdkafkaSink:
 
     def _poll(self) -> None:
         while not self._closing.is_set():
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception:  # a callback's error must not end delivery reports for good
+                log.exception("librdkafka delivery report failed")
 
     async def deliver(self, topic: str, records: Sequence[Record], timeout_s: float) -> bool:
         if not records:
@@ -199,14 +205,15 @@ class LibrdkafkaSink:
         return True
 
     async def stop(self, timeout_s: float) -> None:
+        # one thread serves the reports at a time: the poller ends, then flush serves them
+        self._closing.set()
+        await asyncio.to_thread(self._poller.join)
         remaining = await asyncio.to_thread(self._producer.flush, timeout_s)
         if remaining:
             log.warning("broker unreachable; dropping %d unacknowledged sends on shutdown",
                         remaining)
             self._producer.purge()
             await asyncio.to_thread(self._producer.flush, 1.0)  # serve the purge's reports
-        self._closing.set()
-        await asyncio.to_thread(self._poller.join, 1.0)
 
 
 # --------------------------------------------------------------------------- aiokafka

@@ -71,3 +71,21 @@ async def test_librdkafka_sink_fails_without_a_broker() -> None:
     """Start-up raises an OSError (the gateway's serve loop retries it) when nobody answers."""
     with pytest.raises(OSError):
         await LibrdkafkaSink.start("127.0.0.1:1", timeout_s=1.0)
+
+
+async def test_librdkafka_reports_go_on_after_a_failing_callback(tansu: BrokerHandle) -> None:
+    """The polling thread survives an exception in a delivery callback: later requests
+    still get their answer (a dead poller would turn every request into a 503)."""
+    topic = f"sink-cb-{uuid.uuid4().hex[:8]}"
+    await acreate_topics(tansu.bootstrap, [topic], partitions=2)
+    sink = await LibrdkafkaSink.start(tansu.bootstrap)
+
+    def boom(err: object, msg: object) -> None:
+        raise RuntimeError("callback failed")
+
+    try:
+        sink._producer.produce(topic, b"x", b"k", on_delivery=boom)
+        assert await sink.deliver(topic, [(b"k", b"y")], timeout_s=20)
+        assert await sink.deliver(topic, [(b"k", b"z")], timeout_s=20)
+    finally:
+        await sink.stop(5)
