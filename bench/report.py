@@ -915,7 +915,12 @@ def _gateway(gw: dict[str, Any] | None) -> list[str]:
         "literals (2.8 → 1.8 µs). The bench's load generator is now aiohttp's client: it "
         "shares the 2 cores with the gateway and the broker, and httpx's client took 19 µs "
         "of CPU per event there (aiohttp's 7). With httpx clients (`--http-client httpx`) the "
-        "same A/B gave 0.23 / 0.35 → 0.45 / 0.45: **goal missed with that load generator**.",
+        "same A/B gave 0.23 / 0.35 → 0.45 / 0.45: **goal missed with that load generator**. "
+        "The ratio moves with the machine's load more than the direct path's does: the "
+        "gateway path costs ~43 µs of CPU per event (gateway and clients) against ~15-22 µs "
+        "for the aiokafka producer, so when other work takes the 2 cores (load average 6 "
+        "at the start of a `make bench` run that gave 0.44, 1.4-3 during the A/B) the "
+        "gateway loses more.",
         "",
         "What bounds it now (py-spy and per-thread CPU of the gateway, 2026-11-30): the "
         "event loop's thread spends ~28 µs per event (ingest verdict `judge_event` ~13 µs "
