@@ -30,7 +30,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ import orjson
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -48,6 +46,12 @@ from prometheus_client import (
     generate_latest,
 )
 
+from editstream.gateway_sink import (
+    PRODUCERS,
+    AiokafkaSink,
+    EventSink,
+    start_sink,
+)
 from streams import settings as settings_mod
 from streams.gateway_core import (
     BodyError,
@@ -100,6 +104,8 @@ class GatewayConfig:
         "help": "time for the broker to acknowledge a batch before answering 503"})
     ready_interval_s: float = field(default=1.0, metadata={
         "help": "broker metadata probe period behind /readyz"})
+    producer: str = field(default="librdkafka", metadata={
+        "help": "Kafka client: librdkafka (C, confluent-kafka) or aiokafka (pure Python)"})
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.burst < self.max_events:
@@ -108,6 +114,8 @@ class GatewayConfig:
         if (min(self.max_body_bytes, self.max_decompressed_bytes, self.max_events) <= 0
                 or self.send_timeout_s <= 0):
             raise ValueError("limits and timeouts must be positive")
+        if self.producer not in PRODUCERS:
+            raise ValueError(f"producer must be one of {', '.join(PRODUCERS)}")
 
     def replace(self, **changes: Any) -> GatewayConfig:
         return dataclasses.replace(self, **changes)
@@ -209,13 +217,13 @@ class GatewayMetrics:
 
 
 class Gateway:
-    """Per-app state: auth, buckets, producer, readiness. Handlers are its methods."""
+    """Per-app state: auth, buckets, Kafka sink, readiness. Handlers are its methods."""
 
-    def __init__(self, settings: Settings, config: GatewayConfig, producer: AIOKafkaProducer,
+    def __init__(self, settings: Settings, config: GatewayConfig, sink: EventSink,
                  metrics: GatewayMetrics) -> None:
         self.settings = settings
         self.config = config
-        self.producer = producer
+        self.sink = sink
         self.metrics = metrics
         self.topic = settings.topic("edit-events")
         self.auth = TokenAuth(config.tokens)
@@ -231,13 +239,10 @@ class Gateway:
         return self.last_probe_ok is not None and time.monotonic() - self.last_probe_ok <= stale
 
     async def probe_once(self) -> bool:
-        try:
-            await asyncio.wait_for(self.producer.client.fetch_all_metadata(),
-                                   timeout=max(2 * self.config.ready_interval_s, 1.0))
-        except (KafkaError, OSError, TimeoutError):
-            self.last_probe_ok = None
-        else:
+        if await self.sink.probe(max(2 * self.config.ready_interval_s, 1.0)):
             self.last_probe_ok = time.monotonic()
+        else:
+            self.last_probe_ok = None
         self.metrics.ready.set(1 if self.ready() else 0)
         return self.ready()
 
@@ -326,59 +331,16 @@ class Gateway:
         log.debug("client %s: %s", client, {f"{s}/{r}": n for (s, r), n in tally.items()})
 
     async def _deliver(self, accepted: Sequence[Accepted]) -> bool:
-        """Send and wait for every acknowledgement within `send_timeout_s`.
-
-        Delivery futures are awaited with `asyncio.wait`, which never cancels them: a batch
-        the broker acknowledges late is still written (the client retries after the 503,
-        hence at-least-once), and nothing the gateway answered 200 for was left unsent.
-        """
+        """Send and wait for every acknowledgement within `send_timeout_s` (the sink's
+        contract: nothing answered 200 is left unacknowledged)."""
         if not accepted:
             return True
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        deadline = t0 + self.config.send_timeout_s
-        futures: list[asyncio.Future[Any]] = []
-
-        async def enqueue() -> None:
-            parts = sorted(await self.producer.partitions_for(self.topic))
-            for v in accepted:
-                # the default partitioner's choice, memoised per key (see _partition_index)
-                key = v.key
-                p = parts[_partition_index(key, len(parts))]
-                fut = await self.producer.send(self.topic, v.value, key=key, partition=p)
-                fut.add_done_callback(_retrieve)
-                futures.append(fut)
-
-        task = asyncio.ensure_future(enqueue())
-        done, _ = await asyncio.wait({task}, timeout=self.config.send_timeout_s)
-        if not done:
-            task.cancel()
-            return False
-        if task.exception() is not None:
-            log.warning("send failed: %r", task.exception())
-            return False
-        _, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
-        if pending or any(f.exception() is not None for f in futures):
-            failed = next((f.exception() for f in futures if f.done() and f.exception()), None)
-            log.warning("broker did not acknowledge %d of %d events in time (%r)",
-                        len(pending), len(futures), failed)
-            return False
-        self.metrics.ack.observe(loop.time() - t0)
-        return True
-
-
-@lru_cache(maxsize=1 << 16)
-def _partition_index(key: bytes, partitions: int) -> int:
-    """aiokafka's `DefaultPartitioner` (murmur2 of the key, as the Java client), memoised: a
-    request's events mostly share their session key, and murmur2 in pure Python was ~8 % of
-    the gateway's CPU."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    """Mark a late delivery failure as seen (it was already answered with 503)."""
-    if not fut.cancelled():
-        fut.exception()
+        t0 = time.perf_counter()
+        ok = await self.sink.deliver(self.topic, [(v.key, v.value) for v in accepted],
+                                     self.config.send_timeout_s)
+        if ok:
+            self.metrics.ack.observe(time.perf_counter() - t0)
+        return ok
 
 
 async def _read_body(request: web.Request, cap: int) -> bytes:
@@ -413,11 +375,11 @@ def _too_many(wait: float) -> web.Response:
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-def build_app(settings: Settings, config: GatewayConfig, producer: AIOKafkaProducer, *,
+def build_app(settings: Settings, config: GatewayConfig, sink: EventSink, *,
               metrics: GatewayMetrics | None = None) -> web.Application:
     """The aiohttp app. Serve it with `auto_decompress=False` (as `start_gateway` does):
     the gateway decodes bodies itself, with its caps, and must see them still encoded."""
-    gw = Gateway(settings, config, producer, metrics or GatewayMetrics())
+    gw = Gateway(settings, config, sink, metrics or GatewayMetrics())
     app = web.Application(client_max_size=config.max_body_bytes)
     app[GATEWAY] = gw
     app.router.add_post("/v1/events", gw.post_events)
@@ -448,8 +410,8 @@ class GatewayHandle:
     url: str
     app: web.Application
     runner: web.AppRunner
-    producer: AIOKafkaProducer
-    owns_producer: bool
+    sink: EventSink
+    owns_sink: bool
 
     @property
     def gateway(self) -> Gateway:
@@ -457,53 +419,14 @@ class GatewayHandle:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
-        if self.owns_producer:
-            await stop_producer(self.producer, self.gateway.config.send_timeout_s)
-
-
-async def stop_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
-    """Flush and stop, but not forever: with the broker gone, aiokafka would retry pending
-    batches for its whole request timeout. Whatever is still pending then belongs to requests
-    already answered 503 (never acknowledged), so dropping it loses nothing promised."""
-    stopping = asyncio.ensure_future(producer.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=timeout_s)
-    if not done:
-        log.warning("broker unreachable; dropping unacknowledged sends on shutdown")
-        # stop() waits for the flush OR the sender task: ending the sender ends the flush.
-        sender = getattr(producer, "_sender", None)
-        task = getattr(sender, "sender_task", None)
-        if task is not None:
-            task.cancel()
-        await asyncio.wait({stopping}, timeout=5)
-
-
-# Producer tuning for request-sized bursts: a request's events are enqueued back to back, so
-# a large batch (aiokafka's default is 16 KiB, ~40 events) lets one produce request carry a
-# whole HTTP request's events per partition; a short linger still merges concurrent requests.
-# Measured on Tansu: ~2x the throughput of the defaults at half the latency. 512 KiB stays
-# under brokers' default 1 MiB message.max.bytes.
-PRODUCER_BATCH_BYTES = 512 * 1024
-PRODUCER_LINGER_MS = 2
+        if self.owns_sink:
+            await self.sink.stop(self.gateway.config.send_timeout_s)
 
 
 async def start_gateway_producer(settings: Settings) -> AIOKafkaProducer:
-    """acks=all, idempotent where the broker supports it (as `kafka_io.start_producer`: the
-    embedded Tansu has no InitProducerId), batches sized for whole requests."""
-    from aiokafka.errors import UnknownError
-
-    for idempotent in (True, False):
-        prod = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
-                                enable_idempotence=idempotent, linger_ms=PRODUCER_LINGER_MS,
-                                max_batch_size=PRODUCER_BATCH_BYTES,
-                                max_request_size=4 * MiB)
-        try:
-            await prod.start()
-            return prod
-        except UnknownError:
-            await prod.stop()
-            if not idempotent:
-                raise
-    raise AssertionError("unreachable")
+    """An aiokafka producer with the gateway's settings (acks=all, idempotent where the
+    broker supports it, batches sized for whole requests): the bench's direct baseline."""
+    return (await AiokafkaSink.start(settings.broker)).producer
 
 
 async def ensure_topic(settings: Settings) -> None:
@@ -519,18 +442,18 @@ async def ensure_topic(settings: Settings) -> None:
 
 
 async def start_gateway(settings: Settings, config: GatewayConfig,
-                        producer: AIOKafkaProducer | None = None, *,
+                        sink: EventSink | None = None, *,
                         metrics: GatewayMetrics | None = None) -> GatewayHandle:
     """Serve the gateway on `config.host:config.port` (port 0: a free one, see `.url`).
 
-    Without a producer one is started with the pipeline's settings (acks=all, idempotent
-    where the broker supports it) and stopped with the gateway.
+    Without a sink one is started (`config.producer`) with the pipeline's settings
+    (acks=all, idempotent    where the broker supports it) and stopped with the gateway.
     """
-    owns = producer is None
-    if producer is None:
+    owns = sink is None
+    if sink is None:
         await ensure_topic(settings)
-        producer = await start_gateway_producer(settings)
-    app = build_app(settings, config, producer, metrics=metrics)
+        sink = await start_sink(config.producer, settings.broker)
+    app = build_app(settings, config, sink, metrics=metrics)
     runner = web.AppRunner(app, auto_decompress=False, access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
@@ -540,7 +463,7 @@ async def start_gateway(settings: Settings, config: GatewayConfig,
     await site.start()
     host, port = sock.getsockname()[:2]
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    return GatewayHandle(f"http://{shown}:{port}", app, runner, producer, owns)
+    return GatewayHandle(f"http://{shown}:{port}", app, runner, sink, owns)
 
 
 def main_gateway(ns: argparse.Namespace) -> int:
@@ -575,7 +498,7 @@ async def _serve(settings: Settings, config: GatewayConfig) -> int:
     while True:
         try:
             await ensure_topic(settings)
-            producer = await start_gateway_producer(settings)
+            sink = await start_sink(config.producer, settings.broker)
             break
         except (KafkaError, OSError) as exc:
             log.warning("broker %s not reachable yet (%r); retrying", settings.broker, exc)
@@ -584,7 +507,7 @@ async def _serve(settings: Settings, config: GatewayConfig) -> int:
             if stop.is_set():
                 return 1
             delay = min(delay * 2, 10.0)
-    handle = await start_gateway(settings, config, producer)
+    handle = await start_gateway(settings, config, sink)
     print(f"editstream gateway on {config.host}:{handle.url.rsplit(':', 1)[1]} → "
           f"{settings.topic('edit-events')} at {settings.broker} "
           f"({len(config.tokens)} clients)", file=sys.stderr, flush=True)
@@ -592,7 +515,7 @@ async def _serve(settings: Settings, config: GatewayConfig) -> int:
         await stop.wait()
     finally:
         await handle.stop()
-        await stop_producer(producer, config.send_timeout_s)
+        await sink.stop(config.send_timeout_s)
     return 0
 
 
