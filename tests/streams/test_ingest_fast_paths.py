@@ -1,5 +1,5 @@
 """The ingest verdict's shortcuts change nothing (the e-mail pre-check, the secret
-pre-filter's rarer pieces, the hand-written schema checks): each is compared with the plain
+pre-filter's rarer pieces, the jsonschema-rs schema path): each is compared with the plain
 code it stands in for, on generated traces, the privacy corpus (secrets, opt-outs, disabled
 paths) and text built to hit the edge cases. A faster verdict must be the same verdict."""
 
@@ -49,7 +49,7 @@ def reference_mask_text(text: str) -> str:
 
 
 def reference_validate(event: Any) -> Any:
-    """`validate_edit_event` without the hand-written checks: the compiled validators."""
+    """`validate_edit_event` without the jsonschema-rs fast path: the compiled validators."""
     fast = schemas._edit_event_validators_by_type().get(event.get("type"))
     if fast is not None:
         try:
