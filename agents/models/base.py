@@ -127,6 +127,12 @@ class _ModelClient:
         pool = max(max_in_flight, self.limiter.max_limit)
         if transport is None:
             transport = _default_transport(http_transport, pool)
+        # Posts go straight to the transport when there is one (aiohttp's pool, the default,
+        # or one a test injects): httpx's client adds ~0.5 ms of CPU per request (URL merge,
+        # cookie jar, redirect and auth loops; BENCHMARKS.md, end to end) for nothing a model
+        # API needs. httpx's own pool (``http_transport="httpx"``) keeps the full client,
+        # which also honours proxy settings from the environment.
+        self._transport = transport
         self.endpoint = endpoint
         self.kind = kind
         self._observer = observer
@@ -141,6 +147,10 @@ class _ModelClient:
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             transport=transport,
         )
+        # what the client would send on every request, computed once for the direct path
+        self._headers = {**self._client.headers, "content-type": "application/json"}
+        self._timeout = self._client.timeout.as_dict()
+        self._urls: dict[str, httpx.URL] = {}
 
     def _auth_headers(self) -> dict[str, str]:
         key = self.endpoint.api_key
@@ -152,7 +162,26 @@ class _ModelClient:
         return {} if key is None else {"Authorization": f"Bearer {key}"}
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._client.aclose()  # closes the transport too
+
+    async def _post(self, path: str, content: bytes) -> httpx.Response:
+        """POST ``content`` to ``path`` and read the whole response. Without a transport of
+        our own, through httpx's client; else straight to the transport with the client's
+        headers and timeouts (no cookies kept, no redirects followed: the client follows
+        none either)."""
+        if self._transport is None:
+            return await self._client.post(path, content=content, headers=self._headers)
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._client.base_url.join(path.lstrip("/"))
+        request = httpx.Request("POST", url, headers=self._headers, content=content,
+                                extensions={"timeout": self._timeout})
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     async def __aenter__(self) -> Self:
         return self
@@ -191,7 +220,6 @@ class _ModelClient:
         """
         ep = self.endpoint
         content = orjson.dumps(body)
-        headers = {"content-type": "application/json"}
         started = time.monotonic()
         reason = "connection"
         for attempt in range(ep.max_retries + 1):
@@ -203,7 +231,7 @@ class _ModelClient:
                     # server's work (and its own queue), never a wait in this client.
                     t0 = time.monotonic()
                     try:
-                        resp = await self._client.post(path, content=content, headers=headers)
+                        resp = await self._post(path, content)
                     except httpx.TimeoutException:
                         slot.overload()
                         raise
