@@ -21,8 +21,15 @@ from typing import Any, Generic, Self, TypedDict, TypeVar
 
 import httpx
 import orjson
+import yarl
 
-from agents.models.transport import _base_url, _default_transport, _error_details, _retry_after_s
+from agents.models.transport import (
+    _AiohttpPool,
+    _base_url,
+    _default_transport,
+    _error_details,
+    _retry_after_s,
+)
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, ModelError, RequestEvent
 
@@ -151,6 +158,7 @@ class _ModelClient:
         self._headers = {**self._client.headers, "content-type": "application/json"}
         self._timeout = self._client.timeout.as_dict()
         self._urls: dict[str, httpx.URL] = {}
+        self._yarl_urls: dict[str, yarl.URL] = {}
 
     def _auth_headers(self) -> dict[str, str]:
         key = self.endpoint.api_key
@@ -166,11 +174,18 @@ class _ModelClient:
 
     async def _post(self, path: str, content: bytes) -> httpx.Response:
         """POST ``content`` to ``path`` and read the whole response. Without a transport of
-        our own, through httpx's client; else straight to the transport with the client's
-        headers and timeouts (no cookies kept, no redirects followed: the client follows
-        none either)."""
+        our own, through httpx's client; with aiohttp's pool, straight through aiohttp
+        (``_AiohttpPool.post``); with another transport (a test's), straight to it. Either
+        way with the client's headers and timeouts, no cookies kept and no redirects
+        followed (the client follows none either)."""
         if self._transport is None:
             return await self._client.post(path, content=content, headers=self._headers)
+        if isinstance(self._transport, _AiohttpPool):  # the default: aiohttp without httpx
+            target = self._yarl_urls.get(path)
+            if target is None:
+                target = self._yarl_urls[path] = yarl.URL(
+                    str(self._client.base_url.join(path.lstrip("/"))), encoded=True)
+            return await self._transport.post(target, self._headers, content, self._timeout)
         url = self._urls.get(path)
         if url is None:
             url = self._urls[path] = self._client.base_url.join(path.lstrip("/"))
