@@ -68,7 +68,11 @@ if _PATH:
         owner = getattr(cb, "__self__", None)
         if owner is not None and hasattr(owner, "get_coro"):
             coro = owner.get_coro()
-            return f"task {_stage(handle)}{getattr(coro, '__qualname__', coro)}"
+            name = getattr(coro, "__qualname__", "?")
+            if name == "Service._execute_task":  # mode's wrapper: name the service's task
+                inner = getattr(coro, "cr_await", None)
+                name += f"({getattr(inner, '__qualname__', type(inner).__qualname__)})"
+            return f"task {_stage(handle)}{name}"
         if owner is not None and isinstance(owner, asyncio.selector_events._SelectorTransport):
             return f"io {getattr(cb, '__name__', '?')} {_proto_name(owner)}"
         # never repr() a callback: with it, aiohttp's responses lost their headers
