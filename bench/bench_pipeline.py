@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -230,10 +231,13 @@ async def paced_produce(settings: Settings, lines: list[bytes], rate: float) -> 
 
 async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
                        rate: float | None = None, timeout_s: float = 600,
-                       profile: Path | None = None) -> dict[str, Any]:
+                       profile: Path | None = None, trace: Path | None = None
+                       ) -> dict[str, Any]:
     """One run: load (or pace) the corpus, start the worker(s), wait until every prediction
     is accounted for; its figures. `profile`: py-spy samples of the (first) worker from the
-    first settled example on, raw (collapsed stacks, idle frames included)."""
+    first settled example on, raw (collapsed stacks, idle frames included). `trace`: the
+    worker's main-thread CPU by loop callback (bench/cpu_trace), written there and summed
+    per example over the timed window in ``figures["cpu_trace"]``."""
     expected = expected_predictions(lines, settings)
     await ensure_topics(settings)
     if rate is None:
@@ -244,6 +248,9 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
     mp_dir = str(Path(tmp) / "prom") if workers > 1 else None
     env = {"PYTHONPATH": str(ROOT), **({"PROMETHEUS_MULTIPROC_DIR": mp_dir} if mp_dir else {}),
            **WORKER_ENV}
+    if trace is not None:
+        env.update({"PYTHONPATH": f"{env['PYTHONPATH']}:{TRACE_DIR}",
+                    "EDITSTREAM_CPU_TRACE": str(trace)})
     procs = [spawn_worker(settings.replace(metrics_port=port), log, env=env, cwd=ROOT)
              for _ in range(workers)]
     watch = Watch(settings, expected)
@@ -303,6 +310,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
         "loop_lag": histogram_quantiles(m, "editstream_event_loop_lag_seconds"),
         "metrics_scraped": bool(m1),
     }
+    if trace is not None and trace.exists() and watch.first_seen_wall is not None:
+        figures["cpu_trace"] = trace_figures(trace, watch.first_seen_wall, elapsed, n)
     if rate is not None:
         warm = first + 2000  # a worker starting up is not steady load
         timed = sorted((ts, (watch.final[r] - ts) / 1000) for r, ts in watch.settled.items()
@@ -330,6 +339,60 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
             figures["lag_p99_s"] = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
             figures["lag_max_s"] = lags[-1]
     return figures
+
+
+# --------------------------------------------------------------------------- CPU trace
+
+TRACE_DIR = ROOT / "bench" / "cpu_trace"
+STAGES = {"settled-examples": "sample", "student-samples": "score",
+          "scored-examples": "distill", "repair": "repair", "model-retry": "retry"}
+
+
+def trace_group(key: str) -> str | None:
+    """What a trace key is charged to: a stage (a callback run for one of its records), the
+    settle runner, Kafka's client, Faust's services, aiohttp outside a stage, the rest."""
+    if m := re.match(r"(task|cb) \[([^\]]+)\]", key):
+        return "stage " + STAGES.get(m.group(2), m.group(2))
+    if key.startswith("sync"):
+        return None  # nested in another key's time
+    if "SettleRunner" in key:
+        return "settle runner"
+    if re.search(r"Sender|aiokafka|AIOKafka|Fetcher\.|MessageAccumulator", key):
+        return "aiokafka (produce, fetch, connections)"
+    if re.search(r"aiohttp|ClientRequest|ClientResponse", key):
+        return "aiohttp outside a stage"
+    if re.search(r"Service\._execute_task|Conductor|faust|Agent", key):
+        return "faust (fetch loop, message delivery, commits)"
+    return "other loop callbacks"
+
+
+def trace_figures(path: Path, first_wall: float, elapsed_s: float, n: int) -> dict[str, Any]:
+    """Per example, the worker's main-thread CPU between the trace lines around the timed
+    window: by group (`trace_group`), the largest keys, records and bytes sent per topic."""
+    snaps = [json.loads(line) for line in path.read_text().splitlines()]
+    t1 = first_wall + elapsed_s + 1.0  # the trace writes a line per second
+    a = max((s for s in snaps if s["t"] <= first_wall), key=lambda s: s["t"],
+            default=snaps[0])
+    b = max((s for s in snaps if s["t"] <= t1), key=lambda s: s["t"])
+    cpu = {k: v - a["cpu"].get(k, 0.0) for k, v in b["cpu"].items()}
+    calls = {k: v - a["calls"].get(k, 0) for k, v in b["calls"].items()}
+    size = {k: v - a["bytes"].get(k, 0) for k, v in b["bytes"].items()}
+    groups: dict[str, float] = {}
+    for k, v in cpu.items():
+        if (g := trace_group(k)) is not None:
+            groups[g] = groups.get(g, 0.0) + v
+    return {
+        "main_thread_ms_per_example": (b["main_cpu"] - a["main_cpu"]) / n * 1000,
+        "by_group_ms_per_example": {g: v / n * 1000 for g, v in
+                                    sorted(groups.items(), key=lambda kv: -kv[1])},
+        "top": [{"key": k, "ms_per_example": v / n * 1000, "per_example": calls.get(k, 0) / n,
+                 "us_per_call": v / max(1, calls.get(k, 0)) * 1e6,
+                 "kib_per_example": size.get(k, 0) / n / 1024}
+                for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])[:25]],
+        "records_per_example": {k.removeprefix("Topic.send "): {
+            "records": v / n, "kib_per_record": size.get(k, 0) / max(1, v) / 1024}
+            for k, v in sorted(calls.items()) if k.startswith("Topic.send ")},
+    }
 
 
 # What a worker's busy main-thread samples are spent on (substrings of py-spy frames).
@@ -404,14 +467,17 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
         best = max(p0, p1)
         best_cpu = 0 if p0 >= p1 else 1
         profile = None
+        cpu_trace = None
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "worker.txt"
             prof_run = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=1),
-                                                lines, profile=raw))
+                                                lines, profile=raw,
+                                                trace=Path(tmp) / "trace.jsonl"))
             if raw.exists():
                 profile = {**summarize_profile(raw),
                            "examples_per_s": prof_run["examples_per_s"],
                            "worker_cores": prof_run["worker_cores"]}
+            cpu_trace = prof_run.get("cpu_trace")
         # steady load: half the measured capacity, as events/s of this corpus
         rate = 0.5 * best * len(lines) / predictions
         steady = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=best_cpu),
@@ -445,6 +511,7 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
         "ratio_pool0": p0 / so,
         "steady": steady,
         "profile": profile,
+        "cpu_trace": cpu_trace,
         "scaling": scaling,
         "goal_ratio": 0.5,
         "before": {"ratio": 0.07, "examples_per_s": 45, "settle_examples_per_s": 650,
