@@ -4,7 +4,7 @@ Run ``python -m bench.ab_pipeline --trees /tmp/before,. [--runs 2] [--trace]
 [--bootstrap HOST:PORT]``: one Kafka and one simulator; for each run, each tree in turn runs
 `bench_pipeline.pipeline_run` (its worker started from that tree: ``PYTHONPATH`` and cwd),
 so before and after alternate in the same conditions. A tree may carry settings for its run:
-``.@producer_linger_ms=50+cpu_processes=1`` (integers). ``--trace`` loads
+``.@producer_linger_ms=50+cpu_processes=1`` (numbers). ``--trace`` loads
 ``bench/cpu_trace/sitecustomize.py`` into the worker and prints its main-thread CPU per
 example by stage (`bench_pipeline.trace_figures`, also by loop callback and with the records
 and bytes sent per example in the JSON). The before
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
         for run in range(a.runs):
             for spec in a.trees.split(","):
                 tree, _, extra = spec.partition("@")
-                kw = {k: int(v) for k, v in (kv.split("=", 1) for kv in extra.split("+") if kv)}
+                kw = {k: float(v) if "." in v else int(v)
+                      for k, v in (kv.split("=", 1) for kv in extra.split("+") if kv)}
                 kw.setdefault("cpu_processes", a.cpu_processes)
                 bp.ROOT = Path(tree).resolve()
                 trace = (Path(f"/tmp/ab-pipeline-trace-{run}-{int(time.time())}.jsonl")
@@ -52,8 +53,10 @@ def main(argv: list[str] | None = None) -> None:
                 r.update(tree=spec, run=run)
                 with open(a.out, "a") as f:
                     f.write(json.dumps(r) + "\n")
-                print(json.dumps({k: r[k] for k in ("tree", "run", "examples_per_s",
-                                                    "cpu_ms_per_example")}), flush=True)
+                print(json.dumps({k: r[k] for k in (
+                    "tree", "run", "examples_per_s", "cpu_ms_per_example",
+                    "simulator_cpu_ms_per_example", "broker_cpu_ms_per_example",
+                    "bench_cpu_ms_per_example")}), flush=True)
                 if "cpu_trace" in r:
                     for g, ms in r["cpu_trace"]["by_group_ms_per_example"].items():
                         print(f"  {ms:6.3f} ms/example  {g}", flush=True)

@@ -95,6 +95,28 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def listening_pid(bootstrap: str) -> int:
+    """The process listening on the (first) bootstrap address's port on this machine (the
+    local broker, for its CPU time); 0 when there is none or it cannot be read."""
+    port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    inodes.add(f[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(proc.name)
+    return 0
+
+
 def scrape(port: int) -> dict[str, float]:
     """The worker's /metrics as {series: value} (histogram buckets, sums and counts)."""
     out: dict[str, float] = {}
@@ -262,6 +284,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
         deadline = time.monotonic() + timeout_s
         cpu0 = m0 = None
         sim0 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
+        broker_pid = listening_pid(settings.broker)
+        broker0 = reader0 = 0.0
         spy = None
         while not watch.done():
             if time.monotonic() > deadline or any(not p.is_running() for p in procs):
@@ -272,6 +296,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
             if cpu0 is None and watch.first_seen_wall is not None:
                 cpu0 = sum(tree_cpu_s(p.pid) for p in procs)
                 sim0 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
+                broker0 = tree_cpu_s(broker_pid) if broker_pid else 0.0
+                reader0 = time.process_time()
                 m0 = await asyncio.to_thread(scrape, port)
                 if profile is not None:
                     spy = subprocess.Popen(
@@ -281,6 +307,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu1 = sum(tree_cpu_s(p.pid) for p in procs)
         sim1 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
+        broker1 = tree_cpu_s(broker_pid) if broker_pid else 0.0
+        reader1 = time.process_time()
         if spy is not None:
             spy.send_signal(2)  # py-spy writes its file on SIGINT
             spy.wait(timeout=30)
@@ -303,6 +331,10 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
         "elapsed_s": elapsed, "examples_per_s": n / elapsed,
         "cpu_ms_per_example": (cpu1 - (cpu0 or 0.0)) / n * 1000,
         "simulator_cpu_ms_per_example": (sim1 - sim0) / n * 1000,
+        # the local broker's (None: not on this machine); it serves the bench's reader too
+        "broker_cpu_ms_per_example": (broker1 - broker0) / n * 1000 if broker_pid else None,
+        # this process: the reader of every topic (and the paced producer, steady runs)
+        "bench_cpu_ms_per_example": (reader1 - reader0) / n * 1000,
         "worker_cores": (cpu1 - (cpu0 or 0.0)) / elapsed,
         "stage_ms_per_example": {k: v["seconds"] / n * 1000 for k, v in stages.items()},
         "stage_ms_per_record": {k: v["seconds"] / v["records"] * 1000

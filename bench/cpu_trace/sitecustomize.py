@@ -150,3 +150,15 @@ if _PATH:
 
     threading.Thread(target=_loop, name="cpu-trace", daemon=True).start()
     atexit.register(_dump)
+
+_PROFILE = os.environ.get("EDITSTREAM_CPU_PROFILE")
+if _PROFILE:
+    # cProfile of the main thread on its CPU clock, written at exit (function-level CPU:
+    # coroutines are charged per resume, so awaits do not count)
+    import atexit as _atexit
+    import cProfile
+    import time as _time
+
+    _prof = cProfile.Profile(timer=_time.thread_time)
+    _prof.enable()
+    _atexit.register(lambda: (_prof.disable(), _prof.dump_stats(_PROFILE)))
