@@ -59,6 +59,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq")
 HOPS = ("student-samples", "scored-examples")  # intermediate records, for the lag per hop
 WATCHED = (*FINAL, "settled-examples", *HOPS)
+# topics whose record key is the example's request id (training records are keyed by their
+# own id, dead letters by their source)
+KEYED_BY_REQUEST = ("settled-examples", *HOPS, "rejected-examples")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SIMULATOR_PID = [0]
 WORKER_ENV: dict[str, str] = {}  # extra environment of the workers (bench_loop_blockers)
@@ -199,19 +202,22 @@ class Watch:
         for tp, recs in batch.items():
             kind = tp.topic[len(self.settings.topic_prefix):]
             for r in recs:
-                v = orjson.loads(r.value)
-                if kind == "settled-examples":
-                    self.settled.setdefault(v["request_id"], r.timestamp)
-                    if self.first_seen_wall is None:
-                        self.first_seen_wall = time.time()
-                    continue
-                if kind in self.hops:
-                    rid = v.get("request_id") or v.get("example", {}).get("request_id")
-                    if rid is not None:
+                if kind in KEYED_BY_REQUEST:
+                    # the key is the request id: no need to decode the value (this reader
+                    # shares the machine's cores with the pipeline it measures)
+                    rid: str | None = r.key.decode()
+                    if kind == "settled-examples":
+                        self.settled.setdefault(rid, r.timestamp)
+                        if self.first_seen_wall is None:
+                            self.first_seen_wall = time.time()
+                        continue
+                    if kind in self.hops:
                         self.hops[kind].setdefault(rid, r.timestamp)
-                    continue
-                rid = (_request_id_of_dead_letter(v) if kind.endswith("dlq")
-                       else v.get("request_id"))
+                        continue
+                else:
+                    v = orjson.loads(r.value)
+                    rid = (_request_id_of_dead_letter(v) if kind.endswith("dlq")
+                           else v.get("request_id"))
                 if rid is not None:
                     # an example's last record: an SFT and a preference record may both come
                     self.final[rid] = max(self.final.get(rid, 0), r.timestamp)
