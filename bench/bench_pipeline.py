@@ -395,6 +395,8 @@ def trace_group(key: str) -> str | None:
         return None  # nested in another key's time
     if "SettleRunner" in key:
         return "settle runner"
+    if "Service._execute_task" in key:  # Faust's and mode's own loops (its Fetcher too)
+        return "faust (fetch loop, message delivery, commits)"
     if re.search(r"Sender|aiokafka|AIOKafka|Fetcher\.|MessageAccumulator", key):
         return "aiokafka (produce, fetch, connections)"
     if re.search(r"aiohttp|ClientRequest|ClientResponse", key):
@@ -509,13 +511,16 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "worker.txt"
             prof_run = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=1),
-                                                lines, profile=raw,
-                                                trace=Path(tmp) / "trace.jsonl"))
+                                                lines, profile=raw))
             if raw.exists():
                 profile = {**summarize_profile(raw),
                            "examples_per_s": prof_run["examples_per_s"],
                            "worker_cores": prof_run["worker_cores"]}
-            cpu_trace = prof_run.get("cpu_trace")
+            # a run of its own: the trace's wrappers would show in py-spy's frames; on the
+            # loop (cpu_processes=0), so every stage's CPU is the main thread's
+            traced = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=0),
+                                              lines, trace=Path(tmp) / "trace.jsonl"))
+            cpu_trace = traced.get("cpu_trace")
         # steady load: half the measured capacity, as events/s of this corpus
         rate = 0.5 * best * len(lines) / predictions
         steady = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=best_cpu),

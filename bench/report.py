@@ -332,8 +332,9 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
             "",
             "Where the worker's main thread spends its CPU (thread CPU time of every "
             "event-loop callback, `bench/cpu_trace`, charged to the stage whose record it "
-            "ran for, in the profiled run below, `cpu_processes=1` so scoring's core runs "
-            f"in the pool; {tr['main_thread_ms_per_example']:.2f} ms per example in all):",
+            "ran for; a run of its own, `cpu_processes=0`, so scoring runs on the loop too; "
+            f"{tr['main_thread_ms_per_example']:.2f} ms per example in all, the trace's own "
+            "cost, ~1 µs per callback, included):",
             "",
             "| charged to | ms / example |",
             "| --- | --- |",
