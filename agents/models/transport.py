@@ -1,10 +1,12 @@
 """The HTTP edge of the model clients: the connection pool and the mapping of its errors.
 
-By default requests go through aiohttp's connection pool (``httpx-aiohttp``'s transport under
-the same ``httpx.AsyncClient``), not httpcore's. httpcore 1.0's pool re-scans every
-connection each time a request enters or leaves it, ~30 ms of CPU per request at 64
-connections, which held the student to under 0.2 of its in-flight bound (BENCHMARKS.md,
-sampling); aiohttp's pool is O(1) per request. ``http_transport="httpx"`` keeps httpx's own
+By default requests go through aiohttp's connection pool (``httpx-aiohttp``'s transport),
+not httpcore's. httpcore 1.0's pool re-scans every connection each time a request enters or
+leaves it, ~30 ms of CPU per request at 64 connections, which held the student to under 0.2
+of its in-flight bound (BENCHMARKS.md, sampling); aiohttp's pool is O(1) per request. The
+model clients post to it with ``_AiohttpPool.post``, past httpx's client and its request
+objects (~0.4-0.5 ms of CPU per request less; bench/ab_notes.md, end to end), its errors
+mapped as the transport's are. ``http_transport="httpx"`` keeps httpx's own
 pool (it also honours ``HTTP(S)_PROXY``, which the aiohttp one does not). Whatever pool is
 used, callers see httpx's errors only; the response helpers here read headers and error
 bodies the way every model API shapes them.
