@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,9 @@ ROOT = Path(__file__).resolve().parent.parent
 FINAL = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq")
 HOPS = ("student-samples", "scored-examples")  # intermediate records, for the lag per hop
 WATCHED = (*FINAL, "settled-examples", *HOPS)
+# topics whose record key is the example's request id (training records are keyed by their
+# own id, dead letters by their source)
+KEYED_BY_REQUEST = ("settled-examples", *HOPS, "rejected-examples")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SIMULATOR_PID = [0]
 WORKER_ENV: dict[str, str] = {}  # extra environment of the workers (bench_loop_blockers)
@@ -92,6 +96,28 @@ def tree_cpu_s(pid: int) -> float:
         except (OSError, ValueError):
             continue
     return total
+
+
+def listening_pid(bootstrap: str) -> int:
+    """The process listening on the (first) bootstrap address's port on this machine (the
+    local broker, for its CPU time); 0 when there is none or it cannot be read."""
+    port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                    inodes.add(f[9])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(proc.name)
+    return 0
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -176,19 +202,22 @@ class Watch:
         for tp, recs in batch.items():
             kind = tp.topic[len(self.settings.topic_prefix):]
             for r in recs:
-                v = orjson.loads(r.value)
-                if kind == "settled-examples":
-                    self.settled.setdefault(v["request_id"], r.timestamp)
-                    if self.first_seen_wall is None:
-                        self.first_seen_wall = time.time()
-                    continue
-                if kind in self.hops:
-                    rid = v.get("request_id") or v.get("example", {}).get("request_id")
-                    if rid is not None:
+                if kind in KEYED_BY_REQUEST:
+                    # the key is the request id: no need to decode the value (this reader
+                    # shares the machine's cores with the pipeline it measures)
+                    rid: str | None = r.key.decode()
+                    if kind == "settled-examples":
+                        self.settled.setdefault(rid, r.timestamp)
+                        if self.first_seen_wall is None:
+                            self.first_seen_wall = time.time()
+                        continue
+                    if kind in self.hops:
                         self.hops[kind].setdefault(rid, r.timestamp)
-                    continue
-                rid = (_request_id_of_dead_letter(v) if kind.endswith("dlq")
-                       else v.get("request_id"))
+                        continue
+                else:
+                    v = orjson.loads(r.value)
+                    rid = (_request_id_of_dead_letter(v) if kind.endswith("dlq")
+                           else v.get("request_id"))
                 if rid is not None:
                     # an example's last record: an SFT and a preference record may both come
                     self.final[rid] = max(self.final.get(rid, 0), r.timestamp)
@@ -230,10 +259,13 @@ async def paced_produce(settings: Settings, lines: list[bytes], rate: float) -> 
 
 async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
                        rate: float | None = None, timeout_s: float = 600,
-                       profile: Path | None = None) -> dict[str, Any]:
+                       profile: Path | None = None, trace: Path | None = None
+                       ) -> dict[str, Any]:
     """One run: load (or pace) the corpus, start the worker(s), wait until every prediction
     is accounted for; its figures. `profile`: py-spy samples of the (first) worker from the
-    first settled example on, raw (collapsed stacks, idle frames included)."""
+    first settled example on, raw (collapsed stacks, idle frames included). `trace`: the
+    worker's main-thread CPU by loop callback (bench/cpu_trace), written there and summed
+    per example over the timed window in ``figures["cpu_trace"]``."""
     expected = expected_predictions(lines, settings)
     await ensure_topics(settings)
     if rate is None:
@@ -244,6 +276,9 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
     mp_dir = str(Path(tmp) / "prom") if workers > 1 else None
     env = {"PYTHONPATH": str(ROOT), **({"PROMETHEUS_MULTIPROC_DIR": mp_dir} if mp_dir else {}),
            **WORKER_ENV}
+    if trace is not None:
+        env.update({"PYTHONPATH": f"{env['PYTHONPATH']}:{TRACE_DIR}",
+                    "EDITSTREAM_CPU_TRACE": str(trace)})
     procs = [spawn_worker(settings.replace(metrics_port=port), log, env=env, cwd=ROOT)
              for _ in range(workers)]
     watch = Watch(settings, expected)
@@ -255,6 +290,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
         deadline = time.monotonic() + timeout_s
         cpu0 = m0 = None
         sim0 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
+        broker_pid = listening_pid(settings.broker)
+        broker0 = reader0 = 0.0
         spy = None
         while not watch.done():
             if time.monotonic() > deadline or any(not p.is_running() for p in procs):
@@ -265,6 +302,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
             if cpu0 is None and watch.first_seen_wall is not None:
                 cpu0 = sum(tree_cpu_s(p.pid) for p in procs)
                 sim0 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
+                broker0 = tree_cpu_s(broker_pid) if broker_pid else 0.0
+                reader0 = time.process_time()
                 m0 = await asyncio.to_thread(scrape, port)
                 if profile is not None:
                     spy = subprocess.Popen(
@@ -274,6 +313,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         cpu1 = sum(tree_cpu_s(p.pid) for p in procs)
         sim1 = tree_cpu_s(SIMULATOR_PID[0]) if SIMULATOR_PID[0] else 0.0
+        broker1 = tree_cpu_s(broker_pid) if broker_pid else 0.0
+        reader1 = time.process_time()
         if spy is not None:
             spy.send_signal(2)  # py-spy writes its file on SIGINT
             spy.wait(timeout=30)
@@ -296,6 +337,10 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
         "elapsed_s": elapsed, "examples_per_s": n / elapsed,
         "cpu_ms_per_example": (cpu1 - (cpu0 or 0.0)) / n * 1000,
         "simulator_cpu_ms_per_example": (sim1 - sim0) / n * 1000,
+        # the local broker's (None: not on this machine); it serves the bench's reader too
+        "broker_cpu_ms_per_example": (broker1 - broker0) / n * 1000 if broker_pid else None,
+        # this process: the reader of every topic (and the paced producer, steady runs)
+        "bench_cpu_ms_per_example": (reader1 - reader0) / n * 1000,
         "worker_cores": (cpu1 - (cpu0 or 0.0)) / elapsed,
         "stage_ms_per_example": {k: v["seconds"] / n * 1000 for k, v in stages.items()},
         "stage_ms_per_record": {k: v["seconds"] / v["records"] * 1000
@@ -303,6 +348,8 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
         "loop_lag": histogram_quantiles(m, "editstream_event_loop_lag_seconds"),
         "metrics_scraped": bool(m1),
     }
+    if trace is not None and trace.exists() and watch.first_seen_wall is not None:
+        figures["cpu_trace"] = trace_figures(trace, watch.first_seen_wall, elapsed, n)
     if rate is not None:
         warm = first + 2000  # a worker starting up is not steady load
         timed = sorted((ts, (watch.final[r] - ts) / 1000) for r, ts in watch.settled.items()
@@ -330,6 +377,62 @@ async def pipeline_run(settings: Settings, lines: list[bytes], workers: int = 1,
             figures["lag_p99_s"] = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
             figures["lag_max_s"] = lags[-1]
     return figures
+
+
+# --------------------------------------------------------------------------- CPU trace
+
+TRACE_DIR = ROOT / "bench" / "cpu_trace"
+STAGES = {"settled-examples": "sample", "student-samples": "score",
+          "scored-examples": "distill", "repair": "repair", "model-retry": "retry"}
+
+
+def trace_group(key: str) -> str | None:
+    """What a trace key is charged to: a stage (a callback run for one of its records), the
+    settle runner, Kafka's client, Faust's services, aiohttp outside a stage, the rest."""
+    if m := re.match(r"(task|cb) \[([^\]]+)\]", key):
+        return "stage " + STAGES.get(m.group(2), m.group(2))
+    if key.startswith("sync"):
+        return None  # nested in another key's time
+    if "SettleRunner" in key:
+        return "settle runner"
+    if "Service._execute_task" in key:  # Faust's and mode's own loops (its Fetcher too)
+        return "faust (fetch loop, message delivery, commits)"
+    if re.search(r"Sender|aiokafka|AIOKafka|Fetcher\.|MessageAccumulator", key):
+        return "aiokafka (produce, fetch, connections)"
+    if re.search(r"aiohttp|ClientRequest|ClientResponse", key):
+        return "aiohttp outside a stage"
+    if re.search(r"Service\._execute_task|Conductor|faust|Agent", key):
+        return "faust (fetch loop, message delivery, commits)"
+    return "other loop callbacks"
+
+
+def trace_figures(path: Path, first_wall: float, elapsed_s: float, n: int) -> dict[str, Any]:
+    """Per example, the worker's main-thread CPU between the trace lines around the timed
+    window: by group (`trace_group`), the largest keys, records and bytes sent per topic."""
+    snaps = [json.loads(line) for line in path.read_text().splitlines()]
+    t1 = first_wall + elapsed_s + 1.0  # the trace writes a line per second
+    a = max((s for s in snaps if s["t"] <= first_wall), key=lambda s: s["t"],
+            default=snaps[0])
+    b = max((s for s in snaps if s["t"] <= t1), key=lambda s: s["t"])
+    cpu = {k: v - a["cpu"].get(k, 0.0) for k, v in b["cpu"].items()}
+    calls = {k: v - a["calls"].get(k, 0) for k, v in b["calls"].items()}
+    size = {k: v - a["bytes"].get(k, 0) for k, v in b["bytes"].items()}
+    groups: dict[str, float] = {}
+    for k, v in cpu.items():
+        if (g := trace_group(k)) is not None:
+            groups[g] = groups.get(g, 0.0) + v
+    return {
+        "main_thread_ms_per_example": (b["main_cpu"] - a["main_cpu"]) / n * 1000,
+        "by_group_ms_per_example": {g: v / n * 1000 for g, v in
+                                    sorted(groups.items(), key=lambda kv: -kv[1])},
+        "top": [{"key": k, "ms_per_example": v / n * 1000, "per_example": calls.get(k, 0) / n,
+                 "us_per_call": v / max(1, calls.get(k, 0)) * 1e6,
+                 "kib_per_example": size.get(k, 0) / n / 1024}
+                for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])[:25]],
+        "records_per_example": {k.removeprefix("Topic.send "): {
+            "records": v / n, "kib_per_record": size.get(k, 0) / max(1, v) / 1024}
+            for k, v in sorted(calls.items()) if k.startswith("Topic.send ")},
+    }
 
 
 # What a worker's busy main-thread samples are spent on (substrings of py-spy frames).
@@ -404,6 +507,7 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
         best = max(p0, p1)
         best_cpu = 0 if p0 >= p1 else 1
         profile = None
+        cpu_trace = None
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "worker.txt"
             prof_run = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=1),
@@ -412,6 +516,11 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
                 profile = {**summarize_profile(raw),
                            "examples_per_s": prof_run["examples_per_s"],
                            "worker_cores": prof_run["worker_cores"]}
+            # a run of its own: the trace's wrappers would show in py-spy's frames; on the
+            # loop (cpu_processes=0), so every stage's CPU is the main thread's
+            traced = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=0),
+                                              lines, trace=Path(tmp) / "trace.jsonl"))
+            cpu_trace = traced.get("cpu_trace")
         # steady load: half the measured capacity, as events/s of this corpus
         rate = 0.5 * best * len(lines) / predictions
         steady = asyncio.run(pipeline_run(namespace(bootstrap, url, cpu_processes=best_cpu),
@@ -445,6 +554,7 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
         "ratio_pool0": p0 / so,
         "steady": steady,
         "profile": profile,
+        "cpu_trace": cpu_trace,
         "scaling": scaling,
         "goal_ratio": 0.5,
         "before": {"ratio": 0.07, "examples_per_s": 45, "settle_examples_per_s": 650,

@@ -299,19 +299,52 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
                    + " | ".join(f"{p['runs'][0]['stage_ms_per_example'].get(st, 0):.1f}"
                                 for p in (p1, p0)) + " |")
     so_cpu = median_cpu(so["runs"])
-    p_cpu = median_of(p1["runs"] + p0["runs"], "cpu_ms_per_example")
-    sim_cpu = median_of(p1["runs"] + p0["runs"], "simulator_cpu_ms_per_example")
-    cores = median_of(p1["runs"] + p0["runs"], "worker_cores")
+    runs = p1["runs"] + p0["runs"]
+    p_cpu = median_of(runs, "cpu_ms_per_example")
+    sim_cpu = median_of(runs, "simulator_cpu_ms_per_example")
+    cores = median_of(runs, "worker_cores")
+    others = ""
+    if all(r.get("broker_cpu_ms_per_example") is not None for r in runs):
+        broker = median_of(runs, "broker_cpu_ms_per_example")
+        reader = median_of(runs, "bench_cpu_ms_per_example")
+        total = p_cpu + sim_cpu + broker + reader
+        ncpu = int(pl.get("machine", {}).get("nproc") or 2)
+        ceiling = ncpu * 1000 / (total - p_cpu)  # examples/s if the worker cost nothing
+        others = (
+            f" The broker spends {broker:.1f} ms per example and the bench's reader "
+            f"{reader:.1f} ms: {total:.1f} ms of CPU per example on a {ncpu}-core machine, "
+            f"where even a worker costing nothing would leave the pipeline at most "
+            f"{ceiling:.0f} examples/s (ratio ≤ {ceiling / so['examples_per_s']:.2f}) while the "
+            "simulator and the broker take their share; the goal is a per-worker figure, "
+            "and these runs measure the machine as much as the worker.")
     out += [
         "",
         f"**What bounds it.** The worker spends {p_cpu:.1f} ms of CPU per example end to end "
         f"(worker and its scoring pool), settle alone {so_cpu:.2f} ms: if both were bound by "
-        f"CPU the ratio could not exceed {so_cpu / p_cpu:.2f}, about what is measured. The "
-        f"simulator adds {sim_cpu:.1f} ms per example in its own process; the worker used "
-        f"{cores:.2f} cores while the machine was shared with the broker, the simulator and "
-        "other engineers' tests. Goal ≥ 0.5 would need the stages after settle to cost about "
-        "as much CPU per example as settle itself.",
+        f"CPU the ratio could not exceed {so_cpu / p_cpu:.2f}. The simulator adds "
+        f"{sim_cpu:.1f} ms per example in its own process; the worker used {cores:.2f} cores "
+        "while the machine was shared with the broker, the simulator and other engineers' "
+        f"tests.{others} Goal ≥ 0.5 would need the stages after settle to cost about as much "
+        "CPU per example as settle itself.",
     ]
+    tr = pl.get("cpu_trace")
+    if tr:
+        recs = ", ".join(f"{t} {v['records']:.2f} × {v['kib_per_record']:.1f} KiB"
+                         for t, v in tr["records_per_example"].items())
+        out += [
+            "",
+            "Where the worker's main thread spends its CPU (thread CPU time of every "
+            "event-loop callback, `bench/cpu_trace`, charged to the stage whose record it "
+            "ran for; a run of its own, `cpu_processes=0`, so scoring runs on the loop too; "
+            f"{tr['main_thread_ms_per_example']:.2f} ms per example in all, the trace's own "
+            "cost, ~1 µs per callback, included):",
+            "",
+            "| charged to | ms / example |",
+            "| --- | --- |",
+            *(f"| {g} | {ms:.2f} |" for g, ms in tr["by_group_ms_per_example"].items()),
+            "",
+            f"Records the Faust stages send per example: {recs}.",
+        ]
     prof = pl.get("profile")
     if prof:
         parts = ", ".join(f"{name} {share:.0%}" for name, share in
@@ -325,9 +358,11 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
             f"example): the worker's event loop was busy (not waiting in `select`) "
             f"**{prof['busy_share']:.0%}** of the time, so one worker's main thread is "
             f"saturated. Of the busy samples (frames overlap): {parts}. Most self time: "
-            f"{top}. Socket writes are the produce requests (student-samples and "
-            "scored-examples records carry every sample) and model requests; on loopback the "
-            "write also hands the CPU to the broker or the simulator, which share the cores.",
+            f"{top}. py-spy samples wall time: a socket write on loopback hands the core to "
+            "the broker or the simulator, and the writer is sampled in `write` while it "
+            "waits for the core back, so writes weigh far more here than in the CPU table "
+            "above (where all socket writes, Kafka's and the model clients', are a few "
+            "hundredths of a millisecond per call).",
         ]
     sd = pl["steady"]
     if "lag_p50_s" in sd:

@@ -492,6 +492,45 @@ async def test_broken_responses_map_to_the_same_reasons(
     assert [e.status for e in events] == [reason, reason]
 
 
+@both_transports
+async def test_request_on_the_wire_is_the_same_on_both_pools(http: str) -> None:
+    """aiohttp's pool posts without httpx's client (agents/models/base.py `_post`): the
+    request a server sees keeps the client's shape: the path under the base URL's prefix,
+    the API key, JSON content type, httpx's user agent, the body as built."""
+    seen: list[tuple[bytes, dict[bytes, bytes], bytes]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        line, *fields = head.rstrip(b"\r\n").split(b"\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (f.partition(b":") for f in fields)}
+        body = await reader.readexactly(int(headers[b"content-length"]))
+        seen.append((line, headers, body))
+        answer = orjson.dumps({"choices": [{"index": 0, "text": "x", "finish_reason": "stop"}]})
+        writer.write(_OK_HEAD + b"Content-Length: %d\r\n\r\n" % len(answer) + answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    ep = Endpoint(base_url=f"http://127.0.0.1:{port}/proxy/v1", model="m", api_key="k")
+    try:
+        async with StudentClient(ep, http_transport=http) as client:
+            batch = await client.sample(PROMPT, 1, seed=3)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert batch.texts == ["x"]
+    line, headers, body = seen[0]
+    assert line == b"POST /proxy/v1/completions HTTP/1.1"
+    assert headers[b"authorization"] == b"Bearer k"
+    assert headers[b"content-type"] == b"application/json"
+    assert headers[b"user-agent"].startswith(b"python-httpx/")
+    assert headers[b"host"] == f"127.0.0.1:{port}".encode()
+    assert orjson.loads(body) == {"model": "m", "prompt": PROMPT, "temperature": 0.8,
+                                  "max_tokens": 1024, "n": 1, "seed": 3}
+
+
 async def test_aclose_closes_the_aiohttp_session(start_sim: StartSim) -> None:
     sim = await start_sim()
     with warnings.catch_warnings(record=True) as caught:
