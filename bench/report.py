@@ -401,16 +401,17 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
                 "the capacity runs (whole input waiting) p99 up to "
                 f"{max(r['loop_lag']['p99_le'] or 0 for r in p1['runs'] + p0['runs']) * 1000:.0f}"
                 " ms. The probe (`agents/looplag.py`, every 50 ms) sees how late the loop "
-                "wakes it, whatever held it: a settle runner batch (`agents/settle.py` decodes "
-                "and applies a partition's share of a fetch of up to 5 000 records in one "
-                "call, ~50-70 µs per event, so 1 000 events hold the loop 50-70 ms; in the "
-                "capacity runs the whole input is waiting, so fetches are full; cutting the "
-                "batch into chunks with a yield between them is the fix, left to the "
-                "settle runner's owner), one `_run_once` pass over hundreds of ready callbacks "
-                "when the loop is saturated, and the OS giving the core to the broker, the "
-                "simulator or other processes on this shared 2-core machine (its load average "
-                "is at the top). The bench does not tell these apart; the histogram's "
-                "buckets bound the figures (≤ is the bucket's upper bound).",
+                "wakes it, whatever held it: our own CPU work, one `_run_once` pass over "
+                "hundreds of ready callbacks when the loop is saturated, or the OS giving the "
+                "core to the broker, the simulator or other processes on this shared 2-core "
+                "machine (its load average is at the top); the histogram's buckets bound the "
+                "figures (≤ is the bucket's upper bound). The CPU side is measured apart by "
+                "`python -m bench.bench_loop_blockers` (every callback over 20 ms with its "
+                "main-thread CPU time): since the settle runner applies a batch in chunks of "
+                "200 records and the one-off start-up work (validators, TLS context, the "
+                "import-time heap's collection) runs before the loop starts, no callback held "
+                "the loop for 20 ms of CPU in its capacity runs (A/B runs by hand, below), so "
+                "what is left over 20 ms in these figures is the machine's preemption.",
             ]
     sc = pl.get("scaling")
     if sc:
