@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,50 +179,52 @@ async def run_gateway(url: str, batches: list[list[bytes]], clients: int,
     return summary(sum(len(b) for b in batches), time.perf_counter() - t0, latencies)
 
 
+async def _timed_senders(batches: list[list[bytes]], clients: int,
+                         send_batch: Callable[[int], Awaitable[None]]) -> dict[str, float]:
+    """`clients` concurrent senders sharing the batches, each batch awaited in turn."""
+    latencies: list[float] = []
+
+    async def sender(idx: list[int]) -> None:
+        for i in idx:
+            t = time.perf_counter()
+            await send_batch(i)
+            latencies.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    order = list(range(len(batches)))
+    await asyncio.gather(*(sender(order[c::clients]) for c in range(clients)))
+    return summary(sum(len(b) for b in batches), time.perf_counter() - t0, latencies)
+
+
 async def run_direct(settings: Settings, batches: list[list[bytes]], keys: list[list[bytes]],
                      clients: int) -> dict[str, float]:
     topic = settings.topic("edit-events")
     prod = await start_gateway_producer(settings)
-    latencies: list[float] = []
-    try:
-        async def sender(idx: list[int]) -> None:
-            for i in idx:
-                t = time.perf_counter()
-                futs = [await prod.send(topic, v, key=k)
-                        for v, k in zip(batches[i], keys[i], strict=True)]
-                await asyncio.gather(*futs)
-                latencies.append(time.perf_counter() - t)
 
-        t0 = time.perf_counter()
-        order = list(range(len(batches)))
-        await asyncio.gather(*(sender(order[c::clients]) for c in range(clients)))
-        wall = time.perf_counter() - t0
+    async def send_batch(i: int) -> None:
+        futs = [await prod.send(topic, v, key=k)
+                for v, k in zip(batches[i], keys[i], strict=True)]
+        await asyncio.gather(*futs)
+
+    try:
+        return await _timed_senders(batches, clients, send_batch)
     finally:
         await prod.stop()
-    return summary(sum(len(b) for b in batches), wall, latencies)
 
 
 async def run_direct_rdkafka(settings: Settings, batches: list[list[bytes]],
                              keys: list[list[bytes]], clients: int) -> dict[str, float]:
     topic = settings.topic("edit-events")
     sink = await LibrdkafkaSink.start(settings.broker)
-    latencies: list[float] = []
-    try:
-        async def sender(idx: list[int]) -> None:
-            for i in idx:
-                t = time.perf_counter()
-                if not await sink.deliver(topic, list(zip(keys[i], batches[i], strict=True)),
-                                          60):
-                    raise RuntimeError("librdkafka: batch not acknowledged")
-                latencies.append(time.perf_counter() - t)
 
-        t0 = time.perf_counter()
-        order = list(range(len(batches)))
-        await asyncio.gather(*(sender(order[c::clients]) for c in range(clients)))
-        wall = time.perf_counter() - t0
+    async def send_batch(i: int) -> None:
+        if not await sink.deliver(topic, list(zip(keys[i], batches[i], strict=True)), 60):
+            raise RuntimeError("librdkafka: batch not acknowledged")
+
+    try:
+        return await _timed_senders(batches, clients, send_batch)
     finally:
         await sink.stop(30)
-    return summary(sum(len(b) for b in batches), wall, latencies)
 
 
 async def bench(broker: str, n_events: int, clients: int, rounds: int,

@@ -421,7 +421,11 @@ def trace_figures(path: Path, first_wall: float, elapsed_s: float, n: int) -> di
     for k, v in cpu.items():
         if (g := trace_group(k)) is not None:
             groups[g] = groups.get(g, 0.0) + v
+    # every callback over 10 ms of CPU in the whole run (its last line), start-up included
+    long = [{"key": k, "cpu_ms": ms, "start_up": t < first_wall}
+            for t, k, ms in snaps[-1].get("long", [])]
     return {
+        "long_callbacks": long,
         "main_thread_ms_per_example": (b["main_cpu"] - a["main_cpu"]) / n * 1000,
         "by_group_ms_per_example": {g: v / n * 1000 for g, v in
                                     sorted(groups.items(), key=lambda kv: -kv[1])},
