@@ -447,7 +447,7 @@ async def start_gateway(settings: Settings, config: GatewayConfig,
     """Serve the gateway on `config.host:config.port` (port 0: a free one, see `.url`).
 
     Without a sink one is started (`config.producer`) with the pipeline's settings
-    (acks=all, idempotent    where the broker supports it) and stopped with the gateway.
+    (acks=all, idempotent where the broker supports it) and stopped with the gateway.
     """
     owns = sink is None
     if sink is None:

@@ -31,12 +31,13 @@ from streams.models import HTTP_TRANSPORTS
 # Error details are kept for debugging, but bounded so a huge error page can't bloat logs.
 _DETAIL_MAX = 500
 
+
 @functools.cache
 def shared_ssl_context() -> ssl.SSLContext:
     """The one TLS context of the process's model clients. Building one loads the CA bundle,
     ~35 ms of CPU: built per client on its first request, it held the worker's event loop
     past the 20 ms bound (issue 15), so the worker builds it before its loop starts
-    (`editstream.worker.run_worker`) and every pool shares it."""
+    (`editstream.worker.before_loop`) and every pool shares it."""
     return httpx.create_ssl_context()
 
 
@@ -197,7 +198,6 @@ class _AiohttpPool(AiohttpTransport):
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _MappedStream(response.stream, request)
         return response
-
 
     async def post(self, url: yarl.URL, headers: Mapping[str, str], content: bytes,
                    timeout: Mapping[str, float | None]) -> httpx.Response:

@@ -143,7 +143,7 @@ def test_draft07_translation_of_tuples() -> None:
         fast([1])
 
 
-# ----------------------------------------------------------------------------- by type
+# ------------------------------------------------------- the fast path against the full one
 
 
 def verdict(validate: Any, event: Any) -> str:
@@ -153,11 +153,6 @@ def verdict(validate: Any, event: Any) -> str:
     except fastjsonschema.JsonSchemaException as exc:
         return str(exc.message)
     return "ok"
-
-
-def test_the_by_type_validator_has_a_branch_per_event_type() -> None:
-    assert set(schemas._edit_event_validators_by_type()) == set(
-        from_file("edit-events")["properties"]["type"]["enum"])
 
 
 mutations = st.dictionaries(
