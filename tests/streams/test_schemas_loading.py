@@ -165,7 +165,7 @@ mutations = st.dictionaries(
 
 @settings(max_examples=400, deadline=None)
 @given(base=st.sampled_from(GOOD + BAD[-6:-3]), changes=mutations)
-def test_by_type_validation_gives_the_full_validators_verdict_and_message(
+def test_validation_gives_the_full_validators_verdict_and_message(
         base: dict[str, Any], changes: dict[str, Any]) -> None:
     event = {**base, **changes}
     full = schemas.compiled_edit_event_validator()
@@ -173,7 +173,7 @@ def test_by_type_validation_gives_the_full_validators_verdict_and_message(
 
 
 @pytest.mark.parametrize("event", BAD + GOOD, ids=short)
-def test_by_type_validation_agrees_on_the_fixed_cases(event: Any) -> None:
+def test_validation_agrees_with_the_full_validator_on_the_fixed_cases(event: Any) -> None:
     full = schemas.compiled_edit_event_validator()
     assert verdict(schemas.validate_edit_event, event) == verdict(full, event)
 
