@@ -22,7 +22,9 @@ Run ``python -m bench.bench_pipeline [--bootstrap HOST:PORT] [--sessions 60] [--
   for; time per stage from ``editstream_stage_processing_seconds`` and the event-loop lag
   from ``editstream_event_loop_lag_seconds`` on the worker's metrics port (both as the
   difference between those two moments);
-* scaling (``--scale``): the same pipeline with 8 partitions, one worker process vs. two.
+* scaling (``--scale``): the same pipeline with 8 partitions, one worker process vs. two;
+* the stages' own work with Kafka taken out (``bench/bench_core_floor.py``): the ceiling it
+  leaves for the ratio, with settle-only's CPU per example.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from bench import bench_core_floor
 from bench.bench_settle import broker, load_topic, settle_run
 from bench.common import events, machine, median
 from editstream.broker import free_port
@@ -543,6 +546,8 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
             scaling = {"partitions": 8, "cpu_processes": best_cpu,
                        "one_worker_examples_per_s": o, "two_workers_examples_per_s": t,
                        "one_runs": one, "two_runs": two, "ratio": t / o}
+    # the stages' own work with no Kafka at all: the bound goal 1 meets whatever the transport
+    core_floor = bench_core_floor.run(sessions, runs=3)
     return {
         "machine": machine(),
         "broker": "Apache Kafka (editstream.broker.start_broker('kafka')), exactly_once",
@@ -560,6 +565,7 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
         "profile": profile,
         "cpu_trace": cpu_trace,
         "scaling": scaling,
+        "core_floor": core_floor,
         "goal_ratio": 0.5,
         "before": {"ratio": 0.07, "examples_per_s": 45, "settle_examples_per_s": 650,
                    "what": "issue 15: 993 predictions in 21.8 s on Kafka exactly_once"},
