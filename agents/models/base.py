@@ -24,6 +24,7 @@ import orjson
 import yarl
 
 from agents.models.transport import (
+    Reply,
     _AiohttpPool,
     _base_url,
     _default_transport,
@@ -174,7 +175,7 @@ class _ModelClient:
     async def aclose(self) -> None:
         await self._client.aclose()  # closes the transport too
 
-    async def _post(self, path: str, content: bytes) -> httpx.Response:
+    async def _post(self, path: str, content: bytes) -> Reply:
         """POST ``content`` to ``path`` and read the whole response. Without a transport of
         our own, through httpx's client; with aiohttp's pool, straight through aiohttp
         (``_AiohttpPool.post``); with another transport (a test's), straight to it. Either

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import gc
+import gzip
 import random
 import socket
 import struct
@@ -529,6 +530,39 @@ async def test_request_on_the_wire_is_the_same_on_both_pools(http: str) -> None:
     assert headers[b"host"] == f"127.0.0.1:{port}".encode()
     assert orjson.loads(body) == {"model": "m", "prompt": PROMPT, "temperature": 0.8,
                                   "max_tokens": 1024, "n": 1, "seed": 3}
+
+
+@both_transports
+@pytest.mark.parametrize("encoding", [None, "gzip", "identity"])
+async def test_encoded_and_plain_bodies_read_the_same(http: str, encoding: str | None) -> None:
+    """aiohttp's pool hands a body sent without a content encoding back as it is, and an
+    encoded one to httpx to decode (agents/models/transport.py `_Plain`): the samples and
+    the token counts are the same either way, on both pools."""
+    answer = orjson.dumps({"choices": [{"index": 0, "text": "def f():\n    return 1",
+                                        "finish_reason": "length"}],
+                           "usage": {"prompt_tokens": 7, "completion_tokens": 5}})
+    body = gzip.compress(answer) if encoding == "gzip" else answer
+    extra = b"" if encoding is None else b"Content-Encoding: %s\r\n" % encoding.encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(_OK_HEAD + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    events: list[RequestEvent] = []
+    try:
+        async with StudentClient(Endpoint(base_url=f"http://127.0.0.1:{port}", model="m"),
+                                 observer=events.append, http_transport=http) as client:
+            batch = await client.sample(PROMPT, 1)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert batch.texts == ["def f():\n    return 1"]
+    assert batch.finish_reasons == ["length"]
+    assert [(e.status, e.prompt_tokens, e.completion_tokens) for e in events] == [("ok", 7, 5)]
 
 
 async def test_aclose_closes_the_aiohttp_session(start_sim: StartSim) -> None:
