@@ -168,6 +168,8 @@ class StudentClient(_ModelClient):
                     raise
                 return exc
 
+        if len(chunks) == 1:  # the usual case: no task group to wait on (~15 µs of CPU)
+            return [await one(*chunks[0])]
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(one(start, count)) for start, count in chunks]
