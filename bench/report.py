@@ -289,13 +289,28 @@ def _floor_text(pl: dict[str, Any]) -> list[str]:
         "so a worker whose CPU is the bound cannot pass "
         f"{fig['settle']:.2f} / ({fig['settle']:.2f} + {fig['floor']:.2f}) = "
         f"**{fig['ceiling']:.2f}** of settle-only's examples/s, however cheap the transport "
-        "between the stages. Most of the floor is HTTP: one student request (10 choices) "
+        "between the stages. About "
+        f"{(per['student'] + per['teacher']) * prod:.2f} ms of it is HTTP (the requests at "
+        "a student request's cost): one student request (10 choices) "
         f"costs {prod:.2f} ms of CPU in the production client and {bare:.2f} ms in a bare "
         "aiohttp session posting the same prompts (no limiter, retries, metrics or response "
         "checks), the least a Python client pays here; the loopback's send is charged to "
-        "the sender. Goal 1 as written needs the stages after settle to cost no more than "
-        f"settle, {per['student'] + per['teacher']:.1f} model requests per example included.",
+        f"the sender.{_answer_key_text(fl, fig['settle'])} Goal 1 as written needs the "
+        "stages after settle to cost no more than settle, "
+        f"{per['student'] + per['teacher']:.1f} model requests per example included.",
     ]
+
+
+def _answer_key_text(fl: dict[str, Any], settle: float) -> str:
+    ak = fl.get("answer_key_teacher")
+    if not ak:
+        return ""
+    floor, per = ak["total_cpu_ms_per_example"], ak["requests_per_example"]
+    return (" On a second workload, the demo's simulator (it answers from the users' own "
+            "settled code: the teacher's first answer nearly always passes, and its student "
+            f"differs too), the stages cost {floor:.2f} ms per example ({per['student']:.2f} "
+            f"student and {per['teacher']:.2f} teacher requests): ceiling "
+            f"{settle / (settle + floor):.2f}.")
 
 
 def _lag_text(lag: dict[str, Any]) -> str:
