@@ -278,18 +278,29 @@ class StageRunner(mode.Service):
                                                max_records=MAX_RECORDS)
             except ConsumerStoppedError:
                 return
-            for tp, records in batch.items():
-                part = self.parts.get(tp.partition)
-                order = part.order.get(tp) if part is not None else None
-                if part is None or order is None:
-                    continue  # revoked while the fetch was on its way
-                stage = self.stages[tp.topic]
-                for rec in records:
-                    if order.add(rec.offset):
-                        stage.queued += 1
-                        task = asyncio.create_task(self._handle(part, order, stage, rec))
-                        part.tasks.add(task)
-                        task.add_done_callback(part.tasks.discard)
+            # under the rebalance lock: the fetcher starts on a new assignment before the
+            # callback has started its partitions' producers (after a crash that can take
+            # seconds: the predecessor's transaction is aborted first)
+            async with self.lock:
+                self._dispatch(consumer, batch)
+
+    def _dispatch(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]
+                  ) -> None:
+        """A task per fetched record, in offset order per partition."""
+        for tp, records in batch.items():
+            part = self.parts.get(tp.partition)
+            order = part.order.get(tp) if part is not None else None
+            if part is None or order is None:
+                if tp in consumer.assignment():  # never skip an owned record: fetch it again
+                    consumer.seek(tp, records[0].offset)
+                continue  # else revoked while the fetch was on its way
+            stage = self.stages[tp.topic]
+            for rec in records:
+                if order.add(rec.offset):
+                    stage.queued += 1
+                    task = asyncio.create_task(self._handle(part, order, stage, rec))
+                    part.tasks.add(task)
+                    task.add_done_callback(part.tasks.discard)
 
     def _backpressure(self, consumer: AIOKafkaConsumer) -> None:
         """Pause the partitions of a stage that holds its `queue_limit` of records, resume
