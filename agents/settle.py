@@ -65,11 +65,10 @@ from typing import Any, cast
 import faust
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, InvalidProducerEpoch, ProducerFenced
 
 from agents import metrics
-from agents.kafka import start_producer
+from agents.kafka import Rebalance, start_producer
 from agents.lag import runner_lag
 from agents.runtime import Runtime, dead_letter_record, dumps, observe_lag
 from schemas.records import SettledExample
@@ -122,17 +121,6 @@ class _Tally:
     left_at_ms: list[int] = field(default_factory=list)  # settled_at_ms of rejected examples
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: SettleRunner) -> None:
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.runner.on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.runner.on_assigned(set(assigned))
-
-
 class SettleRunner(mode.Service):
     """The settle stage (see the module docstring)."""
 
@@ -181,7 +169,7 @@ class SettleRunner(mode.Service):
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             rebalance_timeout_ms=60_000, request_timeout_ms=90_000,
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
-        self.consumer.subscribe([self.source], listener=_Listener(self))
+        self.consumer.subscribe([self.source], listener=Rebalance(self))
         await self.consumer.start()
 
     async def on_stop(self) -> None:

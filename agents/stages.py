@@ -55,14 +55,13 @@ import faust
 import mode
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import ConsumerStoppedError
 
 from agents.cpu import CpuPool
 from agents.distill import distill_one
 from agents.inorder import InOrder
-from agents.kafka import start_producer
+from agents.kafka import Rebalance, start_producer
 from agents.lag import runner_lag
 from agents.repair import repair_one
 from agents.runtime import CURRENT_RECORD, Output, Record, Runtime
@@ -114,17 +113,6 @@ class Partition:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one flush at a time
     flusher: asyncio.Task[None] | None = None
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: StageRunner) -> None:
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.runner.on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.runner.on_assigned(set(assigned))
 
 
 class StageRunner(mode.Service):
@@ -179,7 +167,7 @@ class StageRunner(mode.Service):
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             rebalance_timeout_ms=60_000, request_timeout_ms=90_000,
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
-        self.consumer.subscribe(list(self.stages), listener=_Listener(self))
+        self.consumer.subscribe(list(self.stages), listener=Rebalance(self))
         await self.consumer.start()
 
     async def on_stop(self) -> None:

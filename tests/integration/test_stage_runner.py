@@ -24,11 +24,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from editstream.broker import BrokerHandle
-from editstream.demo import accounted, collect, expected_predictions
+from editstream.demo import accounted, expected_predictions
 from editstream.generate import GenerateConfig, generate_events
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
 from streams.settings import Settings
 from tests.integration.conftest import Simulator, Worker, run_settings
+from tests.integration.kafka_fixtures import drain
 
 pytest_plugins = ("tests.integration.kafka_fixtures",)
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(600)]
@@ -43,33 +44,20 @@ def jittery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     sim.stop()
 
 
-def corpus(seed: int, sessions: int, per_session: int) -> list[bytes]:
+async def start_run(broker: BrokerHandle, sim: Simulator, tmp: Path, seed: int, sessions: int,
+                    per_session: int, **kw: Any
+                    ) -> tuple[Settings, list[bytes], set[str], Worker]:
+    """Settings, corpus, the predictions it must account for, and a started worker."""
+    s = run_settings(broker.bootstrap, sim.url, samples=4, idle_tick_ms=600_000, **kw)
+    await ensure_topics(s)
     events = generate_events(GenerateConfig(seed=seed, sessions=sessions,
                                             predictions_per_session=per_session))
-    return [orjson.dumps(e) for e in events]
+    lines = [orjson.dumps(e) for e in events]
+    return s, lines, expected_predictions(lines, s), Worker(s, tmp / "worker.log").start()
 
 
 async def records(settings: Settings, name: str) -> list[Any]:
     return [r async for r in read_to_end(settings.broker, settings.topic(name))]
-
-
-async def wait_accounted(settings: Settings, expected: set[str], worker: Worker,
-                         timeout: float = 240) -> dict[str, list[dict[str, Any]]]:
-    """The outputs once every expected prediction is accounted for and 3 s pass quietly."""
-    deadline = time.monotonic() + timeout
-    last: dict[str, int] | None = None
-    while True:
-        out = await collect(settings)
-        sizes = {name: len(recs) for name, recs in out.items()}
-        if expected <= accounted(out):
-            if sizes == last:
-                return out
-            last = sizes
-            await asyncio.sleep(3)
-            continue
-        assert time.monotonic() < deadline, (
-            f"{len(expected - accounted(out))} unaccounted\n{worker.log_tail(40)}")
-        await asyncio.sleep(1)
 
 
 async def send_raw(settings: Settings, topic: str, partition: int, value: bytes) -> int:
@@ -100,12 +88,9 @@ def in_source_order(source: list[Any], output: list[Any]) -> None:
 
 async def test_out_of_order_completion_writes_in_offset_order_and_a_crash_is_one_dlq(
         tansu: BrokerHandle, jittery: Simulator, tmp_path: Path) -> None:
-    s = run_settings(tansu.bootstrap, jittery.url, processing_guarantee="at_least_once",
-                     samples=4, sample_concurrency=8, idle_tick_ms=600_000)
-    await ensure_topics(s)
-    lines = corpus(seed=55, sessions=8, per_session=3)
-    expected = expected_predictions(lines, s)
-    worker = Worker(s, tmp_path / "worker.log").start()
+    s, lines, expected, worker = await start_run(
+        tansu, jittery, tmp_path, 55, 8, 3, processing_guarantee="at_least_once",
+        sample_concurrency=8)
     try:
         # a record each of two stages cannot handle: not JSON for sample; JSON without the
         # fields score needs (it raises in the CPU pool, the error comes back to the loop)
@@ -114,8 +99,7 @@ async def test_out_of_order_completion_writes_in_offset_order_and_a_crash_is_one
         where = {key: (topic, p, await send_raw(s, topic, p, value))
                  for key, (topic, p, value) in poison.items()}
         await produce_events(s, lines, flush=True)
-        out = await wait_accounted(s, expected, worker)
-        assert worker.proc is not None and worker.proc.poll() is None, worker.log_tail()
+        out = await drain(s, expected, worker, timeout=240)
     finally:
         worker.stop()
     dead = out["pipeline-dlq"]
@@ -154,19 +138,16 @@ async def kill_mid_stage(worker: Worker, settings: Settings, rng: random.Random)
 
 async def test_kill_9_in_the_stages_loses_and_duplicates_nothing(
         kafka_broker: BrokerHandle, jittery: Simulator, tmp_path: Path) -> None:
-    s = run_settings(kafka_broker.bootstrap, jittery.url, processing_guarantee="exactly_once",
-                     samples=4, idle_tick_ms=600_000, session_timeout_s=8.0)
-    await ensure_topics(s)
-    lines = corpus(seed=21, sessions=10, per_session=4)
-    expected = expected_predictions(lines, s)
+    s, lines, expected, worker = await start_run(
+        kafka_broker, jittery, tmp_path, 21, 10, 4, processing_guarantee="exactly_once",
+        session_timeout_s=8.0)
     rng = random.Random(5)
-    worker = Worker(s, tmp_path / "killed.log").start()
     try:
         await produce_events(s, lines, flush=True)
         for _ in range(3):
             await kill_mid_stage(worker, s, rng)
             worker.start()
-        out = await wait_accounted(s, expected, worker)
+        out = await drain(s, expected, worker, timeout=240)
     finally:
         worker.stop()
     assert expected <= accounted(out)
