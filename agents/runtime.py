@@ -168,9 +168,11 @@ class Runtime:
 
         Every topic has the same partition count, so an example stays in its session's
         partition from settle to training record. That is what makes exactly-once hold:
-        faust puts a send into the transaction of its *destination* partition, and only
-        when that is the source partition does the output commit atomically with the
-        source offset (and the settle table's changelog). Keys stay the deterministic ids.
+        the stage runner writes a record's outputs in the transaction of its partition
+        number, with the record's offset (agents/stages.py), and faust (the retry agent)
+        puts a send into the transaction of its *destination* partition, which commits with
+        the source offset only when it is the source partition. Keys stay the
+        deterministic ids.
         """
         await self.send_bytes(topic, key.encode(), dumps(record), partition, wait=wait,
                               headers=headers)
