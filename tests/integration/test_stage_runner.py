@@ -24,7 +24,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from editstream.broker import BrokerHandle
-from editstream.demo import accounted, expected_predictions
+from editstream.demo import accounted, collect, expected_predictions
 from editstream.generate import GenerateConfig, generate_events
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
 from streams.settings import Settings
@@ -119,8 +119,10 @@ async def test_out_of_order_completion_writes_in_offset_order_and_a_crash_is_one
     in_source_order(real, scored)
 
 
-async def kill_mid_stage(worker: Worker, settings: Settings, rng: random.Random) -> None:
-    """Kill -9 once the restarted worker has written stage outputs again."""
+async def kill_mid_stage(worker: Worker, settings: Settings, rng: random.Random,
+                         expected: set[str]) -> bool:
+    """Kill -9 once the restarted worker has written stage outputs again; whether work was
+    left (some prediction not yet accounted for) when it died."""
     names = ("student-samples", "scored-examples", "training-records")
 
     async def written() -> int:
@@ -130,24 +132,27 @@ async def kill_mid_stage(worker: Worker, settings: Settings, rng: random.Random)
     deadline = time.monotonic() + 90
     while await written() == start and time.monotonic() < deadline:
         await asyncio.sleep(0.3)
-    await asyncio.sleep(rng.uniform(0.2, 1.5))
+    await asyncio.sleep(rng.uniform(0.2, 1.0))
     worker.kill()
+    return not expected <= accounted(await collect(settings))
 
 
 async def test_kill_9_in_the_stages_loses_and_duplicates_nothing(
         kafka_broker: BrokerHandle, jittery: Simulator, tmp_path: Path) -> None:
     s, lines, expected, worker = await start_run(
-        kafka_broker, jittery, tmp_path, 21, 10, 4, processing_guarantee="exactly_once",
+        kafka_broker, jittery, tmp_path, 21, 20, 5, processing_guarantee="exactly_once",
         session_timeout_s=8.0)
     rng = random.Random(5)
+    mid_work = 0
     try:
         await produce_events(s, lines, flush=True)
         for _ in range(3):
-            await kill_mid_stage(worker, s, rng)
+            mid_work += await kill_mid_stage(worker, s, rng, expected)
             worker.start()
         out = await drain(s, expected, worker, timeout=240)
     finally:
         worker.stop()
+    assert mid_work >= 2, "the kills must land while the stages still have work"
     assert expected <= accounted(out)
     keys = {name: Counter(r.key for r in await records(s, name))
             for name in ("student-samples", "scored-examples", "training-records",
