@@ -44,6 +44,14 @@ def jittery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     sim.stop()
 
 
+@pytest.fixture(scope="module")
+def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    """Model latency 200–400 ms: the stages work for many seconds, so kills land mid-work."""
+    sim = Simulator(tmp_path_factory.mktemp("slow"), "--latency-ms", "300", "--jitter-ms", "100")
+    yield sim
+    sim.stop()
+
+
 async def start_run(broker: BrokerHandle, sim: Simulator, tmp: Path, seed: int, sessions: int,
                     per_session: int, **kw: Any
                     ) -> tuple[Settings, list[bytes], set[str], Worker]:
@@ -138,9 +146,9 @@ async def kill_mid_stage(worker: Worker, settings: Settings, rng: random.Random,
 
 
 async def test_kill_9_in_the_stages_loses_and_duplicates_nothing(
-        kafka_broker: BrokerHandle, jittery: Simulator, tmp_path: Path) -> None:
+        kafka_broker: BrokerHandle, slow: Simulator, tmp_path: Path) -> None:
     s, lines, expected, worker = await start_run(
-        kafka_broker, jittery, tmp_path, 21, 20, 5, processing_guarantee="exactly_once",
+        kafka_broker, slow, tmp_path, 21, 20, 5, processing_guarantee="exactly_once",
         session_timeout_s=8.0)
     rng = random.Random(5)
     mid_work = 0
