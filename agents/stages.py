@@ -35,6 +35,10 @@ records finish and are written by the following one, so batches grow with load.
 * at_least_once (Tansu, no transactions): one idempotent producer; a flush sends the outputs,
   awaits their acks, then commits the offsets with the consumer.
 
+Upgrade: a partition the group has never committed starts at the offset Faust's group
+`<app_id>` (which ran these stages before) committed for it, if any. Stop the old workers
+before starting new ones: both versions at once would each handle the stage topics.
+
 Failures: a handler's exception is its record's dead letter (`internal_error`), written and
 committed with it; a Kafka client failure — in a handler, a write, the transaction, a fenced
 producer — exits the worker (75, `agents.stage.exit_on_client_failure`) and the partition's
@@ -69,7 +73,7 @@ from agents.sample import sample_one
 from agents.score import score_one
 from agents.stage import exit_on_client_failure, handle_one
 from schemas.records import RepairRequest, ScoredExample, SettledExample
-from schemas.topics import STAGE_SOURCES, stages_group
+from schemas.topics import STAGE_SOURCES, app_group, stages_group
 
 MAX_RECORDS = 1000  # per fetch, over all partitions
 FETCH_TIMEOUT_MS = 100  # how soon a paused stage is looked at again when nothing comes
@@ -193,13 +197,43 @@ class StageRunner(mode.Service):
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self.lock:
+            new: list[TopicPartition] = []
             for tp in sorted(assigned):
                 if tp.topic not in self.stages:
                     continue
                 part = self.parts.get(tp.partition)
                 if part is None:
                     part = await self._open(tp.partition)
-                part.order.setdefault(tp, InOrder())
+                if tp not in part.order:
+                    part.order[tp] = InOrder()
+                    new.append(tp)
+            await self._start_where_faust_left(new)
+
+    async def _start_where_faust_left(self, tps: list[TopicPartition]) -> None:
+        """A partition this group has never committed starts where Faust's group (that ran
+        these stages before this runner) left it, not at the earliest offset: an upgrade
+        must not send every example the Faust agents handled through the models again."""
+        consumer = self.consumer
+        if not tps or consumer is None:
+            return
+        fresh = [tp for tp in tps if await consumer.committed(tp) is None]
+        if not fresh:
+            return
+        legacy = AIOKafkaConsumer(bootstrap_servers=self.settings.broker,
+                                  group_id=app_group(self.settings), enable_auto_commit=False)
+        try:
+            await legacy.start()
+            for tp in fresh:
+                offset = await legacy.committed(tp)
+                if offset is not None:
+                    consumer.seek(tp, offset)
+                    self.parts[tp.partition].order[tp].last = offset - 1  # nothing before it
+                    log.info("stages: %s starts at %d, where the Faust group left it", tp,
+                             offset)
+        except Exception as exc:  # a broker without group offsets: the earliest, as before
+            log.warning("stages: the Faust group's offsets not read (%r)", exc)
+        finally:
+            await legacy.stop()
 
     async def _open(self, number: int) -> Partition:
         """The partition number's state; under exactly_once its transactional producer,

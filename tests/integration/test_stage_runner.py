@@ -21,12 +21,13 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from editstream.broker import BrokerHandle
 from editstream.demo import accounted, collect, expected_predictions
 from editstream.generate import GenerateConfig, generate_events
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
+from schemas.topics import app_group
 from streams.settings import Settings
 from tests.integration.conftest import Simulator, Worker, run_settings
 from tests.integration.kafka_fixtures import drain
@@ -173,3 +174,41 @@ async def test_kill_9_in_the_stages_loses_and_duplicates_nothing(
     left = {r.key for r in await records(s, "rejected-examples")}
     retried = {r.key for r in await records(s, "model-retry")}
     assert settled <= sampled | left | retried
+
+
+async def commit_as(settings: Settings, group: str, offsets: dict[Any, int]) -> None:
+    """Commit `offsets` for `group` without joining it (as a stopped worker left them)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.broker, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+async def test_an_upgrade_starts_where_the_faust_group_left_off(
+        kafka_broker: BrokerHandle, jittery: Simulator, tmp_path: Path) -> None:
+    """The Faust agents' group `<app_id>` committed `settled-examples` up to some offset; the
+    stage runner's new group starts there, not at the earliest offset (records dead-letter
+    here, so which ones it handled shows in pipeline-dlq)."""
+    s = run_settings(kafka_broker.bootstrap, jittery.url, processing_guarantee="exactly_once")
+    await ensure_topics(s)
+    old = {p: [await send_raw(s, "settled-examples", p, b'{"request_id": "old-%d-%d"}' % (p, k))
+               for k in range(3)] for p in range(s.partitions)}
+    await commit_as(s, app_group(s), {TopicPartition(s.topic("settled-examples"), p):
+                                      offs[-1] + 1 for p, offs in old.items()})
+    for p in range(s.partitions):
+        for k in range(2):
+            await send_raw(s, "settled-examples", p, b'{"request_id": "new-%d-%d"}' % (p, k))
+    new = {f"new-{p}-{k}" for p in range(s.partitions) for k in range(2)}
+    worker = Worker(s, tmp_path / "upgrade.log").start()
+    try:
+        await drain(s, new, worker, timeout=120)
+        await asyncio.sleep(3)
+        dead = [orjson.loads(base64.b64decode(r["original_b64"]))["request_id"]
+                for r in (await collect(s))["pipeline-dlq"]]
+    finally:
+        worker.stop()
+    assert sorted(dead) == sorted(new)
