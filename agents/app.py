@@ -1,11 +1,15 @@
-"""The Faust app: wiring only. Topics and one module per stage: settle is a plain aiokafka
-runner the app starts as a service (agents/settle.py), the other stages are Faust agents.
+"""The Faust app: wiring only. Topics and one module per stage. Settle is a plain aiokafka
+runner the app starts as a service (agents/settle.py, group `<app_id>-settle`); sample,
+score, distill and repair run in another (agents/stages.py, group `<app_id>-stages`); the
+Faust agents left are `model-retry` (group `<app_id>`) and the timers (lag, loop lag).
 
+      [settle runner]          [stage runner: sample, score, distill, repair]
     edit-events ─settle─▶ settled-examples ─sample─▶ student-samples ─score─▶ scored-examples
         │                                                                      │
         └▶ edit-events-dlq                          training-records ◀─distill─┤
                                                     rejected-examples ◀────────┤
                                                     repair ◀──────────────────▶ repair
+    sample, distill, repair ─(model outage)─▶ model-retry ─retry agent (Faust)─▶ their stage
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from datetime import timedelta
 
 import faust
 
-from agents import distill, faust_fixes, lag, looplag, repair, retry, sample, score, settle
+from agents import faust_fixes, lag, looplag, retry, settle, stages
 from agents.runtime import Runtime
 from schemas.topics import TOPICS
 from streams.settings import Settings
@@ -65,17 +69,18 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
             settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw", partitions=settings.partitions)
     settle.register(app, rt)
-    sample.register(app, rt)
-    score.register(app, rt)
-    distill.register(app, rt)
-    repair.register(app, rt)
+    stages.register(app, rt)
     retry.register(app, rt)
     lag.register(app, rt)
     rt.loop_lag = looplag.register(app, rt)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs: sync receivers only
     async def close_model_clients(app: faust.App, **kwargs: object) -> None:
-        # after faust has waited for the events in flight; aiohttp's pools warn if left open
+        # after faust has waited for the events in flight; aiohttp's pools warn if left open.
+        # The stage runner first: its records in flight must not meet closed clients (a
+        # record failing on one would be dead-lettered); it cancels them instead.
+        if rt.stages is not None:
+            await rt.stages.stop()
         await rt.aclose()
 
     return app, rt

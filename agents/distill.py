@@ -1,19 +1,17 @@
-"""Distill agent: ideal examples → teacher → judge → training records, repair, or rejection.
+"""Distill stage (run by agents/stages.py): ideal examples → teacher → judge → training
+records, repair, or rejection.
 
-The step (`teach`) is shared with the repair agent: a first attempt comes from
+The step (`teach`) is shared with the repair stage: a first attempt comes from
 `scored-examples`, a retry with the judgement from `repair`. The score stage has already
 written the rejection of every scored example that is not this stage's (`streams.route`).
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-import faust
+from typing import cast
 
 from agents import metrics
 from agents.runtime import ROUTED_HEADER, Runtime, current_header, observe_lag
-from agents.stage import register_stage
 from schemas.records import Judgement, RepairRequest, ScoredExample
 from streams.distill import attempt, student_median
 from streams.emit import training_records
@@ -88,11 +86,3 @@ async def distill_one(rt: Runtime, scored: ScoredExample) -> None:
         observe_lag(example)
     else:
         await teach(rt, scored, 0)
-
-
-def register(app: faust.App, rt: Runtime) -> None:
-    async def handle(scored: dict[str, Any]) -> None:
-        await distill_one(rt, cast(ScoredExample, scored))
-
-    register_stage(app, rt, source="scored-examples", name="distill", handle=handle,
-                   concurrency=rt.settings.distill_concurrency)

@@ -1,4 +1,4 @@
-"""One worker-wide ceiling on the examples the Faust stages work on at once.
+"""One worker-wide ceiling on the examples the stages work on at once.
 
 Each stage has its own concurrency (`sample_concurrency`, `distill_concurrency`, ...); this
 bounds their sum by `max_examples_in_flight`, so the examples a worker holds while a model is

@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import UnknownError
 
 from streams.settings import Settings
@@ -51,3 +53,24 @@ def quiet_logger(logger: logging.Logger | None) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+class Runner(Protocol):
+    """A consumer's owner that takes partitions on and gives them up (settle, stages)."""
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None: ...
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None: ...
+
+
+class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka's rebalance callbacks, handed to a `Runner`."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.runner.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.runner.on_assigned(set(assigned))

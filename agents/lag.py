@@ -6,7 +6,10 @@ still to be processed. Partitions without a commit yet count from the earliest o
 Partitions the worker owned before a rebalance are set to 0 rather than removed, so summing
 over workers (and processes, in multiprocess mode) stays right.
 `edit-events` is read by the settle runner (agents/settle.py) in its own consumer group,
-`<app_id>-settle`; its lag comes from the runner and is reported the same way.
+`<app_id>-settle`, and the stages after settle (`settled-examples`, `student-samples`,
+`scored-examples`, `repair`) by the stage runner (agents/stages.py) in `<app_id>-stages`;
+their lag comes from the runners (`runner_lag`) and is reported the same way. Faust's own
+group is left with `model-retry`.
 The settle state changelog is left out: its offsets are never committed by any group.
 """
 
@@ -77,6 +80,28 @@ def fetched_highwater(consumer: Any, tp: Any) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
+async def runner_lag(consumer: Any, topics: set[str], committed: Mapping[Any, int]
+                     ) -> dict[Any, int]:
+    """Lag of an aiokafka runner's consumer (settle, stages): per assigned partition of
+    `topics`, its end minus the offset `committed` by the runner (the earliest offset when
+    nothing is committed yet)."""
+    if consumer is None:
+        return {}
+    assigned = sorted(tp for tp in consumer.assignment() if tp.topic in topics)
+    if not assigned:
+        return {}
+    ends = await consumer.end_offsets(assigned)
+    missing = [tp for tp in assigned if tp not in committed]
+    begins = await consumer.beginning_offsets(missing) if missing else {}
+    lag: dict[Any, int] = {}
+    for tp in assigned:
+        behind = records_behind(ends.get(tp), fetched_highwater(consumer, tp),
+                                committed.get(tp, begins.get(tp)))
+        if behind is not None:
+            lag[tp] = behind
+    return lag
+
+
 def register(app: faust.App, rt: Runtime) -> None:
     reported: set[Any] = set()
 
@@ -85,8 +110,9 @@ def register(app: faust.App, rt: Runtime) -> None:
         try:
             lag: dict[Any, int] = dict(
                 await asyncio.wait_for(partition_lag(app, source_topics(app)), TIMEOUT_S))
-            if rt.settle is not None:
-                lag.update(await asyncio.wait_for(rt.settle.lag(), TIMEOUT_S))
+            for runner in (rt.settle, rt.stages):
+                if runner is not None:
+                    lag.update(await asyncio.wait_for(runner.lag(), TIMEOUT_S))
         except Exception as exc:  # not started yet, rebalancing, broker busy: next tick
             log.debug("consumer lag not measured: %r", exc)
             return

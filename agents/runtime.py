@@ -7,7 +7,8 @@ that first uses them) and closed when the worker stops.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -44,6 +45,27 @@ def observe_lag(example: Mapping[str, Any]) -> None:
     metrics.E2E_LAG.observe(max(0.0, time.time() - example["settled_at_ms"] / 1000))
 
 
+# One output of a record handled by the stage runner: topic (full name), partition, key,
+# value, headers.
+Output = tuple[str, int, bytes, bytes, list[tuple[str, bytes]] | None]
+
+
+@dataclass
+class Record:
+    """The record the stage runner (agents/stages.py) is handling in the current task: its
+    source, and the outputs the handler sends, kept here rather than sent, so that the runner
+    writes them together with the record's offset, in offset order."""
+
+    topic: str
+    partition: int
+    offset: int
+    headers: Sequence[tuple[str, bytes]] = ()
+    outputs: list[Output] = field(default_factory=list)
+
+
+CURRENT_RECORD: ContextVar[Record | None] = ContextVar("editstream_record", default=None)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -55,12 +77,13 @@ class Runtime:
     _judge_checked: bool = False
     _limiters: dict[str, AdaptiveLimit] = field(default_factory=dict)
     settle: Any = None  # the settle runner (agents.settle.SettleRunner) once registered
+    stages: Any = None  # the stage runner (agents.stages.StageRunner) once registered
     loop_lag: Any = None  # the event-loop lag probe (agents.looplag.LoopLagProbe), if on
     _examples: InFlight | None = None
 
     @property
     def examples(self) -> InFlight:
-        """The worker-wide ceiling on records the Faust stages handle at once."""
+        """The worker-wide ceiling on records the stages handle at once."""
         if self._examples is None:
             self._examples = InFlight(self.settings.max_examples_in_flight)
         return self._examples
@@ -145,9 +168,11 @@ class Runtime:
 
         Every topic has the same partition count, so an example stays in its session's
         partition from settle to training record. That is what makes exactly-once hold:
-        faust puts a send into the transaction of its *destination* partition, and only
-        when that is the source partition does the output commit atomically with the
-        source offset (and the settle table's changelog). Keys stay the deterministic ids.
+        the stage runner writes a record's outputs in the transaction of its partition
+        number, with the record's offset (agents/stages.py), and faust (the retry agent)
+        puts a send into the transaction of its *destination* partition, which commits with
+        the source offset only when it is the source partition. Keys stay the
+        deterministic ids.
         """
         await self.send_bytes(topic, key.encode(), dumps(record), partition, wait=wait,
                               headers=headers)
@@ -155,7 +180,13 @@ class Runtime:
     async def send_bytes(self, topic: str, key: bytes, value: bytes,
                          partition: int | None = None, *, wait: bool = False,
                          headers: Mapping[str, bytes] | None = None) -> None:
-        """`send` of an encoded record."""
+        """`send` of an encoded record. Inside the stage runner's handling of a record the
+        output is kept on that record (`CURRENT_RECORD`) and written with its offset."""
+        if (rec := CURRENT_RECORD.get()) is not None:
+            rec.outputs.append((self.settings.topic(topic),
+                                rec.partition if partition is None else partition, key, value,
+                                list(headers.items()) if headers else None))
+            return
         if partition is None and (event := current_event()) is not None:
             partition = event.message.partition
         sent = await self.topic(topic).send(key=key, value=value, partition=partition,
@@ -204,10 +235,14 @@ ROUTED_HEADER = "editstream-routed-by"
 
 def current_header(name: str) -> bytes | None:
     """A header of the message being handled (`None` outside a stage or when absent)."""
-    event = current_event()
-    if event is None or not event.message.headers:
+    headers: Any
+    if (rec := CURRENT_RECORD.get()) is not None:
+        headers = rec.headers
+    else:
+        event = current_event()
+        headers = event.message.headers if event is not None else None
+    if not headers:
         return None
-    headers = event.message.headers
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     for key, value in pairs:
         if key == name:

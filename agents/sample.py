@@ -1,13 +1,9 @@
-"""Sample agent: settled example → N student samples (or a rejection)."""
+"""Sample stage: settled example → N student samples (or a rejection); run by the stage
+runner (agents/stages.py) and, for re-queued examples, by the retry agent."""
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-import faust
-
 from agents.runtime import Runtime
-from agents.stage import register_stage
 from schemas.records import SettledExample
 from streams.models import ModelError
 from streams.route import settle_rejection
@@ -28,11 +24,3 @@ async def sample_one(rt: Runtime, example: SettledExample, retry_attempt: int = 
         await rt.requeue("sample", example, exc, retry_attempt)
         return
     await rt.send("student-samples", example["request_id"], record)
-
-
-def register(app: faust.App, rt: Runtime) -> None:
-    async def handle(example: dict[str, Any]) -> None:
-        await sample_one(rt, cast(SettledExample, example))
-
-    register_stage(app, rt, source="settled-examples", name="sample", handle=handle,
-                   concurrency=rt.settings.sample_concurrency)

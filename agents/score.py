@@ -1,5 +1,6 @@
-"""Score agent: student samples → per-sample scores, distribution summary and band, and the
-rejection of every example that does not go on to distill (`streams.route.route_scored`).
+"""Score stage (run by agents/stages.py): student samples → per-sample scores, distribution
+summary and band, and the rejection of every example that does not go on to distill
+(`streams.route.route_scored`).
 
 Every scored example is written to `scored-examples` (the contract's per-example record:
 the export's unfiltered eval and the band counts read it), rejected ones too, with the
@@ -11,13 +12,11 @@ from __future__ import annotations
 
 from typing import cast
 
-import faust
 import orjson
 
 from agents import metrics
 from agents.cpu import CpuPool
 from agents.runtime import ROUTED_HEADER, Runtime
-from agents.stage import raw, register_stage
 from schemas.records import ScoredExample, StudentSamples
 from streams.route import route_scored, to_distill
 from streams.score import score_example
@@ -29,30 +28,22 @@ def score_bytes(value: bytes, settings: Settings) -> ScoredExample:
     return score_example(cast(StudentSamples, orjson.loads(value)), settings)
 
 
-def register(app: faust.App, rt: Runtime) -> None:
-    pool = CpuPool(rt.settings.cpu_processes)
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's stubs: sync receivers only
-    async def close_pool(app: faust.App, **kwargs: object) -> None:
-        pool.close()
-
-    async def handle(value: bytes) -> None:
-        scored = await pool.run(score_bytes, value, rt.settings)
-        for sc in scored["scores"]:
-            if sc.get("invalid"):  # truncated / unparsable: counted, not scored
-                metrics.INVALID_SAMPLES.labels(sc["invalid"]).inc()
-                continue
-            metrics.SAMPLE_DISTANCE.observe(sc["distance"])
-            if "reversal_ratio" in sc:  # the first score_metrics_samples only
-                metrics.SAMPLE_REVERSAL.observe(sc["reversal_ratio"])
-        metrics.BANDS.labels(scored["band"]).inc()
-        await rt.send("scored-examples", scored["request_id"], scored,
-                      headers={ROUTED_HEADER: b"score"})
-        route = route_scored(scored, rt.settings)
-        if not to_distill(route):
-            assert route is not None
-            await rt.reject("score", route, scored["example"], band=scored["band"],
-                            summary=scored["summary"])
-
-    # the bytes go to the CPU pool as they are: it decodes them there
-    register_stage(app, rt, source="student-samples", name="score", handle=handle, decode=raw)
+async def score_one(rt: Runtime, pool: CpuPool, value: bytes) -> None:
+    """Score one `student-samples` record; the bytes go to the CPU pool as they are (it
+    decodes them there)."""
+    scored = await pool.run(score_bytes, value, rt.settings)
+    for sc in scored["scores"]:
+        if sc.get("invalid"):  # truncated / unparsable: counted, not scored
+            metrics.INVALID_SAMPLES.labels(sc["invalid"]).inc()
+            continue
+        metrics.SAMPLE_DISTANCE.observe(sc["distance"])
+        if "reversal_ratio" in sc:  # the first score_metrics_samples only
+            metrics.SAMPLE_REVERSAL.observe(sc["reversal_ratio"])
+    metrics.BANDS.labels(scored["band"]).inc()
+    await rt.send("scored-examples", scored["request_id"], scored,
+                  headers={ROUTED_HEADER: b"score"})
+    route = route_scored(scored, rt.settings)
+    if not to_distill(route):
+        assert route is not None
+        await rt.reject("score", route, scored["example"], band=scored["band"],
+                        summary=scored["summary"])

@@ -8,7 +8,8 @@ changes coalesced per key, in one go.
 
 Wiring: `register` builds one `SettleRunner` (a `mode.Service`) and hands it to the app with
 `app.service`, so Faust starts it once the app is up and stops it with the app, in the same
-`editstream worker` process as the other stages (which stay Faust agents). The runner has
+`editstream worker` process as the other stages (the stage runner, agents/stages.py, and
+the `model-retry` Faust agent). The runner has
 its own consumer group, `<app_id>-settle` (`schemas.topics.settle_group`): Faust's group uses
 its own assignor protocol, so the two cannot share one. Its committed offsets on `edit-events`
 are what `editstream reset-offsets` moves for settle; `agents/lag.py` reports its lag.
@@ -64,12 +65,11 @@ from typing import Any, cast
 import faust
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import ConsumerStoppedError, InvalidProducerEpoch, ProducerFenced
 
 from agents import metrics
-from agents.kafka import start_producer
-from agents.lag import fetched_highwater, records_behind
+from agents.kafka import Rebalance, start_producer
+from agents.lag import runner_lag
 from agents.runtime import Runtime, dead_letter_record, dumps, observe_lag
 from schemas.records import SettledExample
 from schemas.topics import settle_changelog, settle_group
@@ -121,17 +121,6 @@ class _Tally:
     left_at_ms: list[int] = field(default_factory=list)  # settled_at_ms of rejected examples
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: SettleRunner) -> None:
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.runner.on_revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.runner.on_assigned(set(assigned))
-
-
 class SettleRunner(mode.Service):
     """The settle stage (see the module docstring)."""
 
@@ -180,7 +169,7 @@ class SettleRunner(mode.Service):
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             rebalance_timeout_ms=60_000, request_timeout_ms=90_000,
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
-        self.consumer.subscribe([self.source], listener=_Listener(self))
+        self.consumer.subscribe([self.source], listener=Rebalance(self))
         await self.consumer.start()
 
     async def on_stop(self) -> None:
@@ -569,23 +558,8 @@ class SettleRunner(mode.Service):
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Records of `edit-events` not yet committed by the settle group, per assigned
-        partition (`agents.lag.records_behind`)."""
-        consumer = self.consumer
-        if consumer is None:
-            return {}
-        assigned = sorted(tp for tp in consumer.assignment() if tp.topic == self.source)
-        if not assigned:
-            return {}
-        ends = await consumer.end_offsets(assigned)
-        missing = [tp for tp in assigned if tp not in self.committed]
-        begins = await consumer.beginning_offsets(missing) if missing else {}
-        lag: dict[TopicPartition, int] = {}
-        for tp in assigned:
-            behind = records_behind(ends.get(tp), fetched_highwater(consumer, tp),
-                                    self.committed.get(tp, begins.get(tp)))
-            if behind is not None:
-                lag[tp] = behind
-        return lag
+        partition (`agents.lag.runner_lag`)."""
+        return await runner_lag(self.consumer, {self.source}, self.committed)
 
 
 def register(app: faust.App, rt: Runtime) -> SettleRunner:

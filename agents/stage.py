@@ -1,5 +1,7 @@
-"""The one loop every Faust stage runs: decode → handle → send, with dead letters and stage
-metrics.
+"""The handling of one record every stage shares: decode → handle → send, with dead letters
+and stage metrics; and the loop of the stages that are still Faust agents (`model-retry`).
+The stages after settle run in the stage runner (agents/stages.py), which calls
+`handle_one` for each record.
 
 A stage is a handler of one decoded record; it sends its results itself (`rt.send`,
 `rt.reject`, `rt.requeue`), since a stage may send nothing, one record or several. What the
@@ -37,7 +39,7 @@ from aiokafka.errors import (
 from faust.exceptions import ProducerSendError
 
 from agents import metrics
-from agents.runtime import Runtime
+from agents.runtime import CURRENT_RECORD, Runtime
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -70,31 +72,40 @@ def raw(value: bytes) -> bytes:
     return value
 
 
+async def handle_one(rt: Runtime, stage: str, handle: Callable[[T], Awaitable[None]],
+                     decode: Callable[[bytes], T], msg: Any, bounded: bool = True) -> None:
+    """Handle one message (`msg`: `.value`, `.topic`, `.partition`, `.offset`) with the
+    verdicts above: dead letter, exit on a client failure, stage time, in-flight slot. Used
+    by the Faust loop below and by the stage runner (agents/stages.py)."""
+    started = time.perf_counter()
+    try:
+        if bounded:
+            async with rt.examples.slot():
+                await handle(decode(msg.value))
+        else:
+            await handle(decode(msg.value))
+    except Exception as exc:
+        if is_client_failure(exc):
+            exit_on_client_failure(stage, exc)
+        if (rec := CURRENT_RECORD.get()) is not None:
+            rec.outputs.clear()  # the runner's record: its dead letter is its only output
+        try:
+            await rt.dead_letter("pipeline-dlq", stage, "internal_error",
+                                 type(exc).__name__, msg)
+        except Exception as dlq_exc:
+            if is_client_failure(dlq_exc):
+                exit_on_client_failure(stage, dlq_exc)
+            raise
+    finally:
+        metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
+
+
 async def run_stage(rt: Runtime, stream: faust.StreamT, stage: str,
                     handle: Callable[[T], Awaitable[None]],
                     decode: Callable[[bytes], T], bounded: bool = True) -> None:
     """Handle every message of `stream`; `stage` labels its dead letters and metrics."""
     async for event in stream.events():
-        msg = event.message
-        started = time.perf_counter()
-        try:
-            if bounded:
-                async with rt.examples.slot():
-                    await handle(decode(msg.value))
-            else:
-                await handle(decode(msg.value))
-        except Exception as exc:
-            if is_client_failure(exc):
-                exit_on_client_failure(stage, exc)
-            try:
-                await rt.dead_letter("pipeline-dlq", stage, "internal_error",
-                                     type(exc).__name__, msg)
-            except Exception as dlq_exc:
-                if is_client_failure(dlq_exc):
-                    exit_on_client_failure(stage, dlq_exc)
-                raise
-        finally:
-            metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
+        await handle_one(rt, stage, handle, decode, event.message, bounded)
 
 
 def register_stage(app: faust.App, rt: Runtime, *, source: str, name: str,

@@ -449,6 +449,7 @@ PROFILE_PARTS = {
     "faust (streams, conductor, agents)": "faust/",
     "model HTTP clients (httpx + aiohttp)": "httpx/",
     "settle runner (agents/settle.py)": "agents/settle.py",
+    "stage runner (agents/stages.py)": "agents/stages.py",
     "score stage (agents/score.py, pool IPC)": "agents/score.py",
     "pure core (streams/)": "streams/",
     "socket writes (_SelectorSocketTransport.write)": "_SelectorSocketTransport.write",

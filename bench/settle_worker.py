@@ -1,8 +1,9 @@
 """A worker that runs only the settle stage, instrumented for bench/bench_settle.py.
 
 The app is the production one (``agents.app.create_app``: same Faust options, the settle
-runner of ``agents/settle.py`` as its service); every Faust agent is removed before the worker
-starts, so the later stages cost nothing. The runner's ``process`` (one fetched batch of one
+runner of ``agents/settle.py`` as its service); every Faust agent and the stage runner
+(``agents/stages.py``) are removed before the worker starts, so the later stages cost
+nothing. The runner's ``process`` (one fetched batch of one
 partition, returning once the batch is committed, or acknowledged under at_least_once) is
 wrapped to time the stage from the first batch to the one that completes the input: the
 input topic's offsets are contiguous, so it is complete once the next offsets of all
@@ -46,6 +47,9 @@ def main() -> None:
     app, rt = create_app(settings)
     for name in list(app.agents):
         del app.agents[name]  # not started: their topics are never subscribed
+    if getattr(rt, "stages", None) is not None:  # the stage runner: not started either
+        app._extra_services.remove(rt.stages)
+        rt.stages = None
     runner = rt.settle
     spawned = float(os.environ.get("BENCH_SPAWNED", time.time()))
     original = runner.process

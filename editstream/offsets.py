@@ -17,11 +17,12 @@ Parsing is pure (`parse_when`, tested without a broker); resolving needs a consu
 `--execute`, and it refuses while the group has members, because a running worker would
 overwrite the new offsets with its own at its next commit.
 
-The pipeline has two consumer groups: the settle runner's, `<app_id>-settle`, which reads
-`edit-events`, and Faust's, `<app_id>`, for every later stage. Without `--group`,
-`reset-offsets` resets the pipeline: `edit-events` in the settle group and the other topics
-in Faust's (`pipeline_groups`), refusing if either group has members. `--group` names one
-group and resets only that one.
+The pipeline has three consumer groups: the settle runner's, `<app_id>-settle`, which reads
+`edit-events`; the stage runner's, `<app_id>-stages`, which reads `settled-examples`,
+`student-samples`, `scored-examples` and `repair` (`schemas.topics.STAGE_SOURCES`); and
+Faust's, `<app_id>`, for `model-retry`. Without `--group`, `reset-offsets` resets the
+pipeline: each topic in its group (`pipeline_groups`), refusing if any of the groups has
+members. `--group` names one group and resets only that one.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from aiokafka.errors import KafkaError, for_code
 from aiokafka.structs import OffsetAndMetadata
 
 from agents.kafka import quiet_logger
-from schemas.topics import TOPICS, app_group, settle_group
+from schemas.topics import STAGE_SOURCES, TOPICS, app_group, settle_group, stages_group
 from streams import settings as settings_mod
 from streams.settings import Settings
 
@@ -290,21 +291,26 @@ async def execute_reset(bootstrap: str, plan: ResetPlan) -> None:
 
 def pipeline_groups(settings: Settings, topics: Sequence[str]) -> list[tuple[str, list[str]]]:
     """(group, topics) pairs that a reset of the pipeline covers: `edit-events` belongs to
-    the settle runner's group, every other topic to Faust's. No topics named: Faust's group
-    resets every topic it committed, the settle group `edit-events`."""
-    source = settings.topic("edit-events")
+    the settle runner's group, the stage runner's sources to its group, every other topic to
+    Faust's. No topics named: all of the runners' topics, and every topic Faust's group
+    committed."""
+    settle = [settings.topic("edit-events")]
+    stages = [settings.topic(name) for name in STAGE_SOURCES]
     if not topics:
-        return [(app_group(settings), []), (settle_group(settings), [source])]
-    pairs = [(app_group(settings), [t for t in topics if t != source]),
-             (settle_group(settings), [t for t in topics if t == source])]
+        return [(app_group(settings), []), (settle_group(settings), settle),
+                (stages_group(settings), stages)]
+    pairs = [(app_group(settings), [t for t in topics if t not in settle + stages]),
+             (settle_group(settings), [t for t in topics if t in settle]),
+             (stages_group(settings), [t for t in topics if t in stages])]
     return [(group, wanted) for group, wanted in pairs if wanted]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `editstream reset-offsets`."""
     parser.add_argument("--group", default=None,
-                        help="one consumer group (default: the pipeline's two, "
-                             "<app-id>-settle for edit-events and <app-id> for the rest)")
+                        help="one consumer group (default: the pipeline's three, "
+                             "<app-id>-settle for edit-events, <app-id>-stages for the "
+                             "stage topics and <app-id> for model-retry)")
     parser.add_argument("--to", required=True, metavar="WHEN",
                         help="ISO-8601 time, a duration ago (2h, 30m, 1d), offset:N, "
                              "earliest or latest")

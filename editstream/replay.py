@@ -2,10 +2,10 @@
 
 A replay never touches the live pipeline. It copies the selected range of `edit-events` (or
 `settled-examples`) into a fresh run namespace — its own topics (`<prefix>replay-<id>-*`) and
-its own consumer groups (`<app_id>-replay-<id>`, and `<app_id>-replay-<id>-settle` for its
-settle runner) — preserving partition, order, keys and
-headers, then runs a worker on that namespace until every example in the range is accounted
-for (training record, rejection or dead letter), and stops it.
+its own consumer groups (`<app_id>-replay-<id>`, `<app_id>-replay-<id>-settle` for its
+settle runner and `<app_id>-replay-<id>-stages` for its stage runner) — preserving
+partition, order, keys and headers, then runs a worker on that namespace until every example
+in the range is accounted for (training record, rejection or dead letter), and stops it.
 
     edit-events       → the replay's edit-events: re-settles, re-samples, re-scores, re-distils
     settled-examples  → the replay's settled-examples: re-samples and re-scores only (its
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import secrets
 import sys
 import tempfile
@@ -53,7 +54,7 @@ from editstream.offsets import (
     retrying,
 )
 from editstream.process import ManagedProcess, spawn_worker
-from schemas.topics import app_group, settle_group
+from schemas.topics import STAGE_SOURCES, app_group, settle_group, stages_group
 from streams import settings as settings_mod
 from streams.settings import Settings
 
@@ -238,12 +239,15 @@ class Tail:
 
 async def group_lag(admin: AIOKafkaAdminClient, settings: Settings, tail: Tail) -> int:
     """Records the replay's consumer groups have not yet committed, over every topic they
-    read (`edit-events` is the settle runner's group's, the others Faust's)."""
+    read (`edit-events` is the settle runner's group's, `STAGE_SOURCES` the stage runner's,
+    `model-retry` Faust's)."""
     committed = dict(await retrying(
         lambda: admin.list_consumer_group_offsets(app_group(settings))))
-    source = settings.topic("edit-events")
-    settle = await retrying(lambda: admin.list_consumer_group_offsets(settle_group(settings)))
-    committed.update({tp: meta for tp, meta in settle.items() if tp.topic == source})
+    for group, names in ((settle_group(settings), ("edit-events",)),
+                         (stages_group(settings), STAGE_SOURCES)):
+        topics = {settings.topic(name) for name in names}
+        offsets = await retrying(functools.partial(admin.list_consumer_group_offsets, group))
+        committed.update({tp: meta for tp, meta in offsets.items() if tp.topic in topics})
     tps = [tp for name in CONSUMED
            for tp in await partitions_of(tail.meta, settings.topic(name))]
     ends = await tail.meta.end_offsets(tps)

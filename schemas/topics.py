@@ -15,6 +15,10 @@ TOPICS = (
     "repair", "model-retry", "training-records", "rejected-examples", "pipeline-dlq",
 )
 
+# The stages after settle that the stage runner (agents/stages.py) reads, in its own group
+# (`stages_group`); `model-retry` stays with the Faust app's group.
+STAGE_SOURCES = ("settled-examples", "student-samples", "scored-examples", "repair")
+
 
 class HasAppId(Protocol):
     """Anything naming the application (`streams.settings.Settings`)."""
@@ -24,13 +28,19 @@ class HasAppId(Protocol):
 
 
 def app_group(settings: HasAppId) -> str:
-    """The Faust app's consumer group (every stage but settle)."""
+    """The Faust app's consumer group (`model-retry`: every topic but `edit-events` and
+    `STAGE_SOURCES`)."""
     return settings.app_id
 
 
 def settle_group(settings: HasAppId) -> str:
     """The settle runner's consumer group (Faust's own group has its own protocol)."""
     return f"{settings.app_id}-settle"
+
+
+def stages_group(settings: HasAppId) -> str:
+    """The stage runner's consumer group (`STAGE_SOURCES`)."""
+    return f"{settings.app_id}-stages"
 
 
 def settle_changelog(settings: HasAppId) -> str:

@@ -125,11 +125,15 @@ def test_reset_offsets_is_a_dry_run_by_default(monkeypatch: pytest.MonkeyPatch) 
     assert rec.ns.execute is False and rec.ns.topic == [] and rec.ns.group is None
 
 
-def test_a_pipeline_reset_covers_the_settle_group_and_fausts() -> None:
+def test_a_pipeline_reset_covers_the_settle_stages_and_faust_groups() -> None:
     s = settings_mod.Settings(app_id="app", topic_prefix="p-")
-    assert offsets.pipeline_groups(s, []) == [("app", []), ("app-settle", ["p-edit-events"])]
-    assert offsets.pipeline_groups(s, ["p-edit-events", "p-settled-examples"]) == [
-        ("app", ["p-settled-examples"]), ("app-settle", ["p-edit-events"])]
+    stage_topics = ["p-settled-examples", "p-student-samples", "p-scored-examples", "p-repair"]
+    assert offsets.pipeline_groups(s, []) == [("app", []), ("app-settle", ["p-edit-events"]),
+                                              ("app-stages", stage_topics)]
+    assert offsets.pipeline_groups(s, ["p-edit-events", "p-settled-examples",
+                                       "p-model-retry"]) == [
+        ("app", ["p-model-retry"]), ("app-settle", ["p-edit-events"]),
+        ("app-stages", ["p-settled-examples"])]
     assert offsets.pipeline_groups(s, ["p-edit-events"]) == [("app-settle", ["p-edit-events"])]
 
 

@@ -22,7 +22,7 @@ from editstream import offsets, replay
 from editstream.broker import BrokerHandle
 from editstream.kafka_io import read_to_end
 from editstream.offsets import parse_when
-from schemas.topics import settle_group
+from schemas.topics import STAGE_SOURCES, settle_group, stages_group
 from streams.ingest import Accepted, decode_event
 from streams.settings import Settings
 from streams.settle import settle_events
@@ -104,6 +104,9 @@ async def test_replay_of_edit_events_is_byte_identical(live_run: LiveRun) -> Non
     before_group = await committed(live.broker, live.app_id)
     before_settle = await committed(live.broker, settle_group(live))
     assert before_settle, "the settle runner commits edit-events offsets in its own group"
+    before_stages = await committed(live.broker, stages_group(live))
+    assert {tp.topic for tp in before_stages} >= {live.topic("settled-examples")}, \
+        "the stage runner commits the stage topics' offsets in its own group"
     out = io.StringIO()
     result = await replay.replay(live, live.topic("edit-events"), parse_when("earliest"),
                                  parse_when("latest"), progress=False, out=out)
@@ -128,6 +131,7 @@ async def test_replay_of_edit_events_is_byte_identical(live_run: LiveRun) -> Non
     assert await end_offsets(live) == before_ends
     assert await committed(live.broker, live.app_id) == before_group
     assert await committed(live.broker, settle_group(live)) == before_settle
+    assert await committed(live.broker, stages_group(live)) == before_stages
     text = out.getvalue()
     assert "all accounted for" in text and rs.topic_prefix in text
 
@@ -225,11 +229,11 @@ def test_reset_offsets_dry_run_execute_and_refusal(
     assert asyncio.run(committed(kafka_broker.bootstrap, live.app_id)) == before
 
 
-def test_reset_offsets_of_the_pipeline_moves_both_groups(
+def test_reset_offsets_of_the_pipeline_moves_its_three_groups(
         live_run: LiveRun, kafka_broker: BrokerHandle,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Without --group: edit-events in the settle runner's group, the rest in Faust's; and
-    refused while the live pipeline runs."""
+    """Without --group: edit-events in the settle runner's group, the stage topics in the
+    stage runner's, model-retry in Faust's; and refused while the live pipeline runs."""
     live = live_run.settings
     common = ["--broker", kafka_broker.bootstrap, "--topic-prefix", live.topic_prefix]
     for extra in ([], ["--execute"]):
@@ -238,19 +242,26 @@ def test_reset_offsets_of_the_pipeline_moves_both_groups(
         assert offsets.main_reset_offsets(ns) == 1
         assert "refused" in capsys.readouterr().err
 
-    # a stopped pipeline (no members): an app id whose two groups have offsets
+    # a stopped pipeline (no members): an app id whose three groups have offsets
     app = f"{live.app_id}-stopped"
     stopped = live.replace(app_id=app)
     source, settled = live.topic("edit-events"), live.topic("settled-examples")
+    retries = live.topic("model-retry")
     asyncio.run(_commit_as_group(kafka_broker.bootstrap, settle_group(stopped), source, 2))
-    asyncio.run(_commit_as_group(kafka_broker.bootstrap, app, settled, 2))
+    asyncio.run(_commit_as_group(kafka_broker.bootstrap, stages_group(stopped), settled, 2))
+    asyncio.run(_commit_as_group(kafka_broker.bootstrap, app, retries, 2))
     ns = parse(offsets.add_arguments, ["--app-id", app, "--to", "earliest", "--execute",
                                        *common])
     assert offsets.main_reset_offsets(ns) == 0
     text = capsys.readouterr().out
     assert f"group {settle_group(stopped)}" in text and f"group {app} " in text
+    assert f"group {stages_group(stopped)}" in text
     assert set(asyncio.run(committed(kafka_broker.bootstrap, settle_group(stopped)))) == {
         TopicPartition(source, p) for p in range(live.partitions)}
-    assert set(asyncio.run(committed(kafka_broker.bootstrap, app)).values()) == {0}
-    assert set(asyncio.run(committed(kafka_broker.bootstrap,
-                                     settle_group(stopped))).values()) == {0}
+    assert set(asyncio.run(committed(kafka_broker.bootstrap, stages_group(stopped)))) == {
+        TopicPartition(live.topic(name), p) for name in STAGE_SOURCES
+        for p in range(live.partitions)}
+    assert {tp.topic for tp in asyncio.run(committed(kafka_broker.bootstrap, app))} == {
+        retries}
+    for group in (app, settle_group(stopped), stages_group(stopped)):
+        assert set(asyncio.run(committed(kafka_broker.bootstrap, group)).values()) == {0}
