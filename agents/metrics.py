@@ -60,6 +60,7 @@ INVALID_SAMPLES: Counter
 TARGET_GATE_FAILURES: Counter
 PREFERENCE_DROPPED: Counter
 STAGE_SECONDS: Histogram
+STAGE_COMMITS: Counter
 CONSUMER_LAG: Gauge
 EXAMPLES_IN_FLIGHT: Gauge
 EXAMPLES_IN_FLIGHT_PEAK: Gauge
@@ -180,6 +181,10 @@ def _build() -> dict[str, Any]:
     STAGE_SECONDS = Histogram("editstream_stage_processing_seconds",
                               "Processing time per record and stage", ["stage"],
                               buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120))
+    STAGE_COMMITS = Counter(
+        "editstream_stage_commits_total",
+        "Writes of the stage runner's finished records with their offsets: transactions "
+        "(exactly_once) or acknowledged sends then an offset commit (at_least_once)")
     CONSUMER_LAG = Gauge("editstream_consumer_lag_messages",
                          "Messages behind the log end in the worker's assigned partitions "
                          "(highwater minus committed offset); set by agents/lag.py",

@@ -25,8 +25,10 @@ drops below; nothing is buffered beyond that and one fetch.
 Commits: per source partition, the records are kept in offset order (`agents.inorder`);
 a record's outputs are written only when every earlier record of its partition is done, and
 with them the offset after it. Per partition number p a flusher takes the done prefix of the
-four topics' partitions p and writes it at once; while one write is in flight the next
-records finish and are written by the following one, so batches grow with load.
+four topics' partitions p and writes it at once, at most once per
+`stage_commit_interval_ms` (100 ms: one transaction per finished record would cost the broker
+more than the records themselves at low load); while one write is in flight or waits for
+its turn the next records finish and join the following one, so batches grow with load.
 
 * exactly_once (Apache Kafka): one transactional producer per partition number,
   `transactional_id=<app_id>-stages-<p>`, started on assignment (it fences a predecessor and
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -62,6 +65,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import ConsumerStoppedError
 
+from agents import metrics
 from agents.cpu import CpuPool
 from agents.distill import distill_one
 from agents.inorder import InOrder
@@ -347,9 +351,15 @@ class StageRunner(mode.Service):
     # ---- writes -----------------------------------------------------------------------------
 
     async def _flusher(self, part: Partition) -> None:
+        interval = self.settings.stage_commit_interval_ms / 1000
+        last = -interval
         while True:
             await part.wake.wait()
+            # at most one write per interval: what finishes meanwhile joins the next one
+            if (wait := last + interval - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
             part.wake.clear()
+            last = time.monotonic()
             async with part.lock:
                 try:
                     await self._flush(part)
@@ -393,6 +403,7 @@ class StageRunner(mode.Service):
                 stage.queued -= n
         self.committed.update(offsets)
         self.flushes += 1
+        metrics.STAGE_COMMITS.inc()
 
     @staticmethod
     async def _send_all(prod: AIOKafkaProducer | None, outputs: list[Output]) -> None:

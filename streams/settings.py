@@ -168,10 +168,16 @@ class Settings:
     loop_lag_interval_s: float = field(default=0.05, metadata={
         "help": "how often the event-loop lag probe wakes (agents/looplag.py); 0: off"})
     max_examples_in_flight: int = field(default=32, metadata={
-        "help": "most records the Faust stages (sample, score, distill, repair, retry) work "
+        "help": "most records the stages (sample, score, distill, repair, retry) work "
                 "on at once per worker, whatever their concurrencies add up to: a slow model "
                 "holds at most this many examples in memory (waits in model-retry not "
                 "counted)"})
+    stage_commit_interval_ms: int = field(default=100, metadata={
+        "help": "the stage runner writes a partition's finished records (their outputs and "
+                "offsets: one transaction under exactly_once) at most this often: fewer, "
+                "larger transactions for at most this much more latency per hop (Kafka "
+                "Streams commits every 100 ms under exactly-once too); 0: as soon as one is "
+                "done"})
     cpu_processes: int = field(default=1, metadata={
         "help": "processes that run the score stage's CPU work off the event loop "
                 "(agents/cpu.py); 0: on the loop (a ~3 ms call per example at the default "
@@ -184,6 +190,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.max_examples_in_flight < 1 or self.replication_factor < 1:
             raise ValueError("max_examples_in_flight and replication_factor must be >= 1")
+        if self.stage_commit_interval_ms < 0:
+            raise ValueError("stage_commit_interval_ms must be >= 0")
         if self.pii_policy not in ("mask", "discard", "keep"):
             raise ValueError(f"pii_policy must be mask, discard or keep, not {self.pii_policy!r}")
 

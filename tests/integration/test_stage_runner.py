@@ -3,6 +3,8 @@
 - Tansu (at_least_once): records finish out of order (a jittery model, sample concurrency 8)
   yet every stage writes its outputs in its source partition's offset order; a handler that
   raises dead-letters exactly its record and the pipeline goes on.
+- Tansu: the runner writes each partition's finished records at most once per
+  `stage_commit_interval_ms`, however they finish (`editstream_stage_commits_total`).
 - Apache Kafka (exactly_once): a worker killed -9 again and again while the stages work
   leaves every example accounted for and no output twice (read_committed): a record's
   outputs and its offset commit in one transaction.
@@ -19,11 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from editstream.broker import BrokerHandle
+from editstream.broker import BrokerHandle, free_port
 from editstream.demo import accounted, collect, expected_predictions
 from editstream.generate import GenerateConfig, generate_events
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
@@ -126,6 +129,39 @@ async def test_out_of_order_completion_writes_in_offset_order_and_a_crash_is_one
     real = [r for r in samples if r.value != poison["score", "KeyError"][2]]
     in_source_order([r for r in settled if r.value != poison["sample", "KeyError"][2]], real)
     in_source_order(real, scored)
+
+
+def commits(port: int) -> float:
+    """`editstream_stage_commits_total` on a worker's /metrics."""
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
+        if line.startswith("editstream_stage_commits_total "):
+            return float(line.split()[1])
+    raise AssertionError("no editstream_stage_commits_total")
+
+
+async def test_finished_records_are_written_at_most_once_per_interval(
+        tansu: BrokerHandle, jittery: Simulator, tmp_path: Path) -> None:
+    """Records finish one by one (a jittery model): with a 3 s interval each partition's
+    runner writes at most once per 3 s, not once per record (~150 records here)."""
+    interval_s = 3.0
+    s, lines, expected, worker = await start_run(
+        tansu, jittery, tmp_path, 56, 16, 4, processing_guarantee="at_least_once", partitions=2,
+        sample_concurrency=8, stage_commit_interval_ms=int(interval_s * 1000),
+        metrics_port=free_port())
+    started = time.monotonic()
+    try:
+        await produce_events(s, lines, flush=True)
+        out = await drain(s, expected, worker, timeout=240)
+        elapsed = time.monotonic() - started
+        written = commits(s.metrics_port)
+    finally:
+        worker.stop()
+    handled = sum([len(await records(s, name))
+                   for name in ("settled-examples", "student-samples", "scored-examples",
+                                "repair")])
+    assert expected <= accounted(out)
+    assert handled > 2 * s.partitions * (elapsed / interval_s + 1), "too few records to tell"
+    assert 0 < written <= s.partitions * (elapsed / interval_s + 1), (written, elapsed)
 
 
 async def kill_mid_stage(worker: Worker, settings: Settings, rng: random.Random,
