@@ -4,13 +4,14 @@ to what the event loop ran, and writes the running totals to ``<file>`` as one J
 second (the reader takes the difference between two lines).
 
 - every callback the loop runs is charged to its owner: a task step to the task's coroutine
-  and, when it runs for a Faust event, that event's source topic (its stage); any other
+  and, when it runs for a record of the stage runner or a Faust event, that record's source
+  topic (its stage); any other
   callback to its function, a socket's ``_read_ready`` to the protocol it feeds (aiokafka's
   connection, aiohttp's response handler): model responses apart from Kafka's;
 - inside those, a few synchronous calls are charged on their own as well (nested: their time
   is also in their owner's): socket writes per protocol with their count and bytes, the
-  record encoding of `agents.runtime.dumps`; faust's ``Topic.send`` is counted with the bytes
-  of each topic's records (not timed: it may await the producer).
+  record encoding of `agents.runtime.dumps`; every stage's `Runtime.send_bytes` is counted
+  with the bytes of each topic's records (not timed: it may await the producer).
 
 Measurement costs ~1 µs per callback; compare traced runs with traced runs."""
 
@@ -44,10 +45,16 @@ if _PATH:
         return f"{mod}.{type(proto).__name__}"
 
     _event_var: list[Any] = []  # faust's current-event context variable, once imported
+    _record_var: list[Any] = []  # the stage runner's current record (agents.runtime)
 
     def _stage(handle: asyncio.events.Handle) -> str:
-        """The source topic of the Faust event the callback runs for (its context's), if any:
-        tasks a handler starts copy its context, so they are charged to its stage too."""
+        """The source topic of the record the callback runs for (its context's), if any: the
+        stage runner's record (`agents.runtime.CURRENT_RECORD`) or Faust's event; tasks a
+        handler starts copy its context, so they are charged to its stage too."""
+        if not _record_var and (mod := sys.modules.get("agents.runtime")) is not None:
+            _record_var.append(mod.CURRENT_RECORD)
+        if _record_var and (rec := handle._context.get(_record_var[0])) is not None:  # type: ignore[attr-defined]
+            return f"[{_short(rec.topic)}] "
         if not _event_var:
             mod = sys.modules.get("faust.streams")
             if mod is None:
@@ -122,22 +129,21 @@ if _PATH:
                                 _ST.writelines, lambda a: sum(len(b) for b in a[1]))
 
     def _late_patches() -> None:
-        """Modules of the project and faust, patched once imported (by the worker)."""
-        import faust.topics
-
+        """Modules of the project, patched once imported (by the worker)."""
         import agents.runtime as rt
 
         rt.dumps = _wrap_sync(lambda a: "agents.runtime.dumps", rt.dumps)  # type: ignore
-        orig_send = faust.topics.Topic.send
+        orig_send = rt.Runtime.send_bytes
 
-        async def send(self: Any, *args: Any, **kwargs: Any) -> Any:
-            key = f"Topic.send {_short(self.get_topic_name())}"
-            _calls[key] += 1
-            value = kwargs.get("value")
-            _bytes[key] += len(value) if isinstance(value, bytes | bytearray) else 0
-            return await orig_send(self, *args, **kwargs)
+        async def send_bytes(self: Any, topic: str, key: bytes, value: bytes, *args: Any,
+                             **kwargs: Any) -> Any:
+            # every stage's sends, the stage runner's and the retry agent's
+            name = f"Topic.send {topic}"
+            _calls[name] += 1
+            _bytes[name] += len(value)
+            return await orig_send(self, topic, key, value, *args, **kwargs)
 
-        faust.topics.Topic.send = send  # type: ignore[method-assign]
+        rt.Runtime.send_bytes = send_bytes  # type: ignore[method-assign]
 
     def _dump() -> None:
         snap = {"t": time.time(), "cpu": dict(_cpu), "calls": dict(_calls),
