@@ -68,7 +68,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, InvalidProducerEpoch, ProducerFenced
 
 from agents import metrics
-from agents.kafka import Rebalance, start_producer
+from agents.kafka import Rebalance, send_all, start_producer
 from agents.lag import runner_lag
 from agents.runtime import Runtime, dead_letter_record, dumps, observe_lag
 from schemas.records import SettledExample
@@ -519,10 +519,8 @@ class SettleRunner(mode.Service):
                         sends: Sequence[tuple[str, bytes, bytes | None]], partition: int) -> None:
         """Send to `partition` of each topic and wait until every record is acknowledged."""
         assert prod is not None
-        futures = [await prod.send(topic, value, key=key, partition=partition)
-                   for topic, key, value in sends]
-        if futures:
-            await asyncio.gather(*futures)
+        await send_all(prod, ((topic, partition, key, value, None)
+                              for topic, key, value in sends))
 
     # ---- idle ticks, metrics ----------------------------------------------------------------
 

@@ -69,7 +69,7 @@ from agents import metrics
 from agents.cpu import CpuPool
 from agents.distill import distill_one
 from agents.inorder import InOrder
-from agents.kafka import Rebalance, start_producer
+from agents.kafka import Rebalance, send_all, start_producer
 from agents.lag import runner_lag
 from agents.repair import repair_one
 from agents.runtime import CURRENT_RECORD, Output, Record, Runtime
@@ -409,11 +409,7 @@ class StageRunner(mode.Service):
     async def _send_all(prod: AIOKafkaProducer | None, outputs: list[Output]) -> None:
         """Send every output and wait until the broker has acknowledged them all."""
         assert prod is not None
-        futures = [await prod.send(topic, value, key=key, partition=partition,
-                                   headers=headers)
-                   for topic, partition, key, value, headers in outputs]
-        if futures:
-            await asyncio.gather(*futures)
+        await send_all(prod, outputs)
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Records of the stage topics not yet committed by the stages group, per assigned
