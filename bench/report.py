@@ -340,6 +340,18 @@ def _answer_key_text(fl: dict[str, Any], fig: dict[str, float]) -> str:
             f"{ceiling:.2f}).")
 
 
+def _trend(tenths: list[float]) -> str:
+    """What the median lag by tenth of a steady run says: a backlog building, one left from
+    the start draining, or neither."""
+    if len(tenths) < 2 or min(tenths[0], tenths[-1]) <= 0:
+        return "too few to tell"
+    if tenths[-1] > 1.5 * tenths[0]:
+        return "rising: a backlog builds, the offered load is past what the worker keeps up with"
+    if tenths[0] > 1.5 * tenths[-1]:
+        return "falling: what queued at the start drains, the worker keeps up"
+    return "flat: latency rather than a backlog"
+
+
 def _lag_text(lag: dict[str, Any]) -> str:
     if lag.get("p99_le") is None:
         return "no probe samples"
@@ -424,8 +436,8 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
         f"CPU the ratio could not exceed {so_cpu / p_cpu:.2f}. The simulator adds "
         f"{sim_cpu:.1f} ms per example in its own process; the worker used {cores:.2f} cores "
         "while the machine was shared with the broker, the simulator and other engineers' "
-        f"tests.{others} Goal ≥ 0.5 would need the stages after settle to cost about as much "
-        "CPU per example as settle itself.",
+        f"tests.{others}",
+        *_floor_text(pl),
     ]
     tr = pl.get("cpu_trace")
     if tr:
@@ -492,14 +504,14 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
             out += [
                 "",
                 f"Where that lag is (p50 per hop, broker timestamps): {hops}; median lag by "
-                f"tenth of the run: {tenths} s. Flat, so latency rather than a backlog; and "
+                f"tenth of the run: {tenths} s ({_trend(sd.get('lag_p50_by_tenth_s', []))}); "
                 "the stage handlers take milliseconds per record (table above), so a record "
-                "mostly waits between stages, in the Faust agents' fetch and stream buffers "
-                "(`score→final` is the distill stage, with repairs a further hop). During "
-                "development the same steady run under at_least_once had a lower lag of the "
-                "same order (p50 5.0 s vs 9.1 s exactly_once, back to back at 571 events/s; "
-                "exactly_once at 200 events/s, 1/6 of capacity: 3.4 s), so transactions add "
-                "to it but do not explain it.",
+                "mostly waits: for a slot of its stage (`sample_concurrency`, 8, while settle "
+                "writes its examples in bursts, a fetched batch at a time) and for its "
+                "partition's next write (at most `stage_commit_interval_ms`, 100 ms, per "
+                "hop); `score→final` is the distill stage, with repairs a further hop. Before "
+                "the stage runner (Faust agents, `make bench` of 2026-11-30 11:23): p50 5.73 s, "
+                "p99 11.07 s.",
             ]
         lag = sd["loop_lag"]
         if lag.get("p99_le") is not None:
