@@ -66,8 +66,9 @@ zombie's crash commit records whose handlers never finished, and dead letters fo
 the clean run processed. A crash now ends the process at once, as kill -9 would: nothing is
 committed, open transactions are aborted, the partitions' next owners redo the work.
 
-(The settle stage no longer runs on Faust: agents/settle.py is a plain aiokafka runner with
-its own transactions. These corrections protect the Faust stages after it.)
+(Settle and the stages after it no longer run on Faust: agents/settle.py and agents/stages.py
+are plain aiokafka runners with their own transactions. These corrections protect what
+still does, the model-retry agent.)
 """
 
 from __future__ import annotations

@@ -190,10 +190,10 @@ def _build() -> dict[str, Any]:
                          "(highwater minus committed offset); set by agents/lag.py",
                          ["topic", "partition"], multiprocess_mode="livesum")
     EXAMPLES_IN_FLIGHT = Gauge("editstream_examples_in_flight",
-                               "Records the Faust stages are working on now (agents/inflight.py)",
+                               "Records the stages are working on now (agents/inflight.py)",
                                multiprocess_mode="livesum")
     EXAMPLES_IN_FLIGHT_PEAK = Gauge("editstream_examples_in_flight_peak",
-                                    "Most records the Faust stages worked on at once since the "
+                                    "Most records the stages worked on at once since the "
                                     "worker started", multiprocess_mode="max")
     EXAMPLES_IN_FLIGHT_LIMIT = Gauge("editstream_examples_in_flight_limit",
                                      "max_examples_in_flight: the ceiling of "

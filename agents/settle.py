@@ -369,7 +369,7 @@ class SettleRunner(mode.Service):
         """Decode, apply and turn into output records a fetched batch, `CHUNK_RECORDS` at a
         time with a yield to the event loop in between: a full fetch (up to `MAX_RECORDS`,
         ~60 µs each) would otherwise hold the loop for a quarter of a second, and with it
-        the Faust stages, the model clients and the heartbeats. The staged store is not
+        the stage runner, the model clients and the heartbeats. The staged store is not
         landed between chunks, so the merged outcome is the one `apply_batch` would give
         for the whole batch: its writes are the store's writes so far, coalesced per key."""
         s = self.settings
