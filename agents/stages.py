@@ -157,7 +157,6 @@ class StageRunner(mode.Service):
         self.lock = asyncio.Lock()  # rebalances and stop, one at a time
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None  # at_least_once: the outputs' producer
-        self.flushes = 0  # transactions / acknowledged sends written (tests, benches)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -402,7 +401,6 @@ class StageRunner(mode.Service):
             for stage, n in taken:
                 stage.queued -= n
         self.committed.update(offsets)
-        self.flushes += 1
         metrics.STAGE_COMMITS.inc()
 
     @staticmethod
