@@ -1,7 +1,8 @@
 """The Faust app: wiring only. Topics and one module per stage. Settle is a plain aiokafka
 runner the app starts as a service (agents/settle.py, group `<app_id>-settle`); sample,
-score, distill and repair run in another (agents/stages.py, group `<app_id>-stages`); the
-Faust agents left are `model-retry` (group `<app_id>`) and the timers (lag, loop lag).
+score, distill, repair and the retry of model outages run in another (agents/stages.py,
+group `<app_id>-stages`). Faust consumes no topic any more: it runs the worker (services,
+timers for lag and loop lag, signals) and the metrics.
 
       [settle runner]          [stage runner: sample, score, distill, repair]
     edit-events ─settle─▶ settled-examples ─sample─▶ student-samples ─score─▶ scored-examples
@@ -9,7 +10,7 @@ Faust agents left are `model-retry` (group `<app_id>`) and the timers (lag, loop
         └▶ edit-events-dlq                          training-records ◀─distill─┤
                                                     rejected-examples ◀────────┤
                                                     repair ◀──────────────────▶ repair
-    sample, distill, repair ─(model outage)─▶ model-retry ─retry agent (Faust)─▶ their stage
+    sample, distill, repair ─(model outage)─▶ model-retry ─retry (stage runner)─▶ their stage
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from datetime import timedelta
 
 import faust
 
-from agents import faust_fixes, lag, looplag, retry, settle, stages
+from agents import faust_fixes, lag, looplag, settle, stages
 from agents.runtime import Runtime
 from schemas.topics import TOPICS
 from streams.settings import Settings
@@ -45,12 +46,14 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         broker=broker_url(settings.broker),
         store="memory://",
         datadir=state_dir(settings),
-        processing_guarantee=settings.processing_guarantee,
+        # Faust moves no record (the runners do, under `settings.processing_guarantee`):
+        # its only topic is its assignor's, and exactly_once would only give that one
+        # partition a transactional producer with nothing to write
+        processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         web_enabled=False,
         producer_acks=-1,
-        producer_linger=timedelta(milliseconds=5),  # let stage sends batch (aiokafka linger_ms)
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1000,
         broker_commit_interval=1.0,
@@ -70,7 +73,6 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
             value_serializer="raw", partitions=settings.partitions)
     settle.register(app, rt)
     stages.register(app, rt)
-    retry.register(app, rt)
     lag.register(app, rt)
     rt.loop_lag = looplag.register(app, rt)
 

@@ -1,21 +1,19 @@
-"""Retry agent: examples re-queued after a model outage go back to their stage when due.
+"""Retry stage: examples re-queued after a model outage go back to their stage when due.
 
-Waiting happens here, in its own agent with its own concurrency, so an outage never stalls
-the stages that are still able to work.
+The stage runner (agents/stages.py) runs it like the other stages, so a retried example's
+outputs commit in one transaction with its `model-retry` offset. A record waits for its time
+without holding a slot, so an outage never stalls the stages that are still able to work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, cast
-
-import faust
+from typing import cast
 
 from agents.distill import teach
 from agents.runtime import Runtime
 from agents.sample import sample_one
-from agents.stage import register_stage
 from schemas.records import ModelRetry, RepairRequest, ScoredExample, SettledExample
 
 MAX_WAIT_S = 300.0
@@ -35,11 +33,3 @@ async def retry_one(rt: Runtime, rec: ModelRetry) -> None:
             number = (int(cast(RepairRequest, payload).get("attempt", 0))
                       if rec["stage"] == "repair" else 0)
             await teach(rt, cast(ScoredExample | RepairRequest, payload), number, attempt)
-
-
-def register(app: faust.App, rt: Runtime) -> None:
-    async def handle(rec: dict[str, Any]) -> None:
-        await retry_one(rt, cast(ModelRetry, rec))
-
-    register_stage(app, rt, source="model-retry", name="model-retry", stage="retry",
-                   handle=handle, concurrency=rt.settings.distill_concurrency, bounded=False)

@@ -14,7 +14,6 @@ from typing import Any, cast
 
 import faust
 import orjson
-from faust.streams import current_event
 
 from agents import metrics
 from agents.inflight import InFlight
@@ -162,37 +161,33 @@ class Runtime:
 
     # --- sends -----------------------------------------------------------------------
     async def send(self, topic: str, key: str, record: Mapping[str, object],
-                   partition: int | None = None, *, wait: bool = False,
+                   partition: int | None = None, *,
                    headers: Mapping[str, bytes] | None = None) -> None:
-        """Send `record`, by default to the partition number of the event being processed.
+        """Send `record`, by default to the partition number of the record being handled.
 
         Every topic has the same partition count, so an example stays in its session's
-        partition from settle to training record. That is what makes exactly-once hold:
-        the stage runner writes a record's outputs in the transaction of its partition
-        number, with the record's offset (agents/stages.py), and faust (the retry agent)
-        puts a send into the transaction of its *destination* partition, which commits with
-        the source offset only when it is the source partition. Keys stay the
-        deterministic ids.
+        partition from settle to training record, and the stage runner writes a record's
+        outputs in the transaction of its partition number, with the record's offset
+        (agents/stages.py). Keys stay the deterministic ids.
         """
-        await self.send_bytes(topic, key.encode(), dumps(record), partition, wait=wait,
-                              headers=headers)
+        await self.send_bytes(topic, key.encode(), dumps(record), partition, headers=headers)
 
     async def send_bytes(self, topic: str, key: bytes, value: bytes,
-                         partition: int | None = None, *, wait: bool = False,
+                         partition: int | None = None, *,
                          headers: Mapping[str, bytes] | None = None) -> None:
-        """`send` of an encoded record. Inside the stage runner's handling of a record the
-        output is kept on that record (`CURRENT_RECORD`) and written with its offset."""
-        if (rec := CURRENT_RECORD.get()) is not None:
-            rec.outputs.append((self.settings.topic(topic),
-                                rec.partition if partition is None else partition, key, value,
-                                list(headers.items()) if headers else None))
-            return
-        if partition is None and (event := current_event()) is not None:
-            partition = event.message.partition
-        sent = await self.topic(topic).send(key=key, value=value, partition=partition,
-                                            headers=dict(headers) if headers else None)
-        if wait:  # until the broker has it (a caller about to record that it was sent)
-            await sent
+        """`send` of an encoded record: kept on the record the stage runner is handling
+        (`CURRENT_RECORD`) and written with its offset, once every earlier record of its
+        partition is done and the broker has acknowledged all of them.
+
+        There is no other way out: a send outside a runner's record would be written
+        without its source offset, and nothing would check that it arrived. That is how
+        the retry stage lost examples while it ran on Faust (RELIABILITY.md)."""
+        rec = CURRENT_RECORD.get()
+        if rec is None:
+            raise RuntimeError(f"a send to {topic} outside a stage runner's record")
+        rec.outputs.append((self.settings.topic(topic),
+                            rec.partition if partition is None else partition, key, value,
+                            list(headers.items()) if headers else None))
 
     async def reject(self, stage: str, reason: str, example: SettledExample,
                      **extra: Any) -> None:
@@ -219,14 +214,14 @@ class Runtime:
 
     async def dead_letter(self, dlq_topic: str, stage: str, reason: str, detail: str | None,
                           message: Any, *, original: bytes | None = None,
-                          key: str | None = None, wait: bool = False) -> None:
+                          key: str | None = None) -> None:
         """Keep a record a stage could not process, with its original bytes and source."""
         metrics.DLQ.labels(stage, metrics.reason_label(reason)).inc()
         raw = message.value or b"" if original is None else original
         key_bytes, value = dead_letter_record(stage, reason, detail, message.topic,
                                               message.partition, message.offset, raw,
                                               self.settings, key)
-        await self.send_bytes(dlq_topic, key_bytes, value, wait=wait)
+        await self.send_bytes(dlq_topic, key_bytes, value)
 
 
 # On a `scored-examples` record: the score stage has written its rejection, if any.
@@ -234,17 +229,11 @@ ROUTED_HEADER = "editstream-routed-by"
 
 
 def current_header(name: str) -> bytes | None:
-    """A header of the message being handled (`None` outside a stage or when absent)."""
-    headers: Any
-    if (rec := CURRENT_RECORD.get()) is not None:
-        headers = rec.headers
-    else:
-        event = current_event()
-        headers = event.message.headers if event is not None else None
-    if not headers:
+    """A header of the record being handled (`None` outside a stage or when absent)."""
+    rec = CURRENT_RECORD.get()
+    if rec is None or not rec.headers:
         return None
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    for key, value in pairs:
+    for key, value in rec.headers:
         if key == name:
             return bytes(value) if value is not None else b""
     return None

@@ -1,7 +1,6 @@
 """The handling of one record every stage shares: decode → handle → send, with dead letters
-and stage metrics; and the loop of the stages that are still Faust agents (`model-retry`).
-The stages after settle run in the stage runner (agents/stages.py), which calls
-`handle_one` for each record.
+and stage metrics. The stages after settle run in the stage runner (agents/stages.py),
+which calls `handle_one` for each record.
 
 A stage is a handler of one decoded record; it sends its results itself (`rt.send`,
 `rt.reject`, `rt.requeue`), since a stage may send nothing, one record or several. What the
@@ -28,8 +27,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
-import faust
-import orjson
 from aiokafka.errors import (
     IllegalOperation,
     KafkaError,
@@ -76,7 +73,7 @@ async def handle_one(rt: Runtime, stage: str, handle: Callable[[T], Awaitable[No
                      decode: Callable[[bytes], T], msg: Any, bounded: bool = True) -> None:
     """Handle one message (`msg`: `.value`, `.topic`, `.partition`, `.offset`) with the
     verdicts above: dead letter, exit on a client failure, stage time, in-flight slot. Used
-    by the Faust loop below and by the stage runner (agents/stages.py)."""
+    by the stage runner (agents/stages.py)."""
     started = time.perf_counter()
     try:
         if bounded:
@@ -98,24 +95,3 @@ async def handle_one(rt: Runtime, stage: str, handle: Callable[[T], Awaitable[No
             raise
     finally:
         metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
-
-
-async def run_stage(rt: Runtime, stream: faust.StreamT, stage: str,
-                    handle: Callable[[T], Awaitable[None]],
-                    decode: Callable[[bytes], T], bounded: bool = True) -> None:
-    """Handle every message of `stream`; `stage` labels its dead letters and metrics."""
-    async for event in stream.events():
-        await handle_one(rt, stage, handle, decode, event.message, bounded)
-
-
-def register_stage(app: faust.App, rt: Runtime, *, source: str, name: str,
-                   handle: Callable[[Any], Awaitable[None]], concurrency: int = 1,
-                   stage: str | None = None,
-                   decode: Callable[[bytes], Any] = orjson.loads,
-                   bounded: bool = True) -> None:
-    """A Faust agent `name` on topic `source` running `handle` in the stage loop; `stage`
-    (default: `name`) is the label of its dead letters and metrics."""
-
-    @app.agent(rt.topic(source), name=name, concurrency=concurrency)
-    async def agent(stream: faust.StreamT) -> None:
-        await run_stage(rt, stream, stage or name, handle, decode, bounded)

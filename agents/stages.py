@@ -1,20 +1,29 @@
-"""The stages after settle — sample, score, distill, repair — on plain aiokafka inside the
-Faust worker, as the settle runner (agents/settle.py) does for settle.
+"""The stages after settle — sample, score, distill, repair, and the retry of model outages —
+on plain aiokafka inside the Faust worker, as the settle runner (agents/settle.py) does for
+settle.
 
 Why not Faust agents: per example, Faust's delivery and commits cost ~0.7 ms of the worker's
 CPU, and under exactly_once its transactional producer per partition *per topic* sends nearly
 every record in its own produce request (~4.7 ms of broker CPU per example). This runner
-writes the outputs of many records of a partition, of all four topics, in one transaction.
+writes the outputs of many records of a partition, of all its source topics, in one transaction.
 
 Wiring: `register` builds one `StageRunner` (a `mode.Service`) and hands it to the app with
 `app.service`. It has its own consumer group, `<app_id>-stages` (`schemas.topics.
-stages_group`), subscribed to the four source topics (`STAGE_SOURCES`) with aiokafka's
+stages_group`), subscribed to the five source topics (`STAGE_SOURCES`) with aiokafka's
 `RangePartitionAssignor`: every topic has the same partition count, so partition p of every
 stage topic goes to the same worker, and a record's outputs go to its source partition
-number (`Runtime.send`). `model-retry` (it waits up to 300 s per record) stays a Faust agent.
+number (`Runtime.send`).
+
+`model-retry` is a stage like the others (agents/retry.py): its handler waits until the
+record is due (up to 300 s), then runs the record's stage again. A waiting record holds
+neither a slot of its stage's concurrency nor of `max_examples_in_flight` (the stage's
+concurrency is its queue: `RETRY_WAITING`), and holds back only the commits of the
+`model-retry` partition it is on. It was a Faust agent until the chaos run lost retried
+examples in Faust's commit path (RELIABILITY.md, "Retried examples acknowledged and never
+written"): now its outputs commit with its offset, like every other stage's.
 
 Records: each fetched record becomes a task running the stage's handler (the same ones the
-retry agent calls) through `agents.stage.handle_one` (dead letters, client-failure exits,
+retry stage calls) through `agents.stage.handle_one` (dead letters, client-failure exits,
 `editstream_stage_seconds`, a slot of `max_examples_in_flight`), at most the stage's
 concurrency at once (`sample_concurrency`, `cpu_processes` for score, `distill_concurrency`
 for distill and repair), so a slow model call stalls no other record. A handler does not
@@ -25,7 +34,7 @@ drops below; nothing is buffered beyond that and one fetch.
 Commits: per source partition, the records are kept in offset order (`agents.inorder`);
 a record's outputs are written only when every earlier record of its partition is done, and
 with them the offset after it. Per partition number p a flusher takes the done prefix of the
-four topics' partitions p and writes it at once, at most once per
+five topics' partitions p and writes it at once, at most once per
 `stage_commit_interval_ms` (100 ms: one transaction per finished record would cost the broker
 more than the records themselves at low load); while one write is in flight or waits for
 its turn the next records finish and join the following one, so batches grow with load.
@@ -72,17 +81,21 @@ from agents.inorder import InOrder
 from agents.kafka import Rebalance, send_all, start_producer
 from agents.lag import runner_lag
 from agents.repair import repair_one
+from agents.retry import retry_one
 from agents.runtime import CURRENT_RECORD, Output, Record, Runtime
 from agents.sample import sample_one
 from agents.score import score_one
 from agents.stage import exit_on_client_failure, handle_one
-from schemas.records import RepairRequest, ScoredExample, SettledExample
+from schemas.records import ModelRetry, RepairRequest, ScoredExample, SettledExample
 from schemas.topics import STAGE_SOURCES, app_group, stages_group
 
 MAX_RECORDS = 1000  # per fetch, over all partitions
 FETCH_TIMEOUT_MS = 100  # how soon a paused stage is looked at again when nothing comes
 QUEUE_PER_SLOT = 16  # records a stage holds uncommitted, per unit of its concurrency
 MIN_QUEUE = 256
+# `model-retry` records held at once, waiting for their time or running (they take their
+# slot of `max_examples_in_flight` only once due: agents/retry.py)
+RETRY_WAITING = MIN_QUEUE
 log = logging.getLogger(__name__)
 
 
@@ -95,6 +108,8 @@ class Stage:
     handle: Callable[[Any], Awaitable[None]]
     decode: Callable[[bytes], Any]
     concurrency: int
+    bounded: bool = True  # a slot of `max_examples_in_flight` for the whole handling
+    queue: int | None = None  # records held uncommitted (default: per unit of concurrency)
     slots: asyncio.Semaphore = field(init=False)
     queued: int = 0  # records fetched and not yet committed or dropped
 
@@ -103,6 +118,8 @@ class Stage:
 
     @property
     def queue_limit(self) -> int:
+        if self.queue is not None:
+            return self.queue
         return max(MIN_QUEUE, QUEUE_PER_SLOT * self.concurrency)
 
 
@@ -112,7 +129,7 @@ def _raw(value: bytes) -> bytes:
 
 @dataclass
 class Partition:
-    """What the runner holds for one partition number p (the four topics' partitions p)."""
+    """What the runner holds for one partition number p (the five topics' partitions p)."""
 
     number: int
     producer: AIOKafkaProducer | None  # exactly_once: its transactional producer
@@ -148,10 +165,14 @@ class StageRunner(mode.Service):
              s.distill_concurrency),
             ("repair", "repair", lambda req: repair_one(rt, cast(RepairRequest, req)),
              orjson.loads, s.distill_concurrency),
+            ("retry", "model-retry", lambda rec: retry_one(rt, cast(ModelRetry, rec)),
+             orjson.loads, RETRY_WAITING),
         ]
         assert tuple(src for _, src, _, _, _ in specs) == STAGE_SOURCES
         self.stages = {s.topic(src): Stage(name, s.topic(src), handle, decode, conc)
                        for name, src, handle, decode, conc in specs}
+        retry = self.stages[s.topic("model-retry")]
+        retry.bounded, retry.queue = False, RETRY_WAITING
         self.parts: dict[int, Partition] = {}
         self.committed: dict[TopicPartition, int] = {}  # the group's offsets, as we know them
         self.lock = asyncio.Lock()  # rebalances and stop, one at a time
@@ -343,7 +364,8 @@ class StageRunner(mode.Service):
         record = Record(msg.topic, msg.partition, msg.offset, msg.headers or ())
         CURRENT_RECORD.set(record)  # this task's own context
         async with stage.slots:
-            await handle_one(self.rt, stage.name, stage.handle, stage.decode, msg)
+            await handle_one(self.rt, stage.name, stage.handle, stage.decode, msg,
+                             stage.bounded)
         order.done(msg.offset, record.outputs)
         part.wake.set()
 

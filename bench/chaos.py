@@ -60,12 +60,11 @@ from editstream.cluster import Cluster, start_cluster
 from editstream.demo import accounted, collect, expected_predictions
 from editstream.kafka_io import ensure_topics, event_key, send_flush, start_producer
 from editstream.offsets import describe_group
-from editstream.process import ManagedProcess, http_ok, spawn_worker
-from schemas.topics import TOPICS, app_group, settle_group
+from editstream.process import ManagedProcess, http_ok, left_behind, spawn_worker
+from schemas.topics import STAGE_SOURCES, TOPICS, settle_group, stages_group
 from streams.settings import Settings, to_env
 
 TOKEN = "chaos-token-0123456789abcdef"
-APP_SOURCES = ("settled-examples", "student-samples", "scored-examples", "repair", "model-retry")
 
 
 @dataclass(frozen=True)
@@ -277,10 +276,10 @@ async def feed(settings: Settings, gw_url: str, lines: list[bytes], seconds: flo
 @dataclass
 class Sample:
     t: float
-    app: tuple[str, int]  # state, members
+    stages: tuple[str, int]  # the stage runner's group: state, members
     settle: tuple[str, int]
     running: int  # worker processes running and not paused
-    app_lag: int = -1
+    stages_lag: int = -1
     settle_lag: int = -1
     retry_lag: int = -1
 
@@ -341,13 +340,15 @@ class Monitor:
                         if now is not None and peak is not None:
                             self.in_flight.append((t, w.slot, now, peak))
         try:
-            app = await asyncio.wait_for(describe_group(admin, app_group(self.settings)), 5)
+            stages = await asyncio.wait_for(
+                describe_group(admin, stages_group(self.settings)), 5)
             settle = await asyncio.wait_for(
                 describe_group(admin, settle_group(self.settings)), 5)
-            s = Sample(t, (app.state, len(app.members)), (settle.state, len(settle.members)),
+            s = Sample(t, (stages.state, len(stages.members)),
+                       (settle.state, len(settle.members)),
                        sum(1 for w in self.workers if w.running() and not w.stopped))
-            s.app_lag, s.retry_lag = await self.lag(admin, consumer, app_group(self.settings),
-                                                    APP_SOURCES)
+            s.stages_lag, s.retry_lag = await self.lag(
+                admin, consumer, stages_group(self.settings), STAGE_SOURCES)
             s.settle_lag, _ = await self.lag(admin, consumer, settle_group(self.settings),
                                              ("edit-events",))
             self.samples.append(s)
@@ -546,7 +547,7 @@ class Chaos:
 
 
 def whole(s: Sample, workers: int) -> bool:
-    return (s.app == ("Stable", workers) and s.settle == ("Stable", workers)
+    return (s.stages == ("Stable", workers) and s.settle == ("Stable", workers)
             and s.running == workers)
 
 
@@ -566,10 +567,10 @@ def recovery(faults: list[Fault], samples: list[Sample], workers: int, partition
             hit = next((s for s in after if 0 <= s.retry_lag <= partitions),
                        None)
         else:  # slow_student: the backlog it built is worked off
-            before = [s.app_lag for s in samples if f.start - 5 <= s.t <= f.start
-                      and s.app_lag >= 0]
+            before = [s.stages_lag for s in samples if f.start - 5 <= s.t <= f.start
+                      and s.stages_lag >= 0]
             base = max(before, default=0) + 20
-            hit = next((s for s in after if 0 <= s.app_lag <= base), None)
+            hit = next((s for s in after if 0 <= s.stages_lag <= base), None)
         if hit is not None:
             f.recovered_s = round(hit.t - f.start, 1)
 
@@ -599,6 +600,7 @@ class Run:
     chaos: Chaos | None = None
     workers: list[WorkerProc] = field(default_factory=list)
     model_faults: dict[str, int] = field(default_factory=dict)
+    settings: Settings | None = None
 
 
 def run_settings(cfg: ChaosConfig, broker: str, sim_url: str, tag: str) -> Settings:
@@ -620,16 +622,17 @@ async def wait_whole(settings: Settings, workers: list[WorkerProc], timeout: flo
     try:
         deadline = time.monotonic() + timeout
         while True:
-            app = await describe_group(admin, app_group(settings))
+            stages = await describe_group(admin, stages_group(settings))
             settle = await describe_group(admin, settle_group(settings))
-            if (app.state, len(app.members), settle.state, len(settle.members)) == (
+            if (stages.state, len(stages.members), settle.state, len(settle.members)) == (
                     "Stable", len(workers), "Stable", len(workers)):
                 return
             for w in workers:
                 if not w.running():
                     raise RuntimeError(f"worker {w.slot} died at start; log {w.log}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"groups never had {len(workers)} members: {app} {settle}")
+                raise RuntimeError(
+                    f"groups never had {len(workers)} members: {stages} {settle}")
             await asyncio.sleep(1)
     finally:
         await admin.close()
@@ -691,7 +694,7 @@ async def one_run(cfg: ChaosConfig, cluster: Cluster, lines: list[bytes], expect
         await mon
         faults = httpx.get(f"{sim_url}/stats", timeout=10).json()["faults"]
         return Run(outputs, seconds, stats, monitor, runner, workers,
-                   {k: n for k, n in faults.items() if k != "none" and n})
+                   {k: n for k, n in faults.items() if k != "none" and n}, settings)
     finally:
         stop.set()
         for w in workers:
@@ -800,6 +803,13 @@ async def chaos_run(cfg: ChaosConfig) -> tuple[list[str], dict[str, Any]]:
     finally:
         await asyncio.to_thread(cluster.stop)
     problems, figures = compare(chaos.outputs, clean.outputs, expected)
+    # every process of the runs ended with its worker (CPU pool processes of killed ones too)
+    orphans = {run.settings.app_id: left_behind(run.settings)
+               for run in (chaos, clean) if run.settings is not None}
+    for app_id, pids in orphans.items():
+        if pids:
+            problems.append(f"{len(pids)} processes of {app_id} left running after its "
+                            f"workers ended: {pids[:5]}")
     assert chaos.monitor is not None and chaos.chaos is not None
     faults = chaos.chaos.faults
     recovery(faults, chaos.monitor.samples, cfg.workers, cfg.partitions)
@@ -819,14 +829,14 @@ async def chaos_run(cfg: ChaosConfig) -> tuple[list[str], dict[str, Any]]:
     if zombie is not None:
         # fenced: the group went on without the paused worker
         dropped = [s for s in chaos.monitor.samples if zombie.start <= s.t <= zombie.end
-                   and s.app[1] < cfg.workers and s.settle[1] < cfg.workers]
+                   and s.stages[1] < cfg.workers and s.settle[1] < cfg.workers]
         zombie.detail["group_dropped_it"] = bool(dropped)
         if not dropped:
             problems.append("the paused worker was never dropped from its groups")
     counts: dict[str, int] = {}
     for f in faults:
         counts[f.kind] = counts.get(f.kind, 0) + 1
-    lags = [(s.app_lag, s.settle_lag) for s in chaos.monitor.samples]
+    lags = [(s.stages_lag, s.settle_lag) for s in chaos.monitor.samples]
     figures.update({
         "config": {k: v for k, v in asdict(cfg).items() if k != "out_dir"},
         "events": len(lines),
@@ -850,6 +860,7 @@ async def chaos_run(cfg: ChaosConfig) -> tuple[list[str], dict[str, Any]]:
         "total_s": round(time.monotonic() - t_start, 1),
         "monitor_skipped_samples": chaos.monitor.errors,
         "worker_exits_restarted": chaos.monitor.supervised,
+        "processes_left_behind": sum(len(p) for p in orphans.values()),
         "logs": str(out),
         "problems": problems,
     })

@@ -17,12 +17,14 @@ Parsing is pure (`parse_when`, tested without a broker); resolving needs a consu
 `--execute`, and it refuses while the group has members, because a running worker would
 overwrite the new offsets with its own at its next commit.
 
-The pipeline has three consumer groups: the settle runner's, `<app_id>-settle`, which reads
-`edit-events`; the stage runner's, `<app_id>-stages`, which reads `settled-examples`,
-`student-samples`, `scored-examples` and `repair` (`schemas.topics.STAGE_SOURCES`); and
-Faust's, `<app_id>`, for `model-retry`. Without `--group`, `reset-offsets` resets the
-pipeline: each topic in its group (`pipeline_groups`), refusing if any of the groups has
-members. `--group` names one group and resets only that one.
+The pipeline has two consumer groups that read: the settle runner's, `<app_id>-settle`, which
+reads `edit-events`; the stage runner's, `<app_id>-stages`, which reads `settled-examples`,
+`student-samples`, `scored-examples`, `repair` and `model-retry`
+(`schemas.topics.STAGE_SOURCES`). A third, Faust's `<app_id>`, reads nothing any more; the
+offsets it committed in versions that ran the stages as Faust agents are where the stage
+runner starts a partition it never committed, so a reset moves them too. Without `--group`,
+`reset-offsets` resets the pipeline: each topic in its group (`pipeline_groups`), refusing if
+any of the groups has members. `--group` names one group and resets only that one.
 """
 
 from __future__ import annotations
@@ -291,9 +293,9 @@ async def execute_reset(bootstrap: str, plan: ResetPlan) -> None:
 
 def pipeline_groups(settings: Settings, topics: Sequence[str]) -> list[tuple[str, list[str]]]:
     """(group, topics) pairs that a reset of the pipeline covers: `edit-events` belongs to
-    the settle runner's group, the stage runner's sources to its group, every other topic to
-    Faust's. No topics named: all of the runners' topics, and every topic Faust's group
-    committed."""
+    the settle runner's group, the stage runner's sources (`model-retry` among them) to its
+    group, any other topic to Faust's (offsets of older versions). No topics named: all of
+    the runners' topics, and every topic Faust's group committed."""
     settle = [settings.topic("edit-events")]
     stages = [settings.topic(name) for name in STAGE_SOURCES]
     if not topics:
@@ -310,7 +312,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", default=None,
                         help="one consumer group (default: the pipeline's three, "
                              "<app-id>-settle for edit-events, <app-id>-stages for the "
-                             "stage topics and <app-id> for model-retry)")
+                             "stage topics and model-retry, and <app-id>, Faust's, whose "
+                             "offsets older versions committed)")
     parser.add_argument("--to", required=True, metavar="WHEN",
                         help="ISO-8601 time, a duration ago (2h, 30m, 1d), offset:N, "
                              "earliest or latest")

@@ -18,10 +18,12 @@ from typing import IO, Any, Self
 
 import httpx
 
-from streams.settings import Settings, to_env
+from streams.settings import ENV_PREFIX, Settings, to_env
 
-__all__ = ["ManagedProcess", "ProcessError", "free_port", "http_ok", "log_tail", "spawn",
-           "spawn_worker"]
+ENV_APP_ID = f"{ENV_PREFIX}APP_ID"
+
+__all__ = ["ManagedProcess", "ProcessError", "free_port", "http_ok", "left_behind", "log_tail",
+           "spawn", "spawn_worker"]
 
 
 class ProcessError(RuntimeError):
@@ -191,3 +193,30 @@ def spawn_worker(settings: Settings, log_file: Path, *, env: Mapping[str, str] |
     cmd = [sys.executable, "-m", module, *(["worker"] if module == "editstream.cli" else [])]
     full_env = {**os.environ, **(env or {}), **to_env(settings)}
     return ManagedProcess.start("worker", cmd, log_file=log_file, env=full_env, cwd=cwd)
+
+
+def left_behind(settings: Settings, wait_s: float = 5.0) -> list[int]:
+    """Pids of processes still running with this app's environment (`EDITSTREAM_APP_ID`),
+    after waiting up to ``wait_s`` for them to end: call it once the run's workers are
+    stopped or killed. A worker's CPU pool processes inherit its environment, so a pool
+    that outlived its worker shows here (with parent 1). Linux only (/proc); empty elsewhere.
+    """
+    marker = b"\0" + f"{ENV_APP_ID}={settings.app_id}".encode() + b"\0"
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = []
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    environ = b"\0" + fh.read() + b"\0"
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    zombie = fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+            if not zombie and marker in environ:
+                found.append(int(entry))
+        if not found or time.monotonic() >= deadline:
+            return sorted(found)
+        time.sleep(0.2)

@@ -239,8 +239,8 @@ class Tail:
 
 async def group_lag(admin: AIOKafkaAdminClient, settings: Settings, tail: Tail) -> int:
     """Records the replay's consumer groups have not yet committed, over every topic they
-    read (`edit-events` is the settle runner's group's, `STAGE_SOURCES` the stage runner's,
-    `model-retry` Faust's)."""
+    read (`edit-events` is the settle runner's group's, `STAGE_SOURCES`, `model-retry` among
+    them, the stage runner's; Faust's group's offsets are older versions')."""
     committed = dict(await retrying(
         lambda: admin.list_consumer_group_offsets(app_group(settings))))
     for group, names in ((settle_group(settings), ("edit-events",)),

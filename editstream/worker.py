@@ -14,13 +14,20 @@ import atexit
 import errno
 import logging
 import os
+import time
+import traceback
+from collections.abc import Awaitable, Callable
 
 import faust
+import mode
+from aiokafka.errors import KafkaError
 
+from agents.stage import EXIT_CLIENT_FAILURE
 from streams.settings import Settings
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name
 MULTIPROC_ALIAS = "PROMETHEUS_MULTIPROCESS_DIR"
+START_PATIENCE_S = 90.0  # a restarted broker is back within this (chaos: 8-15 s down)
 log = logging.getLogger(__name__)
 
 
@@ -72,14 +79,70 @@ def run_worker(settings: Settings) -> int:
 
     metrics.register()  # with the value store multiprocess_dir() named (import order is free)
 
-    asyncio.run(ensure_topics(settings))
+    asyncio.run(patiently(lambda: ensure_topics(settings), "the pipeline's topics"))
     if settings.metrics_port:
         start_metrics_server(settings.metrics_port, mp_dir)
     app, _ = create_app(settings)
     worker = build_worker(app, settings)
     before_loop()
-    worker.execute_from_commandline()
+    execute(worker)
     return 0
+
+
+async def patiently(step: Callable[[], Awaitable[None]], what: str,
+                    patience_s: float = START_PATIENCE_S) -> None:
+    """Run a start-up step against the cluster, again while it fails on a Kafka client error
+    for up to `patience_s`: a worker restarted while a broker is down (the chaos run) must
+    not die at start because the node it asked first is not back yet. Past that, exit with
+    the client-failure status and one line that says why."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.5
+    while True:
+        try:
+            await step()
+            return
+        except KafkaError as exc:
+            if time.monotonic() + delay > deadline:
+                log.critical("worker: %s not reachable after %.0f s (%s); exiting", what,
+                             patience_s, type(exc).__name__)
+                raise SystemExit(EXIT_CLIENT_FAILURE) from None
+            log.warning("worker: %s not reachable yet (%s); again in %.1f s", what,
+                        type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def execute(worker: mode.Worker) -> None:
+    """Run the worker until it stops; a failure status always comes with its reason, and a
+    Kafka client error is the client-failure status (75: run it again), not mode's 1."""
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        say_why(exc)
+        if exc.code not in (0, None) and isinstance(exc.__context__, KafkaError):
+            raise SystemExit(EXIT_CLIENT_FAILURE) from None
+        raise
+
+
+def say_why(exc: SystemExit) -> None:
+    """Log why the worker is leaving with a failure status, if nothing did.
+
+    mode's `execute_from_commandline` turns any exception that escapes the worker's start or
+    stop into `sys.exit(1)` without printing it (mode.worker.exiting), so a worker could
+    exit 1 with no line in its log (seen in the chaos run, bench/chaos.py). The exception is
+    the exit's `__context__`: its type and where it was raised are logged (not its message,
+    which may quote a record)."""
+    if exc.code in (0, None):
+        return
+    cause = exc.__context__
+    if cause is None:
+        log.critical("worker exiting with status %s", exc.code)
+    else:
+        where = "".join(traceback.format_tb(cause.__traceback__)[-6:])
+        log.critical("worker exiting with status %s: %s escaped the worker's start or stop, "
+                     "raised at\n%s", exc.code, type(cause).__name__, where.rstrip())
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 def before_loop() -> None:

@@ -16,8 +16,9 @@ TOPICS = (
 )
 
 # The stages after settle that the stage runner (agents/stages.py) reads, in its own group
-# (`stages_group`); `model-retry` stays with the Faust app's group.
-STAGE_SOURCES = ("settled-examples", "student-samples", "scored-examples", "repair")
+# (`stages_group`), `model-retry` among them.
+STAGE_SOURCES = ("settled-examples", "student-samples", "scored-examples", "repair",
+                 "model-retry")
 
 
 class HasAppId(Protocol):
@@ -28,8 +29,9 @@ class HasAppId(Protocol):
 
 
 def app_group(settings: HasAppId) -> str:
-    """The Faust app's consumer group (`model-retry`: every topic but `edit-events` and
-    `STAGE_SOURCES`)."""
+    """The Faust app's consumer group. It reads no topic any more; its committed offsets
+    (`model-retry` and the stage topics, from versions that ran those stages as Faust agents)
+    are where the stage runner starts a partition it has never committed."""
     return settings.app_id
 
 
@@ -39,7 +41,7 @@ def settle_group(settings: HasAppId) -> str:
 
 
 def stages_group(settings: HasAppId) -> str:
-    """The stage runner's consumer group (`STAGE_SOURCES`)."""
+    """The stage runner's consumer group (`STAGE_SOURCES`, `model-retry` included)."""
     return f"{settings.app_id}-stages"
 
 

@@ -127,4 +127,4 @@ def test_the_checks_see_imports() -> None:
     """The walker finds what it is meant to find (a test that cannot fail proves nothing)."""
     assert "faust" in {top(n) for n in imports_of("agents.app")}
     assert "schemas.topics" in project_imports("editstream.kafka_io")
-    assert "agents.stage" in project_imports("agents.retry")
+    assert "agents.stage" in project_imports("agents.stages")

@@ -1,13 +1,13 @@
-"""The stage loop's verdict on a handler that raises (agents/stage.py).
+"""The verdict of a stage's record handling on a handler that raises (agents/stage.py).
 
-A record the handler cannot process is dead-lettered and the stream goes on. An error of the
+A record the handler cannot process is dead-lettered and the stage goes on. An error of the
 Kafka client is not the record's fault: the chaos run (bench/chaos.py) found a resumed zombie
 worker, its transactional producers fenced, dead-lettering records it could no longer send
 (`internal_error: IllegalOperation`), records the clean run processed. The worker now exits
 at once instead, neither dead-lettering nor acknowledging the record.
 
-The loop runs in a child process (it must be able to exit) on a stand-in stream of one
-record; the Kafka side of this is exercised for real by tests/integration/test_chaos.py.
+`handle_one` runs in a child process (it must be able to exit) on one stand-in message; the
+Kafka side of this is exercised for real by tests/integration/test_chaos.py.
 """
 
 from __future__ import annotations
@@ -26,17 +26,10 @@ SCRIPT = textwrap.dedent("""
     import orjson
     from aiokafka import errors
     from agents.inflight import InFlight
-    from agents.stage import run_stage
+    from agents.stage import handle_one
 
     class Message:
         value, topic, partition, offset = b'{"request_id": "r1"}', "t", 0, 5
-
-    class Event:
-        message = Message()
-
-    class Stream:
-        async def events(self):
-            yield Event()
 
     class Runtime:
         examples = InFlight(1)
@@ -47,7 +40,7 @@ SCRIPT = textwrap.dedent("""
     async def handle(record):
         raise getattr(errors, sys.argv[1])("raised by the handler")
 
-    asyncio.run(run_stage(Runtime(), Stream(), "sample", handle, orjson.loads))
+    asyncio.run(handle_one(Runtime(), "sample", handle, orjson.loads, Message()))
     print("STREAM_WENT_ON", flush=True)
 """)
 

@@ -21,10 +21,3 @@ def test_worker_has_no_spinner_and_leaves_the_root_logger_level_alone() -> None:
     logger.setLevel(logging.WARNING)
     worker.on_setup_root_logger(logger, logging.WARNING)
     assert logger.level == logging.WARNING and len(logger.handlers) == 1
-
-
-def test_producer_lingers_5_ms() -> None:
-    for guarantee in ("at_least_once", "exactly_once"):
-        app, _ = create_app(Settings(broker=S.broker, processing_guarantee=guarantee))
-        assert app.conf.producer_linger == 0.005
-        assert app.producer.linger_ms == 5  # what aiokafka is given

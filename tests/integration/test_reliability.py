@@ -27,6 +27,7 @@ from editstream.demo import accounted, collect, expected_predictions
 from editstream.generate import GenerateConfig, generate_events
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
 from editstream.offsets import describe_group
+from editstream.process import left_behind
 from schemas.topics import settle_changelog
 from streams.settings import Settings
 from tests.integration.conftest import Simulator, Worker, run_settings
@@ -217,6 +218,7 @@ async def test_kill_9_at_random_points_loses_nothing(
                         "training_records": len(run["training"]),
                         "duplicates_removed": raw - len(run["training"])}
     assert_same(run, clean)
+    assert left_behind(s) == [], "a killed worker's CPU pool outlived it"
 
 
 async def test_two_workers_share_partitions_and_equal_a_single_run(

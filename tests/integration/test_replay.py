@@ -232,8 +232,9 @@ def test_reset_offsets_dry_run_execute_and_refusal(
 def test_reset_offsets_of_the_pipeline_moves_its_three_groups(
         live_run: LiveRun, kafka_broker: BrokerHandle,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """Without --group: edit-events in the settle runner's group, the stage topics in the
-    stage runner's, model-retry in Faust's; and refused while the live pipeline runs."""
+    """Without --group: edit-events in the settle runner's group, the stage topics and
+    model-retry in the stage runner's, and what Faust's group committed (older versions);
+    and refused while the live pipeline runs."""
     live = live_run.settings
     common = ["--broker", kafka_broker.bootstrap, "--topic-prefix", live.topic_prefix]
     for extra in ([], ["--execute"]):

@@ -25,11 +25,14 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from editstream.broker import BrokerHandle, free_port
 from editstream.demo import accounted, collect, expected_predictions
 from editstream.generate import GenerateConfig, generate_events
 from editstream.kafka_io import ensure_topics, produce_events, read_to_end
+from editstream.process import left_behind
 from schemas.topics import app_group
 from streams.settings import Settings
 from tests.integration.conftest import Simulator, Worker, run_settings
@@ -204,6 +207,7 @@ async def test_kill_9_in_the_stages_loses_and_duplicates_nothing(
                          "rejected-examples", "pipeline-dlq")}
     twice = {name: [k for k, n in c.items() if n > 1] for name, c in keys.items()}
     assert twice == {name: [] for name in keys}
+    assert left_behind(s) == [], "a killed worker's CPU pool outlived it"
     settled = {r.key for r in await records(s, "settled-examples")}
     # every settled example was sampled or left at sample (rejected, re-queued or dead)
     sampled = set(keys["student-samples"])
@@ -248,3 +252,89 @@ async def test_an_upgrade_starts_where_the_faust_group_left_off(
     finally:
         worker.stop()
     assert sorted(dead) == sorted(new)
+
+
+@pytest.fixture
+def healthy(tmp_path: Path) -> Iterator[Simulator]:
+    """A simulator of this test's own: its outage must not reach other tests."""
+    sim = Simulator(tmp_path, "--admin", "--latency-ms", "20")
+    yield sim
+    sim.stop()
+
+
+async def set_topic_config(settings: Settings, topic: str, configs: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC,
+                                                  settings.topic(topic), configs=configs)])
+    finally:
+        await admin.close()
+
+
+def keep_running(worker: Worker, exits: list[int | None]) -> None:
+    """Restart a worker that exited by itself, as a supervisor would; note its status."""
+    if worker.proc is not None and worker.proc.poll() is not None:
+        exits.append(worker.proc.returncode)
+        worker.start()
+
+
+async def test_a_retried_example_whose_outputs_are_refused_is_redone_not_acknowledged(
+        kafka_broker: BrokerHandle, healthy: Simulator, tmp_path: Path) -> None:
+    """Issue 28: the chaos run lost examples re-queued after a model outage. Their
+    `model-retry` records were committed, their samples never written: the retry stage ran
+    on Faust, whose sends are not awaited, and aiokafka commits a transaction even when a
+    batch of it failed (a produce refused after the broker restarts). Here the broker
+    refuses the retried examples' outputs deterministically: every example goes through
+    `model-retry` (an outage while they settle), and while they are retried `student-samples`
+    accepts no record of their size. The outputs must be written with the retry's offset or
+    not at all: the worker exits without committing, and once the topic takes them again
+    every prediction is accounted for, none twice."""
+    s, lines, expected, worker = await start_run(
+        kafka_broker, healthy, tmp_path, 61, 6, 3, processing_guarantee="exactly_once",
+        model_max_retries=0, retry_attempts=20, retry_delay_ms=1000, session_timeout_s=8.0)
+    sim = httpx.AsyncClient(base_url=healthy.url, timeout=10)
+
+    async def outage(seconds: float) -> None:
+        (await sim.post("/admin/chaos", json={"outage_s": seconds})).raise_for_status()
+
+    exits: list[int | None] = []
+    try:
+        await outage(3)
+        await produce_events(s, lines, flush=True)
+        # the outage lasts until every settled example has been re-queued at least once
+        deadline = time.monotonic() + 120
+        before: set[bytes] = set()
+        while True:
+            await outage(3)
+            settled = {r.key for r in await records(s, "settled-examples")}
+            retried = {r.key for r in await records(s, "model-retry")}
+            if settled and settled == before and settled <= retried:
+                break
+            before = settled
+            assert time.monotonic() < deadline, (len(settled), len(retried))
+            await asyncio.sleep(2)
+        await set_topic_config(s, "student-samples", {"max.message.bytes": "256"})
+        await asyncio.sleep(3.5)  # the outage ends
+        # the retries come due, the model answers, the broker refuses their samples
+        refused_until = time.monotonic() + 20
+        while time.monotonic() < refused_until:
+            keep_running(worker, exits)
+            await asyncio.sleep(0.5)
+        await set_topic_config(s, "student-samples", {"max.message.bytes": "1048588"})
+        deadline = time.monotonic() + 240
+        while not expected <= accounted(await collect(s)):
+            keep_running(worker, exits)
+            assert time.monotonic() < deadline, (
+                f"{len(expected - accounted(await collect(s)))} predictions lost; worker "
+                f"exits {exits}\n{worker.log_tail()}")
+            await asyncio.sleep(1)
+    finally:
+        await sim.aclose()
+        worker.stop()
+    assert exits and set(exits) == {75}, exits  # left on the refused write, said why
+    assert "Kafka client failure" in (tmp_path / "worker.log").read_text()
+    twice = {name: [k for k, n in Counter(r.key for r in await records(s, name)).items()
+                    if n > 1]
+             for name in ("student-samples", "scored-examples", "training-records")}
+    assert twice == {name: [] for name in twice}
