@@ -10,7 +10,7 @@ LOCAL  := $(VENV)/.local-model
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF \
                     -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: demo demo-local local-model test lint kafka bench chaos clean
+.PHONY: demo demo-local local-model test lint kafka bench chaos chaos-sweep clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench: $(STAMP)
 # compared with a clean run; ~15 min on 2 cores. CHAOS_ARGS passes flags (--help lists them).
 chaos: $(STAMP)
 	$(PY) -m bench.chaos $(CHAOS_ARGS)
+
+# Chaos across seeds and heavier fault mixes (RELIABILITY.md, "Chaos sweep"): stops at the
+# first loss and prints its seed; ~8 min a run on 2 cores. SWEEP_ARGS: --seed, --runs, --mix.
+chaos-sweep: $(STAMP)
+	$(PY) -m bench.chaos_sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -80,6 +80,7 @@ class ChaosConfig:
     broker_kills: int = 1
     broker_down_s: tuple[float, float] = (8.0, 15.0)
     outage_s: float = 20.0  # 0: no model outage
+    outage_kills: int = 0  # extra worker kills -9 inside the outage window
     zombies: int = 1  # workers paused past their session timeout
     slow_s: float = 60.0  # 0: no slow window
     slow_factor: float = 10.0
@@ -421,8 +422,9 @@ class Chaos:
             at = T * rng.uniform(0.2, 0.3) + k * 40
             down = rng.uniform(*cfg.broker_down_s)
             jobs.append(lambda at=at, down=down: self.broker_kill(at, down))
+        outage_at = None
         if cfg.outage_s:
-            at = T * rng.uniform(0.38, 0.45)
+            at = outage_at = T * rng.uniform(0.38, 0.45)
             jobs.append(lambda at=at: self.outage(at))
         for k in range(cfg.zombies):
             at = T * rng.uniform(0.52, 0.58) + k * 30
@@ -431,6 +433,11 @@ class Chaos:
         if cfg.slow_s:
             at = T * rng.uniform(0.66, 0.7)
             jobs.append(lambda at=at: self.slow(at))
+        # drawn last, so that the schedules without them stay what they were for a seed
+        for _ in range(cfg.outage_kills if outage_at is not None else 0):
+            at = outage_at + rng.uniform(0, cfg.outage_s)
+            delay = rng.uniform(*cfg.restart_delay_s)
+            jobs.append(lambda at=at, delay=delay: self.worker_kill(at, delay))
         return jobs
 
     def victim(self) -> WorkerProc | None:
