@@ -21,6 +21,7 @@ from datetime import timedelta
 import faust
 
 from agents import faust_fixes, lag, looplag, retry, settle, stages
+from agents.kafka_security import faust_credentials
 from agents.runtime import Runtime
 from schemas.topics import TOPICS
 from streams.settings import Settings
@@ -43,6 +44,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.broker),
+        broker_credentials=faust_credentials(settings),  # TLS/SASL: agents/kafka_security.py
         store="memory://",
         datadir=state_dir(settings),
         processing_guarantee=settings.processing_guarantee,

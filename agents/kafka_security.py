@@ -41,6 +41,10 @@ from aiokafka.protocol.metadata import MetadataRequest
 from schemas.topics import TOPICS, app_group, settle_changelog, settle_group, stages_group
 from streams.settings import Settings
 
+# A cluster to connect to: the settings (with their security), or a bare bootstrap string for
+# a PLAINTEXT broker (the embedded one, tests, benchmarks).
+Cluster = Settings | str
+
 # What `--principal-reader` (export, scorecard) reads: the sink topics, no group (the export
 # assigns partitions and keeps its own position in its output directory).
 READER_TOPICS = ("training-records", "rejected-examples", "scored-examples")
@@ -93,7 +97,7 @@ def _ssl_context(cafile: str, certfile: str, keyfile: str, key_password: str,
     return ctx
 
 
-def kafka_client_config(target: Settings | str) -> dict[str, Any]:
+def kafka_client_config(target: Cluster) -> dict[str, Any]:
     """Keyword arguments for any aiokafka client (consumer, producer, admin) of the cluster
     `target`: its bootstrap servers and security settings. A bare bootstrap string is a
     PLAINTEXT cluster (the embedded broker, tests, benchmarks)."""

@@ -70,6 +70,7 @@ from agents.cpu import CpuPool
 from agents.distill import distill_one
 from agents.inorder import InOrder
 from agents.kafka import Rebalance, send_all, start_producer
+from agents.kafka_security import kafka_client_config
 from agents.lag import runner_lag
 from agents.repair import repair_one
 from agents.runtime import CURRENT_RECORD, Output, Record, Runtime
@@ -165,7 +166,7 @@ class StageRunner(mode.Service):
         if not self.exactly_once:
             self.producer = await start_producer(s, linger_ms=0)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.broker, group_id=self.group_id,
+            **kafka_client_config(s), group_id=self.group_id,
             client_id=f"{s.app_id}-stages", enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed" if self.exactly_once else "read_uncommitted",
@@ -222,7 +223,7 @@ class StageRunner(mode.Service):
         fresh = [tp for tp in tps if await consumer.committed(tp) is None]
         if not fresh:
             return
-        legacy = AIOKafkaConsumer(bootstrap_servers=self.settings.broker,
+        legacy = AIOKafkaConsumer(**kafka_client_config(self.settings),
                                   group_id=app_group(self.settings), enable_auto_commit=False)
         try:
             await legacy.start()
@@ -247,7 +248,7 @@ class StageRunner(mode.Service):
             delay = 0.5
             while True:
                 producer = AIOKafkaProducer(
-                    bootstrap_servers=self.settings.broker,
+                    **kafka_client_config(self.settings),
                     transactional_id=f"{self.group_id}-{number}", enable_idempotence=True,
                     acks="all", linger_ms=0, max_request_size=4 * 1024 * 1024,
                     request_timeout_ms=90_000)
