@@ -193,26 +193,34 @@ def describe_failure(exc: BaseException, s: Settings | None = None) -> str | Non
     kind = classify(exc)
     if kind is None:
         return None
-    where = f" at {s.broker}" if s is not None else ""
+    detail = ""
+    if kind == "tls":
+        detail = str(getattr(exc, "verify_message", "") or getattr(exc, "reason", "") or "")
+    resource = {TopicAuthorizationFailedError: "topic",
+                GroupAuthorizationFailedError: "consumer group",
+                TransactionalIdAuthorizationFailed: "transactional id",
+                ClusterAuthorizationFailedError: "cluster"}.get(type(exc), "")
+    named = getattr(exc, "resource_name", "")
+    return refusal_line(kind, s, detail, f"{resource} {named}".strip())
+
+
+def refusal_line(kind: str, s: Settings | None, detail: str = "", resource: str = "") -> str:
+    """The one line for a refusal of `kind` (authentication, tls, authorization), whichever
+    client met it. Names the broker, the user and the mechanism; never a secret."""
+    where = f" at {s.broker}" if s is not None and s.broker else ""
     who = (f" as {s.kafka_sasl_username!r} ({s.kafka_sasl_mechanism})"
            if s is not None and _sasl(s) else "")
     if kind == "authentication":
         return (f"kafka authentication failed{where}{who}: wrong user name or password, or "
                 f"the mechanism is not enabled for this user")
     if kind == "tls":
-        detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or ""
         ca = s.kafka_ssl_ca_location if s is not None else ""
         return (f"kafka TLS handshake failed{where}: {detail or 'certificate not accepted'} "
                 f"(the broker's certificate is not signed by "
-                f"{ca or 'a CA in the system trust store'}, or names another host)")
-    resource = {TopicAuthorizationFailedError: "topic",
-                GroupAuthorizationFailedError: "consumer group",
-                TransactionalIdAuthorizationFailed: "transactional id",
-                ClusterAuthorizationFailedError: "cluster"}.get(type(exc), "resource")
-    named = getattr(exc, "resource_name", "")
+                f"{ca or 'a CA of the system trust store'}, or does not name the host)")
     return (f"kafka authorization failed{where}{who}: no ACL allows this principal the "
-            f"{resource}{' ' + named if named else ''} (`editstream acls` prints the ACLs "
-            f"to apply)")
+            f"{resource or 'resource'}{(' (' + detail + ')') if detail else ''} "
+            f"(`editstream acls` prints the ACLs to apply)")
 
 
 def classify(exc: BaseException) -> str | None:

@@ -62,6 +62,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from agents.kafka_security import Cluster, kafka_client_config
 from editstream.process import ManagedProcess, free_port, log_tail, spawn
 
 __all__ = [
@@ -198,7 +199,7 @@ def _stop_leftovers() -> None:
 
 
 async def acreate_topics(
-    bootstrap: str,
+    bootstrap: Cluster,
     names: Iterable[str],
     partitions: int = 4,
     replication_factor: int = 1,
@@ -207,7 +208,7 @@ async def acreate_topics(
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**kafka_client_config(bootstrap), request_timeout_ms=30_000)
     await admin.start()
     try:
         resp = await admin.create_topics(
