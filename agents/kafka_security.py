@@ -299,6 +299,10 @@ async def _check_access(s: Settings, topics: list[str], groups: list[str],
                 except (GroupAuthorizationFailedError,
                         TransactionalIdAuthorizationFailed) as exc:
                     raise _refused(exc, s, name) from None
+                except KafkaError:
+                    # the broker authorizes before it looks for a coordinator: a
+                    # COORDINATOR_NOT_AVAILABLE (a fresh cluster) means we may
+                    pass
     finally:
         await client.close()
 

@@ -14,8 +14,10 @@ import atexit
 import errno
 import logging
 import os
+import sys
 
 import faust
+from aiokafka.errors import KafkaError
 
 from streams.settings import Settings
 
@@ -68,11 +70,12 @@ def run_worker(settings: Settings) -> int:
     mp_dir = multiprocess_dir()
     from agents import metrics
     from agents.app import create_app
-    from editstream.kafka_io import ensure_topics
 
     metrics.register()  # with the value store multiprocess_dir() named (import order is free)
 
-    asyncio.run(ensure_topics(settings))
+    if (refused := asyncio.run(check_cluster(settings))) is not None:
+        print(f"editstream worker: {refused}", file=sys.stderr, flush=True)
+        return 2
     if settings.metrics_port:
         start_metrics_server(settings.metrics_port, mp_dir)
     app, _ = create_app(settings)
@@ -80,6 +83,30 @@ def run_worker(settings: Settings) -> int:
     before_loop()
     worker.execute_from_commandline()
     return 0
+
+
+async def check_cluster(settings: Settings) -> str | None:
+    """Log in, create the missing topics, and check the worker may use its topics, groups
+    and transactional ids (agents/kafka_security.py): a refusal is one line to exit with,
+    now, not a consumer that retries a login or an ACL it will never get."""
+    from agents.kafka_security import (
+        KafkaAccessError,
+        check_access,
+        describe_failure,
+        worker_resources,
+    )
+    from editstream.kafka_io import ensure_topics
+
+    topics, groups, tids = worker_resources(settings)
+    try:
+        await check_access(settings)
+        await ensure_topics(settings)
+        await check_access(settings, topics=topics, groups=groups, transactional_ids=tids)
+    except (KafkaAccessError, KafkaError) as exc:
+        if (refused := describe_failure(exc, settings)) is None:
+            raise
+        return refused
+    return None
 
 
 def before_loop() -> None:
