@@ -28,10 +28,12 @@ from typing import Any
 from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     KafkaError,
-    SaslAuthenticationFailedError,
+    SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
     UnsupportedSaslMechanismError,
@@ -227,7 +229,8 @@ def classify(exc: BaseException) -> str | None:
     """authentication, tls, authorization, or None."""
     if isinstance(exc, KafkaAccessError):
         return exc.kind
-    if isinstance(exc, SaslAuthenticationFailedError | UnsupportedSaslMechanismError):
+    if isinstance(exc, SaslAuthenticationFailed | AuthenticationFailedError
+                  | AuthenticationMethodNotSupported | UnsupportedSaslMechanismError):
         return "authentication"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return "tls"
