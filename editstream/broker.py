@@ -54,7 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -468,8 +468,12 @@ def _kafka_command(
     partitions: int,
     log_file: Path,
     cache_dir: str | Path | None,
+    extra_properties: Mapping[str, str] | None = None,
+    format_args: Sequence[str] = (),
 ) -> list[str]:
-    """Write config, format storage on first use; the command of the Kafka JVM."""
+    """Write config, format storage on first use; the command of the Kafka JVM.
+    `extra_properties` override or extend server.properties (a secured listener, an
+    authorizer); `format_args` go to the storage format step (`--add-scram` users)."""
     version = os.environ.get("EDITSTREAM_KAFKA_VERSION", DEFAULT_KAFKA_VERSION)
     java = _java()  # before a Maven download that would be of no use without it
     libs = ensure_kafka(version, cache_dir)
@@ -495,7 +499,8 @@ def _kafka_command(
     state_path.write_text(json.dumps(state, indent=2) + "\n")
 
     props_path = data_dir / "server.properties"
-    _write_properties(props_path, _kafka_properties(data_dir, port, controller_port, partitions))
+    _write_properties(props_path, {**_kafka_properties(data_dir, port, controller_port,
+                                                       partitions), **(extra_properties or {})})
     log4j_path = data_dir / "log4j2.properties"
     log4j_path.write_text(_LOG4J2)
 
@@ -522,6 +527,7 @@ def _kafka_command(
                     cluster_id,
                     "-c",
                     str(props_path),
+                    *format_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -549,6 +555,8 @@ def start_broker(
     cache_dir: str | Path | None = None,
     log_file: str | Path | None = None,
     ready_timeout: float = 120,
+    extra_properties: Mapping[str, str] | None = None,
+    format_args: Sequence[str] = (),
 ) -> BrokerHandle:
     """Start a broker and return once a produce round trip succeeds.
 
@@ -558,6 +566,8 @@ def start_broker(
     port: client port on 127.0.0.1, a free one when None.
     log_file: broker stdout/stderr (appended); default ``<data_dir>/broker.log``
     or a temp file. Raises :class:`BrokerError` with the log tail on failure.
+    extra_properties, format_args: Kafka only (see ``_kafka_command``); the PLAINTEXT
+    listener on ``port`` stays, for the readiness probe.
     """
     if kind not in BROKER_KINDS:
         raise ValueError(f"unknown broker kind {kind!r}; expected one of {BROKER_KINDS}")
@@ -590,7 +600,8 @@ def start_broker(
             cmd = _tansu_command(port)
         else:
             assert ddir is not None
-            cmd = _kafka_command(ddir, port, partitions, log_path, cache_dir)
+            cmd = _kafka_command(ddir, port, partitions, log_path, cache_dir,
+                                 extra_properties, format_args)
         process, _, _ = spawn(cmd, log_file=log_path, new_session=True)
     except BaseException:
         if owns_data and ddir is not None:
