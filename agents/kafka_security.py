@@ -328,15 +328,17 @@ def acl_commands(s: Settings, *, gateway: str, worker: str, reader: str = "",
     """The `kafka-acls` invocations (argument lists) that let each principal do exactly what
     editstream's code does, from `schemas.topics`'s names:
 
-    * gateway: Write (and Describe) `edit-events` (`editstream produce` can run as it);
+    * gateway: Write (and Describe) `edit-events`;
     * worker: Read/Write/Describe/Create its topics (it creates missing ones), its settle
       state changelog and Faust's internal topics (`<app_id>-` prefixed); Read its three
       consumer groups (`<app_id>`, `-settle`, `-stages`); Write/Describe the transactional
       ids (`<app_id>-` prefixed: settle's `<app_id>-settle-P`, the stage runner's
       `<app_id>-stages-P`, Faust's `<app_id>-G-P`). Also what replay and reset-offsets
       need: they run as the worker;
-    * reader (optional): Read/Describe the sink topics, no group (export, scorecard).
+    * reader (optional): Read/Describe the sink topics (export, scorecard: no group), and
+      the group `<app_id>-reader` for a subscribing consumer outside the project.
 
+    `editstream produce` runs as the worker (it creates the pipeline's topics first).
     An idempotent producer needs no cluster ACL on Kafka >= 3.0 (KIP-679)."""
     base = [command, "--bootstrap-server", s.broker or "BOOTSTRAP", "--command-config",
             command_config, "--add"]
@@ -364,7 +366,14 @@ def acl_commands(s: Settings, *, gateway: str, worker: str, reader: str = "",
     if reader:
         out.append(allow(reader, ("Read", "Describe"), "topic",
                          [s.topic(t) for t in READER_TOPICS]))
+        out.append(allow(reader, ("Read", "Describe"), "group", [reader_group(s)]))
     return out
+
+
+def reader_group(s: Settings) -> str:
+    """The consumer group an outside reader of the sink uses (Kafka's console consumer, a
+    training job's consumer): the export needs none, a subscribing consumer does."""
+    return f"{s.app_id}-reader"
 
 
 def _principal(name: str) -> str:

@@ -470,9 +470,11 @@ def _kafka_command(
     cache_dir: str | Path | None,
     extra_properties: Mapping[str, str] | None = None,
     format_args: Sequence[str] = (),
+    extra_listeners: Mapping[str, int] | None = None,
 ) -> list[str]:
     """Write config, format storage on first use; the command of the Kafka JVM.
-    `extra_properties` override or extend server.properties (a secured listener, an
+    `extra_listeners` ({protocol: port}) are added on 127.0.0.1 beside the PLAINTEXT one;
+    `extra_properties` override or extend server.properties (their TLS/SASL settings, an
     authorizer); `format_args` go to the storage format step (`--add-scram` users)."""
     version = os.environ.get("EDITSTREAM_KAFKA_VERSION", DEFAULT_KAFKA_VERSION)
     java = _java()  # before a Maven download that would be of no use without it
@@ -499,8 +501,12 @@ def _kafka_command(
     state_path.write_text(json.dumps(state, indent=2) + "\n")
 
     props_path = data_dir / "server.properties"
-    _write_properties(props_path, {**_kafka_properties(data_dir, port, controller_port,
-                                                       partitions), **(extra_properties or {})})
+    props = _kafka_properties(data_dir, port, controller_port, partitions)
+    for name, lport in (extra_listeners or {}).items():
+        props["listeners"] += f",{name}://127.0.0.1:{lport}"
+        props["advertised.listeners"] += f",{name}://127.0.0.1:{lport}"
+        props["listener.security.protocol.map"] += f",{name}:{name}"
+    _write_properties(props_path, {**props, **(extra_properties or {})})
     log4j_path = data_dir / "log4j2.properties"
     log4j_path.write_text(_LOG4J2)
 
@@ -557,6 +563,7 @@ def start_broker(
     ready_timeout: float = 120,
     extra_properties: Mapping[str, str] | None = None,
     format_args: Sequence[str] = (),
+    extra_listeners: Mapping[str, int] | None = None,
 ) -> BrokerHandle:
     """Start a broker and return once a produce round trip succeeds.
 
@@ -566,7 +573,7 @@ def start_broker(
     port: client port on 127.0.0.1, a free one when None.
     log_file: broker stdout/stderr (appended); default ``<data_dir>/broker.log``
     or a temp file. Raises :class:`BrokerError` with the log tail on failure.
-    extra_properties, format_args: Kafka only (see ``_kafka_command``); the PLAINTEXT
+    extra_listeners, extra_properties, format_args: Kafka only (``_kafka_command``); the PLAINTEXT
     listener on ``port`` stays, for the readiness probe.
     """
     if kind not in BROKER_KINDS:
@@ -601,7 +608,7 @@ def start_broker(
         else:
             assert ddir is not None
             cmd = _kafka_command(ddir, port, partitions, log_path, cache_dir,
-                                 extra_properties, format_args)
+                                 extra_properties, format_args, extra_listeners)
         process, _, _ = spawn(cmd, log_file=log_path, new_session=True)
     except BaseException:
         if owns_data and ddir is not None:

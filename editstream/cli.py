@@ -193,7 +193,8 @@ def _args_acls(p: argparse.ArgumentParser) -> None:
                    help="the worker's principal: its topics, groups and transactional ids "
                         "(replay and reset-offsets run as it)")
     p.add_argument("--principal-reader", metavar="P",
-                   help="optional read-only principal for export (the sink topics)")
+                   help="optional read-only principal: the sink topics (export) and the "
+                        "group <app_id>-reader (an outside consumer)")
     p.add_argument("--command", default="kafka-acls.sh",
                    help="the kafka-acls command to print (default: kafka-acls.sh)")
     p.add_argument("--command-config", default="admin.properties", metavar="FILE",
