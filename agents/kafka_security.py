@@ -217,9 +217,10 @@ def refusal_line(kind: str, s: Settings | None, detail: str = "", resource: str 
                 f"the mechanism is not enabled for this user")
     if kind == "tls":
         ca = s.kafka_ssl_ca_location if s is not None else ""
-        return (f"kafka TLS handshake failed{where}: {detail or 'certificate not accepted'} "
-                f"(the broker's certificate is not signed by "
-                f"{ca or 'a CA of the system trust store'}, or does not name the host)")
+        return (f"kafka TLS handshake failed{where}: certificate verify failed"
+                f"{(' (' + detail + ')') if detail else ''}: the broker's certificate is "
+                f"not signed by "
+                f"{ca or 'a CA of the system trust store'}, or does not name the host")
     return (f"kafka authorization failed{where}{who}: no ACL allows this principal the "
             f"{resource or 'resource'}{(' (' + detail + ')') if detail else ''} "
             f"(`editstream acls` prints the ACLs to apply)")

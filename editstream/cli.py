@@ -347,8 +347,10 @@ COMMANDS: dict[str, Command] = {
                     _args_acls, _cmd_acls),
 }
 
-# Subcommands whose Kafka clients are checked first (login, TLS) so a refusal is one line.
-KAFKA_TOOLS = ("produce", "replay", "reset-offsets", "export")
+# Subcommands whose Kafka clients are checked first (login, TLS, and Describe on the topics
+# named here) so that a refusal is one line.
+KAFKA_TOOLS = {"produce": ("edit-events",), "replay": (), "reset-offsets": (),
+               "export": ("training-records",)}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -403,7 +405,7 @@ def _refused(ns: argparse.Namespace) -> str | None:
     if not s.broker:
         return None  # the tool's own message says to set it
     try:
-        asyncio.run(check_access(s))
+        asyncio.run(check_access(s, topics=[s.topic(t) for t in KAFKA_TOOLS[ns.command]]))
     except KafkaAccessError as exc:
         return None if exc.kind == "unreachable" else str(exc)
     return None

@@ -99,9 +99,10 @@ async def check_cluster(settings: Settings) -> str | None:
 
     topics, groups, tids = worker_resources(settings)
     try:
-        await check_access(settings)
-        await ensure_topics(settings)
+        # the broker answers TOPIC_AUTHORIZATION_FAILED whether the topic exists or not:
+        # checking before creating keeps a refused worker from waiting on topics it cannot see
         await check_access(settings, topics=topics, groups=groups, transactional_ids=tids)
+        await ensure_topics(settings)
     except (KafkaAccessError, KafkaError) as exc:
         if (refused := describe_failure(exc, settings)) is None:
             raise
