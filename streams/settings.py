@@ -302,13 +302,28 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
         flag = "--" + f.name.replace("_", "-")
         if is_secret(f.name):  # never the secret itself on a command line: its file
             group.add_argument(flag + "-file", dest=f"setting_{f.name}", default=None,
-                               metavar="PATH", type=lambda p, n=flag: read_secret_file(p, n),
+                               metavar="PATH", type=_secret_reader(flag + "-file"),
                                help=f.metadata.get("help", "") + ": the file holding it "
                                f"(or env {ENV_PREFIX}{f.name.upper()}[{FILE_SUFFIX}])")
+            # the bare flag is refused, not taken for an abbreviation of `-file` (argparse
+            # would read the secret as a path and name it in its error)
+            group.add_argument(flag, action=_RefuseSecret, help=argparse.SUPPRESS,
+                               metavar="V", dest=f"refused_{f.name}")
             continue
         help_ = f.metadata.get("help", "") + f" (default: {f.default!r})"
         group.add_argument(flag, dest=f"setting_{f.name}", default=None, metavar="V",
                            type=_converter(f.default), help=help_)
+
+
+class _RefuseSecret(argparse.Action):
+    """A secret given as a flag: an error that does not repeat it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        env = ENV_PREFIX + self.dest.removeprefix("refused_").upper()
+        parser.error(f"{option_string} is not accepted: a command line is visible to every "
+                     f"user of the machine; set {env}, {env}{FILE_SUFFIX} or use "
+                     f"{option_string}-file")
 
 
 KAFKA_FIELDS = tuple(f.name for f in fields(Settings) if f.name.startswith("kafka_"))
@@ -327,6 +342,11 @@ def read_secret_file(path: str, what: str) -> str:
             return fh.read().removesuffix("\n")
     except OSError as exc:
         raise ValueError(f"{what}: cannot read {path}: {exc.strerror}") from None
+
+
+def _secret_reader(flag: str) -> Callable[[str], str]:
+    """argparse's `type` for a secret's `--...-file` flag."""
+    return lambda path: read_secret_file(path, flag)
 
 
 def _converter(default: Any) -> Callable[[str], Any]:
