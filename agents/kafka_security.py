@@ -32,6 +32,7 @@ from aiokafka.errors import (
     AuthenticationMethodNotSupported,
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
+    KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
@@ -277,6 +278,10 @@ async def _check_access(s: Settings, topics: list[str], groups: list[str],
         except (OSError, KafkaError, TimeoutError) as exc:
             if classify(exc) is not None:
                 raise _refused(exc, s) from None
+            if isinstance(exc, KafkaConnectionError) and _tls(s):
+                # TLS went through, then the broker hung up: it wanted what we did not
+                # send (a client certificate; SASL on a SASL_SSL listener)
+                raise KafkaAccessError("tls", _closed_after_tls(s, f"{host}:{port}")) from None
             last = exc
             continue
         conn.close()
@@ -309,6 +314,13 @@ async def _check_access(s: Settings, topics: list[str], groups: list[str],
                     pass
     finally:
         await client.close()
+
+
+def _closed_after_tls(s: Settings, where: str) -> str:
+    wants = ("a client certificate (kafka_ssl_certificate_location, kafka_ssl_key_location)"
+             if not s.kafka_ssl_certificate_location else "another security protocol")
+    return (f"kafka at {where} closed the connection after the TLS handshake: the listener "
+            f"wants {wants}, or is not {s.kafka_security_protocol}")
 
 
 def worker_resources(s: Settings) -> tuple[list[str], list[str], list[str]]:

@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.kafka]
 
 USERS = ("admin", "gateway", "worker", "reader", "intruder")
 # test-made secrets: random per run, so finding one in a log or a topic is never a fluke
-PASSWORDS = {u: f"pw-{u}-{secrets.token_hex(12)}" for u in USERS}
+PASSWORDS = {u: f"pw-{u}-{secrets.token_hex(12)}" for u in (*USERS, "client-key")}
 TOKEN = f"editor-token-{secrets.token_hex(12)}"
 REFUSAL_BOUND_S = 30.0  # a refusal is reported within this, not retried for ever
 
@@ -65,12 +65,19 @@ def make_tls(d: Path) -> None:
             cwd=d)
     openssl("pkcs12", "-export", "-in", "broker.crt", "-inkey", "broker.key", "-name",
             "broker", "-out", "broker.p12", "-passout", "pass:keystore-pass", cwd=d)
+    # an mTLS client: its key encrypted with a password (ssl.key.password, a secret)
+    openssl("req", "-newkey", "rsa:2048", "-keyout", "client.key", "-passout",
+            f"pass:{PASSWORDS['client-key']}", "-out", "client.csr", "-subj", "/CN=mtls-client",
+            cwd=d)
+    openssl("x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", "client.crt", cwd=d)
 
 
 @dataclass
 class Secured:
     broker: BrokerHandle
     bootstrap: str  # the SASL_SSL listener
+    mtls_bootstrap: str  # the SSL listener that asks for a client certificate
     tls: Path
     libs: Path
     tmp: Path
@@ -111,7 +118,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     tmp = tmp_path_factory.mktemp("secured-kafka")
     tls = tmp / "tls"
     make_tls(tls)
-    sasl_port = free_port()
+    sasl_port, mtls_port = free_port(), free_port()
     jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
     props = {
         "ssl.keystore.type": "PKCS12",
@@ -123,26 +130,36 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "allow.everyone.if.no.acl.found": "false",
         "super.users": "User:ANONYMOUS;User:admin",
+        # the SSL listener checks client certificates against the test CA
+        "listener.name.ssl.ssl.client.auth": "required",
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(tls / "ca.crt"),
     }
-    scram = [arg for user, pw in PASSWORDS.items()
+    scram = [arg for user, pw in PASSWORDS.items() if user in USERS
              for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512")
              for arg in ("--add-scram", f"{mech}=[name={user},password={pw}]")]
-    with start_broker("kafka", data_dir=tmp / "data", extra_listeners={"SASL_SSL": sasl_port},
+    with start_broker("kafka", data_dir=tmp / "data",
+                      extra_listeners={"SASL_SSL": sasl_port, "SSL": mtls_port},
                       extra_properties=props, format_args=scram) as handle:
-        yield Secured(handle, f"127.0.0.1:{sasl_port}", tls, libs, tmp)
+        yield Secured(handle, f"127.0.0.1:{sasl_port}", f"127.0.0.1:{mtls_port}", tls, libs,
+                      tmp)
 
 
-def apply_printed_acls(sec: Secured, s: Settings) -> str:
-    """Run what `editstream acls` prints, with Kafka's own kafka-acls (AclCommand), as the
-    admin over the SASL_SSL listener. Returns the printed text."""
+def apply_printed_acls(sec: Secured, s: Settings, *, worker: str = "User:worker",
+                       only: str = "") -> str:
+    """Run what `editstream acls` prints (the lines naming `only`, when given), with Kafka's
+    own kafka-acls (AclCommand), as the admin over the SASL_SSL listener. Returns the
+    printed text."""
     printed = subprocess.run(
         [sys.executable, "-m", "editstream.cli", "acls", "--principal-gateway", "gateway",
-         "--principal-worker", "User:worker", "--principal-reader", "reader",
+         "--principal-worker", worker, "--principal-reader", "reader",
          "--broker", s.broker, "--app-id", s.app_id, "--topic-prefix", s.topic_prefix,
          "--command-config", str(sec.properties_file(sec.settings("admin"), "admin.properties"))],
         capture_output=True, text=True, check=True).stdout
     for line in printed.splitlines():
         argv = shlex.split(line)
+        if only and only not in argv:
+            continue
         assert argv[0] == "kafka-acls.sh"
         done = sec.java("org.apache.kafka.tools.AclCommand", *argv[1:])
         assert done.returncode == 0, done.stdout + done.stderr
@@ -318,3 +335,50 @@ def test_refusals_are_one_line_and_bounded(secured: Secured, tmp_path: Path) -> 
     for user, password in PASSWORDS.items():
         assert password not in text, f"{user}'s password printed"
     assert "not-the-password" not in text
+
+
+# --------------------------------------------------------------------------- mTLS
+
+
+async def test_mtls_client_certificate_with_an_encrypted_key(secured: Secured,
+                                                             tmp_path: Path) -> None:
+    """SSL with a client certificate: the principal is the certificate's subject, given
+    only the printed worker ACLs; aiokafka (produce, read) and librdkafka (the gateway's
+    sink) both load the encrypted key with its password, which no output shows."""
+    sec = secured
+    run = run_settings(sec.mtls_bootstrap, "http://127.0.0.1:9")
+    s = Settings(broker=sec.mtls_bootstrap, topic_prefix=run.topic_prefix, app_id=run.app_id,
+                 partitions=2, kafka_security_protocol="SSL",
+                 kafka_ssl_ca_location=str(sec.tls / "ca.crt"),
+                 kafka_ssl_certificate_location=str(sec.tls / "client.crt"),
+                 kafka_ssl_key_location=str(sec.tls / "client.key"),
+                 kafka_ssl_key_password=PASSWORDS["client-key"])
+    admin = sec.settings("admin", topic_prefix=run.topic_prefix, app_id=run.app_id)
+    printed = apply_printed_acls(sec, admin, worker="User:CN=mtls-client",
+                                 only="User:CN=mtls-client")
+    assert "--topic" in printed
+
+    from editstream.gateway_sink import LibrdkafkaSink
+    from editstream.kafka_io import read_to_end
+
+    await ensure_topics(s)
+    n = await produce_events(s, [orjson.dumps({"n": i}) for i in range(5)])
+    sink = await LibrdkafkaSink.start(s)
+    try:
+        assert await sink.deliver(s.topic("edit-events"), [(b"k", b'{"n": 5}')], 20)
+    finally:
+        await sink.stop(5)
+    got = [orjson.loads(r.value)["n"] async for r in read_to_end(s, s.topic("edit-events"))]
+    assert n == 5 and sorted(got) == list(range(6))
+
+    # the same client without its certificate is not let in
+    bare = s.replace(kafka_ssl_certificate_location="", kafka_ssl_key_location="",
+                     kafka_ssl_key_password="")
+    code, lines, took = run_refused(["produce", os.devnull], {
+        "EDITSTREAM_BROKER": bare.broker, "EDITSTREAM_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "EDITSTREAM_KAFKA_SSL_CA_LOCATION": bare.kafka_ssl_ca_location,
+        "EDITSTREAM_TOPIC_PREFIX": bare.topic_prefix})
+    assert code == 2 and len(lines) == 1 and took < REFUSAL_BOUND_S, lines
+    assert "closed the connection after the TLS handshake" in lines[0]
+    assert "client certificate" in lines[0]
+    assert PASSWORDS["client-key"] not in "\n".join(lines)
