@@ -19,11 +19,14 @@ only ever written to a file of mode 0600 by its caller.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import shlex
 import ssl
+import sys
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 
 from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.conn import create_conn
@@ -43,6 +46,8 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from schemas.topics import TOPICS, app_group, settle_changelog, settle_group, stages_group
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # A cluster to connect to: the settings (with their security), or a bare bootstrap string for
 # a PLAINTEXT broker (the embedded one, tests, benchmarks).
@@ -241,6 +246,16 @@ def classify(exc: BaseException) -> str | None:
         return "authorization"
     cause = exc.__cause__ or exc.__context__
     return classify(cause) if cause is not None and cause is not exc else None
+
+
+def exit_refused(who: str, line: str) -> NoReturn:
+    """End the worker with the refusal's one line (exit 2, as at start-up): a runner that
+    retried it would hold its partitions and never make progress."""
+    log.critical("%s: %s", who, line)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    print(f"editstream worker: {line}", file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 def _refused(exc: BaseException, s: Settings, name: str = "") -> KafkaAccessError:

@@ -69,7 +69,7 @@ from aiokafka.errors import ConsumerStoppedError, InvalidProducerEpoch, Producer
 
 from agents import metrics
 from agents.kafka import Rebalance, send_all, start_producer
-from agents.kafka_security import kafka_client_config
+from agents.kafka_security import describe_failure, exit_refused, kafka_client_config
 from agents.lag import runner_lag
 from agents.runtime import Runtime, dead_letter_record, dumps, observe_lag
 from schemas.records import SettledExample
@@ -223,6 +223,8 @@ class SettleRunner(mode.Service):
             except Exception as exc:
                 if self.should_stop:
                     raise
+                if (refused := describe_failure(exc, self.settings)) is not None:
+                    exit_refused("settle", refused)  # an ACL taken away: retrying cannot help
                 log.warning("settle: restoring %s failed (%r); retrying", tp, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
