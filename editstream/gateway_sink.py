@@ -150,7 +150,13 @@ class LibrdkafkaSink:
                     extra: dict[str, Any] | None = None) -> LibrdkafkaSink:
         """A sink whose broker answered a metadata request (librdkafka connects lazily)."""
         sink = cls(bootstrap, extra)
-        if not await sink.probe(timeout_s):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # short probes: a refused login (retried by librdkafka for ever) ends the wait
+        while not (up := await sink.probe(min(1.0, timeout_s))) and sink.refusal is None \
+                and loop.time() < deadline:
+            pass
+        if not up or sink.refusal is not None:
             await sink.stop(0)
             if sink.refusal is not None:
                 raise KafkaAccessError("refused", sink.refusal)
@@ -174,15 +180,21 @@ class LibrdkafkaSink:
             self.refusal = refusal_line("authentication", self.settings)
         elif code == RdKafkaError._SSL:
             self.refusal = refusal_line("tls", self.settings, err.str().rpartition(": ")[2])
-        elif code in (RdKafkaError.TOPIC_AUTHORIZATION_FAILED,
-                      RdKafkaError.CLUSTER_AUTHORIZATION_FAILED):
+        elif code == RdKafkaError.TOPIC_AUTHORIZATION_FAILED:
             self.refusal = refusal_line("authorization", self.settings, err.name(), "topic")
+        elif code == RdKafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            # an idempotent producer's id: Kafka grants it to a principal that may Write a
+            # topic; librdkafka's producer is dead from here on (a fatal error)
+            self.refusal = refusal_line("authorization", self.settings, err.name(),
+                                        "Write on edit-events (needed for a producer id)")
 
     def _poll(self) -> None:
         while not self._closing.is_set():
             try:
                 self._producer.poll(0.05)
-            except Exception:  # a callback's error must not end delivery reports for good
+            except Exception as exc:  # a callback's error must not end delivery reports
+                if exc.args and hasattr(exc.args[0], "code"):  # librdkafka's fatal error
+                    self._note_refusal(exc.args[0])
                 log.exception("librdkafka delivery report failed")
 
     async def deliver(self, topic: str, records: Sequence[Record], timeout_s: float) -> bool:

@@ -27,7 +27,7 @@ import httpx
 import orjson
 import pytest
 
-from agents.kafka_security import java_client_properties, reader_group
+from agents.kafka_security import KafkaAccessError, java_client_properties, reader_group
 from editstream.broker import BrokerError, BrokerHandle, ensure_kafka, start_broker
 from editstream.demo import accounted, expected_predictions
 from editstream.generate import GenerateConfig, generate_events
@@ -332,6 +332,7 @@ def test_refusals_are_one_line_and_bounded(secured: Secured, tmp_path: Path) -> 
     assert_one_line_refusal(["produce", os.devnull], env, "TLS handshake failed", outputs)
 
     text = "\n".join(outputs)
+    print(text)  # the refusals as an operator reads them (pytest -s)
     for user, password in PASSWORDS.items():
         assert password not in text, f"{user}'s password printed"
     assert "not-the-password" not in text
@@ -382,3 +383,45 @@ async def test_mtls_client_certificate_with_an_encrypted_key(secured: Secured,
     assert "closed the connection after the TLS handshake" in lines[0]
     assert "client certificate" in lines[0]
     assert PASSWORDS["client-key"] not in "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- gateway health
+
+
+async def test_gateway_readiness_names_the_refusal(secured: Secured) -> None:
+    """The gateway's librdkafka producer meets the refusal itself (not only the start-up
+    check): a wrong password fails its start with the one line, and a principal that may not
+    write `edit-events` makes `/readyz` answer 503 with that line as its detail."""
+    from editstream.gateway import GatewayConfig, start_gateway
+    from editstream.gateway_sink import LibrdkafkaSink
+
+    sec = secured
+    run = run_settings(sec.bootstrap, "http://127.0.0.1:9")
+    wrong = sec.settings("gateway", "SCRAM-SHA-256", password="not-the-password",
+                         topic_prefix=run.topic_prefix)
+    started = time.monotonic()
+    with pytest.raises(KafkaAccessError, match="kafka authentication failed") as err:
+        await LibrdkafkaSink.start(wrong, timeout_s=10)
+    assert time.monotonic() - started < REFUSAL_BOUND_S
+    assert "not-the-password" not in str(err.value)
+
+    intruder = sec.settings("intruder", "SCRAM-SHA-256", topic_prefix=run.topic_prefix)
+    sink = await LibrdkafkaSink.start(intruder)  # metadata is not refused, writing is
+    config = GatewayConfig(tokens=(("editor", TOKEN),), host="127.0.0.1", port=0,
+                           send_timeout_s=10)
+    handle = await start_gateway(intruder, config, sink)
+    try:
+        async with httpx.AsyncClient(base_url=handle.url, timeout=30) as client:
+            events = generate_events(GenerateConfig(seed=5, sessions=1,
+                                                    predictions_per_session=1))[:5]
+            resp = await client.post("/v1/events", content=orjson.dumps(events), headers={
+                "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+            assert resp.status_code == 503
+            ready = await client.get("/readyz")
+            assert ready.status_code == 503
+            detail = ready.json()["detail"]
+            assert detail.startswith("kafka authorization failed at ") and "'intruder'" in detail
+            assert PASSWORDS["intruder"] not in ready.text
+    finally:
+        await handle.stop()
+        await sink.stop(5)
