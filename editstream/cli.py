@@ -398,8 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _refused(ns: argparse.Namespace) -> str | None:
     """The cluster's refusal of this tool's login, TLS handshake or topics as one line
-    (aiokafka's own bootstrap only says "unable to bootstrap"), or that it did not answer;
-    None when it lets us in or no broker is set."""
+    (aiokafka's own bootstrap only says "unable to bootstrap"); None when it lets us in, no
+    broker is set or it does not answer (the tool's own checks and messages come first)."""
     from agents.kafka_security import KafkaAccessError, check_access
 
     s = settings_mod.from_args(ns)
@@ -408,7 +408,7 @@ def _refused(ns: argparse.Namespace) -> str | None:
     try:
         asyncio.run(check_access(s, topics=[s.topic(t) for t in KAFKA_TOOLS[ns.command]]))
     except KafkaAccessError as exc:
-        return str(exc)
+        return None if exc.kind == "unreachable" else str(exc)
     return None
 
 
