@@ -219,7 +219,7 @@ async def test_pipeline_exactly_once_with_only_the_printed_acls(
         topic_prefix=run.topic_prefix, app_id=run.app_id, student_url=simulator.url,
         teacher_url=simulator.url, samples=8, idle_tick_ms=500, partitions=4,
         log_level="info", processing_guarantee="exactly_once")
-    worker_s = sec.settings("worker", "SCRAM-SHA-512", **common)
+    worker_s = sec.settings("worker", "SCRAM-SHA-512", metrics_port=free_port(), **common)
     gateway_s = sec.settings("gateway", "SCRAM-SHA-256", **common)
     reader_s = sec.settings("reader", "SCRAM-SHA-256", **common)
     printed = apply_printed_acls(sec, worker_s)
@@ -259,6 +259,8 @@ async def test_pipeline_exactly_once_with_only_the_printed_acls(
                 resp = await client.post("/v1/events", content=orjson.dumps(events[i:i + 200]),
                                          headers=auth)
                 assert resp.status_code == 200, resp.text
+            metrics_text = (await client.get("/metrics")).text
+            assert "editstream_gateway_" in metrics_text
         # end of input: the operator's flush (as the worker, which may write edit-events)
         await produce_events(worker_s, [], flush=True)
         out = await wait_accounted(worker_s, expected, worker, timeout=240)
@@ -269,6 +271,8 @@ async def test_pipeline_exactly_once_with_only_the_printed_acls(
     assert with_records and with_records & rejected == set()
     assert expected <= accounted(out)
     assert "Traceback" not in worker.log_path.read_text(errors="replace"), worker.log_tail()
+    worker_metrics = httpx.get(f"http://127.0.0.1:{worker_s.metrics_port}/metrics").text
+    assert "editstream_" in worker_metrics
     worker.stop()
 
     # an outside client reads the sink with the same settings: Kafka's console consumer as
@@ -291,6 +295,8 @@ async def test_pipeline_exactly_once_with_only_the_printed_acls(
     texts["broker.log"] = sec.broker.log_file.read_text(errors="replace")
     texts["topics"] = orjson.dumps(out).decode()
     texts["console consumer"] = consumed.stdout + consumed.stderr
+    texts["gateway /metrics"] = metrics_text
+    texts["worker /metrics"] = worker_metrics
     for name, text in texts.items():
         for user, password in PASSWORDS.items():
             assert password not in text, f"{user}'s password in {name}"
