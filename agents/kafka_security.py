@@ -285,18 +285,13 @@ async def _check_access(s: Settings, topics: list[str], groups: list[str],
     config = kafka_client_config(s)
     config.pop("bootstrap_servers")
     last: BaseException | None = None
-    for host, _, port in (h.strip().rpartition(":") for h in s.broker.split(",") if h.strip()):
-        # one connection first: aiokafka's bootstrap logs a refused login and moves on,
-        # leaving only "unable to bootstrap"; the connection itself raises what happened
+    hosts = [h.strip().rpartition(":") for h in s.broker.split(",") if h.strip()]
+    # one connection first: aiokafka's bootstrap logs a refused login and moves on, leaving
+    # only "unable to bootstrap"; the connection itself raises what happened
+    for host, _, port in hosts:
         try:
-            conn = await create_conn(host, int(port), request_timeout_ms=10_000, **config)
+            conn = await _connect(s, host, int(port), config)
         except (OSError, KafkaError, TimeoutError) as exc:
-            if classify(exc) is not None:
-                raise _refused(exc, s) from None
-            if isinstance(exc, KafkaConnectionError) and _tls(s):
-                # TLS went through, then the broker hung up: it wanted what we did not
-                # send (a client certificate; SASL on a SASL_SSL listener)
-                raise KafkaAccessError("tls", _closed_after_tls(s, f"{host}:{port}")) from None
             last = exc
             continue
         conn.close()
@@ -329,6 +324,24 @@ async def _check_access(s: Settings, topics: list[str], groups: list[str],
                     pass
     finally:
         await client.close()
+
+
+async def _connect(s: Settings, host: str, port: int, config: dict[str, Any]) -> Any:
+    """One logged-in connection, or the refusal (KafkaAccessError) or the error it met."""
+    for attempt in (1, 2):
+        try:
+            return await create_conn(host, port, request_timeout_ms=10_000, **config)
+        except (OSError, KafkaError, TimeoutError) as exc:
+            if classify(exc) is not None:
+                raise _refused(exc, s) from None
+            if not (isinstance(exc, KafkaConnectionError) and _tls(s)):
+                raise
+            if attempt == 2:
+                # TLS went through and the broker hung up, twice: it wanted what we did
+                # not send (a client certificate; SASL on a SASL_SSL listener)
+                raise KafkaAccessError("tls", _closed_after_tls(s, f"{host}:{port}")) from None
+            await asyncio.sleep(1.0)  # once more: a broker may just be restarting
+    raise AssertionError("unreachable")
 
 
 def _closed_after_tls(s: Settings, where: str) -> str:
