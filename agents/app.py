@@ -22,6 +22,7 @@ from datetime import timedelta
 import faust
 
 from agents import faust_fixes, lag, looplag, settle, stages
+from agents.kafka_security import faust_credentials
 from agents.runtime import Runtime
 from schemas.topics import TOPICS
 from streams.settings import Settings
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
     app = faust.App(
         settings.app_id,
         broker=broker_url(settings.broker),
+        broker_credentials=faust_credentials(settings),  # TLS/SASL: agents/kafka_security.py
         store="memory://",
         datadir=state_dir(settings),
         # Faust moves no record (the runners do, under `settings.processing_guarantee`):

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import UnknownError
 
+from agents.kafka_security import kafka_client_config
 from streams.settings import Settings
 
 # One record to send: topic (full name), partition, key, value, headers.
@@ -28,7 +29,7 @@ async def start_producer(settings: Settings, *, linger_ms: int = 5) -> AIOKafkaP
     """An idempotent acks=all producer; plain acks=all on brokers without producer ids
     (the embedded Tansu broker answers InitProducerId with an unknown error)."""
     for idempotent in (True, False):
-        prod = AIOKafkaProducer(bootstrap_servers=settings.broker, acks="all",
+        prod = AIOKafkaProducer(**kafka_client_config(settings), acks="all",
                                 enable_idempotence=idempotent, linger_ms=linger_ms,
                                 max_request_size=4 * 1024 * 1024)
         try:

@@ -69,6 +69,7 @@ from aiokafka.errors import ConsumerStoppedError, InvalidProducerEpoch, Producer
 
 from agents import metrics
 from agents.kafka import Rebalance, send_all, start_producer
+from agents.kafka_security import describe_failure, exit_refused, kafka_client_config
 from agents.lag import runner_lag
 from agents.runtime import Runtime, dead_letter_record, dumps, observe_lag
 from schemas.records import SettledExample
@@ -157,12 +158,12 @@ class SettleRunner(mode.Service):
         # no linger: a batch's sends are all queued before its acks are awaited
         self.producer = await start_producer(s, linger_ms=0)
         self.restorer = AIOKafkaConsumer(
-            bootstrap_servers=s.broker, enable_auto_commit=False, isolation_level=iso,
+            **kafka_client_config(s), enable_auto_commit=False, isolation_level=iso,
             auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20)
         await self.restorer.start()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.broker, group_id=self.group_id,
+            **kafka_client_config(s), group_id=self.group_id,
             client_id=f"{s.app_id}-settle", enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level=iso,
             session_timeout_ms=int(s.session_timeout_s * 1000),
@@ -222,6 +223,8 @@ class SettleRunner(mode.Service):
             except Exception as exc:
                 if self.should_stop:
                     raise
+                if (refused := describe_failure(exc, self.settings)) is not None:
+                    exit_refused("settle", refused)  # an ACL taken away: retrying cannot help
                 log.warning("settle: restoring %s failed (%r); retrying", tp, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
@@ -237,7 +240,7 @@ class SettleRunner(mode.Service):
                 # InitProducerId: fences any other producer of this partition and aborts its
                 # open transaction, so the state read below is all that was committed
                 producer = AIOKafkaProducer(
-                    bootstrap_servers=s.broker, transactional_id=f"{s.app_id}-settle-"
+                    **kafka_client_config(s), transactional_id=f"{s.app_id}-settle-"
                     f"{tp.partition}", enable_idempotence=True, acks="all", linger_ms=0,
                     max_request_size=4 * 1024 * 1024, request_timeout_ms=90_000)
                 await producer.start()

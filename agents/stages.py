@@ -79,6 +79,7 @@ from agents.cpu import CpuPool
 from agents.distill import distill_one
 from agents.inorder import InOrder
 from agents.kafka import Rebalance, send_all, start_producer
+from agents.kafka_security import describe_failure, exit_refused, kafka_client_config
 from agents.lag import runner_lag
 from agents.repair import repair_one
 from agents.retry import retry_one
@@ -186,7 +187,7 @@ class StageRunner(mode.Service):
         if not self.exactly_once:
             self.producer = await start_producer(s, linger_ms=0)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.broker, group_id=self.group_id,
+            **kafka_client_config(s), group_id=self.group_id,
             client_id=f"{s.app_id}-stages", enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed" if self.exactly_once else "read_uncommitted",
@@ -243,7 +244,7 @@ class StageRunner(mode.Service):
         fresh = [tp for tp in tps if await consumer.committed(tp) is None]
         if not fresh:
             return
-        legacy = AIOKafkaConsumer(bootstrap_servers=self.settings.broker,
+        legacy = AIOKafkaConsumer(**kafka_client_config(self.settings),
                                   group_id=app_group(self.settings), enable_auto_commit=False)
         try:
             await legacy.start()
@@ -268,7 +269,7 @@ class StageRunner(mode.Service):
             delay = 0.5
             while True:
                 producer = AIOKafkaProducer(
-                    bootstrap_servers=self.settings.broker,
+                    **kafka_client_config(self.settings),
                     transactional_id=f"{self.group_id}-{number}", enable_idempotence=True,
                     acks="all", linger_ms=0, max_request_size=4 * 1024 * 1024,
                     request_timeout_ms=90_000)
@@ -279,6 +280,8 @@ class StageRunner(mode.Service):
                     await producer.stop()
                     if self.should_stop:
                         raise
+                    if (refused := describe_failure(exc, self.settings)) is not None:
+                        exit_refused("stages", refused)  # an ACL taken away: retrying cannot help
                     log.warning("stages: producer of partition %d not started (%r); retrying",
                                 number, exc)
                     await asyncio.sleep(delay)

@@ -54,7 +54,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -62,6 +62,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from agents.kafka_security import Cluster, kafka_client_config
 from editstream.process import ManagedProcess, free_port, log_tail, spawn
 
 __all__ = [
@@ -198,7 +199,7 @@ def _stop_leftovers() -> None:
 
 
 async def acreate_topics(
-    bootstrap: str,
+    bootstrap: Cluster,
     names: Iterable[str],
     partitions: int = 4,
     replication_factor: int = 1,
@@ -207,7 +208,7 @@ async def acreate_topics(
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**kafka_client_config(bootstrap), request_timeout_ms=30_000)
     await admin.start()
     try:
         resp = await admin.create_topics(
@@ -467,8 +468,14 @@ def _kafka_command(
     partitions: int,
     log_file: Path,
     cache_dir: str | Path | None,
+    extra_properties: Mapping[str, str] | None = None,
+    format_args: Sequence[str] = (),
+    extra_listeners: Mapping[str, int] | None = None,
 ) -> list[str]:
-    """Write config, format storage on first use; the command of the Kafka JVM."""
+    """Write config, format storage on first use; the command of the Kafka JVM.
+    `extra_listeners` ({protocol: port}) are added on 127.0.0.1 beside the PLAINTEXT one;
+    `extra_properties` override or extend server.properties (their TLS/SASL settings, an
+    authorizer); `format_args` go to the storage format step (`--add-scram` users)."""
     version = os.environ.get("EDITSTREAM_KAFKA_VERSION", DEFAULT_KAFKA_VERSION)
     java = _java()  # before a Maven download that would be of no use without it
     libs = ensure_kafka(version, cache_dir)
@@ -494,7 +501,12 @@ def _kafka_command(
     state_path.write_text(json.dumps(state, indent=2) + "\n")
 
     props_path = data_dir / "server.properties"
-    _write_properties(props_path, _kafka_properties(data_dir, port, controller_port, partitions))
+    props = _kafka_properties(data_dir, port, controller_port, partitions)
+    for name, lport in (extra_listeners or {}).items():
+        props["listeners"] += f",{name}://127.0.0.1:{lport}"
+        props["advertised.listeners"] += f",{name}://127.0.0.1:{lport}"
+        props["listener.security.protocol.map"] += f",{name}:{name}"
+    _write_properties(props_path, {**props, **(extra_properties or {})})
     log4j_path = data_dir / "log4j2.properties"
     log4j_path.write_text(_LOG4J2)
 
@@ -521,6 +533,7 @@ def _kafka_command(
                     cluster_id,
                     "-c",
                     str(props_path),
+                    *format_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -548,6 +561,9 @@ def start_broker(
     cache_dir: str | Path | None = None,
     log_file: str | Path | None = None,
     ready_timeout: float = 120,
+    extra_properties: Mapping[str, str] | None = None,
+    format_args: Sequence[str] = (),
+    extra_listeners: Mapping[str, int] | None = None,
 ) -> BrokerHandle:
     """Start a broker and return once a produce round trip succeeds.
 
@@ -557,6 +573,8 @@ def start_broker(
     port: client port on 127.0.0.1, a free one when None.
     log_file: broker stdout/stderr (appended); default ``<data_dir>/broker.log``
     or a temp file. Raises :class:`BrokerError` with the log tail on failure.
+    extra_listeners, extra_properties, format_args: Kafka only (``_kafka_command``); the PLAINTEXT
+    listener on ``port`` stays, for the readiness probe.
     """
     if kind not in BROKER_KINDS:
         raise ValueError(f"unknown broker kind {kind!r}; expected one of {BROKER_KINDS}")
@@ -589,7 +607,8 @@ def start_broker(
             cmd = _tansu_command(port)
         else:
             assert ddir is not None
-            cmd = _kafka_command(ddir, port, partitions, log_path, cache_dir)
+            cmd = _kafka_command(ddir, port, partitions, log_path, cache_dir,
+                                 extra_properties, format_args, extra_listeners)
         process, _, _ = spawn(cmd, log_file=log_path, new_session=True)
     except BaseException:
         if owns_data and ddir is not None:

@@ -11,6 +11,7 @@
     reset-offsets  move a consumer group's committed offsets (dry run unless --execute)
     export         write training records from the sink topic to dataset files
     report         summarise and plot an export DIR, or render the dashboard from Prometheus
+    acls           print the kafka-acls commands giving each principal only what it needs
 """
 
 from __future__ import annotations
@@ -152,6 +153,17 @@ def _cmd_report(ns: argparse.Namespace) -> int:
     return main_report(ns)
 
 
+def _cmd_acls(ns: argparse.Namespace) -> int:
+    from agents.kafka_security import acl_commands, render_commands
+
+    s = settings_mod.from_args(ns)
+    commands = acl_commands(s, gateway=ns.principal_gateway, worker=ns.principal_worker,
+                            reader=ns.principal_reader or "", command=ns.command,
+                            command_config=ns.command_config)
+    sys.stdout.write(render_commands(commands))
+    return 0
+
+
 def _check_report(ns: argparse.Namespace) -> str | None:
     """The two forms of `report`: DIR, or --prometheus URL --out FILE."""
     if ns.prometheus:
@@ -172,6 +184,22 @@ def _check_report(ns: argparse.Namespace) -> str | None:
 
 
 # --------------------------------------------------------------------------- flags
+
+
+def _args_acls(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--principal-gateway", required=True, metavar="P",
+                   help="the gateway's principal (User:NAME, or NAME): writes edit-events")
+    p.add_argument("--principal-worker", required=True, metavar="P",
+                   help="the worker's principal: its topics, groups and transactional ids "
+                        "(replay and reset-offsets run as it)")
+    p.add_argument("--principal-reader", metavar="P",
+                   help="optional read-only principal: the sink topics (export) and the "
+                        "group <app_id>-reader (an outside consumer)")
+    p.add_argument("--command", default="kafka-acls.sh",
+                   help="the kafka-acls command to print (default: kafka-acls.sh)")
+    p.add_argument("--command-config", default="admin.properties", metavar="FILE",
+                   help="the admin's client properties passed to it")
+    settings_mod.add_arguments(p, only=("broker", "app_id", "topic_prefix"))
 
 
 def _args_worker(p: argparse.ArgumentParser) -> None:
@@ -314,7 +342,15 @@ COMMANDS: dict[str, Command] = {
     "report": Command("summarise and plot an export DIR, or render the dashboard's "
                       "data-quality panels from Prometheus", _args_report, _cmd_report,
                       _check_report),
+    "acls": Command("print the kafka-acls commands that give the gateway, the worker and "
+                    "a reader exactly what they use (names from schemas/topics.py)",
+                    _args_acls, _cmd_acls),
 }
+
+# Subcommands whose Kafka clients are checked first (login, TLS, and Describe on the topics
+# named here) so that a refusal is one line.
+KAFKA_TOOLS = {"produce": ("edit-events",), "replay": (), "reset-offsets": (),
+               "export": ("training-records",)}
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -343,10 +379,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.check is not None and (problem := ns.check(ns)):
         ns.subparser.error(problem)  # usage + message, exit 2 (as argparse's own errors)
     try:
+        if ns.command in KAFKA_TOOLS and (refused := _refused(ns)) is not None:
+            print(f"editstream {ns.command}: {refused}", file=sys.stderr)
+            return 2
         return int(ns.func(ns) or 0)
-    except ValueError as exc:  # configuration errors: say what is wrong, no traceback
-        print(f"editstream: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        from agents.kafka_security import describe_failure
+
+        # the cluster refused us mid-way (an ACL): one line, no traceback
+        if (refused := describe_failure(exc)) is not None:
+            print(f"editstream {ns.command}: {refused}", file=sys.stderr)
+            return 2
+        if isinstance(exc, ValueError):  # configuration errors: what is wrong, no traceback
+            print(f"editstream: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _refused(ns: argparse.Namespace) -> str | None:
+    """The cluster's refusal of this tool's login, TLS handshake or topics as one line
+    (aiokafka's own bootstrap only says "unable to bootstrap"); None when it lets us in, no
+    broker is set or it does not answer (the tool's own checks and messages come first)."""
+    from agents.kafka_security import KafkaAccessError, check_access
+
+    s = settings_mod.from_args(ns)
+    if not s.broker:
+        return None  # the tool's own message says to set it
+    try:
+        asyncio.run(check_access(s, topics=[s.topic(t) for t in KAFKA_TOOLS[ns.command]]))
+    except KafkaAccessError as exc:
+        return None if exc.kind == "unreachable" else str(exc)
+    return None
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ async def collect(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for name in OUTPUT_TOPICS:
         out[name] = [orjson.loads(r.value) async for r in
-                     read_to_end(settings.broker, settings.topic(name))]
+                     read_to_end(settings, settings.topic(name))]
     return out
 
 

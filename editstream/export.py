@@ -316,7 +316,7 @@ async def export(settings: Settings, out: Path, *, since: When | None = None,
     state.runs += 1
     state.complete = False
     read = 0
-    consumer = new_consumer(settings.broker, isolation_level="read_committed")
+    consumer = new_consumer(settings, isolation_level="read_committed")
     await consumer.start()
     try:
         tps: list[TopicPartition] = []

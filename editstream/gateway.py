@@ -46,6 +46,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from agents.kafka_security import KafkaAccessError, check_access, describe_failure
 from editstream.gateway_sink import (
     PRODUCERS,
     AiokafkaSink,
@@ -74,7 +75,7 @@ MiB = 1024 * 1024
 # The shared settings that matter to the gateway (the rest are the worker's business).
 SETTINGS_FIELDS = ("broker", "topic_prefix", "partitions", "disabled_globs",
                    "require_open_source", "max_event_bytes", "max_region_bytes", "pii_policy",
-                   "log_level")
+                   "log_level", *settings_mod.KAFKA_FIELDS)
 
 
 # --------------------------------------------------------------------------- config
@@ -236,7 +237,13 @@ class Gateway:
     def ready(self) -> bool:
         """The broker answered a metadata request within the last few probe periods."""
         stale = max(3 * self.config.ready_interval_s, 2.0)
-        return self.last_probe_ok is not None and time.monotonic() - self.last_probe_ok <= stale
+        return (self.last_probe_ok is not None and self.refusal() is None
+                and time.monotonic() - self.last_probe_ok <= stale)
+
+    def refusal(self) -> str | None:
+        """The cluster's refusal (login, TLS, a missing ACL) the sink last met, as one line."""
+        refusal: str | None = getattr(self.sink, "refusal", None)
+        return refusal
 
     async def probe_once(self) -> bool:
         if await self.sink.probe(max(2 * self.config.ready_interval_s, 1.0)):
@@ -258,7 +265,8 @@ class Gateway:
     async def readyz(self, request: web.Request) -> web.Response:
         if self.ready():
             return _json(200, {"status": "ready"})
-        return _json(503, {"status": "not_ready", "detail": "broker unreachable"},
+        detail = self.refusal() or "broker unreachable"
+        return _json(503, {"status": "not_ready", "detail": detail},
                      {"Retry-After": "1"})
 
     async def metrics_view(self, request: web.Request) -> web.Response:
@@ -426,7 +434,7 @@ class GatewayHandle:
 async def start_gateway_producer(settings: Settings) -> AIOKafkaProducer:
     """An aiokafka producer with the gateway's settings (acks=all, idempotent where the
     broker supports it, batches sized for whole requests): the bench's direct baseline."""
-    return (await AiokafkaSink.start(settings.broker)).producer
+    return (await AiokafkaSink.start(settings)).producer
 
 
 async def ensure_topic(settings: Settings) -> None:
@@ -435,7 +443,7 @@ async def ensure_topic(settings: Settings) -> None:
     from editstream.broker import acreate_topics
 
     try:
-        await acreate_topics(settings.broker, [settings.topic("edit-events")],
+        await acreate_topics(settings, [settings.topic("edit-events")],
                              partitions=settings.partitions)
     except (KafkaError, OSError) as exc:
         log.warning("could not create topic %s: %r", settings.topic("edit-events"), exc)
@@ -452,7 +460,7 @@ async def start_gateway(settings: Settings, config: GatewayConfig,
     owns = sink is None
     if sink is None:
         await ensure_topic(settings)
-        sink = await start_sink(config.producer, settings.broker)
+        sink = await start_sink(config.producer, settings)
     app = build_app(settings, config, sink, metrics=metrics)
     runner = web.AppRunner(app, auto_decompress=False, access_log=None)
     await runner.setup()
@@ -494,14 +502,21 @@ async def _serve(settings: Settings, config: GatewayConfig) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # The broker may come up after the gateway (orchestrators start both at once): retry.
+    # A refusal (wrong password, unknown CA, no ACL for edit-events) is not retried: one line
+    # and exit 2, in the bounded time of one connection.
     delay = 0.5
     while True:
         try:
+            await check_access(settings, topics=[settings.topic("edit-events")])
             await ensure_topic(settings)
-            sink = await start_sink(config.producer, settings.broker)
+            sink = await start_sink(config.producer, settings)
             break
-        except (KafkaError, OSError) as exc:
-            log.warning("broker %s not reachable yet (%r); retrying", settings.broker, exc)
+        except (KafkaError, OSError, KafkaAccessError) as exc:
+            if (refused := describe_failure(exc, settings)) is not None and not (
+                    isinstance(exc, KafkaAccessError) and exc.kind == "unreachable"):
+                print(f"editstream gateway: {refused}", file=sys.stderr)
+                return 2
+            log.warning("broker %s not reachable yet (%s); retrying", settings.broker, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             if stop.is_set():

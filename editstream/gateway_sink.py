@@ -29,6 +29,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, UnknownError
 from aiokafka.partitioner import murmur2
 
+from agents.kafka_security import (
+    Cluster,
+    KafkaAccessError,
+    kafka_client_config,
+    librdkafka_security,
+    refusal_line,
+)
+
 log = logging.getLogger("editstream.gateway")
 
 MiB = 1024 * 1024
@@ -95,8 +103,11 @@ class _Request:
             self.future.set_result(None)
 
 
-def librdkafka_config(bootstrap: str) -> dict[str, Any]:
-    """The producer's settings: the gateway's guarantees, spelled for librdkafka."""
+def librdkafka_config(bootstrap: Cluster) -> dict[str, Any]:
+    """The producer's settings: the gateway's guarantees, spelled for librdkafka, and the
+    cluster's security settings (agents/kafka_security.py)."""
+    if not isinstance(bootstrap, str):
+        return {**librdkafka_config(bootstrap.broker), **librdkafka_security(bootstrap)}
     return {
         "bootstrap.servers": bootstrap,
         "acks": "all",
@@ -117,10 +128,13 @@ def librdkafka_config(bootstrap: str) -> dict[str, Any]:
 class LibrdkafkaSink:
     """confluent-kafka's C producer behind the `EventSink` interface."""
 
-    def __init__(self, bootstrap: str, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, bootstrap: Cluster, extra: dict[str, Any] | None = None) -> None:
         """`extra`: more librdkafka settings (tests shrink the local queue with it)."""
         from confluent_kafka import Producer
 
+        self.settings = None if isinstance(bootstrap, str) else bootstrap
+        # the cluster refused us (login, TLS, an ACL): one line for /readyz and the exit
+        self.refusal: str | None = None
         # its log lines (broker addresses, never record content) go to the gateway's logger,
         # served by the polling thread, instead of straight to stderr
         self._producer = Producer({**librdkafka_config(bootstrap),
@@ -132,26 +146,55 @@ class LibrdkafkaSink:
         self._poller.start()
 
     @classmethod
-    async def start(cls, bootstrap: str, timeout_s: float = 10.0,
+    async def start(cls, bootstrap: Cluster, timeout_s: float = 10.0,
                     extra: dict[str, Any] | None = None) -> LibrdkafkaSink:
         """A sink whose broker answered a metadata request (librdkafka connects lazily)."""
         sink = cls(bootstrap, extra)
-        if not await sink.probe(timeout_s):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # short probes: a refused login (retried by librdkafka for ever) ends the wait
+        while not (up := await sink.probe(min(1.0, timeout_s))) and sink.refusal is None \
+                and loop.time() < deadline:
+            pass
+        if not up or sink.refusal is not None:
             await sink.stop(0)
-            raise BrokerUnavailable(f"no metadata from {bootstrap} in {timeout_s:.0f} s")
+            if sink.refusal is not None:
+                raise KafkaAccessError("refused", sink.refusal)
+            where = bootstrap if isinstance(bootstrap, str) else bootstrap.broker
+            raise BrokerUnavailable(f"no metadata from {where} in {timeout_s:.0f} s")
         return sink
 
-    @staticmethod
-    def _on_error(err: Any) -> None:
+    def _on_error(self, err: Any) -> None:
         # Connection errors are retried by librdkafka; a fatal one (idempotence broken) makes
         # every later produce fail, so the gateway answers 503 and /readyz tells the balancer.
+        self._note_refusal(err)
         log.warning("librdkafka: %s", err)
+
+    def _note_refusal(self, err: Any) -> None:
+        """Remember a login, TLS or ACL refusal as its one line (librdkafka retries them
+        quietly for ever; the gateway must say so instead of 'broker unreachable')."""
+        from confluent_kafka import KafkaError as RdKafkaError
+
+        code = err.code()
+        if code == RdKafkaError._AUTHENTICATION:
+            self.refusal = refusal_line("authentication", self.settings)
+        elif code == RdKafkaError._SSL:
+            self.refusal = refusal_line("tls", self.settings, err.str().rpartition(": ")[2])
+        elif code == RdKafkaError.TOPIC_AUTHORIZATION_FAILED:
+            self.refusal = refusal_line("authorization", self.settings, err.name(), "topic")
+        elif code == RdKafkaError.CLUSTER_AUTHORIZATION_FAILED:
+            # an idempotent producer's id: Kafka grants it to a principal that may Write a
+            # topic; librdkafka's producer is dead from here on (a fatal error)
+            self.refusal = refusal_line("authorization", self.settings, err.name(),
+                                        "Write on edit-events (needed for a producer id)")
 
     def _poll(self) -> None:
         while not self._closing.is_set():
             try:
                 self._producer.poll(0.05)
-            except Exception:  # a callback's error must not end delivery reports for good
+            except Exception as exc:  # a callback's error must not end delivery reports
+                if exc.args and hasattr(exc.args[0], "code"):  # librdkafka's fatal error
+                    self._note_refusal(exc.args[0])
                 log.exception("librdkafka delivery report failed")
 
     async def deliver(self, topic: str, records: Sequence[Record], timeout_s: float) -> bool:
@@ -191,8 +234,10 @@ class LibrdkafkaSink:
                         req.remaining, len(records))
             return False
         if req.error is not None:
+            self._note_refusal(req.error)
             log.warning("broker refused a batch: %s", req.error)
             return False
+        self.refusal = None  # writing again: whatever refused us was put right
         return True
 
     async def probe(self, timeout_s: float) -> bool:
@@ -240,11 +285,11 @@ class AiokafkaSink:
         self.producer = producer
 
     @classmethod
-    async def start(cls, bootstrap: str) -> AiokafkaSink:
+    async def start(cls, bootstrap: Cluster) -> AiokafkaSink:
         """acks=all, idempotent where the broker supports it (as `kafka_io.start_producer`:
         the embedded Tansu 0.6 has no InitProducerId)."""
         for idempotent in (True, False):
-            prod = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+            prod = AIOKafkaProducer(**kafka_client_config(bootstrap), acks="all",
                                     enable_idempotence=idempotent,
                                     linger_ms=PRODUCER_LINGER_MS,
                                     max_batch_size=PRODUCER_BATCH_BYTES,
@@ -316,7 +361,7 @@ class AiokafkaSink:
             await asyncio.wait({stopping}, timeout=5)
 
 
-async def start_sink(kind: str, bootstrap: str) -> EventSink:
+async def start_sink(kind: str, bootstrap: Cluster) -> EventSink:
     """The sink named by the gateway's `producer` setting, connected to `bootstrap`."""
     if kind == "librdkafka":
         return await LibrdkafkaSink.start(bootstrap)

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from agents.kafka import start_producer
+from agents.kafka_security import Cluster, kafka_client_config
 from schemas.topics import TOPICS, settle_changelog
 from streams.settings import Settings
 
@@ -25,7 +26,7 @@ from streams.settings import Settings
 async def ensure_topics(settings: Settings) -> None:
     """Create the pipeline topics with the configured partitions (idempotent), and the settle
     runner's compacted state changelog."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker)
+    admin = AIOKafkaAdminClient(**kafka_client_config(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -39,12 +40,12 @@ async def ensure_topics(settings: Settings) -> None:
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
-            await _wait_for_leaders(admin, settings.broker, [t.name for t in new])
+            await _wait_for_leaders(admin, settings, [t.name for t in new])
     finally:
         await admin.close()
 
 
-async def _wait_for_leaders(admin: AIOKafkaAdminClient, bootstrap: str, names: list[str],
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, bootstrap: Cluster, names: list[str],
                             timeout_s: float = 30.0) -> None:
     """Return once every partition of the new topics answers as its leader (or after
     `timeout_s`): Apache Kafka elects them a moment after CreateTopics answers, and a
@@ -64,7 +65,7 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, bootstrap: str, names: l
             await asyncio.sleep(0.2)
     if not tps:
         return
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_config(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -112,13 +113,13 @@ async def send_flush(prod: AIOKafkaProducer, topic: str, partitions: Iterable[in
                            for p in sorted(partitions)])
 
 
-async def read_to_end(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
+async def read_to_end(bootstrap: Cluster, topic: str, *, timeout_s: float = 30.0,
                       isolation_level: str = "read_committed") -> AsyncIterator[Any]:
     """Every record of `topic` from the beginning up to (at least) the end offsets seen at
     start."""
     # read_committed: under exactly-once, records of aborted transactions (a killed worker's
     # half-done work) are not output and must not be counted as such.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**kafka_client_config(bootstrap), enable_auto_commit=False,
                                 isolation_level=isolation_level,
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20,
                                 fetch_max_bytes=64 << 20)

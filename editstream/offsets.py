@@ -46,6 +46,7 @@ from aiokafka.errors import KafkaError, for_code
 from aiokafka.structs import OffsetAndMetadata
 
 from agents.kafka import quiet_logger
+from agents.kafka_security import Cluster, kafka_client_config
 from schemas.topics import STAGE_SOURCES, TOPICS, app_group, settle_group, stages_group
 from streams import settings as settings_mod
 from streams.settings import Settings
@@ -165,10 +166,10 @@ async def resolve(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], whe
     return {tp: (found[tp].offset if found.get(tp) is not None else end[tp]) for tp in tps}
 
 
-def new_consumer(bootstrap: str, group_id: str | None = None, *,
+def new_consumer(bootstrap: Cluster, group_id: str | None = None, *,
                  isolation_level: str = "read_uncommitted") -> AIOKafkaConsumer:
     """A consumer that never commits on its own and never joins a group by itself."""
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
+    return AIOKafkaConsumer(**kafka_client_config(bootstrap), group_id=group_id,
                             enable_auto_commit=False, auto_offset_reset="earliest",
                             isolation_level=isolation_level,
                             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
@@ -232,10 +233,10 @@ class ResetPlan:
         return "\n".join(lines)
 
 
-async def plan_reset(bootstrap: str, group: str, when: When, topics: Iterable[str] = (),
+async def plan_reset(bootstrap: Cluster, group: str, when: When, topics: Iterable[str] = (),
                      ) -> ResetPlan:
     """Current → new offsets of `group` for `topics` (default: every topic it committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_config(bootstrap))
     consumer = new_consumer(bootstrap)
     await admin.start()
     await consumer.start()
@@ -260,8 +261,8 @@ async def plan_reset(bootstrap: str, group: str, when: When, topics: Iterable[st
         await admin.close()
 
 
-async def ensure_inactive(bootstrap: str, group: str) -> GroupState:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def ensure_inactive(bootstrap: Cluster, group: str) -> GroupState:
+    admin = AIOKafkaAdminClient(**kafka_client_config(bootstrap))
     await admin.start()
     try:
         state = await describe_group(admin, group)
@@ -275,7 +276,7 @@ async def ensure_inactive(bootstrap: str, group: str) -> GroupState:
     return state
 
 
-async def execute_reset(bootstrap: str, plan: ResetPlan) -> None:
+async def execute_reset(bootstrap: Cluster, plan: ResetPlan) -> None:
     """Commit the plan's offsets for the group without joining it: a manually assigned
     consumer commits as a "simple" (generation -1) member, which the coordinator accepts
     only while the group is empty — so a worker that joined meanwhile makes this fail
@@ -322,7 +323,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--topic-prefix); default: every topic the group committed")
     parser.add_argument("--execute", action="store_true",
                         help="commit the new offsets (default: a dry run that only prints)")
-    settings_mod.add_arguments(parser, only=("broker", "app_id", "topic_prefix"))
+    settings_mod.add_arguments(parser, only=("broker", "app_id", "topic_prefix",
+                                            *settings_mod.KAFKA_FIELDS))
 
 
 def main_reset_offsets(ns: argparse.Namespace) -> int:
@@ -337,7 +339,7 @@ def main_reset_offsets(ns: argparse.Namespace) -> int:
         # aiokafka logs a connection's failure with a traceback before raising it; the
         # message below says what it means
         with quiet_logger(logging.getLogger("aiokafka.conn")):
-            return asyncio.run(_reset(settings.broker, plans, when, ns.execute,
+            return asyncio.run(_reset(settings, plans, when, ns.execute,
                                       pipeline=not ns.group))
     except KafkaError as exc:
         # The embedded Tansu broker closes the connection on the group-offset requests
@@ -349,7 +351,7 @@ def main_reset_offsets(ns: argparse.Namespace) -> int:
         return 1
 
 
-async def _reset(bootstrap: str, groups: list[tuple[str, list[str]]], when: When,
+async def _reset(bootstrap: Cluster, groups: list[tuple[str, list[str]]], when: When,
                  execute: bool, *, pipeline: bool = False) -> int:
     states: dict[str, GroupState] = {}
     try:  # every group first: a reset of the pipeline is all or nothing

@@ -42,6 +42,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
+from agents.kafka_security import Cluster, kafka_client_config
 from editstream.demo import accounted, expected_predictions, settled_examples
 from editstream.kafka_io import ensure_topics, send_flush, start_producer
 from editstream.offsets import (
@@ -116,7 +117,7 @@ def new_replay_id() -> str:
     return time.strftime("%Y%m%d%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
 
 
-async def plan(bootstrap: str, topic: str, frm: When, to: When) -> list[PartitionRange]:
+async def plan(bootstrap: Cluster, topic: str, frm: When, to: When) -> list[PartitionRange]:
     """Per-partition [start, end) offsets of the range (empty when `to` precedes `from`)."""
     consumer = new_consumer(bootstrap)
     await consumer.start()
@@ -137,7 +138,7 @@ def ranges_table(topic: str, ranges: list[PartitionRange]) -> str:
     return "\n".join(lines)
 
 
-async def copy_range(bootstrap: str, source: str, dest_settings: Settings, dest: str,
+async def copy_range(bootstrap: Cluster, source: str, dest_settings: Settings, dest: str,
                      ranges: list[PartitionRange], bar: tqdm) -> list[bytes]:
     """Copy partition p → partition p in offset order, keys and headers as they are; return
     the copied values (to know which examples the replay must account for).
@@ -199,10 +200,10 @@ class Tail:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.consumer = new_consumer(settings.broker)
+        self.consumer = new_consumer(settings)
         # a second, unassigned client for end offsets: an assigned consumer only keeps
         # metadata of the topics it was assigned
-        self.meta = new_consumer(settings.broker)
+        self.meta = new_consumer(settings)
         self.outputs: dict[str, list[dict[str, Any]]] = {name: [] for name in WATCHED}
         self.accounted: set[str] = set()
         self._names: dict[str, str] = {}
@@ -274,7 +275,7 @@ async def replay(settings: Settings, topic: str, frm: When, to: When, *,
     out = out or sys.stdout
     t0 = time.monotonic()
     kind = source_kind(topic)
-    ranges = await plan(settings.broker, topic, frm, to)
+    ranges = await plan(settings, topic, frm, to)
     result = ReplayResult(topic, kind, ranges)
     print(f"replay {topic} from {frm.describe()} to {to.describe()}", file=out)
     print(ranges_table(topic, ranges), file=out)
@@ -287,7 +288,7 @@ async def replay(settings: Settings, topic: str, frm: When, to: When, *,
     result.settings = rs
     dest = rs.topic(kind)
     await ensure_topics(rs)
-    if await _has_records(rs.broker, dest):
+    if await _has_records(rs, dest):
         raise ValueError(f"replay namespace {rs.topic_prefix!r} is already in use "
                          f"({dest} has records); pick another --id")
     log = Path(tempfile.gettempdir()) / f"editstream-replay-{rid}.log"
@@ -299,12 +300,12 @@ async def replay(settings: Settings, topic: str, frm: When, to: When, *,
     # a worker that catches up with the copy cannot decide anything differently
     procs = [spawn_worker(rs, log) for _ in range(max(1, workers))]  # editstream.process
     tail = Tail(rs)
-    admin = AIOKafkaAdminClient(bootstrap_servers=rs.broker)
+    admin = AIOKafkaAdminClient(**kafka_client_config(rs))
     try:
         total = sum(r.count for r in ranges)
         with tqdm(total=total, desc="copy", unit="rec", file=sys.stderr, disable=not progress,
                   dynamic_ncols=True) as bar:
-            values = await copy_range(settings.broker, topic, rs, dest, ranges, bar)
+            values = await copy_range(settings, topic, rs, dest, ranges, bar)
         result.copied = len(values)
         if kind == "edit-events":  # end of the finite input: settle what is still open
             producer = await start_producer(rs)
@@ -327,7 +328,7 @@ async def replay(settings: Settings, topic: str, frm: When, to: When, *,
     return result
 
 
-async def _has_records(bootstrap: str, topic: str) -> bool:
+async def _has_records(bootstrap: Cluster, topic: str) -> bool:
     consumer = new_consumer(bootstrap)
     await consumer.start()
     try:

@@ -14,6 +14,7 @@ import atexit
 import errno
 import logging
 import os
+import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -75,11 +76,20 @@ def run_worker(settings: Settings) -> int:
     mp_dir = multiprocess_dir()
     from agents import metrics
     from agents.app import create_app
-    from editstream.kafka_io import ensure_topics
 
     metrics.register()  # with the value store multiprocess_dir() named (import order is free)
 
-    asyncio.run(patiently(lambda: ensure_topics(settings), "the pipeline's topics"))
+    refused: list[str] = []
+
+    async def check() -> None:
+        if (why := await check_cluster(settings)) is not None:
+            refused.append(why)
+
+    # a refusal (password, certificate, ACL) is final; a broker not back yet is waited for
+    asyncio.run(patiently(check, "the cluster"))
+    if refused:
+        print(f"editstream worker: {refused[0]}", file=sys.stderr, flush=True)
+        return 2
     if settings.metrics_port:
         start_metrics_server(settings.metrics_port, mp_dir)
     app, _ = create_app(settings)
@@ -101,7 +111,7 @@ async def patiently(step: Callable[[], Awaitable[None]], what: str,
         try:
             await step()
             return
-        except KafkaError as exc:
+        except (KafkaError, OSError, TimeoutError) as exc:  # not a refusal: not there yet
             if time.monotonic() + delay > deadline:
                 log.critical("worker: %s not reachable after %.0f s (%s); exiting", what,
                              patience_s, type(exc).__name__)
@@ -143,6 +153,31 @@ def say_why(exc: SystemExit) -> None:
                      "raised at\n%s", exc.code, type(cause).__name__, where.rstrip())
     for handler in logging.getLogger().handlers:
         handler.flush()
+
+
+async def check_cluster(settings: Settings) -> str | None:
+    """Log in, create the missing topics, and check the worker may use its topics, groups
+    and transactional ids (agents/kafka_security.py): a refusal is one line to exit with,
+    now, not a consumer that retries a login or an ACL it will never get."""
+    from agents.kafka_security import (
+        KafkaAccessError,
+        check_access,
+        describe_failure,
+        worker_resources,
+    )
+    from editstream.kafka_io import ensure_topics
+
+    topics, groups, tids = worker_resources(settings)
+    try:
+        # the broker answers TOPIC_AUTHORIZATION_FAILED whether the topic exists or not:
+        # checking before creating keeps a refused worker from waiting on topics it cannot see
+        await check_access(settings, topics=topics, groups=groups, transactional_ids=tids)
+        await ensure_topics(settings)
+    except (KafkaAccessError, KafkaError) as exc:
+        if (refused := describe_failure(exc, settings)) is None:
+            raise
+        return refused
+    return None
 
 
 def before_loop() -> None:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 ENV_PREFIX = "EDITSTREAM_"
+FILE_SUFFIX = "_FILE"  # `EDITSTREAM_<SECRET>_FILE`: the file holding a secret setting
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 DEFAULT_DISABLED_GLOBS = ("**/.env*", "**/*.pem", "**/*.key", "**/id_rsa*", "**/*secret*")
 
 
@@ -32,6 +35,32 @@ class Settings:
     pipeline_version: str = field(default="v1", metadata={"help": "stamped on every record"})
     processing_guarantee: str = field(default="at_least_once", metadata={
         "help": "at_least_once | exactly_once (Kafka transactions; not on the embedded broker)"})
+    # --- Kafka connection security (agents/kafka_security.py builds every client's) --------
+    # Named after the Kafka clients' own properties (`security.protocol`, `ssl.ca.location`,
+    # `sasl.mechanism`, ...). Secrets (`secret` in metadata) have no flag and no repr: they
+    # come from `EDITSTREAM_<NAME>` or the file named by `EDITSTREAM_<NAME>_FILE` /
+    # `--<name>-file`, never from a command line, which every user of the machine can read.
+    kafka_security_protocol: str = field(default="PLAINTEXT", metadata={
+        "help": "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL (Kafka's security.protocol)"})
+    kafka_ssl_ca_location: str = field(default="", metadata={
+        "help": "PEM file of the CA(s) that signed the brokers' certificates; empty: the "
+                "system's trust store (ssl.ca.location)"})
+    kafka_ssl_certificate_location: str = field(default="", metadata={
+        "help": "PEM client certificate for mTLS (ssl.certificate.location)"})
+    kafka_ssl_key_location: str = field(default="", metadata={
+        "help": "PEM private key of the client certificate (ssl.key.location)"})
+    kafka_ssl_key_password: str = field(default="", repr=False, metadata={
+        "secret": True, "help": "password of an encrypted ssl key (ssl.key.password)"})
+    kafka_ssl_endpoint_identification_algorithm: str = field(default="https", metadata={
+        "help": "https: check that the broker's certificate names the host dialled; none: "
+                "do not (ssl.endpoint.identification.algorithm)"})
+    kafka_sasl_mechanism: str = field(default="", metadata={
+        "help": "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 with a SASL_* protocol "
+                "(sasl.mechanism)"})
+    kafka_sasl_username: str = field(default="", metadata={
+        "help": "SASL user name (sasl.username)"})
+    kafka_sasl_password: str = field(default="", repr=False, metadata={
+        "secret": True, "help": "SASL password (sasl.password)"})
     # --- settle ------------------------------------------------------------------------
     quiescence_ms: int = 10_000
     ttl_ms: int = 300_000
@@ -194,6 +223,39 @@ class Settings:
             raise ValueError("stage_commit_interval_ms must be >= 0")
         if self.pii_policy not in ("mask", "discard", "keep"):
             raise ValueError(f"pii_policy must be mask, discard or keep, not {self.pii_policy!r}")
+        self._check_kafka_security()
+
+    def _check_kafka_security(self) -> None:
+        """Contradictions a client would only report at connect time, or not at all (a
+        username with PLAINTEXT would silently send nothing)."""
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in KAFKA_PROTOCOLS:
+            raise ValueError(f"kafka_security_protocol must be one of "
+                             f"{', '.join(KAFKA_PROTOCOLS)}, not {protocol!r}")
+        sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        if sasl:
+            if mechanism not in KAFKA_SASL_MECHANISMS:
+                raise ValueError(f"kafka_sasl_mechanism must be one of "
+                                 f"{', '.join(KAFKA_SASL_MECHANISMS)} with {protocol}, "
+                                 f"not {mechanism!r}")
+            if not self.kafka_sasl_username or not self.kafka_sasl_password:
+                raise ValueError(f"{protocol} needs kafka_sasl_username and "
+                                 f"kafka_sasl_password (EDITSTREAM_KAFKA_SASL_PASSWORD or "
+                                 f"EDITSTREAM_KAFKA_SASL_PASSWORD_FILE)")
+        elif mechanism or self.kafka_sasl_username or self.kafka_sasl_password:
+            raise ValueError(f"SASL settings given but kafka_security_protocol is {protocol} "
+                             f"(SASL_SSL or SASL_PLAINTEXT would use them)")
+        ssl_files = (self.kafka_ssl_ca_location, self.kafka_ssl_certificate_location,
+                     self.kafka_ssl_key_location)
+        if not tls and any(ssl_files):
+            raise ValueError(f"TLS files given but kafka_security_protocol is {protocol} "
+                             f"(SSL or SASL_SSL would use them)")
+        if bool(self.kafka_ssl_certificate_location) != bool(self.kafka_ssl_key_location):
+            raise ValueError("mTLS needs both kafka_ssl_certificate_location and "
+                             "kafka_ssl_key_location")
+        if self.kafka_ssl_endpoint_identification_algorithm not in ("https", "none", ""):
+            raise ValueError("kafka_ssl_endpoint_identification_algorithm must be https or "
+                             "none")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -220,7 +282,9 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: Any) -> Sett
     values: dict[str, Any] = {}
     for f in fields(Settings):
         key = ENV_PREFIX + f.name.upper()
-        if key in env:
+        if is_secret(f.name) and key not in env and key + FILE_SUFFIX in env:
+            values[f.name] = read_secret_file(env[key + FILE_SUFFIX], key + FILE_SUFFIX)
+        elif key in env:
             try:
                 values[f.name] = _convert(env[key], f.default)
             except ValueError as exc:
@@ -236,9 +300,53 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
         if only is not None and f.name not in only:
             continue
         flag = "--" + f.name.replace("_", "-")
+        if is_secret(f.name):  # never the secret itself on a command line: its file
+            group.add_argument(flag + "-file", dest=f"setting_{f.name}", default=None,
+                               metavar="PATH", type=_secret_reader(flag + "-file"),
+                               help=f.metadata.get("help", "") + ": the file holding it "
+                               f"(or env {ENV_PREFIX}{f.name.upper()}[{FILE_SUFFIX}])")
+            # the bare flag is refused, not taken for an abbreviation of `-file` (argparse
+            # would read the secret as a path and name it in its error)
+            group.add_argument(flag, action=_RefuseSecret, help=argparse.SUPPRESS,
+                               metavar="V", dest=f"refused_{f.name}")
+            continue
         help_ = f.metadata.get("help", "") + f" (default: {f.default!r})"
         group.add_argument(flag, dest=f"setting_{f.name}", default=None, metavar="V",
                            type=_converter(f.default), help=help_)
+
+
+class _RefuseSecret(argparse.Action):
+    """A secret given as a flag: an error that does not repeat it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        env = ENV_PREFIX + self.dest.removeprefix("refused_").upper()
+        parser.error(f"{option_string} is not accepted: a command line is visible to every "
+                     f"user of the machine; set {env}, {env}{FILE_SUFFIX} or use "
+                     f"{option_string}-file")
+
+
+KAFKA_FIELDS = tuple(f.name for f in fields(Settings) if f.name.startswith("kafka_"))
+
+
+def is_secret(name: str) -> bool:
+    """A field that must never be shown: no flag, no repr, no `--help` default."""
+    return bool(Settings.__dataclass_fields__[name].metadata.get("secret"))
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """The secret in `path` (one trailing newline dropped, as `echo` writes it). Errors name
+    the setting and the path, never the content."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().removesuffix("\n")
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot read {path}: {exc.strerror}") from None
+
+
+def _secret_reader(flag: str) -> Callable[[str], str]:
+    """argparse's `type` for a secret's `--...-file` flag."""
+    return lambda path: read_secret_file(path, flag)
 
 
 def _converter(default: Any) -> Callable[[str], Any]:

@@ -18,7 +18,7 @@ from editstream import cli, export, gateway, offsets, promreport, replay, report
 from streams import settings as settings_mod
 
 COMMANDS = ["worker", "demo", "broker", "simulate", "generate", "produce", "gateway", "replay",
-            "reset-offsets", "export", "report"]
+            "reset-offsets", "export", "report", "acls"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
