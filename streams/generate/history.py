@@ -70,6 +70,7 @@ MAX_LINE_CHARS = 400  # a longer line means minified or generated text
 PASTE_LINES = 12  # a block of more new lines than this arrives as one paste
 MAX_HUNKS = 10  # hunks per session: a session is a stretch of work, not a whole release
 MAX_FILES = 3  # files per session
+MAX_REGION_LINES = 16  # editable regions stay small, as an editor's are
 _GENERATED = re.compile(
     r"(^|/)(package-lock\.json|yarn\.lock|poetry\.lock|Cargo\.lock|go\.sum|pnpm-lock\.yaml|"
     r"uv\.lock|Pipfile\.lock|composer\.lock)$"
@@ -390,7 +391,11 @@ class _HistorySession(_Session):
         ttl_left = 1 if self.traits.ttl else 0
         # which units carry a prediction: spread over the session, up to n_pred
         chosen = sorted(rng.sample(range(len(units)), min(n_pred, len(units))))
-        secret_at = rng.randrange(len(units)) if self.traits.secret_path else -1
+        secret_at = -1
+        if self.traits.secret_path:
+            # just before a prediction that is not the last, so a later one can carry a
+            # leaked history entry (the leaky client)
+            secret_at = rng.choice(chosen[:-1] or chosen or [0])
         undo_ok = True
         for i, unit in enumerate(units):
             if i == secret_at:
@@ -405,13 +410,10 @@ class _HistorySession(_Session):
                 self._pause()
             self._close_group()
             if i in chosen:
-                plan = "ttl" if ttl_left and any(op.kind == "type" for op in unit.ops) else None
-                if plan is None:
-                    plan = self._plan()
-                else:
-                    ttl_left = 0
+                plan = "ttl" if ttl_left else self._plan()
                 nxt = units[i + 1] if unit.nearby_next and i + 1 < len(units) else None
-                self._run_with_prediction(unit, plan, nxt)
+                if self._run_with_prediction(unit, plan, nxt) and plan == "ttl":
+                    ttl_left = 0
             else:
                 self._run_ops(unit.path, unit.ops)
             self._check(unit)
@@ -465,13 +467,15 @@ class _HistorySession(_Session):
             return k, list(nxt.ops)
         return k, unit.ops[k:]
 
-    def _run_with_prediction(self, unit: _Unit, plan: str, nxt: _Unit | None) -> None:
+    def _run_with_prediction(self, unit: _Unit, plan: str, nxt: _Unit | None) -> bool:
+        """Make the unit's change with a prediction at a pause point under `plan`; False
+        when there was no room for one (the change is made all the same)."""
         rng = self.rng
         path = unit.path
         k, rest = self._pick_pause(unit, nxt)
         if k < 0:
             self._run_ops(path, unit.ops)
-            return
+            return False
         self._run_ops(path, unit.ops[:k])
         text = self.files[path]
         final = _apply_ops(text, rest)
@@ -480,9 +484,11 @@ class _HistorySession(_Session):
         win = self._history_window(path, text, final, rest, cursor)
         jump = k == len(unit.ops)
         self.quick_next = jump
-        if win is None or (jump and plan in ("ttl", "context_lost")):
+        typed = any(op.kind == "type" for op in unit.ops[k:])
+        if win is None or (jump and plan in ("ttl", "context_lost")) or (
+                plan == "ttl" and not typed):
             self._run_ops(path, unit.ops[k:])
-            return
+            return False
         delta = len(final) - len(text)
         right = final[win.rs : win.re + delta]
         wrong = self._wrong_region(text, win, rest, right)
@@ -497,18 +503,18 @@ class _HistorySession(_Session):
             if jump and nxt is not None:
                 nxt.ops = []  # the next hunk is done already
                 unit.after = nxt.after
-            return
+            return True
         if plan == "ttl":
             rid, t0 = self.predict(path, win, right if rng.random() < 0.5 else wrong)
             self._tinker_ops(path, unit.ops[k:], t0 + TTL_MS + rng.randint(5_000, 20_000))
-            return
+            return True
         if plan == "context_lost":
             rid, t0 = self.predict(path, win, wrong)
             d = rng.randint(100, 1_500)
             self.outcome(rid, t0 + d, "ignored", True)
             self.clock = t0 + d + rng.randint(200, 1_500)
             self._paste_commit_text(path, win, final)
-            return
+            return True
         output: str | None = wrong
         if plan == "ignored" and rng.random() < 0.3:
             output = right  # right, but the user typed it themselves anyway
@@ -521,6 +527,7 @@ class _HistorySession(_Session):
             if plan == "rejected":
                 self.clock = t0 + d + rng.randint(100, 600)
         self._run_ops(path, unit.ops[k:])
+        return True
 
     def _history_window(self, path: str, text: str, final: str, rest: Sequence[_Op],
                         cursor: int) -> _Window | None:
@@ -547,7 +554,8 @@ class _HistorySession(_Session):
 
         rlo = max(0, line_of(s) - rng.randint(0, 3))
         rhi = min(nl, line_of(max(s, e - 1) if e > s else s) + 1 + rng.randint(0, 3))
-        if _blen(text[starts[rlo] : line_end(rhi - 1)]) >= MAX_REGION_BYTES:
+        if rhi - rlo > MAX_REGION_LINES or _blen(
+                text[starts[rlo] : line_end(rhi - 1)]) >= MAX_REGION_BYTES:
             return None
         lo = max(0, rlo - rng.randint(5, 25))
         hi = min(nl, rhi + rng.randint(5, 25))
@@ -648,7 +656,20 @@ def _bisect(starts: list[int], i: int) -> int:
 
 
 def _has_non_ascii(c: Commit) -> bool:
-    return any(not (ch.before + ch.after).isascii() for ch in c.changes)
+    """Whether the commit types non-ASCII text (a line it adds holds some)."""
+    for ch in c.changes:
+        if not ch.after.isascii():
+            added = set(ch.after.split("\n")) - set(ch.before.split("\n"))
+            if any(not line.isascii() for line in added):
+                return True
+    return False
+
+
+def _types_lines(c: Commit) -> bool:
+    """Whether the commit's first file has two hunks that are typed (not pasted)."""
+    ch = c.changes[0]
+    hunks = hunks_of(ch.before, ch.after)
+    return sum(0 < b1 - b0 <= PASTE_LINES for _, _, b0, b1 in hunks[:MAX_HUNKS]) >= 2
 
 
 def _session_changes(rng: random.Random, commit: Commit, reuse: int) -> list[FileChange]:
@@ -715,6 +736,9 @@ def simulate_history(config: GenerateConfig, commits: Sequence[Commit]
         pool, key = (wide, "wide") if i in non_ascii else (plain, "plain")
         commit = pool[counters[key] % len(pool)]
         counters[key] += 1
+        if i in ttl:  # tinkering past the TTL needs a commit that types a few lines
+            commit = next((c for c in pool[counters[key] - 1 :] + pool if _types_lines(c)),
+                          commit)
         reuse = taken.get(commit.sha, 0)
         taken[commit.sha] = reuse + 1
         traits = _Traits(
