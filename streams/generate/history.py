@@ -326,6 +326,8 @@ class _Unit:
     ops: list[_Op]
     after: str  # the file once the hunk is done
     nearby_next: bool = False  # the next hunk of the file starts within a few lines
+    cont: bool = False  # the second half of a hunk split in two: no thinking pause before
+    before: str = ""  # the file before the hunk
     done: int = 0
     plan: str | None = None
     pause: int = -1  # index of the op after which the prediction comes (-1: none)
@@ -371,13 +373,37 @@ class _HistorySession(_Session):
                             for d in done if d < h)
                 ops, after = hunk_ops(rng, text, a0 + shift, old_lines[a0:a1],
                                       new_lines[b0:b1])
-                unit = _Unit(ch.path, ops, after)
+                unit = _Unit(ch.path, ops, after, before=text)
                 if pos + 1 < len(order):
                     nxt = hunks[order[pos + 1]]
                     unit.nearby_next = 0 < nxt[0] - a1 <= 6 and order[pos + 1] > h
                 units.append(unit)
                 text = after
                 done.add(h)
+        return self._split_long(units)
+
+    def _split_long(self, units: list[_Unit]) -> list[_Unit]:
+        """Split the longest typed hunks in two at a natural pause point while the session
+        has fewer hunks than predictions to make, so a small commit with long hunks gets
+        several predictions; the second half follows without a pause."""
+        rng = self.rng
+        for _ in range(self.cfg.predictions_per_session):
+            if len(units) >= self.cfg.predictions_per_session:
+                break
+            i = max(range(len(units)), key=lambda j: len(units[j].ops), default=-1)
+            if i < 0 or len(units[i].ops) < 12:
+                break
+            u = units[i]
+            cands = [k for k in range(4, len(u.ops) - 4) if u.ops[k - 1].weight >= 6]
+            if not cands:
+                break
+            k = rng.choice(cands)
+            mid = _apply_ops(u.before, u.ops[:k])
+            first = _Unit(u.path, u.ops[:k], mid, nearby_next=True, cont=u.cont,
+                          before=u.before)
+            second = _Unit(u.path, u.ops[k:], u.after, nearby_next=u.nearby_next, cont=True,
+                           before=mid)
+            units[i : i + 1] = [first, second]
         return units
 
     # -- running --------------------------------------------------------------------------
@@ -403,7 +429,10 @@ class _HistorySession(_Session):
                 plan = self._plan(allow_context_lost=False) if rng.random() < 0.6 else None
                 self.act_type(self.traits.secret_path or unit.path, plan)
                 self.leak_next = self.traits.leaky_history
-            if self.quick_next:
+            if unit.cont:
+                self._wait(150, 900)  # the same hunk, typed on
+                self.quick_next = False
+            elif self.quick_next:
                 self._wait(400, 3_000)
                 self.quick_next = False
             else:
@@ -450,29 +479,33 @@ class _HistorySession(_Session):
                 self._wait(60, 400)
                 self.edit(path, op.s, op.e, op.text)
 
-    def _pick_pause(self, unit: _Unit, nxt: _Unit | None) -> tuple[int, list[_Op]]:
+    def _pick_pause(self, unit: _Unit, nxt: _Unit | None) -> tuple[int, list[_Op], bool]:
         """(number of the unit's ops done before the prediction, the ops that remain for
-        the right answer), or (-1, []) when the unit has no natural pause point."""
+        the right answer, whether they include the next unit's), or (-1, [], False) when
+        the unit has no natural pause point."""
         rng = self.rng
         if not unit.ops:  # done already, by an accepted prediction
-            return -1, []
+            return -1, [], False
         cands = [(k + 1, op.weight) for k, op in enumerate(unit.ops[:-1]) if op.weight > 0]
-        if nxt is not None and nxt.ops and nxt.path == unit.path:
+        nxt_ok = nxt is not None and bool(nxt.ops) and nxt.path == unit.path
+        if nxt_ok:
             cands.append((len(unit.ops), 8))  # a finished hunk, the next one a jump away
         if not cands:
-            return -1, []
+            return -1, [], False
         k = rng.choices([c for c, _ in cands], [w for _, w in cands])[0]
         if k == len(unit.ops):
             assert nxt is not None
-            return k, list(nxt.ops)
-        return k, unit.ops[k:]
+            return k, list(nxt.ops), True
+        if nxt_ok and nxt is not None and nxt.cont:  # the rest of the hunk is the answer
+            return k, [*unit.ops[k:], *nxt.ops], True
+        return k, unit.ops[k:], False
 
     def _run_with_prediction(self, unit: _Unit, plan: str, nxt: _Unit | None) -> bool:
         """Make the unit's change with a prediction at a pause point under `plan`; False
         when there was no room for one (the change is made all the same)."""
         rng = self.rng
         path = unit.path
-        k, rest = self._pick_pause(unit, nxt)
+        k, rest, swallow = self._pick_pause(unit, nxt)
         if k < 0:
             self._run_ops(path, unit.ops)
             return False
@@ -500,8 +533,8 @@ class _HistorySession(_Session):
             self.outcome(rid, t0 + d + rng.randint(0, 150), "accepted", True)
             if self.files[path] != final:
                 raise RuntimeError("accepting the right answer did not give the commit")
-            if jump and nxt is not None:
-                nxt.ops = []  # the next hunk is done already
+            if swallow and nxt is not None:
+                nxt.ops = []  # the next hunk (or the hunk's second half) is done already
                 unit.after = nxt.after
             return True
         if plan == "ttl":
@@ -514,6 +547,9 @@ class _HistorySession(_Session):
             self.outcome(rid, t0 + d, "ignored", True)
             self.clock = t0 + d + rng.randint(200, 1_500)
             self._paste_commit_text(path, win, final)
+            if swallow and nxt is not None:
+                nxt.ops = []
+                unit.after = nxt.after
             return True
         output: str | None = wrong
         if plan == "ignored" and rng.random() < 0.3:
