@@ -487,6 +487,10 @@ class _HistorySession(_Session):
         if not unit.ops:  # done already, by an accepted prediction
             return -1, [], False
         cands = [(k + 1, op.weight) for k, op in enumerate(unit.ops[:-1]) if op.weight > 0]
+        if unit.ops[0].kind == "delete" and not unit.cont:
+            # the caret is on a line the commit deletes or changes, nothing done yet: the
+            # whole hunk is the answer (a deletion or a replacement, as in Zed's split)
+            cands.append((0, 6))
         nxt_ok = nxt is not None and bool(nxt.ops) and nxt.path == unit.path
         if nxt_ok:
             cands.append((len(unit.ops), 8))  # a finished hunk, the next one a jump away
@@ -512,8 +516,9 @@ class _HistorySession(_Session):
         self._run_ops(path, unit.ops[:k])
         text = self.files[path]
         final = _apply_ops(text, rest)
-        last = unit.ops[k - 1]
-        cursor = last.s + len(last.text)  # where the user's last edit left the caret
+        last = unit.ops[k - 1] if k else None
+        # where the user's last edit left the caret (or where they moved it)
+        cursor = last.s + len(last.text) if last is not None else unit.ops[0].e
         win = self._history_window(path, text, final, rest, cursor)
         jump = k == len(unit.ops)
         self.quick_next = jump
