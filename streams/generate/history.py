@@ -46,12 +46,12 @@ from typing import Any
 
 from streams.generate.config import (
     MAX_REGION_BYTES,
-    SECRET_PATHS,
     TTL_MS,
     GenerateConfig,
 )
 from streams.generate.emitter import _Traits, _Window
 from streams.generate.session import _Session
+from streams.generate.simulate import session_mix
 from streams.generate.text import (
     _IDENT,
     _NOT_RENAMEABLE,
@@ -531,11 +531,7 @@ class _HistorySession(_Session):
         right = final[win.rs : win.re + delta]
         wrong = self._wrong_region(text, win, rest, right)
         if plan == "accepted":
-            rid, t0 = self.predict(path, win, right)
-            d = rng.randint(300, 1_800)
-            self.clock = t0 + d
-            self.accept(path, win, right)
-            self.outcome(rid, t0 + d + rng.randint(0, 150), "accepted", True)
+            self.predict_accepted(path, win, right)
             if self.files[path] != final:
                 raise RuntimeError("accepting the right answer did not give the commit")
             if swallow and nxt is not None:
@@ -747,8 +743,6 @@ def _first_hunks(ch: FileChange, n: int) -> FileChange:
 def simulate_history(config: GenerateConfig, commits: Sequence[Commit]
                      ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], str]]:
     """(events, initial files) as `simulate`, the sessions made of real commits."""
-    from streams.generate.simulate import _pick_sessions
-
     if config.sessions < 0 or config.predictions_per_session < 0:
         raise ValueError(f"invalid config: {config}")
     usable = [c for c in commits if c.changes]
@@ -758,13 +752,7 @@ def simulate_history(config: GenerateConfig, commits: Sequence[Commit]
                          "minified, too large, whitespace only, or outside --paths)")
     master = random.Random(f"editstream-history:{config.seed}")
     n = config.sessions
-    no_collect = _pick_sessions(master, n, 0.05)
-    closed_source = _pick_sessions(master, n, 0.10)
-    client_settles = _pick_sessions(master, n, 0.10)
-    secret = _pick_sessions(master, n, 0.15)
-    non_ascii = _pick_sessions(master, n, 0.40)
-    ttl = _pick_sessions(master, n, 0.05)
-    leaky = {master.choice(sorted(secret))} if secret else set()
+    mix = session_mix(master, n)
     plain = [c for c in usable if not _has_non_ascii(c)] or usable
     wide = [c for c in usable if _has_non_ascii(c)] or usable
     master.shuffle(plain)
@@ -774,25 +762,15 @@ def simulate_history(config: GenerateConfig, commits: Sequence[Commit]
     initial: dict[tuple[str, str], str] = {}
     counters = {"plain": 0, "wide": 0}
     for i in range(n):
-        pool, key = (wide, "wide") if i in non_ascii else (plain, "plain")
+        pool, key = (wide, "wide") if i in mix.non_ascii else (plain, "plain")
         commit = pool[counters[key] % len(pool)]
         counters[key] += 1
-        if i in ttl:  # tinkering past the TTL needs a commit that types a few lines
+        if i in mix.ttl:  # tinkering past the TTL needs a commit that types a few lines
             commit = next((c for c in pool[counters[key] - 1 :] + pool if _types_lines(c)),
                           commit)
         reuse = taken.get(commit.sha, 0)
         taken[commit.sha] = reuse + 1
-        traits = _Traits(
-            collect=i not in no_collect,
-            open_source=i not in closed_source,
-            client_settles=i in client_settles,
-            secret_path=master.choice(SECRET_PATHS) if i in secret else None,
-            leaky_history=i in leaky,
-            non_ascii=i in non_ascii,
-            ttl=i in ttl,
-            repo=0,
-            start_ms=config.start_ms + master.randint(0, 15 * 60_000),
-        )
+        traits = mix.traits(master, i, 0, config.start_ms)
         srng = random.Random(f"editstream-history:{config.seed}:files:{i}")
         session = _HistorySession(config, i, traits, commit,
                                   _session_changes(srng, commit, reuse))

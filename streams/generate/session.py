@@ -206,11 +206,7 @@ class _Session(_Emitter):
         text = self.files[path]
         right = text[win.rs : pos] + rest + text[pos : win.re]
         if plan == "accepted":
-            rid, t0 = self.predict(path, win, right)
-            d = rng.randint(300, 1_800)
-            self.clock = t0 + d
-            self.accept(path, win, right)
-            self.outcome(rid, t0 + d + rng.randint(0, 150), "accepted", True)
+            self.predict_accepted(path, win, right)
             self._close_group()
             return
         wrong = text[win.rs : pos] + self._wrong_rest(rest) + text[pos : win.re]
@@ -239,6 +235,15 @@ class _Session(_Emitter):
                 self.clock = t0 + d + rng.randint(100, 600)  # dismisses it, then types on
             self.type_pieces(path, pos, pieces[k:])
         self._close_group()
+
+    def predict_accepted(self, path: str, win: _Window, right: str) -> None:
+        """A right prediction, shown and accepted after a moment: the region becomes it."""
+        rng = self.rng
+        rid, t0 = self.predict(path, win, right)
+        d = rng.randint(300, 1_800)
+        self.clock = t0 + d
+        self.accept(path, win, right)
+        self.outcome(rid, t0 + d + rng.randint(0, 150), "accepted", True)
 
     def _wrong_rest(self, rest: str) -> str:
         """Something plausible the model might have predicted instead of `rest`."""
