@@ -487,9 +487,10 @@ class _HistorySession(_Session):
         if not unit.ops:  # done already, by an accepted prediction
             return -1, [], False
         cands = [(k + 1, op.weight) for k, op in enumerate(unit.ops[:-1]) if op.weight > 0]
-        if unit.ops[0].kind == "delete" and not unit.cont:
-            # the caret is on a line the commit deletes or changes, nothing done yet: the
-            # whole hunk is the answer (a deletion or a replacement, as in Zed's split)
+        if unit.ops[0].kind == "delete" and not unit.cont and self.closed:
+            # the caret is on a line the commit deletes or changes, nothing done there yet:
+            # the whole hunk is the answer (a deletion or a replacement, as in Zed's split);
+            # only after earlier edits of the session, which the history shows
             cands.append((0, 6))
         nxt_ok = nxt is not None and bool(nxt.ops) and nxt.path == unit.path
         if nxt_ok:
