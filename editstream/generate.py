@@ -146,7 +146,7 @@ def write_jsonl(events: Iterable[dict[str, Any]], path: str | Path) -> int:
 
 
 # The bundled sample (data/sample-traces.jsonl, what `make demo` runs): 50 sessions of this
-# repository's pinned history (editstream.gitsource.DEFAULT_RANGE), 180 predictions.
+# repository's pinned history (editstream.gitsource.DEFAULT_RANGE), 205 predictions.
 SAMPLE_CONFIG = GenerateConfig(sessions=50)
 
 if __name__ == "__main__":  # regenerate the committed demo sample

@@ -113,6 +113,7 @@ def read_commits(path: str | Path, revs: str | None = None, paths: Sequence[str]
             skipped["root_commit"] += 1  # no parent tree to start from
             continue
         usable = []
+        touched = tuple(sorted(name for name, _, _ in changes))
         for name, a, b in sorted(changes):
             before = "" if set(a) == {"0"} else blobs.get(a)
             after = "" if set(b) == {"0"} else blobs.get(b)
@@ -122,7 +123,7 @@ def read_commits(path: str | Path, revs: str | None = None, paths: Sequence[str]
                 continue
             assert before is not None and after is not None
             usable.append(FileChange(name, before, after))
-        commits.append(Commit(sha, parent, url, tuple(usable)))
+        commits.append(Commit(sha, parent, url, tuple(usable), touched))
     return commits, skipped
 
 

@@ -104,6 +104,7 @@ class Commit:
     parent: str
     repo_url: str
     changes: tuple[FileChange, ...]
+    touched: tuple[str, ...] = ()  # every path it changed, skipped files included
 
 
 def skip_reason(path: str, before: str | None, after: str | None,
@@ -421,7 +422,8 @@ class _HistorySession(_Session):
         if self.traits.secret_path:
             # just before a prediction that is not the last, so a later one can carry a
             # leaked history entry (the leaky client)
-            secret_at = rng.choice(chosen[:-1] or chosen or [0])
+            starts = [i for i in chosen if not units[i].cont]  # never inside a hunk
+            secret_at = rng.choice(starts[:-1] or starts or [0])
         undo_ok = True
         for i, unit in enumerate(units):
             if i == secret_at:
@@ -447,7 +449,8 @@ class _HistorySession(_Session):
                 self._run_ops(unit.path, unit.ops)
             self._check(unit)
             self._close_group()
-            if undo_ok and rng.random() < 0.05 and self._can_undo():
+            mid_hunk = i + 1 < len(units) and units[i + 1].cont
+            if undo_ok and not mid_hunk and rng.random() < 0.05 and self._can_undo():
                 self._wait(300, 2_500)  # Ctrl-Z, a look, then redo
                 g = self.closed[-1]
                 path, before, after = g.path, g.before, g.after
@@ -731,6 +734,31 @@ def _session_changes(rng: random.Random, commit: Commit, reuse: int) -> list[Fil
     return out
 
 
+def _run_of_commits(rng: random.Random, commit: Commit, reuse: int, want: int,
+                    child: dict[str, Commit]) -> list[FileChange]:
+    """The commit's changes, and while they make fewer than `want` hunks, those of the
+    commits that follow it (child after child) on other files: a run of consecutive
+    commits. A follower is taken only when no commit of the run touched its files, so its
+    files are the same in the first commit's parent, the session's `revision`."""
+    out = _session_changes(rng, commit, reuse)
+    hunks = sum(len(hunks_of(c.before, c.after)) for c in out)
+    touched = set(commit.touched) | {c.path for c in commit.changes}
+    nxt = child.get(commit.sha)
+    while nxt is not None and hunks < want and len(out) < MAX_FILES:
+        mine = set(nxt.touched) | {c.path for c in nxt.changes}
+        if mine & touched:
+            break
+        touched |= mine
+        for ch in _session_changes(rng, nxt, 0):
+            n = len(hunks_of(ch.before, ch.after))
+            if len(out) >= MAX_FILES or hunks + n > MAX_HUNKS:
+                break
+            out.append(ch)
+            hunks += n
+        nxt = child.get(nxt.sha)
+    return out
+
+
 def _first_hunks(ch: FileChange, n: int) -> FileChange:
     """The change with only its first `n` hunks made (the rest of the file as in the
     parent): still lines of the parent or of the commit, line by line."""
@@ -758,6 +786,11 @@ def simulate_history(config: GenerateConfig, commits: Sequence[Commit]
     wide = [c for c in usable if _has_non_ascii(c)] or usable
     master.shuffle(plain)
     master.shuffle(wide)
+    # the only child of each commit (a commit with several children starts no run)
+    kids: dict[str, list[Commit]] = {}
+    for c in commits:
+        kids.setdefault(c.parent, []).append(c)
+    child = {sha: cs[0] for sha, cs in kids.items() if len(cs) == 1}
     taken: dict[str, int] = {}
     merged: list[tuple[int, int, int, dict[str, Any]]] = []
     initial: dict[tuple[str, str], str] = {}
@@ -773,8 +806,8 @@ def simulate_history(config: GenerateConfig, commits: Sequence[Commit]
         taken[commit.sha] = reuse + 1
         traits = mix.traits(master, i, 0, config.start_ms)
         srng = random.Random(f"editstream-history:{config.seed}:files:{i}")
-        session = _HistorySession(config, i, traits, commit,
-                                  _session_changes(srng, commit, reuse))
+        session = _HistorySession(config, i, traits, commit, _run_of_commits(
+            srng, commit, reuse, config.predictions_per_session, child))
         session.run()
         merged.extend((ts, i, seq, ev) for ts, seq, ev in session.events)
         initial.update({(session.sid, p): t for p, t in session.initial.items()})

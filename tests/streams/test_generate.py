@@ -503,4 +503,4 @@ def test_committed_sample_matches_generator(default_events: Events) -> None:
         "data/sample-traces.jsonl drifted: regenerate with `python -m editstream.generate`"
     )
     stats = Counter(e["type"] for e in sample)
-    assert stats["prediction"] == 180 and len(sample) < 6000
+    assert stats["prediction"] == 205 and len(sample) < 6000
