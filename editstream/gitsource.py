@@ -55,6 +55,9 @@ def check_repo(path: str | Path) -> Path:
     try:
         top = _git(repo, "rev-parse", "--show-toplevel").decode().strip()
     except GitError as exc:
+        if "dubious ownership" in str(exc):  # owned by another user: git's safe.directory
+            raise GitError(f"{path}: {exc} (see git config --global --add "
+                           f"safe.directory)") from exc
         raise GitError(f"{path} is not a git repository (git init, or clone one)") from exc
     return Path(top)
 

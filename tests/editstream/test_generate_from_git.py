@@ -244,3 +244,14 @@ def test_an_empty_repository_is_a_clear_error(tmp_path: Path,
     assert main(["generate", "--from-git", str(tmp_path), "--out",
                  str(tmp_path / "o.jsonl")]) == 2
     assert "no commit" in capsys.readouterr().err
+
+
+def test_the_origin_url_names_the_repository_without_credentials(repo: Path,
+                                                                 tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    _git(clone, "remote", "set-url", "origin", "https://alice:s3cr3t-token@example.com/a/b.git")
+    events = generate_events(GenerateConfig(seed=2, sessions=4, git=str(clone)))
+    urls = {e["repo_url"] for e in events if "repo_url" in e}
+    assert urls == {"https://example.com/a/b.git"}
+    assert not any("s3cr3t" in json.dumps(e) for e in events)
