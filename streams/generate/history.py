@@ -15,9 +15,17 @@ the stdlib simulator (typos fixed with backspaces, the occasional undo and redo)
 * whitespace-only hunks are left as they were; what is skipped as a file (binary,
   generated, vendored, minified, very large, odd line breaks) is decided by `skip_reason`.
 
+A session makes at most MAX_FILES files and MAX_HUNKS hunks of its commit; a small commit
+is followed by the next commits on other files (a run of consecutive commits: their files
+are the same in the first commit's parent, the session's `revision`), and while a session
+still has fewer hunks than predictions to make, its longest typed hunks are split in two at
+a pause point (the second half typed on without a pause).
+
 Predictions come at pause points weighted as in Zed's split-commit (after `, ; : ( [ {`
 10, after a closing bracket, at the end of an identifier or after Enter 8, after whitespace
-6, after an operator or `.` 5, inside an identifier 1); the right answer is the rest of the
+6, after an operator or `.` 5, inside an identifier 1), or, after earlier edits of the
+session, with the caret on a line the commit is about to delete or change (6: the whole
+hunk is the answer, a deletion or a replacement). The right answer is the rest of the
 current hunk (or the next nearby hunk after a finished one: a jump), and the served
 prediction is right or wrong according to the stdlib simulator's outcome plans. Every wrong
 prediction is derived from the same commit (a renamed identifier, half the change, no
@@ -27,8 +35,8 @@ The privacy and robustness behaviours of the stdlib simulator are layered on top
 rates: a credential typed in a disabled path (synthetic file), the leaky history client,
 closed-source and no-consent sessions, a client that settles itself, TTL tinkering (the
 user deletes and retypes their last words past the TTL), a paste of the commit's own text
-that reaches outside the excerpt (context lost). Non-ASCII sessions take commits whose
-files hold non-ASCII text, so byte and char offsets differ without inventing lines.
+that reaches outside the excerpt (context lost). Non-ASCII sessions take commits that add
+non-ASCII lines, so byte and char offsets differ without inventing any.
 
 Pure: the caller (``editstream.gitsource``) reads the repository and hands `Commit`s in.
 """
@@ -41,7 +49,7 @@ import fnmatch
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from streams.generate.config import (
@@ -63,7 +71,6 @@ from streams.generate.text import (
     _new_name,
     is_disabled_path,
 )
-from streams.languages import language_of
 
 MAX_FILE_BYTES = 200_000  # bigger files are data or generated, not typed
 MAX_LINE_CHARS = 400  # a longer line means minified or generated text
@@ -329,10 +336,6 @@ class _Unit:
     nearby_next: bool = False  # the next hunk of the file starts within a few lines
     cont: bool = False  # the second half of a hunk split in two: no thinking pause before
     before: str = ""  # the file before the hunk
-    done: int = 0
-    plan: str | None = None
-    pause: int = -1  # index of the op after which the prediction comes (-1: none)
-    extra: list[_Op] = field(default_factory=list)
 
 
 def _apply_ops(text: str, ops: Sequence[_Op]) -> str:
@@ -813,13 +816,3 @@ def simulate_history(config: GenerateConfig, commits: Sequence[Commit]
         initial.update({(session.sid, p): t for p, t in session.initial.items()})
     merged.sort(key=lambda x: x[:3])
     return [ev for *_, ev in merged], initial
-
-
-def corpus_languages(commits: Sequence[Commit]) -> dict[str, int]:
-    """File changes per language (``streams.languages``), for the README and the report."""
-    out: dict[str, int] = {}
-    for c in commits:
-        for ch in c.changes:
-            lang = language_of(ch.path)
-            out[lang] = out.get(lang, 0) + 1
-    return dict(sorted(out.items()))
