@@ -72,7 +72,13 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
 
 
 def _cmd_generate(ns: argparse.Namespace) -> int:
-    from editstream.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
+    from editstream.generate import (
+        GenerateConfig,
+        generate_events,
+        ground_truth,
+        history_summary,
+        write_jsonl,
+    )
 
     if ns.from_git and (ns.splice_stdlib or ns.source_dir):
         raise ValueError("--from-git and --splice-stdlib/--source-dir are exclusive")
@@ -82,6 +88,8 @@ def _cmd_generate(ns: argparse.Namespace) -> int:
                          paths=tuple(ns.paths or ()), splice=ns.splice_stdlib)
     events = generate_events(cfg)
     n = write_jsonl(events, ns.out)
+    if summary := history_summary(cfg):
+        print(summary)
     print(f"wrote {n} events to {ns.out}")
     truth = ns.ground_truth or f"{ns.out}.truth.jsonl"
     rows = write_jsonl(ground_truth(events), truth)

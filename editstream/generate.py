@@ -24,7 +24,8 @@ from streams.generate import GenerateConfig, SourceFiles, ground_truth, simulate
 from streams.generate.history import Commit, simulate_history
 
 __all__ = ["SAMPLE_CONFIG", "GenerateConfig", "generate_events", "ground_truth",
-           "history_commits", "initial_files", "stdlib_sources", "write_jsonl"]
+           "history_commits", "history_summary", "initial_files", "stdlib_sources",
+           "write_jsonl"]
 
 # Source files we draw from: moderate size so excerpts, diffs and the sample stay small.
 _MIN_SOURCE_BYTES = 3_000
@@ -79,12 +80,26 @@ def history_commits(config: GenerateConfig) -> Sequence[Commit]:
         if config.revs or config.paths:
             raise ValueError("--revs and --paths need --from-git PATH")
         return default_commits()
-    return _read_git(config.git, config.revs, config.paths)
+    return _read_git(config.git, config.revs, config.paths)[0]
+
+
+def history_summary(config: GenerateConfig) -> str:
+    """One line on the commits a `--from-git` config read, for the CLI."""
+    if config.git is None or config.splice or config.source_dir:
+        return ""
+    commits, skipped = _read_git(config.git, config.revs, config.paths)
+    usable = [c for c in commits if c.changes]
+    files = sum(len(c.changes) for c in usable)
+    why = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "none"
+    return (f"{config.git}: {len(usable)} of {len(commits)} non-merge commits with usable "
+            f"changes ({files} file changes); skipped: {why}")
 
 
 @functools.lru_cache(maxsize=4)
-def _read_git(path: str, revs: str | None, paths: tuple[str, ...]) -> tuple[Commit, ...]:
-    return tuple(read_commits(path, revs, paths)[0])
+def _read_git(path: str, revs: str | None, paths: tuple[str, ...]
+              ) -> tuple[tuple[Commit, ...], dict[str, int]]:
+    commits, skipped = read_commits(path, revs, paths)
+    return tuple(commits), dict(skipped)
 
 
 def stdlib_sources(source_dir: str | None = None) -> SourceFiles:
