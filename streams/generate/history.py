@@ -559,12 +559,7 @@ class _HistorySession(_Session):
                 nxt.ops = []
                 unit.after = nxt.after
             return True
-        output: str | None = wrong
-        if plan == "ignored" and rng.random() < 0.3:
-            output = right  # right, but the user typed it themselves anyway
-        if plan == "discarded" and rng.random() < 0.4:
-            output = None  # superseded before the response arrived
-        rid, t0 = self.predict(path, win, output)
+        rid, t0 = self.predict(path, win, self.served_output(plan, wrong, right))
         if plan != "none":
             d = rng.randint(100, 2_000)
             self.outcome(rid, t0 + d, plan, plan != "discarded")

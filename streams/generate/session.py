@@ -223,18 +223,23 @@ class _Session(_Emitter):
             self.clock = t0 + d + rng.randint(200, 1_500)
             self._paste_over(path, win)
         else:
-            output: str | None = wrong
-            if plan == "ignored" and rng.random() < 0.3:
-                output = right  # right, but the user typed it themselves anyway
-            if plan == "discarded" and rng.random() < 0.4:
-                output = None  # superseded before the response arrived
-            rid, t0 = self.predict(path, win, output)
+            rid, t0 = self.predict(path, win, self.served_output(plan, wrong, right))
             d = rng.randint(100, 2_000)
             self.outcome(rid, t0 + d, plan, plan != "discarded")
             if plan == "rejected":
                 self.clock = t0 + d + rng.randint(100, 600)  # dismisses it, then types on
             self.type_pieces(path, pos, pieces[k:])
         self._close_group()
+
+    def served_output(self, plan: str, wrong: str, right: str) -> str | None:
+        """What the model served under a plan other than accepted: mostly the wrong answer;
+        now and then the right one the user ignored, or nothing (discarded in flight)."""
+        output: str | None = wrong
+        if plan == "ignored" and self.rng.random() < 0.3:
+            output = right  # right, but the user typed it themselves anyway
+        if plan == "discarded" and self.rng.random() < 0.4:
+            output = None  # superseded before the response arrived
+        return output
 
     def predict_accepted(self, path: str, win: _Window, right: str) -> None:
         """A right prediction, shown and accepted after a moment: the region becomes it."""
