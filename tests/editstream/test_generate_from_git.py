@@ -255,3 +255,19 @@ def test_the_origin_url_names_the_repository_without_credentials(repo: Path,
     urls = {e["repo_url"] for e in events if "repo_url" in e}
     assert urls == {"https://example.com/a/b.git"}
     assert not any("s3cr3t" in json.dumps(e) for e in events)
+
+
+def test_merge_commits_are_skipped(tmp_path: Path) -> None:
+    repo = tmp_path / "merges"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    _commit(repo, {"a.py": "x = 1\n", "b.py": "y = 1\n"}, "first")
+    _git(repo, "checkout", "-q", "-b", "side")
+    _commit(repo, {"a.py": "x = 2\n"}, "side change")
+    _git(repo, "checkout", "-q", "main")
+    _commit(repo, {"b.py": "y = 2\n"}, "main change")
+    _git(repo, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+    merge = _git(repo, "rev-parse", "HEAD").strip()
+    commits, _ = read_commits(repo)
+    assert len(commits) == 2 and merge not in {c.sha for c in commits}
+    assert {ch.path for c in commits for ch in c.changes} == {"a.py", "b.py"}
