@@ -40,6 +40,8 @@ async def teach(rt: Runtime, source: ScoredExample | RepairRequest, number: int,
     step = next_step(number, att.judgement, s)
     for gate in att.judgement["reasons"]:
         metrics.TARGET_GATE_FAILURES.labels(gate).inc()
+    if "syntax" in att.judgement:
+        metrics.SYNTAX_CHECKS.labels(att.judgement["syntax"]).inc()
     if number > 0:
         metrics.REPAIRS.labels("repaired" if step == "emit" else "failed").inc()
     if step == "emit":

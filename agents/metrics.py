@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from streams.judge import GATES
 from streams.models import RequestEvent
 from streams.settle import SETTLE_REASONS
+from streams.syntax import SYNTAX_RESULTS
 
 MODEL_KINDS = ("student", "teacher", "judge")
 STAGES = ("settle", "sample", "score", "distill", "repair", "retry")
@@ -58,6 +59,7 @@ TRAINING_RECORDS: Counter
 REJECTED: Counter
 INVALID_SAMPLES: Counter
 TARGET_GATE_FAILURES: Counter
+SYNTAX_CHECKS: Counter
 PREFERENCE_DROPPED: Counter
 STAGE_SECONDS: Histogram
 STAGE_COMMITS: Counter
@@ -174,6 +176,10 @@ def _build() -> dict[str, Any]:
     TARGET_GATE_FAILURES = Counter("editstream_target_gate_failures_total",
                                    "Teacher targets failing a gate (streams/judge.py), by gate",
                                    ["gate"])
+    SYNTAX_CHECKS = Counter("editstream_target_syntax_checks_total",
+                            "Teacher targets by the syntax gate's result (streams/syntax.py): "
+                            "ok, breaks_syntax, base_broken (already broken at request time), "
+                            "unchecked (no grammar for the language)", ["result"])
     PREFERENCE_DROPPED = Counter("editstream_preference_pairs_dropped_total",
                                  "SFT records without a preference pair, by reason", ["reason"])
 
@@ -233,6 +239,8 @@ def _initialise(m: dict[str, Any]) -> None:
         m["INVALID_SAMPLES"].labels(reason)
     for gate in GATES:
         m["TARGET_GATE_FAILURES"].labels(gate)
+    for result in SYNTAX_RESULTS:
+        m["SYNTAX_CHECKS"].labels(result)
     for kind in RECORD_KINDS:
         for split in SPLITS:
             m["TRAINING_RECORDS"].labels(kind, split)

@@ -47,8 +47,10 @@ def spread(values: Sequence[float]) -> str:
 
 @functools.lru_cache(maxsize=4)
 def events(sessions: int, seed: int = 7) -> list[dict[str, Any]]:
-    """Realistic edit traces (streams.generate), ~77 events per session; cached, so callers
-    must not mutate them."""
+    """Edit traces of real commits (streams.generate.history, this repository's pinned
+    history), ~110 events and ~4 predictions per session; cached, so callers must not
+    mutate them. (Figures in BENCHMARKS.md before issue 23 were measured on the old
+    stdlib-splice corpus, ~77 events and 6 predictions per session.)"""
     return generate_events(GenerateConfig(seed=seed, sessions=sessions))
 
 

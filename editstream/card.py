@@ -76,6 +76,27 @@ def _counter(d: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
 
 
+def _corpus(fig: dict[str, Any] | None) -> str:
+    """The settled examples' edits by kind and language, and the reference predictors."""
+    if not fig or not fig.get("examples"):
+        return ("Not measured: the export read no settled examples (export with "
+                "`eval_unfiltered` to include them).")
+    ref = fig["reference"]
+    rows = [[k, v] for k, v in fig["by_kind"].items()]
+    rows += [["within a line" if k == "within_line" else "multi-line", v]
+             for k, v in fig["by_span"].items()]
+    rows.append(["a jump from the cursor (2+ lines away)", fig["jumps"]])
+    return (f"Over the {fig['examples']} settled examples the pipeline scored (any band, "
+            f"before the teacher), the change from the request-time region to the settled "
+            f"one:\n\n" + _table(["edit", "examples"], rows)
+            + "\n\nBy language: " + _counter(fig["by_language"])
+            + ".\n\nTwo reference predictors, for orientation (never thresholds): `noop` "
+            f"(the region left as it was) is exact on {ref['noop']['exact']} of the examples, "
+            f"mean normalized distance {ref['noop']['distance_mean']}; `oracle` (the settled "
+            f"region) is exact on {ref['oracle']['exact']}, distance "
+            f"{ref['oracle']['distance_mean']}.")
+
+
 def dataset_card(m: dict[str, Any]) -> str:
     c, th, nd, ep = m["counts"], m["thresholds"], m["near_duplicates"], m["eval_policy"]
     models = m["models"]
@@ -172,6 +193,10 @@ per group are kept. {nd['groups']} groups with {nd['examples_in_groups']} exampl
 ## By repository
 
 {_split_table(c['by_repo'], 'repository', MAX_REPOS)}
+
+## What the corpus looks like
+
+{_corpus(c.get('corpus'))}
 
 ## Provenance and privacy
 

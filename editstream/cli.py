@@ -4,7 +4,7 @@
     demo           embedded broker + simulator + worker + bundled sample → demo-output/
     broker         run a local broker (embedded Tansu, or Apache Kafka from Maven Central)
     simulate       run the local model simulator (OpenAI / Anthropic compatible; not a model)
-    generate       write seeded, realistic edit traces from real source files
+    generate       write seeded edit traces from real commits of a git repository
     produce        send a JSONL file of events to edit-events
     gateway        HTTP ingestion edge: editors POST /v1/events, accepted events → edit-events
     replay         re-run a range of edit-events / settled-examples in its own namespace
@@ -73,13 +73,24 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
 
 
 def _cmd_generate(ns: argparse.Namespace) -> int:
-    from editstream.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
+    from editstream.generate import (
+        GenerateConfig,
+        generate_events,
+        ground_truth,
+        history_summary,
+        write_jsonl,
+    )
 
+    if ns.from_git and (ns.splice_stdlib or ns.source_dir):
+        raise ValueError("--from-git and --splice-stdlib/--source-dir are exclusive")
     cfg = GenerateConfig(seed=ns.seed, sessions=ns.sessions,
                          predictions_per_session=ns.predictions_per_session,
-                         source_dir=ns.source_dir)
+                         source_dir=ns.source_dir, git=ns.from_git, revs=ns.revs,
+                         paths=tuple(ns.paths or ()), splice=ns.splice_stdlib)
     events = generate_events(cfg)
     n = write_jsonl(events, ns.out)
+    if summary := history_summary(cfg):
+        print(summary)
     print(f"wrote {n} events to {ns.out}")
     truth = ns.ground_truth or f"{ns.out}.truth.jsonl"
     rows = write_jsonl(ground_truth(events), truth)
@@ -247,7 +258,21 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--predictions-per-session", type=int, default=6)
-    p.add_argument("--source-dir", default=None, help="default: the Python standard library")
+    p.add_argument("--from-git", default=None, metavar="PATH",
+                   help="a local git repository whose real commits become the sessions "
+                        "(default: this repository's own pinned history, the bundled "
+                        "sample's source)")
+    p.add_argument("--revs", default=None, metavar="A..B",
+                   help="the commits to use, as git rev-list takes them (default: HEAD's "
+                        "history); merge commits are skipped")
+    p.add_argument("--paths", nargs="+", default=None, metavar="GLOB",
+                   help="only files matching one of these globs (e.g. '*.py' 'src/*')")
+    p.add_argument("--splice-stdlib", action="store_true",
+                   help="load tests only: type lines spliced in from other standard "
+                        "library files instead of real commits (no intent to learn)")
+    p.add_argument("--source-dir", default=None,
+                   help="with --splice-stdlib: the .py files to splice (default: the "
+                        "Python standard library)")
     p.add_argument("--ground-truth", default=None,
                    help="side file: request id -> settled region, for the simulator's teacher "
                         "(default: OUT.truth.jsonl)")
@@ -326,7 +351,7 @@ COMMANDS: dict[str, Command] = {
         "run the local model SIMULATOR (speaks OpenAI completions/chat and Anthropic "
         "Messages; its answers are synthetic, derived from the prompt — not a model)",
         _args_simulate, _cmd_simulate),
-    "generate": Command("write seeded edit traces (JSONL) from real files", _args_generate,
+    "generate": Command("write seeded edit traces (JSONL) from real commits", _args_generate,
                         _cmd_generate),
     "produce": Command("send a JSONL file of events to edit-events", _args_produce,
                        _cmd_produce),

@@ -60,6 +60,7 @@ from tqdm import tqdm
 from editstream.card import dataset_card
 from editstream.offsets import When, new_consumer, parse_when, partitions_of, resolve
 from streams import settings as settings_mod
+from streams.corpus import corpus_figures
 from streams.dataset import arrange
 from streams.languages import language_of
 from streams.settings import Settings
@@ -493,6 +494,11 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
                                                       for r in rejected).items())),
             "eval_unfiltered": len(arranged.unfiltered) if scored is not None else None,
             **_figures(records, arranged.unfiltered),
+            # every settled example the pipeline scored (needs scored-examples: with
+            # eval_unfiltered): edits by kind and language, the noop/oracle references
+            "corpus": (corpus_figures(sc["example"] for sc in scored
+                                      if isinstance(sc.get("example"), dict))
+                       if scored is not None else None),
         },
         "near_duplicates": {**arranged.plan.stats["near_duplicates"],
                             "dropped_records": {k: arranged.dropped_records[k] for k in KINDS}},

@@ -1,8 +1,10 @@
-"""The generator's edge: read the standard library's .py files, write traces as JSON lines.
+"""The generator's edge: hand it real commits (or the stdlib's files), write traces as JSON lines.
 
-The simulation itself is the pure `streams.generate`; this module hands it the source files
-(`stdlib_sources`) and keeps the signatures every caller uses (`generate_events(config)`,
-`initial_files(config)`). `python -m editstream.generate` regenerates the committed sample.
+The simulation itself is the pure `streams.generate`; this module hands it real history
+(`editstream.gitsource`: `--from-git PATH`, by default this repository's pinned range) or,
+for load tests only, the standard library's files to splice (`stdlib_sources`), and keeps
+the signatures every caller uses (`generate_events(config)`, `initial_files(config)`).
+`python -m editstream.generate` regenerates the committed sample.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ import os
 import sys
 import sysconfig
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from editstream.gitsource import default_commits, read_commits
 from streams.generate import GenerateConfig, SourceFiles, ground_truth, simulate
+from streams.generate.history import Commit, simulate_history
 
-__all__ = ["GenerateConfig", "generate_events", "ground_truth", "initial_files",
-           "stdlib_sources", "write_jsonl"]
+__all__ = ["SAMPLE_CONFIG", "GenerateConfig", "generate_events", "ground_truth",
+           "history_commits", "history_summary", "initial_files", "stdlib_sources",
+           "write_jsonl"]
 
 # Source files we draw from: moderate size so excerpts, diffs and the sample stay small.
 _MIN_SOURCE_BYTES = 3_000
@@ -49,7 +54,7 @@ def generate_events(config: GenerateConfig) -> list[dict[str, Any]]:
     Each session is chronological; sessions are interleaved by `ts_ms` (ties broken by
     session, then by the order the session emitted them).
     """
-    return simulate(config, stdlib_sources(config.source_dir))[0]
+    return _simulate(config)[0]
 
 
 def initial_files(config: GenerateConfig) -> dict[tuple[str, str], str]:
@@ -58,7 +63,43 @@ def initial_files(config: GenerateConfig) -> dict[tuple[str, str], str]:
     Replaying the `edit` events of `generate_events(config)` in order over these texts
     reproduces the file every prediction's excerpt was cut from.
     """
-    return simulate(config, stdlib_sources(config.source_dir))[1]
+    return _simulate(config)[1]
+
+
+def _simulate(config: GenerateConfig
+              ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], str]]:
+    """Real history by default; the stdlib splicer only when asked (load tests)."""
+    if config.splice or config.source_dir:
+        return simulate(config, stdlib_sources(config.source_dir))
+    return simulate_history(config, history_commits(config))
+
+
+def history_commits(config: GenerateConfig) -> Sequence[Commit]:
+    """The commits a history config names: `--from-git` PATH, else the bundled range."""
+    if config.git is None:
+        if config.revs or config.paths:
+            raise ValueError("--revs and --paths need --from-git PATH")
+        return default_commits()
+    return _read_git(config.git, config.revs, config.paths)[0]
+
+
+def history_summary(config: GenerateConfig) -> str:
+    """One line on the commits a `--from-git` config read, for the CLI."""
+    if config.git is None or config.splice or config.source_dir:
+        return ""
+    commits, skipped = _read_git(config.git, config.revs, config.paths)
+    usable = [c for c in commits if c.changes]
+    files = sum(len(c.changes) for c in usable)
+    why = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "none"
+    return (f"{config.git}: {len(usable)} of {len(commits)} non-merge commits with usable "
+            f"changes ({files} file changes); skipped: {why}")
+
+
+@functools.lru_cache(maxsize=4)
+def _read_git(path: str, revs: str | None, paths: tuple[str, ...]
+              ) -> tuple[tuple[Commit, ...], dict[str, int]]:
+    commits, skipped = read_commits(path, revs, paths)
+    return tuple(commits), dict(skipped)
 
 
 def stdlib_sources(source_dir: str | None = None) -> SourceFiles:
@@ -119,6 +160,10 @@ def write_jsonl(events: Iterable[dict[str, Any]], path: str | Path) -> int:
     return count
 
 
+# The bundled sample (data/sample-traces.jsonl, what `make demo` runs): 50 sessions of this
+# repository's pinned history (editstream.gitsource.DEFAULT_RANGE), 205 predictions.
+SAMPLE_CONFIG = GenerateConfig(sessions=50)
+
 if __name__ == "__main__":  # regenerate the committed demo sample
     out = sys.argv[1] if len(sys.argv) > 1 else "data/sample-traces.jsonl"
-    print(write_jsonl(generate_events(GenerateConfig()), out), "events ->", out)
+    print(write_jsonl(generate_events(SAMPLE_CONFIG), out), "events ->", out)

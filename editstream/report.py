@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from streams.corpus import corpus_lines
 from streams.languages import language_of
 from streams.score import quantile
 
@@ -181,6 +182,7 @@ def summary(exp: Export, plots: list[Path]) -> str:
         f"  time range (settled): {m.get('time_range', {}).get('settled_at', {}).get('min')} .. "
         f"{m.get('time_range', {}).get('settled_at', {}).get('max')}",
         *dataset_lines(exp),
+        *corpus_lines(counts.get("corpus")),
         "  plots: " + ", ".join(str(p) for p in plots),
     ]
     return "\n".join(lines)

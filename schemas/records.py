@@ -134,6 +134,8 @@ class Judgement(TypedDict):
     student_median: NotRequired[float | None]  # set when the answer parsed
     llm: NotRequired[LlmVerdict | None]  # set when an LLM judge ran (None: unreadable)
     noop: NotRequired[bool]
+    # streams.syntax: ok | breaks_syntax | base_broken | unchecked (set when it parsed)
+    syntax: NotRequired[str]
 
 
 class RepairRequest(TypedDict):

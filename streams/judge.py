@@ -11,7 +11,10 @@ teacher is told on repair. The deterministic gates always run, in this order:
   settled edit is at least ``gate_min_kept_rate`` (junk the user never typed lowers it);
 * ``farther_than_students``: the target is no farther from the settled region than the
   example's median valid student sample (distillation must beat the student);
-* ``reverts_user_edit``: its reversal ratio is at most ``judge_max_reversal``.
+* ``reverts_user_edit``: its reversal ratio is at most ``judge_max_reversal``;
+* ``breaks_syntax``: it puts a tree-sitter ERROR or MISSING node inside a region that had
+  none at request time (``streams.syntax``; languages without a grammar pass unchecked,
+  the judgement's ``syntax`` says which: ok, breaks_syntax, base_broken, unchecked).
 
 An LLM judge, when configured, adds ``judge_says_reverts``, ``judge_low_confidence``
 (confidence below ``judge_min_confidence``) and ``judge_unparsable``.
@@ -28,6 +31,7 @@ from schemas.records import Judgement, LlmVerdict, SettledExample
 from streams.formats import parse_answer
 from streams.scoring import kept_rate, normalized_levenshtein, reversal_ratio_from_history
 from streams.settings import Settings
+from streams.syntax import check_syntax
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class Attempt:
 
 
 GATES = ("unparsable", "target_truncated", "noop_target", "low_kept_rate",
-         "farther_than_students", "reverts_user_edit", "judge_says_reverts",
+         "farther_than_students", "reverts_user_edit", "breaks_syntax", "judge_says_reverts",
          "judge_low_confidence", "judge_unparsable")
 
 
@@ -67,9 +71,13 @@ def check_target(example: SettledExample, region: str | None, settings: Settings
         reasons.append("farther_than_students")
     if reversal > settings.judge_max_reversal:
         reasons.append("reverts_user_edit")
+    syntax = "ok" if region == base else check_syntax(
+        example["path"], example["excerpt"], example["editable_range"], region)
+    if syntax == "breaks_syntax":
+        reasons.append("breaks_syntax")
     return {"ok": not reasons, "reasons": reasons, "parse_ok": True, "parse_error": None,
             "distance": round(distance, 6), "reversal_ratio": round(reversal, 6),
-            "kept_rate": round(kept, 6), "student_median": student_median}
+            "kept_rate": round(kept, 6), "student_median": student_median, "syntax": syntax}
 
 
 def check_prediction(example: SettledExample, raw: str, settings: Settings, *,

@@ -36,6 +36,9 @@ def feedback_for(judgement: Judgement) -> str:
         "reverts_user_edit": (
             f"Your region undoes the user's last edit (reversal ratio "
             f"{judgement.get('reversal_ratio')}). Keep their change."),
+        "breaks_syntax": (
+            "Your region leaves the code with a syntax error where the developer's had "
+            "none: give complete, parseable code (finish open brackets and statements)."),
         "judge_says_reverts": "A reviewer found that your region reverts the user's edits.",
         "judge_low_confidence": "A reviewer was not confident the edit is right.",
         "judge_unparsable": "The reviewer could not read your answer.",

@@ -102,7 +102,11 @@ class _Emitter:
         config: GenerateConfig,
         index: int,
         traits: _Traits,
-        sources: SourceFiles,
+        sources: SourceFiles | None,
+        *,
+        files: dict[str, str] | None = None,
+        repo_url: str | None = None,
+        revision: str | None = None,
     ) -> None:
         self.cfg = config
         self.index = index
@@ -125,17 +129,22 @@ class _Emitter:
             self.model_version = None  # an old client that does not report it
         self.repo_url: str | None = None
         self.revision: str | None = None
-        if traits.open_source:
+        if traits.open_source and files is not None:
+            # real history: the repository and the parent commit the session starts from
+            self.repo_url, self.revision = repo_url, revision
+        elif traits.open_source:
             self.repo_url = f"https://github.com/example/repo-{traits.repo}"
             self.revision = f"{rng.getrandbits(160):040x}"
         pkg = PKG_NAMES[traits.repo % len(PKG_NAMES)]
         if traits.repo >= len(PKG_NAMES):
             pkg += str(traits.repo // len(PKG_NAMES))
-        # One or two real source files, picked by sorted path and the seed.
-        self.files: dict[str, str] = {}
-        self.py_paths: list[str] = []
+        # One or two real source files, picked by sorted path and the seed (or the files a
+        # real commit changes, handed in by the history generator).
+        self.files: dict[str, str] = dict(files or {})
+        self.py_paths: list[str] = list(self.files)
         used: set[int] = set()
-        for _ in range(1 if rng.random() < 0.6 else 2):
+        for _ in range(0 if sources is None else 1 if rng.random() < 0.6 else 2):
+            assert sources is not None
             pick = pick_source(rng, sources, used)
             if pick is None:
                 break
@@ -144,13 +153,13 @@ class _Emitter:
             self.files[path] = text
             self.py_paths.append(path)
         if not self.py_paths:
-            raise ValueError("no usable .py source files found")
+            raise ValueError("no usable source files found")
         if traits.secret_path:
             self.files[traits.secret_path] = _secret_file(rng, traits.secret_path)
         self.initial = dict(self.files)
         self.donors = [_donor_starts(self.files[p]) for p in self.py_paths]
         self.donor_masks = [_code_mask(_lines(self.files[p])) for p in self.py_paths]
-        self.focus = {p: rng.randrange(len(_lines(t))) for p, t in self.files.items()}
+        self.focus = {p: rng.randrange(max(1, len(_lines(t)))) for p, t in self.files.items()}
 
     # -- emitting ------------------------------------------------------------------------------
 

@@ -206,11 +206,7 @@ class _Session(_Emitter):
         text = self.files[path]
         right = text[win.rs : pos] + rest + text[pos : win.re]
         if plan == "accepted":
-            rid, t0 = self.predict(path, win, right)
-            d = rng.randint(300, 1_800)
-            self.clock = t0 + d
-            self.accept(path, win, right)
-            self.outcome(rid, t0 + d + rng.randint(0, 150), "accepted", True)
+            self.predict_accepted(path, win, right)
             self._close_group()
             return
         wrong = text[win.rs : pos] + self._wrong_rest(rest) + text[pos : win.re]
@@ -227,18 +223,32 @@ class _Session(_Emitter):
             self.clock = t0 + d + rng.randint(200, 1_500)
             self._paste_over(path, win)
         else:
-            output: str | None = wrong
-            if plan == "ignored" and rng.random() < 0.3:
-                output = right  # right, but the user typed it themselves anyway
-            if plan == "discarded" and rng.random() < 0.4:
-                output = None  # superseded before the response arrived
-            rid, t0 = self.predict(path, win, output)
+            rid, t0 = self.predict(path, win, self.served_output(plan, wrong, right))
             d = rng.randint(100, 2_000)
             self.outcome(rid, t0 + d, plan, plan != "discarded")
             if plan == "rejected":
                 self.clock = t0 + d + rng.randint(100, 600)  # dismisses it, then types on
             self.type_pieces(path, pos, pieces[k:])
         self._close_group()
+
+    def served_output(self, plan: str, wrong: str, right: str) -> str | None:
+        """What the model served under a plan other than accepted: mostly the wrong answer;
+        now and then the right one the user ignored, or nothing (discarded in flight)."""
+        output: str | None = wrong
+        if plan == "ignored" and self.rng.random() < 0.3:
+            output = right  # right, but the user typed it themselves anyway
+        if plan == "discarded" and self.rng.random() < 0.4:
+            output = None  # superseded before the response arrived
+        return output
+
+    def predict_accepted(self, path: str, win: _Window, right: str) -> None:
+        """A right prediction, shown and accepted after a moment: the region becomes it."""
+        rng = self.rng
+        rid, t0 = self.predict(path, win, right)
+        d = rng.randint(300, 1_800)
+        self.clock = t0 + d
+        self.accept(path, win, right)
+        self.outcome(rid, t0 + d + rng.randint(0, 150), "accepted", True)
 
     def _wrong_rest(self, rest: str) -> str:
         """Something plausible the model might have predicted instead of `rest`."""

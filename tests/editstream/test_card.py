@@ -62,3 +62,18 @@ def test_unknown_license_asks_for_one() -> None:
     assert meta["license"] == "unknown"
     assert [c["config_name"] for c in meta["configs"]] == ["sft", "preference"]
     assert "set `EDITSTREAM_DATASET_LICENSE`" in card
+
+
+def test_the_corpus_section_shows_edit_kinds_and_reference_predictors() -> None:
+    from streams.corpus import corpus_figures
+
+    m = manifest({"sft": {"train": "sft/train.jsonl"}})
+    assert "Not measured" in dataset_card(m)  # no settled examples read
+    ex = {"path": "a.py", "excerpt": "x = 1\n", "editable_range": [0, 6], "cursor": 0,
+          "base_region": "x = 1\n", "settled_region": "x = 2\n"}
+    m["counts"]["corpus"] = corpus_figures([ex, {**ex, "settled_region": "x = 1\n"}])
+    card = dataset_card(m)
+    assert "## What the corpus looks like" in card
+    assert "| replace | 1 |" in card and "| none | 1 |" in card
+    assert "`noop` (the region left as it was) is exact on 0.5" in card
+    assert "By language: python 2" in card

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import Counter, defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -20,17 +19,17 @@ from typing import Any
 import pytest
 
 from editstream.generate import (
+    SAMPLE_CONFIG,
     GenerateConfig,
     generate_events,
     initial_files,
     stdlib_sources,
     write_jsonl,
 )
+from editstream.gitsource import DEFAULT_REPO_URL
 from streams.generate import SourceFiles, apply_edit, is_disabled_path, simulate, unified_diff
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample-traces.jsonl"
-# The sample is cut from this interpreter's stdlib; another patch release may differ.
-SAMPLE_PYTHON = (3, 11, 7)
 QUIESCENCE_MS = 10_000
 TTL_MS = 300_000
 
@@ -55,11 +54,12 @@ REQUIRED = {
 OPTIONAL = {"prediction": {"repo_url": str, "revision": str, "model_version": str, "output": str}}
 HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
-# Default config (the sample) plus two others, so the checks are not tuned to one seed.
+# The sample's config (real history) plus another history config and the stdlib splicer
+# (load tests), so the checks are not tuned to one seed or one mode.
 CONFIGS = [
-    GenerateConfig(),
-    GenerateConfig(seed=3, sessions=30, predictions_per_session=4),
-    GenerateConfig(seed=11, sessions=8, predictions_per_session=10, repos=3),
+    SAMPLE_CONFIG,
+    GenerateConfig(seed=3, sessions=40, predictions_per_session=4),
+    GenerateConfig(seed=11, sessions=8, predictions_per_session=10, repos=3, splice=True),
 ]
 _cache: dict[GenerateConfig, tuple[Events, dict[tuple[str, str], str]]] = {}
 
@@ -109,12 +109,17 @@ def test_different_seed_different_events() -> None:
     assert a != b
 
 
-def test_session_and_request_ids_follow_the_seed() -> None:
-    events = generate_events(GenerateConfig(seed=42, sessions=3, predictions_per_session=2))
+@pytest.mark.parametrize("splice", [False, True])
+def test_session_and_request_ids_follow_the_seed(splice: bool) -> None:
+    events = generate_events(GenerateConfig(seed=42, sessions=3, predictions_per_session=2,
+                                            splice=splice))
     assert {e["session_id"] for e in events} == {"sess-42-1", "sess-42-2", "sess-42-3"}
     rids = {e["request_id"] for e in events if e["type"] == "prediction"}
     assert all(re.fullmatch(r"req-42-[123]-\d+", r) for r in rids)
-    assert len(rids) == 6  # predictions_per_session is exact
+    if splice:
+        assert len(rids) == 6  # predictions_per_session is exact
+    else:  # at most: a small commit has fewer hunks, some without a natural pause point
+        assert 0 < len(rids) <= 6 + 3  # + the secret file's typed line
 
 
 # ---- wire contract ----------------------------------------------------------------------------
@@ -243,8 +248,9 @@ def test_initial_files_cover_every_path(generated: tuple[Events, Any]) -> None:
     for (_, path), text in initial.items():
         assert not path.startswith("/") and ".." not in path
         if not is_disabled_path(path):
-            assert re.fullmatch(r"src/[a-z0-9]+/[\w/]+\.py", path), path
-            assert text.endswith("\n")
+            # a repository-relative path (real history), or src/<pkg>/... (the splicer)
+            assert re.fullmatch(r"[\w.\-]+(/[\w.\-]+)*", path), path
+            assert text.endswith("\n") or text == ""  # "": a file the commit adds
 
 
 def test_prediction_geometry(generated: tuple[Events, Any]) -> None:
@@ -258,7 +264,9 @@ def test_prediction_geometry(generated: tuple[Events, Any]) -> None:
         assert end - start < 4096
         assert e["excerpt"].count("\n") <= 61
         region_lines = raw[start:end].decode().count("\n")
-        assert 1 <= region_lines <= 12
+        # 0: the first line of a file the commit adds, typed so far; real hunks need up to
+        # 16 lines (the splicer's regions stay under 12)
+        assert 0 <= region_lines <= 16
         if "output" in e:
             assert len(e["output"].encode()) < 8192
 
@@ -323,7 +331,7 @@ def _check_unified_diff(diff: str, path: str) -> None:
 def test_the_core_simulates_on_files_handed_in() -> None:
     """The pure core reads no disk: the same texts handed in from memory give the same events,
     and other texts give other events."""
-    config = GenerateConfig(seed=5, sessions=4, predictions_per_session=3)
+    config = GenerateConfig(seed=5, sessions=4, predictions_per_session=3, splice=True)
     disk = stdlib_sources()
     texts = {p: disk.read(p) for p in disk.paths}
     in_memory = SourceFiles(paths=disk.paths, read=texts.__getitem__)
@@ -452,7 +460,11 @@ def test_privacy_cases(generated: tuple[Events, Any]) -> None:
 
 
 def test_repos_for_splitting(default_events: Events) -> None:
-    urls = {e["repo_url"] for e in default_events if "repo_url" in e}
+    # real history names the one real repository (and each session its parent commit)
+    assert {e["repo_url"] for e in default_events if "repo_url" in e} == {DEFAULT_REPO_URL}
+    # the splicer invents repositories, so splits by repo have something to split
+    spliced = generate_events(GenerateConfig(sessions=20, splice=True))
+    urls = {e["repo_url"] for e in spliced if "repo_url" in e}
     assert len(urls) == GenerateConfig().repos
     assert all(re.fullmatch(r"https://github\.com/example/repo-\d+", u) for u in urls)
 
@@ -487,10 +499,8 @@ def test_committed_sample_matches_generator(default_events: Events) -> None:
     assert SAMPLE.stat().st_size < 3 * 1024 * 1024
     with SAMPLE.open(encoding="utf-8") as fh:
         sample = [json.loads(line) for line in fh]
-    if sample != default_events and sys.version_info[:3] != SAMPLE_PYTHON:
-        pytest.skip(f"sample was cut from Python {SAMPLE_PYTHON}'s stdlib; this is another")
     assert sample == default_events, (
         "data/sample-traces.jsonl drifted: regenerate with `python -m editstream.generate`"
     )
     stats = Counter(e["type"] for e in sample)
-    assert stats["prediction"] == 120 and len(sample) < 5000
+    assert stats["prediction"] == 205 and len(sample) < 6000
