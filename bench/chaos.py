@@ -95,8 +95,9 @@ class ChaosConfig:
     out_dir: str = ""
 
     def sessions(self) -> int:
-        # ~83 % of generated predictions pass ingest (privacy, consent): keep a margin
-        return math.ceil(self.predictions * 1.3 / 6)
+        # sessions of real history give ~4.4 predictions each (of 6 asked), ~83 % of them
+        # pass ingest (privacy, consent): a first guess, `generate` adds sessions if short
+        return math.ceil(self.predictions * 1.3 / 4.4)
 
 
 # --------------------------------------------------------------------------- processes
@@ -786,11 +787,21 @@ def compare(chaos: dict[str, list[dict[str, Any]]], clean: dict[str, list[dict[s
 
 
 def generate(cfg: ChaosConfig, out: Path) -> tuple[list[bytes], Path]:
+    """`editstream generate`'s events (and answer key) with at least `cfg.predictions`
+    predictions passing ingest: more sessions while short of them."""
     events = out / "events.jsonl"
-    subprocess.run([sys.executable, "-m", "editstream.cli", "generate", "--out", str(events),
-                    "--seed", str(cfg.seed), "--sessions", str(cfg.sessions()),
-                    "--predictions-per-session", "6"], check=True, stdout=subprocess.DEVNULL)
-    return events.read_bytes().splitlines(), Path(f"{events}.truth.jsonl")
+    sessions = cfg.sessions()
+    for _ in range(4):
+        subprocess.run([sys.executable, "-m", "editstream.cli", "generate", "--out",
+                        str(events), "--seed", str(cfg.seed), "--sessions", str(sessions),
+                        "--predictions-per-session", "6"], check=True,
+                       stdout=subprocess.DEVNULL)
+        lines = events.read_bytes().splitlines()
+        got = len(expected_predictions(lines, Settings()))
+        if got >= cfg.predictions:
+            break
+        sessions = math.ceil(sessions * cfg.predictions / max(1, got) * 1.05)
+    return lines, Path(f"{events}.truth.jsonl")
 
 
 async def chaos_run(cfg: ChaosConfig) -> tuple[list[str], dict[str, Any]]:
