@@ -516,9 +516,13 @@ class Chaos:
 
     async def outage_refusals(self) -> int:
         """Model requests the simulator has refused with its outage 503 so far."""
+        return await self.model_faults("outage")
+
+    async def model_faults(self, kind: str) -> int:
+        """Model requests the simulator has met with fault `kind` so far."""
         async with httpx.AsyncClient(base_url=self.sim_url, timeout=10) as http:
             stats = (await http.get("/stats")).json()
-        return int(stats["faults"].get("outage", 0))
+        return int(stats["faults"].get(kind, 0))
 
     async def zombie(self, at: float, paused: float) -> None:
         await self.at(at)
@@ -547,11 +551,19 @@ class Chaos:
         f = Fault("slow_student", self.now(), detail={"seconds": self.cfg.slow_s,
                                                        "factor": self.cfg.slow_factor})
         self.faults.append(f)
-        await self.chaos_call({"slow_s": self.cfg.slow_s, "slow_factor": self.cfg.slow_factor,
-                               "slow_paths": ["/v1/completions"]})
+        slowed = await self.model_faults("slow")
+        window = {"slow_factor": self.cfg.slow_factor, "slow_paths": ["/v1/completions"]}
+        await self.chaos_call({"slow_s": self.cfg.slow_s, **window})
         self.say(f"student at {self.cfg.slow_factor:g}x latency for {self.cfg.slow_s:.0f}s")
         await asyncio.sleep(self.cfg.slow_s)
+        # As the outage: a window no student request met tests nothing (other faults can
+        # hold every stage right then). Keep it open until one has been slowed.
+        deadline = self.now() + 60
+        while await self.model_faults("slow") == slowed and self.now() < deadline:
+            await self.chaos_call({"slow_s": 2, **window})
+            await asyncio.sleep(2)
         f.end = self.now()
+        f.detail["seconds"] = round(f.end - f.start, 1)
 
 
 def whole(s: Sample, workers: int) -> bool:
