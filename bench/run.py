@@ -6,7 +6,8 @@ the configuration allows), median of several runs; the machine, its load and the
 are written beside them. The raw figures go to bench/results/<name>.json.
 
 Order: the benches that need no broker first (adaptive, scoring, sampling, local_model: the
-real model of `make local-model`, skipped when not installed), then Kafka is
+real model of `make local-model` on llama-server, ~15 min on 2 cores, skipped when not
+installed), then Kafka is
 started once (``editstream.broker.start_broker("kafka")``) for settle, state, replay, the
 gateway bench (when ``bench/bench_gateway.py`` exists) and the end-to-end pipeline bench.
 A bench that fails is reported as failed in BENCHMARKS.md and makes the command exit
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if "sampling" in only:
         timed("sampling", lambda: bench_sampling.run(runs, scale), log)
     if "local_model" in only and local_model_installed():
-        timed("local_model", lambda: bench_local_model.run(2), log)
+        timed("local_model", lambda: bench_local_model.run(args.quick), log)
     if only & {"settle", "state", "replay", "gateway", "pipeline"}:
         with kafka(args.bootstrap) as bootstrap:
             if "settle" in only:
@@ -160,12 +161,8 @@ def state(bootstrap: str, quick: bool) -> dict[str, Any]:
 def local_model_installed() -> bool:
     """The real-model tier (`make local-model`) is there; without it the bench is skipped
     and its last saved figures are shown."""
-    from editstream.local_model import LocalModelError, gguf_path, server_installed
+    from editstream.local_model import server_installed
 
-    try:
-        gguf_path()
-    except LocalModelError:
-        return False
     return server_installed()
 
 

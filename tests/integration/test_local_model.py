@@ -10,6 +10,10 @@ samples of at most 32 tokens per example, no repairs.
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +194,38 @@ def test_llama_server_batches_slots_and_honours_n(local_model: LocalModel) -> No
     assert client.n_cap == SLOTS
     assert (wide.mode, wide.n_per_request, len(wide.texts)) == ("n_capped", SLOTS, SLOTS + 2)
     assert wide.requests == 1 + 2  # the rejected request, then samples 0-3 and 4-5
+
+
+def test_local_model_serve_runs_llama_server_in_the_foreground(tmp_path: Path) -> None:
+    """`editstream local-model serve` is llama-server itself (exec'd): it answers on the
+    port asked with the slots asked, and SIGTERM stops it."""
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "editstream.cli", "local-model", "serve",
+                             "--slots", "2", "--port", str(port)], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "llama-server did not come up"
+            time.sleep(0.3)
+        props = httpx.get(f"http://127.0.0.1:{port}/props", timeout=10).json()
+        assert props["total_slots"] == 2
+    finally:
+        proc.terminate()
+        rc = proc.wait(timeout=30)
+        log.close()
+    assert rc in (0, -signal.SIGTERM)
+
+
+def test_local_model_serve_says_what_is_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    out = subprocess.run([sys.executable, "-m", "editstream.cli", "local-model", "serve",
+                          "--model", str(missing)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert f"--model {missing}: no such file" in out.stderr
