@@ -96,8 +96,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="smaller inputs and 2 runs (a smoke test, not for the record)")
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of Kafka")
     parser.add_argument("--only", default=",".join(NAMES), help="comma-separated subset")
+    parser.add_argument("--saved", default="",
+                        help="comma-separated benches not to run but to report as run now "
+                             "from bench/results/NAME.json (one a bench's own --save wrote "
+                             "in parts, e.g. `python -m bench.bench_local_model --save`)")
     args = parser.parse_args(argv)
-    only = set(args.only.split(","))
+    saved_now = {n for n in args.saved.split(",") if n}
+    only = set(args.only.split(",")) - saved_now
     runs = 2 if args.quick else 3
     scale = 0.3 if args.quick else 1.0
     started = time.monotonic()
@@ -131,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                     bootstrap, 60 if args.quick else 200, 1 if args.quick else 2), log)
     meta["load_end"] = loadavg()
     meta["seconds"] = time.monotonic() - started
+    for name in saved_now:
+        if (figures := load(name)) is not None:
+            log[name] = figures
     # figures of benches not run this time come from their last saved results
     for name in NAMES:
         if name not in log and (saved := load(name)) is not None:
