@@ -238,3 +238,15 @@ async def test_the_timeout_excludes_time_queued_in_the_client(start_sim: StartSi
     assert time.monotonic() - t0 > 4.0
     assert len(events) == 100 and all(e.status == "ok" for e in events)
     assert max(e.latency_s for e in events) < 0.35
+
+
+def test_service_time_is_read_from_llama_server_timings() -> None:
+    from agents.models.base import _service_s
+
+    body = (b'{"choices": [], "timings": {"prompt_n": 7, "prompt_ms": 250.0, '
+            b'"predicted_n": 16, "predicted_ms": 1750.5}}')
+    assert _service_s(body) == pytest.approx(2.0005)
+    assert _service_s(b'{"choices": []}') is None  # vLLM, the simulator: nothing said
+    assert _service_s(b'{"timings": {"prompt_ms": "x"}}') is None
+    assert _service_s(b'{"timings": null}') is None
+    assert _service_s(b'not json "timings"') is None
