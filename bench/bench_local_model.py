@@ -13,6 +13,10 @@ load from elsewhere hits both sides alike:
   slot's work); where its limit settles (time-weighted over the second half of the run),
   the highest it tried, and every request that timed out or was retried (an example lost
   to our own queueing would show there).
+Every measured run has a fresh server, so no run finds another's prompts in llama-server's
+prompt cache (an earlier version of this bench ran both sides on one server: the second side
+found the first's prompts cached).
+
 * **modes**: n-mode (one request asks for up to ``slots`` choices; the server evaluates the
   prompt once and copies it to the other slots) against parallel requests (one per sample),
   the same samples (same seeds), production client both times: samples/s and the prompt
@@ -225,12 +229,12 @@ def modes(tmp: str, exs: list[SettledExample], samples: int, slots: int, runs: i
     s = settings()
     work = workload(exs, samples, s)
     pairs = []
-    with _server(tmp, slots, "modes") as llm:
-        for _ in range(runs):
+    for _ in range(runs):  # a fresh server per run: no side finds the other's prompts cached
+        with _server(tmp, slots, "modes") as llm:
             p = asyncio.run(production(llm, work, samples, n_mode=False))
+        with _server(tmp, slots, "modes") as llm:
             n = asyncio.run(production(llm, work, samples, n_mode=True))
-            pairs.append({"parallel": p, "n": n,
-                          "ratio": n["samples_per_s"] / p["samples_per_s"]})
+        pairs.append({"parallel": p, "n": n, "ratio": n["samples_per_s"] / p["samples_per_s"]})
     ratios = [x["ratio"] for x in pairs]
     return {"slots": slots, "examples": len(exs), "samples": samples, "runs": pairs,
             "ratio_n_over_parallel": median(ratios), "ratio_spread": spread(ratios),
@@ -246,12 +250,13 @@ def efficiency(tmp: str, exs: list[SettledExample], samples: int, slots: int, ru
                 for p, seed, mt, stop in work for start in range(0, samples, per_request)]
     in_flight = max(1, slots // per_request)
     pairs = []
-    with _server(tmp, slots, "efficiency") as llm:
-        for _ in range(runs):
+    for _ in range(runs):  # a fresh server per run: no side finds the other's prompts cached
+        with _server(tmp, slots, "efficiency") as llm:
             b = asyncio.run(minimal(llm, requests, in_flight))
+        with _server(tmp, slots, "efficiency") as llm:
             p = asyncio.run(production(llm, work, samples, n_mode=True))
-            pairs.append({"minimal": b, "production": p,
-                          "ratio": p["samples_per_s"] / b["samples_per_s"]})
+        pairs.append({"minimal": b, "production": p,
+                      "ratio": p["samples_per_s"] / b["samples_per_s"]})
     ratios = [x["ratio"] for x in pairs]
     return {"slots": slots, "examples": len(exs), "samples": samples,
             "choices_per_request": per_request, "minimal_in_flight": in_flight,
@@ -306,9 +311,9 @@ def cost(tmp: str, exs: list[SettledExample], slots: int, runs: int) -> dict[str
     each (the samples are seeded: later runs repeat them)."""
     s = settings(samples=NAIVE_SAMPLES, sample_max_tokens=NAIVE_MAX_TOKENS)
     sides: dict[str, list[dict[str, Any]]] = {"naive": [], "defaults": []}
-    with _server(tmp, slots, "cost") as llm:
-        for _ in range(runs):
-            for name in ("naive", "defaults"):
+    for _ in range(runs):
+        for name in ("naive", "defaults"):  # a fresh server each: no prompt cached before
+            with _server(tmp, slots, "cost") as llm:
                 sides[name].append(_cost_side(llm, name, exs, s))
     naive, default = sides["naive"][0], sides["defaults"][0]
     changed = [i for i, (a, b) in enumerate(zip(naive["decisions"], default["decisions"],
