@@ -758,8 +758,9 @@ def _local_model(lm: dict[str, Any] | None) -> list[str]:
         "(Q4_1) on this machine's 2 cores, with `--parallel` slots and continuous batching; "
         "`n` is honoured up to the slot count (the prompt is evaluated once and copied to "
         "the other slots). Settings as `editstream demo --models local` (`max_tokens` fitted "
-        "to the region with a cap of 64, the format's stop sequences, sample temperature "
-        "0.8); a server of its own for each part, started for it. Command: `python -m "
+        "to the region with a cap of 64, 32 in the modes and efficiency parts, 128 in the "
+        "cost part; the format's stop sequences; sample temperature 0.8); one thread "
+        "(`OMP_WAIT_POLICY=PASSIVE`); servers started by the bench. Command: `python -m "
         "bench.bench_local_model` (`--only limits,modes,efficiency,cost`). The 2 cores are "
         "shared with other engineers' builds, tests and Kafka chaos runs: absolute rates "
         "move with that load; each comparison is made in the same run, runs alternating.",
@@ -792,9 +793,10 @@ def _local_model(lm: dict[str, Any] | None) -> list[str]:
     if m := lm.get("modes"):
         out += [
             f"**n-mode vs parallel requests** ({m['slots']} slots, {m['examples']} examples × "
-            f"{m['samples']} samples, the same seeds both ways, production client both "
-            "times, runs alternating). Prompt tokens: what the server evaluated (its "
-            "`/metrics`, cached prefixes excluded).",
+            f"{m['samples']} samples, `max_tokens` capped at 32, the same seeds both ways, "
+            "production client both times, runs alternating, a fresh server for each). "
+            "Prompt tokens: what the server evaluated (its `/metrics`, cached prefixes "
+            "excluded).",
             "",
             "| run | parallel samples/s | n-mode samples/s | n / parallel | prompt tokens "
             "evaluated, parallel | n-mode | requests, parallel | n-mode |",
@@ -815,7 +817,8 @@ def _local_model(lm: dict[str, Any] | None) -> list[str]:
     if e := lm.get("efficiency"):
         out += [
             f"**Client efficiency** ({e['slots']} slots, {e['examples']} examples × "
-            f"{e['samples']} samples): the production client (n-mode, adaptive limit, all "
+            f"{e['samples']} samples, `max_tokens` capped at 32, a fresh server for each "
+            "run): the production client (n-mode, adaptive limit, all "
             "examples at once) against a minimal httpx client sending the same request "
             f"bodies ({e['choices_per_request']} choices each) with exactly "
             f"{e['minimal_in_flight']} in flight, enough to keep the slots busy; no limiter, "
@@ -840,7 +843,9 @@ def _local_model(lm: dict[str, Any] | None) -> list[str]:
         "## Cost of a training record on the model server" + _stale(lm),
         "",
         f"{c['examples']} settled examples, a llama-server of {c['slots']} slots doing "
-        f"nothing else, naive and defaults alternating ({c['runs']} runs each). *Naive*: "
+        "nothing else, "
+        + (f"naive and defaults alternating ({c['runs']} runs each). " if c["runs"] > 1
+           else "one run each, naive first. ") + "*Naive*: "
         f"{c['naive_samples']} samples per example, one request each, `max_tokens` fixed at "
         f"{c['naive_max_tokens']}, no stop sequences. *Defaults*: the sample stage's own "
         "`sample_example` (adaptive sampling in batches of 10 with the 95 % stopping rule, "
@@ -882,6 +887,15 @@ def _local_model(lm: dict[str, Any] | None) -> list[str]:
             f"{c['slots']}-slot CPU server, **{per_record * 1000 / 3600:.1f} server-hours per "
             "1,000 records** (teacher and judge time not included). The README's sizing "
             "rule scales this by the server's speed.",
+            "",
+        ]
+    else:
+        out += [
+            "**Per training record:** no example became a training record in this run (none "
+            "reached the `ideal` band), so the cost per record is not measured on this model; "
+            f"per example sampled, {d['server_s']:.0f} s of server time with the defaults "
+            f"({n['server_s']:.0f} s naive). The README's sizing rule turns tokens per example "
+            "and a server's throughput into server-hours per 1,000 records.",
             "",
         ]
     out += _lm_notes(lm, "cost")
