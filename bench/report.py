@@ -718,7 +718,8 @@ def _local_model_rows(lm: dict[str, Any] | None) -> list[str]:
         rows.append(f"| adaptive concurrency limit on llama-server, {r['slots']} slot"
                     f"{'s' if r['slots'] > 1 else ''} (SmolLM2-135M, one request per sample) | "
                     f"settled at {r['settled_limit']:.2f} (highest tried "
-                    f"{r['peak_limit']:.0f}), {r['retries']} retries | {r['slots']} slots | "
+                    f"{r['peak_limit']:.0f}), {r['retries']} retries | {r['slots']} slot"
+                    f"{'s' if r['slots'] > 1 else ''} | "
                     f"{r['settled_limit'] - r['slots']:+.2f} | within ±1 of the slots, "
                     f"nothing lost | {_met(float(r['within_one'] and not r['retries']), 1)} |")
     if m := lm.get("modes"):

@@ -108,10 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     meta = {"machine": machine(), "load_start": loadavg(),
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "make bench" + ("  (--quick)" if args.quick else "")
-            + (f"; {', '.join(sorted(saved_now))} from their own runs "
-               f"(`python -m bench.bench_<name> --save`), the others as noted"
-               if saved_now else ""),
+            "command": ("make bench" if not saved_now and args.only == ",".join(NAMES)
+                        else "python -m bench.run " + " ".join(a for a in (argv or sys.argv[1:])))
+            + ("  (--quick)" if args.quick else ""),
             "commit": _git_commit()}
     log: dict[str, Any] = {}
     if "adaptive" in only:
