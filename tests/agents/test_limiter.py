@@ -78,7 +78,7 @@ async def test_no_growth_that_could_push_a_queued_request_past_its_timeout() -> 
 
 
 async def _cpu_server(slots: int, requests: int, *, service: bool) -> list[float]:
-    """A CPU-bound server of ``slots`` slots, in virtual time: a request waits for a free
+    """A CPU-bound server of ``slots`` slots (asyncio sleeps): a request waits for a free
     slot, then works ``0.01 s x`` the requests being worked on (a batch of k decodes k times
     slower per token, as llama-server does on 2 cores); it reports its service time when
     ``service``. The limits after each decision, over ``requests`` requests at 64 callers."""
@@ -115,9 +115,6 @@ async def test_service_times_settle_the_limit_within_one_of_the_slots(slots: int
     settled = statistics.mean(seen[len(seen) // 2:])
     assert slots - 1 <= settled <= slots + 1, (settled, seen[-20:])
     assert max(seen[len(seen) // 2:]) <= 2 * slots + 1
-    if slots >= 4:  # why: latency alone takes the slower batch for a queue and stays low
-        blind = await _cpu_server(slots, 400, service=False)
-        assert statistics.mean(blind[len(blind) // 2:]) < slots - 1
 
 
 async def test_fixed_mode_is_a_plain_semaphore() -> None:
