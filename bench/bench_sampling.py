@@ -104,7 +104,7 @@ async def one_run(url: str, work: list[tuple[str, int]], max_in_flight: int, tra
         latencies.append(ev.latency_s * 1000)
 
     # a fixed limit: this bench measures the client's transport at max_in_flight, not the
-    # adaptive limit (bench_local_model does, against a real one-slot server)
+    # adaptive limit (bench_local_model does, against llama-server with 1, 4 and 8 slots)
     client = StudentClient(Endpoint(url, "student", max_retries=0, timeout_s=60),
                            max_in_flight=max_in_flight, observer=observe,
                            http_transport=TRANSPORTS[transport],

@@ -131,14 +131,7 @@ def _summary_rows(log: dict[str, Any]) -> list[str]:
                         f"flight, {what} | {_n(c['samples_per_s'])} samples/s | bound "
                         f"{c['bound_formula']} = {_n(c['bound_samples_per_s'])} | "
                         f"{c['ratio']:.3f} | ≥ 0.9 | {_met(c['ratio'], 0.9)} |")
-    lm = log.get("local_model")
-    if _ok(lm):
-        assert lm is not None
-        rows.append(f"| sampling on a real model (llama.cpp, SmolLM2-135M, 1 slot): "
-                    f"production client, adaptive limit | "
-                    f"{lm['production_samples_per_s']:.3f} samples/s | minimal client, one "
-                    f"request at a time: {lm['bound_samples_per_s']:.3f} samples/s | "
-                    f"{lm['ratio']:.2f} | ≥ 0.9 | {_met(lm['ratio'], 0.9)} |")
+    rows += _local_model_rows(log.get("local_model"))
     sc = log.get("scoring")
     if _ok(sc):
         assert sc is not None
@@ -220,20 +213,31 @@ def _pipeline_rows(pl: dict[str, Any] | None) -> list[str]:
     assert pl is not None
     so = pl["settle_only"]["examples_per_s"]
     rows = []
+    # Goal 1 (>= 0.5 of settle-only) is retired (issue 26): at production scale the model
+    # server's time per example (BENCHMARKS, "Cost of a training record") dwarfs the
+    # worker's few ms of CPU, so the worker's CPU per example is a sizing budget, shown
+    # against its floor measured in the same run, and the ceiling stays as measured.
     for n in (1, 0):
         r = pl[f"ratio_pool{n}"]
         rows.append(f"| end to end, examples/s per worker (`cpu_processes={n}`, Kafka "
                     f"exactly_once, simulator without latency) | "
                     f"{pl[f'pipeline_pool{n}']['examples_per_s']:.1f} examples/s | settle only "
-                    f"{so:.0f} examples/s | {r:.3f} | ≥ 0.5 | {_met(r, 0.5)} |")
-    if (fl := _floor(pl)) is not None:
+                    f"{so:.0f} examples/s | {r:.3f} | retired (was ≥ 0.5) | — |")
+    fl = _floor(pl)
+    if fl is not None:
+        floor = fl["settle"] + fl["floor"]
+        for n in (1, 0):
+            cpu = median_of(pl[f"pipeline_pool{n}"]["runs"], "cpu_ms_per_example")
+            rows.append(f"| … worker CPU per example, the sizing budget (`cpu_processes={n}`, "
+                        f"worker + pool) | {cpu:.2f} ms | floor: settle only {fl['settle']:.2f}"
+                        f" + the stages with no Kafka {fl['floor']:.2f} = {floor:.2f} ms | "
+                        f"{cpu / floor:.2f}× the floor | — | |")
         rows.append(f"| … ceiling of that ratio on this machine: settle's CPU and the stages' "
                     f"own work with no Kafka (`bench_core_floor`), plus the broker's (its "
                     f"lowest run), the simulator's and the reader's CPU per example, on "
                     f"{fl['cores']:.0f} cores | {fl['machine_ms']:.1f} ms CPU / example "
-                    f"(worker ≥ {fl['settle'] + fl['floor']:.2f}) | settle only "
-                    f"{fl['settle_rate']:.0f} examples/s | ≤ {fl['machine_ratio']:.2f} | ≥ 0.5 | "
-                    f"{_met(fl['machine_ratio'], 0.5)} |")
+                    f"(worker ≥ {floor:.2f}) | settle only "
+                    f"{fl['settle_rate']:.0f} examples/s | ≤ {fl['machine_ratio']:.2f} | — | |")
     st = pl["steady"]
     lag = st["loop_lag"]
     if lag.get("p99_le") is not None:
@@ -319,11 +323,12 @@ def _floor_text(pl: dict[str, Any]) -> list[str]:
         "pay that transport. On this machine the broker (its lowest run: "
         f"{fig['broker']:.1f} ms per example), the simulator and the bench's reader share the "
         f"{fig['cores']:.0f} cores: {fig['machine_ms']:.1f} ms of CPU per example in all, "
-        f"**{fig['machine_ratio']:.2f}** of settle-only at most. Goal 1 (≥ 0.5) leaves the "
-        f"stages after settle {1000 / (0.5 * fig['settle_rate']) - s:.2f} ms of CPU per "
-        "example on a core of their own, transport included, for "
-        f"{per['student'] + per['teacher']:.1f} model requests, their JSON and the scoring; "
-        "less on this machine.",
+        f"**{fig['machine_ratio']:.2f}** of settle-only at most. The retired goal 1 (≥ 0.5) "
+        f"would have left the stages after settle {1000 / (0.5 * fig['settle_rate']) - s:.2f} "
+        "ms of CPU per example on a core of their own, transport included, for "
+        f"{per['student'] + per['teacher']:.1f} model requests, their JSON and the scoring"
+        + (f": less than their {f:.2f} ms floor." if 1000 / (0.5 * fig['settle_rate']) - s < f
+           else "."),
     ]
 
 
@@ -395,7 +400,12 @@ def _pipeline(pl: dict[str, Any] | None) -> list[str]:
     before = pl["before"]
     out += [
         "",
-        f"Goal ≥ 0.5; before: {before['ratio']} ({before['what']}).",
+        f"Goal ≥ 0.5 **retired** (issue 26; before: {before['ratio']}, {before['what']}): "
+        "the stages after settle make 3.2 model requests per example, and at production "
+        "scale an example's model-server time (seconds, *Cost of a training record* above) "
+        "dwarfs the worker's few milliseconds of CPU. What stays is the measured ceiling "
+        "(below) and the worker's CPU per example as a sizing budget, against the floor "
+        "measured in the same run (settle only plus the stages with no Kafka; summary table).",
         "",
         "Time in each stage's handler per example (`editstream_stage_processing_seconds`, "
         "wall time including awaits on the model and the pool, summed over the stage's "
@@ -699,46 +709,223 @@ def _sampling(sp: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _local_model_rows(lm: dict[str, Any] | None) -> list[str]:
+    if not _ok(lm) or "cost" not in (lm or {}):
+        return []
+    assert lm is not None
+    rows = []
+    for r in lm.get("limits", []):
+        rows.append(f"| adaptive concurrency limit on llama-server, {r['slots']} slot"
+                    f"{'s' if r['slots'] > 1 else ''} (SmolLM2-135M, one request per sample) | "
+                    f"settled at {r['settled_limit']:.2f} (highest tried "
+                    f"{r['peak_limit']:.0f}), {r['retries']} retries | {r['slots']} slot"
+                    f"{'s' if r['slots'] > 1 else ''} | "
+                    f"{r['settled_limit'] - r['slots']:+.2f} | within ±1 of the slots, "
+                    f"nothing lost | {_met(float(r['within_one'] and not r['retries']), 1)} |")
+    if m := lm.get("modes"):
+        rows.append(f"| n-mode (one request, up to {m['slots']} choices) vs parallel requests "
+                    f"on llama-server, {m['slots']} slots | {_rate(m, 'n'):.2f} samples/s | "
+                    f"parallel {_rate(m, 'parallel'):.2f} samples/s | "
+                    f"{m['ratio_n_over_parallel']:.2f} | the faster is the default | "
+                    f"{m['faster']}-mode |")
+    if e := lm.get("efficiency"):
+        rows.append(f"| client efficiency on llama-server, {e['slots']} slots: production "
+                    f"client (n-mode, adaptive limit) | "
+                    f"{_rate(e, 'production'):.2f} samples/s | minimal client keeping the "
+                    f"slots busy {_rate(e, 'minimal'):.2f} samples/s | {e['ratio']:.2f} | "
+                    f"≥ 0.9 | {_met(e['ratio'], 0.9)} |")
+    c = lm["cost"]
+    rows.append(f"| model-server time per example, defaults vs naive (llama-server, "
+                f"{c['slots']} slots) | {c['defaults']['server_s']:.2f} s | naive "
+                f"{c['naive']['server_s']:.2f} s | {c['ratio_server_s']:.3f} | ≤ 0.25 | "
+                f"{_met(c['ratio_server_s'], 0.25, higher=False)} |")
+    rows.append(f"| … band decisions changed, defaults vs naive | {c['changed_decisions']} of "
+                f"{c['examples']} | — | {c['changed_fraction']:.1%} | ≤ 2% | "
+                f"{_met(c['changed_fraction'], 0.02, higher=False)} |")
+    return rows
+
+
 def _local_model(lm: dict[str, Any] | None) -> list[str]:
-    out = ["## Sampling on a real model" + _stale(lm), ""]
+    out = ["## A production-shaped model server: llama-server" + _stale(lm), ""]
     if (msg := _failed("local_model", lm)) is not None:
         return [*out, msg]
     assert lm is not None
+    if "cost" not in lm:
+        return [*out, "Figures from the old one-slot server; re-run `python -m bench.run "
+                "--only local_model`."]
     out += [
-        "The production `StudentClient` (`max_in_flight=64`, adaptive limit, every example "
-        "submitted at once as the sample stage does) against llama.cpp's server running "
-        "SmolLM2-135M-Instruct on this machine (`make local-model`), which works one request "
-        "at a time and ignores `n`. The bound is the same server driven by a minimal client: "
-        "the same requests (one per sample), one at a time, example after example. "
-        f"{lm['examples']} examples × {lm['samples']} samples, `max_tokens` "
-        f"{lm['max_tokens']}; runs alternate bound and production. Command: "
-        "`python -m bench.bench_local_model`.",
-        "",
-        "| run | bound samples/s | production samples/s | ratio | limit settled at | "
-        "highest limit tried | requests | retries |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for i, r in enumerate(lm["runs"], 1):
-        b, p = r["bound"], r["production"]
-        out.append(f"| {i} | {b['samples_per_s']:.3f} | {p['samples_per_s']:.3f} | "
-                   f"**{r['ratio']:.2f}** | {p['final_limit']:.2f} | {p['peak_limit']:.0f} | "
-                   f"{p['requests']} | {p['retries']} |")
-    out += [
-        "",
-        f"Median ratio **{lm['ratio']:.2f}** ({lm['ratio_spread']}), no retries and no "
-        "wasted request (the one request per example that asked for `n` keeps its one "
-        "choice). The client starts at one request in flight and grows while latency stays "
-        "flat; here it went up to "
-        f"{lm['peak_limit']:.0f} in flight (it may use 64): over only "
-        f"{lm['examples'] * lm['samples']} requests of different prompt lengths, a second "
-        "request's wait in the server's queue is not told apart from a longer prompt within "
-        "the 1.5 tolerance. Then the server interleaves examples, and llama.cpp reuses only "
-        "the previous request's prompt prefix, which the minimal client (one example after "
-        "the other) keeps for every second sample: the likely reason for most of the gap "
-        "(not measured separately). Goal not met.",
+        "llama.cpp's own `llama-server` (built by `make local-model` from the llama.cpp tree "
+        "in llama-cpp-python 0.3.36's source distribution) serving SmolLM2-135M-Instruct "
+        "(Q4_1) on this machine's 2 cores, with `--parallel` slots and continuous batching; "
+        "`n` is honoured up to the slot count (the prompt is evaluated once and copied to "
+        "the other slots). Settings as `editstream demo --models local` (`max_tokens` fitted "
+        "to the region with a cap of 64, 32 in the modes and efficiency parts, 128 in the "
+        "cost part; the format's stop sequences; sample temperature 0.8); one thread "
+        "(`OMP_WAIT_POLICY=PASSIVE`); servers started by the bench. Command: `python -m "
+        "bench.bench_local_model` (`--only limits,modes,efficiency,cost`). The 2 cores are "
+        "shared with other engineers' builds, tests and Kafka chaos runs: absolute rates "
+        "move with that load; each comparison is made in the same run, runs alternating.",
         "",
     ]
+    if lm.get("limits"):
+        r0 = lm["limits"][0]
+        out += [
+            "**Adaptive concurrency limit per slot count.** The production `StudentClient` "
+            "(`max_in_flight=64`, the adaptive limit starting at 1, 120 s timeout) gets "
+            f"every example at once ({r0['samples']} samples in all, one request per "
+            "sample, so a request is one "
+            "slot's work); *settled* is the limit's time-weighted mean over the second half "
+            "of the run; *busy slots per decode* is the server's own count (tokens generated "
+            "per `llama_decode` call).",
+            "",
+            "| slots | limit settled at | final | highest tried | samples/s | busy slots per "
+            "decode | retries (timeouts) | requests |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in lm["limits"]:
+            busy = r["busy_slots_per_decode"]
+            out.append(f"| {r['slots']} | **{r['settled_limit']:.2f}** | "
+                       f"{r['final_limit']:.2f} | {r['peak_limit']:.0f} | "
+                       f"{r['samples_per_s']:.2f} | "
+                       f"{'—' if busy is None else f'{busy:.2f}'} | {r['retries']} | "
+                       f"{r['requests']} |")
+        out.append("")
+        out += _lm_notes(lm, "limits")
+    if m := lm.get("modes"):
+        out += [
+            f"**n-mode vs parallel requests** ({m['slots']} slots, {m['examples']} examples × "
+            f"{m['samples']} samples, `max_tokens` capped at 32, the same seeds both ways, "
+            "production client both times, runs alternating, a fresh server for each). "
+            "Prompt tokens: what the server evaluated (its `/metrics`, cached prefixes "
+            "excluded).",
+            "",
+            "| run | parallel samples/s | n-mode samples/s | n / parallel | prompt tokens "
+            "evaluated, parallel | n-mode | requests, parallel | n-mode |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for i, x in enumerate(m["runs"], 1):
+            p, n = x["parallel"], x["n"]
+            out.append(f"| {i} | {p['samples_per_s']:.2f} | {n['samples_per_s']:.2f} | "
+                       f"**{x['ratio']:.2f}** | {p['server']['prompt_tokens_total']:.0f} | "
+                       f"{n['server']['prompt_tokens_total']:.0f} | {p['requests']} | "
+                       f"{n['requests']} |")
+        out += ["", f"Median **{m['ratio_n_over_parallel']:.2f}** ({m['ratio_spread']}): "
+                f"**{m['faster']}-mode** is the faster, and the client's default for an "
+                "endpoint that honours `n` (it asks for all of a batch's samples in one "
+                "request, and in chunks of the maximum a server names when it rejects a "
+                "larger `n`).", ""]
+        out += _lm_notes(lm, "modes")
+    if e := lm.get("efficiency"):
+        out += [
+            f"**Client efficiency** ({e['slots']} slots, {e['examples']} examples × "
+            f"{e['samples']} samples, `max_tokens` capped at 32, a fresh server for each "
+            "run): the production client (n-mode, adaptive limit, all "
+            "examples at once) against a minimal httpx client sending the same request "
+            f"bodies ({e['choices_per_request']} choices each) with exactly "
+            f"{e['minimal_in_flight']} in flight, enough to keep the slots busy; no limiter, "
+            "no retries.",
+            "",
+            "| run | minimal samples/s | production samples/s | ratio | production limit "
+            "settled at |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for i, x in enumerate(e["runs"], 1):
+            out.append(f"| {i} | {x['minimal']['samples_per_s']:.2f} | "
+                       f"{x['production']['samples_per_s']:.2f} | **{x['ratio']:.2f}** | "
+                       f"{x['production']['settled_limit']:.2f} |")
+        out += ["", f"Median ratio **{e['ratio']:.2f}** ({e['ratio_spread']}), goal ≥ 0.9: "
+                f"{_met(e['ratio'], 0.9)}.", ""]
+        out += _lm_notes(lm, "efficiency")
+    c = lm["cost"]
+    n, d = c["naive"], c["defaults"]
+    per_record = (d["server_s"] / c["training_record_share"]
+                  if c["training_record_share"] else None)
+    out += [
+        "## Cost of a training record on the model server" + _stale(lm),
+        "",
+        f"{c['examples']} settled examples, a llama-server of {c['slots']} slots doing "
+        "nothing else, "
+        + (f"naive and defaults alternating ({c['runs']} runs each). " if c["runs"] > 1
+           else "one run each, naive first. ") + "*Naive*: "
+        f"{c['naive_samples']} samples per example, one request each, `max_tokens` fixed at "
+        f"{c['naive_max_tokens']}, no stop sequences. *Defaults*: the sample stage's own "
+        "`sample_example` (adaptive sampling in batches of 10 with the 95 % stopping rule, "
+        "n-mode, `max_tokens` fitted to the region, the format's stop sequences). Sample `i` "
+        "has the same seed on both sides; both records go through the score stage's "
+        "`score_example`. Server time: the run's wall time on a server doing nothing else, "
+        "per example; tokens: the server's own counters.",
+        "",
+        "| per example | naive | defaults | defaults / naive |",
+        "| --- | --- | --- | --- |",
+        f"| model-server time | {n['server_s']:.2f} s | {d['server_s']:.2f} s | "
+        f"**{c['ratio_server_s']:.3f}** |",
+        f"| samples drawn | {n['samples']:.1f} | {d['samples']:.1f} | "
+        f"{d['samples'] / n['samples']:.3f} |",
+        f"| requests | {n['requests']:.1f} | {d['requests']:.1f} | "
+        f"{d['requests'] / n['requests']:.3f} |",
+        f"| prompt tokens evaluated | {n['prompt_tokens']:.0f} | {d['prompt_tokens']:.0f} | "
+        f"{_ratio(d['prompt_tokens'], n['prompt_tokens'])} |",
+        f"| prompt tokens reused from the cache | {n['prompt_tokens_cached']:.0f} | "
+        f"{d['prompt_tokens_cached']:.0f} | — |",
+        f"| completion tokens | {n['completion_tokens']:.0f} | {d['completion_tokens']:.0f} | "
+        f"{_ratio(d['completion_tokens'], n['completion_tokens'])} |",
+        "",
+        f"Server time ratio **{c['ratio_server_s']:.3f}** ({c['ratio_spread']}), tokens "
+        f"{c['ratio_tokens']:.3f}; goal ≤ 0.25: {_met(c['ratio_server_s'], 0.25, higher=False)}."
+        f" Band decisions (naive {_counts(c['decisions_naive'])}; defaults "
+        f"{_counts(c['decisions_defaults'])}): **{c['changed_decisions']} of {c['examples']} "
+        f"changed** ({c['changed_fraction']:.1%}; goal ≤ 2 %: "
+        f"{_met(c['changed_fraction'], 0.02, higher=False)}). Samples the defaults drew per "
+        f"example: {_counts(c['defaults_drawn'])}. Finish reasons: naive "
+        f"{_counts(c['finish_naive'])}; defaults {_counts(c['finish_defaults'])}.",
+        "",
+    ]
+    if per_record is not None:
+        out += [
+            f"**Per training record.** Only `ideal` examples go on to the teacher "
+            f"({c['training_record_share']:.0%} here, with the demo's widened band): "
+            f"{per_record:.2f} s of student-server time per training record on this "
+            f"{c['slots']}-slot CPU server, **{per_record * 1000 / 3600:.1f} server-hours per "
+            "1,000 records** (teacher and judge time not included). The README's sizing "
+            "rule scales this by the server's speed.",
+            "",
+        ]
+    else:
+        out += [
+            "**Per training record:** no example became a training record in this run (none "
+            "reached the `ideal` band), so the cost per record is not measured on this model; "
+            f"per example sampled, {d['server_s']:.0f} s of server time with the defaults "
+            f"({n['server_s']:.0f} s naive). The README's sizing rule turns tokens per example "
+            "and a server's throughput into server-hours per 1,000 records.",
+            "",
+        ]
+    out += _lm_notes(lm, "cost")
     return out
+
+
+def _rate(part: dict[str, Any], side: str) -> float:
+    return float(statistics.median(x[side]["samples_per_s"] for x in part["runs"]))
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "—"
+
+
+def _counts(c: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "—"
+
+
+def _lm_notes(lm: dict[str, Any], part: str) -> list[str]:
+    """Hand-written reading of a part's figures (bench/local_model_notes.md, `## part`)."""
+    path = ROOT / "bench" / "local_model_notes.md"
+    if not path.exists():
+        return []
+    text = path.read_text()
+    marker = f"## {part}\n"
+    if marker not in text:
+        return []
+    body = text.split(marker, 1)[1].split("\n## ", 1)[0].strip()
+    return [body, ""] if body else []
 
 
 def _n64_sentence(sp: dict[str, Any]) -> str:

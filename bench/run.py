@@ -6,7 +6,8 @@ the configuration allows), median of several runs; the machine, its load and the
 are written beside them. The raw figures go to bench/results/<name>.json.
 
 Order: the benches that need no broker first (adaptive, scoring, sampling, local_model: the
-real model of `make local-model`, skipped when not installed), then Kafka is
+real model of `make local-model` on llama-server, ~15 min on 2 cores, skipped when not
+installed), then Kafka is
 started once (``editstream.broker.start_broker("kafka")``) for settle, state, replay, the
 gateway bench (when ``bench/bench_gateway.py`` exists) and the end-to-end pipeline bench.
 A bench that fails is reported as failed in BENCHMARKS.md and makes the command exit
@@ -95,14 +96,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="smaller inputs and 2 runs (a smoke test, not for the record)")
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of Kafka")
     parser.add_argument("--only", default=",".join(NAMES), help="comma-separated subset")
+    parser.add_argument("--saved", default="",
+                        help="comma-separated benches not to run but to report as run now "
+                             "from bench/results/NAME.json (one a bench's own --save wrote "
+                             "in parts, e.g. `python -m bench.bench_local_model --save`)")
     args = parser.parse_args(argv)
-    only = set(args.only.split(","))
+    saved_now = {n for n in args.saved.split(",") if n}
+    only = set(args.only.split(",")) - saved_now
     runs = 2 if args.quick else 3
     scale = 0.3 if args.quick else 1.0
     started = time.monotonic()
     meta = {"machine": machine(), "load_start": loadavg(),
             "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "command": "make bench" + ("  (--quick)" if args.quick else ""),
+            "command": ("make bench" if not saved_now and args.only == ",".join(NAMES)
+                        else "python -m bench.run " + " ".join(a for a in (argv or sys.argv[1:])))
+            + ("  (--quick)" if args.quick else ""),
             "commit": _git_commit()}
     log: dict[str, Any] = {}
     if "adaptive" in only:
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if "sampling" in only:
         timed("sampling", lambda: bench_sampling.run(runs, scale), log)
     if "local_model" in only and local_model_installed():
-        timed("local_model", lambda: bench_local_model.run(2), log)
+        timed("local_model", lambda: bench_local_model.run(args.quick), log)
     if only & {"settle", "state", "replay", "gateway", "pipeline"}:
         with kafka(args.bootstrap) as bootstrap:
             if "settle" in only:
@@ -130,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                     bootstrap, 60 if args.quick else 200, 1 if args.quick else 2), log)
     meta["load_end"] = loadavg()
     meta["seconds"] = time.monotonic() - started
+    for name in saved_now:
+        if (figures := load(name)) is not None:
+            log[name] = figures
     # figures of benches not run this time come from their last saved results
     for name in NAMES:
         if name not in log and (saved := load(name)) is not None:
@@ -160,12 +171,8 @@ def state(bootstrap: str, quick: bool) -> dict[str, Any]:
 def local_model_installed() -> bool:
     """The real-model tier (`make local-model`) is there; without it the bench is skipped
     and its last saved figures are shown."""
-    from editstream.local_model import LocalModelError, gguf_path, server_installed
+    from editstream.local_model import server_installed
 
-    try:
-        gguf_path()
-    except LocalModelError:
-        return False
     return server_installed()
 
 

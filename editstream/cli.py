@@ -4,6 +4,7 @@
     demo           embedded broker + simulator + worker + bundled sample → demo-output/
     broker         run a local broker (embedded Tansu, or Apache Kafka from Maven Central)
     simulate       run the local model simulator (OpenAI / Anthropic compatible; not a model)
+    local-model    serve a real model: llama.cpp's llama-server (`make local-model` builds it)
     generate       write seeded edit traces from real commits of a git repository
     produce        send a JSONL file of events to edit-events
     gateway        HTTP ingestion edge: editors POST /v1/events, accepted events → edit-events
@@ -70,6 +71,12 @@ def _cmd_simulate(ns: argparse.Namespace) -> int:
 
     serve(config_from_args(ns), ns.host, ns.port, reuse_port=ns.reuse_port)
     return 0
+
+
+def _cmd_local_model(ns: argparse.Namespace) -> int:
+    from editstream.local_model import serve
+
+    return serve(ns)
 
 
 def _cmd_generate(ns: argparse.Namespace) -> int:
@@ -226,8 +233,8 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
                         "(default: 170; 1800 with --models local)")
     p.add_argument("--models", choices=("simulator", "local"), default="simulator",
                    help="simulator: the model simulator (fast, offline); local: a real "
-                        "model, SmolLM2-135M on llama.cpp's server, as student, teacher "
-                        "and judge (`make local-model` installs it; slow: ~5 s a sample)")
+                        "model, SmolLM2-135M on llama.cpp's llama-server, as student, teacher "
+                        "and judge (`make local-model` builds it; slow on CPU)")
     p.add_argument("--max-predictions", type=int, default=None,
                    help="feed only the first sessions of the sample, up to this many "
                         "predictions (default: all; 10 with --models local)")
@@ -331,6 +338,16 @@ def _args_report(p: argparse.ArgumentParser) -> None:
                            help="how far back to look for scored samples (default: 3h)")
 
 
+def _args_local_model(p: argparse.ArgumentParser) -> None:
+    from editstream.local_model import add_serve_arguments
+
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add_serve_arguments(sub.add_parser(
+        "serve", help="run llama-server in the foreground (SmolLM2-135M by default)",
+        description="run llama.cpp's llama-server in the foreground: parallel slots, "
+                    "continuous batching, `n` up to the slot count (Ctrl-C stops it)"))
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -351,6 +368,8 @@ COMMANDS: dict[str, Command] = {
         "run the local model SIMULATOR (speaks OpenAI completions/chat and Anthropic "
         "Messages; its answers are synthetic, derived from the prompt — not a model)",
         _args_simulate, _cmd_simulate),
+    "local-model": Command("serve a real model with llama.cpp's llama-server (`make "
+                           "local-model` builds it)", _args_local_model, _cmd_local_model),
     "generate": Command("write seeded edit traces (JSONL) from real commits", _args_generate,
                         _cmd_generate),
     "produce": Command("send a JSONL file of events to edit-events", _args_produce,

@@ -27,7 +27,8 @@ from editstream.process import spawn_worker
 from streams.ingest import Accepted, Discarded, decode_event
 from streams.settings import Settings
 
-# `--models local`: settings fit for SmolLM2-135M on llama.cpp's one-slot CPU server, applied
+# `--models local`: settings fit for SmolLM2-135M on llama-server (4 slots, `n` honoured: the
+# 4 samples of an example are one request) on 2 CPU cores, applied
 # where neither a flag nor an EDITSTREAM_* variable says otherwise. A 135M model is far from
 # any settled region (median distance ~0.8): the ideal band is widened so the teacher and the
 # judge run on real output too, instead of every example ending in `noise`.
@@ -299,14 +300,15 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
         if models == "local":
             from editstream.local_model import start_local_model
 
-            print("starting llama.cpp's server with SmolLM2-135M-Instruct…")
+            print("starting llama.cpp's llama-server with SmolLM2-135M-Instruct…")
             llm = await asyncio.to_thread(start_local_model, out / "local-model.log")
             stack.callback(llm.stop)
             settings = settings.replace(
                 student_url=settings.student_url or llm.url,
                 teacher_url=settings.teacher_url or llm.url,
                 judge_url=settings.judge_url or llm.url)
-            print(f"started local model {llm.model} on {llm.url} (student, teacher, judge)")
+            print(f"started local model {llm.model} on {llm.url}, {llm.slots} slots "
+                  "(student, teacher, judge)")
         if not settings.student_url or not settings.teacher_url:
             from editstream.generate import ground_truth, write_jsonl
             from editstream.simulate import SimulatorConfig, start_simulator

@@ -30,6 +30,16 @@ in flight could push a saturated server's latency past 3/4 of it. A one-slot ser
 needs 15 s per request is never sent a second one that would wait 15 s in its queue and
 time out at 30 s.
 
+**server-reported service time** (llama-server's ``timings``): when a response says how long
+the server worked on it, latency minus that is the time the request waited in the server's
+queue for a slot, which latency alone cannot tell from slower work. On a CPU server a
+batch of k sequences decodes about k times slower per token, so latency grows with the
+requests in flight although none waits: the gradient above would take that for queueing
+and settle below the slot count. With service times a round decides on the queue instead:
+if more than a sliver of its requests waited (over ``_WAIT_SHARE`` of their service time),
+the limit is above the slots by about that share and shrinks by it; if none did, it grows
+(slow start, then by one). The limit then moves between the slot count and one above it.
+
 ``adaptive=False`` keeps the limit fixed at ``max_limit`` (a plain semaphore).
 
 Pure: asyncio primitives only; callers measure latency and report it on their slot.
@@ -48,6 +58,11 @@ __all__ = ["AdaptiveLimit", "Slot"]
 # Weight of a new round in its level's average latency: recent enough to follow a change
 # of workload within a few rounds, smooth enough not to chase one odd request.
 _LEVEL_WEIGHT = 0.5
+# A request "waited" in the server's queue when latency minus the server's own service time
+# exceeds this share of the service time (and _WAIT_MIN_S): HTTP and JSON on the way take
+# milliseconds against seconds of model work.
+_WAIT_SHARE = 0.1
+_WAIT_MIN_S = 0.005
 
 
 @dataclass
@@ -58,9 +73,12 @@ class Slot:
     in_flight: int  # requests in flight when this one was sent, itself included
     outcome: str = "ignored"  # "ok" | "overload" | "ignored" (no load signal: 400, 500, ...)
     latency_s: float = 0.0
+    service_s: float | None = None  # the server's own time on the request, when it says
 
-    def ok(self, latency_s: float) -> None:
+    def ok(self, latency_s: float, service_s: float | None = None) -> None:
         self.outcome, self.latency_s = "ok", latency_s
+        if service_s is not None and service_s > 0.0:
+            self.service_s = min(service_s, latency_s)
 
     def overload(self) -> None:
         self.outcome = "overload"
@@ -70,6 +88,7 @@ class Slot:
 class _Round:
     latencies: list[float] = field(default_factory=list)
     levels: list[int] = field(default_factory=list)
+    waited: list[bool | None] = field(default_factory=list)  # None: service time unknown
     peak: int = 0  # most requests in flight since the round started
 
 
@@ -166,12 +185,18 @@ class AdaptiveLimit:
         r = self._round
         r.latencies.append(slot.latency_s)
         r.levels.append(slot.in_flight)
+        r.waited.append(None if slot.service_s is None else
+                        slot.latency_s - slot.service_s
+                        > max(_WAIT_MIN_S, _WAIT_SHARE * slot.service_s))
         if len(r.latencies) >= max(1, min(int(self.limit), r.peak)):
             self._decide()
 
     def _decide(self) -> None:
         r = self._round
         latency = sum(r.latencies) / len(r.latencies)
+        if None not in r.waited:
+            self._decide_on_queue(latency)
+            return
         level = max(1, round(sum(r.levels) / len(r.levels)))
         old = self._levels.get(level)
         self._levels[level] = latency if old is None else old + _LEVEL_WEIGHT * (latency - old)
@@ -184,6 +209,20 @@ class AdaptiveLimit:
             self._set(self.limit * max(self.backoff, 1.0 / ratio), decrease=True)
         elif r.peak < int(self.limit) or not self._room_to_grow(latency):
             self._set(self.limit, decrease=False)  # unused, or no headroom left: hold
+        elif self._slow_start:
+            self._set(self.limit * 2, decrease=False)
+        else:
+            self._set(self.limit + 1, decrease=False)
+
+    def _decide_on_queue(self, latency: float) -> None:
+        """A round whose every response carried the server's service time: shrink by the
+        share of requests that waited for a slot, else grow (see the module docstring)."""
+        r = self._round
+        share = sum(1 for w in r.waited if w) / len(r.waited)
+        if share > 0:
+            self._set(self.limit * max(self.backoff, 1.0 - share), decrease=True)
+        elif r.peak < int(self.limit) or not self._room_to_grow(latency):
+            self._set(self.limit, decrease=False)
         elif self._slow_start:
             self._set(self.limit * 2, decrease=False)
         else:

@@ -100,6 +100,20 @@ def _seed(seed: int | None) -> dict[str, int]:
     return {} if seed is None else {"seed": seed}
 
 
+def _service_s(content: bytes) -> float | None:
+    """The server's own time on a request, when its body says (llama-server's ``timings``:
+    prompt evaluation plus generation, in ms; the time queued for a slot is not in it), for
+    the adaptive limit. None when the body does not say, or says it oddly."""
+    if b'"timings"' not in content:
+        return None
+    try:
+        timings = orjson.loads(content).get("timings")
+        total = float(timings["prompt_ms"]) + float(timings["predicted_ms"])
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return total / 1000.0 if total > 0 else None
+
+
 def _finish_reason(choice: Any) -> str:
     """A choice's ``finish_reason`` as sent (``stop``/``length``/...); ``unknown`` if absent."""
     value = choice.get("finish_reason") if isinstance(choice, dict) else None
@@ -256,7 +270,7 @@ class _ModelClient:
                     if resp.status_code in _OVERLOAD_STATUSES:
                         slot.overload()
                     elif resp.status_code == 200:
-                        slot.ok(time.monotonic() - t0)
+                        slot.ok(time.monotonic() - t0, _service_s(resp.content))
             except httpx.TimeoutException:
                 reason = "timeout"
             except httpx.DecodingError:  # e.g. a corrupt gzip body: the response is broken

@@ -1,9 +1,11 @@
 """Student model client: samples ``n`` completions of a prompt (``/v1/completions``).
 
 Determinism: the student asks for ``n`` samples with one seed. Servers that accept ``n``
-derive choice ``i`` from ``seed + index`` (the simulator does; so do servers that seed
-per-choice generators that way). Servers that reject ``n`` get ``n`` requests with ``n=1``
-and ``seed = seed + i``; servers that ignore or cap it (llama.cpp answers one choice
+derive choice ``i`` from ``seed + index`` (the simulator does; so does llama.cpp's
+llama-server, whose extra choices are child tasks seeded ``seed + i``). Servers that reject
+``n`` get ``n`` requests with ``n=1`` and ``seed = seed + i``; servers that reject an ``n``
+above a maximum they name (llama-server: at most its slot count) are asked in chunks of that
+maximum; servers that ignore or cap it (llama-cpp-python's server answers one choice
 whatever ``n`` asks) keep what they returned and are asked again for the rest, so every
 mode yields the same samples in the same order.
 """
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 
 # "n" as a word in an error message, e.g. "n > 1 is not supported" or "'n' must be 1".
 _MENTIONS_N = re.compile(r"(?<![\w-])['\"`]?n['\"`]?(?![\w-])")
+# The largest n a rejection allows, when it says: llama-server's "Field 'n': Value must be
+# between 1 <= value <= 4, but got 10", or "at most 4", "maximum is 4", "<= 4".
+_STATED_MAX = re.compile(r"(?:<=|at most|maximum(?: is| of)?|max(?: is| of)?)\s*(\d+)",
+                         re.IGNORECASE)
 
 
 class StudentClient(_ModelClient):
@@ -72,7 +78,8 @@ class StudentClient(_ModelClient):
         limit. A response with fewer choices than asked (llama.cpp ignores ``n``; some
         servers cap it) keeps what it carries (choice ``i`` is seed ``+ i``), lowers
         ``n_cap`` to what came back, and the rest is asked for again. A 400 naming ``n``
-        sets ``n_cap`` to 1. Either way no sample is drawn twice.
+        sets ``n_cap`` to the maximum it states (llama-server: its slot count), or to 1.
+        Either way no sample is drawn twice.
 
         ``seed=None`` sends no seed (for servers that do not honour one: the samples are then
         not reproducible, and claiming otherwise would be wrong). ``stop`` is passed as the
@@ -118,8 +125,10 @@ class StudentClient(_ModelClient):
                 if len(got) < count:
                     acc["short"] += 1
                     self._learn_cap(len(got))
-            if any(isinstance(r, ModelError) for r in results):  # only ever a rejected n
-                self._learn_cap(1)
+            stated = [_stated_max(r, count) for r, (_, count) in zip(results, chunks, strict=True)
+                      if isinstance(r, ModelError)]  # only ever a rejected n
+            if stated:
+                self._learn_cap(min(stated))
             elif not progress:  # asked for samples and got none at all
                 raise ModelError("malformed_response", detail="no choices returned")
         if widest >= n:
@@ -211,6 +220,14 @@ class StudentClient(_ModelClient):
             return [indexed[i] for i in range(len(indexed))], counts
 
         return parse
+
+
+def _stated_max(exc: ModelError, asked: int) -> int:
+    """The most choices a rejection of ``n=asked`` says one request may ask for (1 when it
+    names no usable number: one request per sample is always safe)."""
+    numbers = [int(m) for m in _STATED_MAX.findall(exc.detail or "")]
+    usable = [k for k in numbers if 1 <= k < asked]
+    return max(usable) if usable else 1
 
 
 def _chunks(indexes: list[int], cap: int) -> list[tuple[int, int]]:

@@ -77,6 +77,46 @@ async def test_no_growth_that_could_push_a_queued_request_past_its_timeout() -> 
     assert roomy.limit > 1
 
 
+async def _cpu_server(slots: int, requests: int, *, service: bool) -> list[float]:
+    """A CPU-bound server of ``slots`` slots (asyncio sleeps): a request waits for a free
+    slot, then works ``0.01 s x`` the requests being worked on (a batch of k decodes k times
+    slower per token, as llama-server does on 2 cores); it reports its service time when
+    ``service``. The limits after each decision, over ``requests`` requests at 64 callers."""
+    limit = AdaptiveLimit(64)
+    seen: list[float] = []
+    server = asyncio.Semaphore(slots)
+    busy = 0
+    sent = 0
+
+    async def caller() -> None:
+        nonlocal busy, sent
+        while sent < requests:
+            sent += 1
+            async with limit.slot() as slot:
+                t0 = time.monotonic()
+                async with server:
+                    busy += 1
+                    work = 0.01 * busy
+                    await asyncio.sleep(work)
+                    busy -= 1
+                slot.ok(time.monotonic() - t0, work if service else None)
+                seen.append(limit.limit)
+
+    await asyncio.gather(*(caller() for _ in range(64)))
+    return seen
+
+
+@pytest.mark.parametrize("slots", [1, 4, 8])
+async def test_service_times_settle_the_limit_within_one_of_the_slots(slots: int) -> None:
+    """With the server's service time (llama-server's `timings`) the limit follows the
+    queue, not latency: on a CPU-bound server latency grows with the batch although nothing
+    waits, yet the limit settles between the slot count and one above it."""
+    seen = await _cpu_server(slots, 400, service=True)
+    settled = statistics.mean(seen[len(seen) // 2:])
+    assert slots - 1 <= settled <= slots + 1, (settled, seen[-20:])
+    assert max(seen[len(seen) // 2:]) <= 2 * slots + 1
+
+
 async def test_fixed_mode_is_a_plain_semaphore() -> None:
     limit = AdaptiveLimit(3, adaptive=False)
     seen: list[int] = []
@@ -195,3 +235,15 @@ async def test_the_timeout_excludes_time_queued_in_the_client(start_sim: StartSi
     assert time.monotonic() - t0 > 4.0
     assert len(events) == 100 and all(e.status == "ok" for e in events)
     assert max(e.latency_s for e in events) < 0.35
+
+
+def test_service_time_is_read_from_llama_server_timings() -> None:
+    from agents.models.base import _service_s
+
+    body = (b'{"choices": [], "timings": {"prompt_n": 7, "prompt_ms": 250.0, '
+            b'"predicted_n": 16, "predicted_ms": 1750.5}}')
+    assert _service_s(body) == pytest.approx(2.0005)
+    assert _service_s(b'{"choices": []}') is None  # vLLM, the simulator: nothing said
+    assert _service_s(b'{"timings": {"prompt_ms": "x"}}') is None
+    assert _service_s(b'{"timings": null}') is None
+    assert _service_s(b'not json "timings"') is None

@@ -17,8 +17,8 @@ import pytest
 from editstream import cli, export, gateway, offsets, promreport, replay, report
 from streams import settings as settings_mod
 
-COMMANDS = ["worker", "demo", "broker", "simulate", "generate", "produce", "gateway", "replay",
-            "reset-offsets", "export", "report", "acls"]
+COMMANDS = ["worker", "demo", "broker", "simulate", "local-model", "generate", "produce",
+            "gateway", "replay", "reset-offsets", "export", "report", "acls"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -70,6 +70,7 @@ def test_every_subcommand_flags_build_together() -> None:
     ("export", ["--out", "--since", "--format", "--rejected", "--restart",
                 "--pipeline-version", "--broker"]),
     ("report", ["DIR", "--no-plots", "--prometheus", "--out", "--lookback"]),
+    ("local-model", ["serve"]),
 ])
 def test_help_lists_the_flags(command: str, flags: list[str],
                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -255,3 +256,12 @@ def test_a_command_imports_only_its_own_module() -> None:
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_local_model_serve_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["local-model", "serve", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--model", "--slots", "--port", "--lora", "--threads", "--ctx-per-slot"):
+        assert flag in out, flag
