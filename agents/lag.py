@@ -1,15 +1,15 @@
 """Consumer lag per assigned partition, exported as `editstream_consumer_lag_messages`.
 
-Every few seconds each worker looks at the partitions of the agents' source topics that it
-owns and sets lag = log end offset (highwater) - committed offset, the number of messages
-still to be processed. Partitions without a commit yet count from the earliest offset.
+Every few seconds each worker looks at the partitions of the pipeline topics that its
+runners own and sets lag = log end offset (highwater) - committed offset, the number of
+messages still to be processed. Partitions without a commit yet count from the earliest offset.
 Partitions the worker owned before a rebalance are set to 0 rather than removed, so summing
 over workers (and processes, in multiprocess mode) stays right.
 `edit-events` is read by the settle runner (agents/settle.py) in its own consumer group,
 `<app_id>-settle`, and the stages after settle (`settled-examples`, `student-samples`,
-`scored-examples`, `repair`) by the stage runner (agents/stages.py) in `<app_id>-stages`;
-their lag comes from the runners (`runner_lag`) and is reported the same way. Faust's own
-group is left with `model-retry`.
+`scored-examples`, `repair`, `model-retry`) by the stage runner (agents/stages.py) in
+`<app_id>-stages`; their lag comes from the runners (`runner_lag`). Faust's own group reads
+no pipeline topic.
 The settle state changelog is left out: its offsets are never committed by any group.
 """
 
@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from agents import metrics
 from agents.runtime import Runtime
@@ -29,35 +28,6 @@ from agents.runtime import Runtime
 INTERVAL_S = 5.0
 TIMEOUT_S = 10.0
 log = logging.getLogger(__name__)
-
-
-def source_topics(app: faust.App) -> set[str]:
-    """Names of the topics the app's agents consume."""
-    names: set[str] = set()
-    for agent in app.agents.values():
-        names.update(getattr(agent.channel, "topics", ()))
-    return names
-
-
-async def partition_lag(app: faust.App, topics: set[str]) -> dict[TP, int]:
-    consumer = app.consumer
-    assigned = sorted(tp for tp in consumer.assignment() if tp.topic in topics)
-    if not assigned:
-        return {}
-    highwaters: Mapping[TP, int] = await consumer.highwaters(*assigned)
-    # `_committed_offset` is a defaultdict: `.get` so that reading adds no entries
-    committed = {tp: consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
-                 for tp in assigned}
-    uncommitted = [tp for tp, off in committed.items() if off is None]
-    earliest: Mapping[TP, int] = (await consumer.earliest_offsets(*uncommitted)
-                                  if uncommitted else {})
-    lag: dict[TP, int] = {}
-    for tp in assigned:
-        start = committed[tp] if committed[tp] is not None else earliest.get(tp)
-        behind = records_behind(highwaters.get(tp), fetched_highwater(consumer, tp), start)
-        if behind is not None:
-            lag[tp] = behind
-    return lag
 
 
 def records_behind(listed_end: int | None, fetched_end: int | None,
@@ -108,8 +78,7 @@ def register(app: faust.App, rt: Runtime) -> None:
     @app.timer(interval=INTERVAL_S, name="consumer-lag")
     async def consumer_lag() -> None:
         try:
-            lag: dict[Any, int] = dict(
-                await asyncio.wait_for(partition_lag(app, source_topics(app)), TIMEOUT_S))
+            lag: dict[Any, int] = {}
             for runner in (rt.settle, rt.stages):
                 if runner is not None:
                     lag.update(await asyncio.wait_for(runner.lag(), TIMEOUT_S))
