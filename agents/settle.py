@@ -269,7 +269,7 @@ class SettleRunner(mode.Service):
         """The changelog partition from its start to its end (read_committed under
         exactly_once: the last stable offset). Tansu reports a partition's end as the last
         batch's base offset + 1; whole batches are fetched, so stopping once the position
-        reaches the end reads them all (as `editstream.kafka_io.read_to_end` does)."""
+        reaches the end reads them all (as `editstream.topics.kafka_io.read_to_end` does)."""
         consumer = self.restorer
         assert consumer is not None
         ctp = TopicPartition(self.changelog, partition)

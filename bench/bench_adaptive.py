@@ -1,12 +1,12 @@
 """Adaptive sampling: student samples saved, and band decisions changed, vs. always drawing N.
 
 Run ``python -m bench.bench_adaptive [--sessions 400] [--seed 8] [--json]``. Offline (no HTTP):
-a generated corpus (editstream.generate -> settle), N = ``settings.samples`` simulator samples
-per example from ``editstream.simulate.student_samples`` with the seeds the live sampler
-uses, distances as the score stage computes them. For each example the stopping rule is
-replayed over the first samples of the full run (batch seeds line up with the full run, so
-this is exactly what the live adaptive sampler would draw), and its band compared with the
-band of the median of all N samples.
+a generated corpus (editstream.sessions.generate -> settle), N = ``settings.samples`` simulator
+samples per example from ``editstream.simulator.server.student_samples`` with the seeds the live
+sampler uses, distances as the score stage computes them. For each example the stopping rule is
+replayed over the first samples of the full run (batch seeds line up with the full run, so this
+is exactly what the live adaptive sampler would draw), and its band compared with the band of
+the median of all N samples.
 
 Goal: >= 50% fewer samples with <= 2% changed decisions. The defaults in streams/settings.py
 were picked on the seed-7 corpus; the report uses seed 8 (held out) unless told otherwise.
@@ -21,7 +21,7 @@ from collections import Counter
 from typing import Any
 
 from bench.common import events, machine, settled_examples
-from editstream.answers import AnswerConfig, GroundTruth, student_samples
+from editstream.simulator.answers import AnswerConfig, GroundTruth, student_samples
 from streams.adaptive import AdaptivePolicy, replay
 from streams.formats import build_prompt
 from streams.sample import policy_for, sample_distance, sample_seed

@@ -8,7 +8,7 @@ records between stages, a worker must still do each stage's own work: build the 
 draw the student's samples over HTTP (the production `StudentClient`, adaptive sampling),
 score them, ask the teacher (and again on repair), judge, and format the records. This
 bench does exactly that, in one process with no broker, on the settled examples of the
-end-to-end bench's corpus (``editstream.generate``, seed 11, settled by the pure core), the
+end-to-end bench's corpus (``editstream.sessions.generate``, seed 11, settled by the pure core), the
 model simulator (no added latency) in its own process, and measures the process's CPU per
 example, phase by phase:
 
@@ -45,8 +45,8 @@ from prometheus_client import REGISTRY
 from agents.distill import NOOP_JUDGEMENT
 from agents.runtime import Runtime
 from bench.common import events, machine, median, settled_examples
-from editstream.generate import ground_truth, write_jsonl
-from editstream.simulate import spawn_simulator
+from editstream.sessions.generate import ground_truth, write_jsonl
+from editstream.simulator.server import spawn_simulator
 from schemas.records import RepairRequest, ScoredExample, SettledExample, StudentSamples
 from streams.distill import attempt, student_median
 from streams.emit import rejected_record, training_records

@@ -17,13 +17,13 @@ What it measures, on one broker (an embedded Tansu started here unless ``--broke
     batches, 2 ms linger) and waiting for every acknowledgement of a batch before the next:
     what an editor that spoke Kafka with the pipeline's own client would see.
 (c) **kafka direct (librdkafka)**: the same again with the C client the gateway itself uses
-    (`editstream.gateway_sink.LibrdkafkaSink`, same settings): the direct path at its fastest,
+    (`editstream.gateway.sink.LibrdkafkaSink`, same settings): the direct path at its fastest,
     so the reader sees what the HTTP edge and the verdict cost over the same client.
 
 Reported: events/s and p50/p99 batch latency of each, and gateway/direct ratios against both
 baselines. The rounds alternate (a), (b), (c) to spread machine noise; the median round is
 kept. ``--gateway-producer aiokafka`` runs the gateway with its pure-Python client instead.
-Events are realistic traces (``editstream.generate``) filtered to ones the gateway accepts,
+Events are realistic traces (``editstream.sessions.generate``) filtered to ones the gateway accepts,
 so every path writes exactly the same records. Results go to ``bench/results/gateway.json``.
 """
 
@@ -47,10 +47,10 @@ import httpx
 import orjson
 
 from bench.common import machine
-from editstream.broker import BrokerHandle, acreate_topics, free_port, start_broker
-from editstream.gateway import start_gateway_producer
-from editstream.gateway_sink import LibrdkafkaSink
-from editstream.generate import GenerateConfig, generate_events
+from editstream.gateway.server import start_gateway_producer
+from editstream.gateway.sink import LibrdkafkaSink
+from editstream.infra.broker import BrokerHandle, acreate_topics, free_port, start_broker
+from editstream.sessions.generate import GenerateConfig, generate_events
 from streams.gateway_core import judge
 from streams.settings import Settings
 
@@ -110,7 +110,7 @@ def split(batches: list[list[bytes]], k: int) -> list[list[list[bytes]]]:
 
 
 class GatewayProcess:
-    """`python -m editstream.gateway` with its own topic prefix, ready when /readyz is."""
+    """`python -m editstream.gateway.server` with its own topic prefix, ready when /readyz is."""
 
     def __init__(self, broker: str, prefix: str, producer: str = "librdkafka") -> None:
         self.port = free_port()
@@ -122,7 +122,7 @@ class GatewayProcess:
                "EDITSTREAM_GATEWAY_PRODUCER": producer,
                # the bench measures capacity, not the rate limit
                "EDITSTREAM_GATEWAY_RATE": "1e9", "EDITSTREAM_GATEWAY_BURST": "1000000000"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "editstream.gateway"], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "editstream.gateway.server"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -55,8 +55,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from agents.models import StudentClient
 from bench.common import load, machine, median, save, settled_examples, spread
 from editstream.demo import LOCAL_DEFAULTS
-from editstream.generate import GenerateConfig, generate_events
-from editstream.local_model import LocalModel, start_local_model
+from editstream.infra.local_model import LocalModel, start_local_model
+from editstream.sessions.generate import GenerateConfig, generate_events
 from schemas.records import SettledExample
 from streams.formats import build_prompt, prompt_format
 from streams.limiter import AdaptiveLimit

@@ -3,7 +3,8 @@
 Run ``python -m bench.bench_pipeline [--bootstrap HOST:PORT] [--sessions 60] [--runs 2]``
 (without ``--bootstrap`` it starts a local Apache Kafka). Issue 15, goals 1, 3 and 5.
 
-* corpus: generated traces (``editstream.generate``, seed 11), produced to ``edit-events`` of a
+* corpus: generated traces (``editstream.sessions.generate``, seed 11),
+  produced to ``edit-events`` of a
   fresh namespace per run (4 partitions, a flush control closing each partition);
 * pipeline: one ``editstream worker`` process (the production command, exactly_once) and the
   model simulator with no added latency in its own process (student and teacher); timed
@@ -51,11 +52,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from bench import bench_core_floor
 from bench.bench_settle import broker, load_topic, settle_run
 from bench.common import events, machine, median
-from editstream.broker import free_port
 from editstream.demo import _request_id_of_dead_letter, expected_predictions
-from editstream.kafka_io import ensure_topics, event_key, send_flush, start_producer
-from editstream.process import spawn_worker
-from editstream.simulate import spawn_simulator
+from editstream.infra.broker import free_port
+from editstream.infra.process import spawn_worker
+from editstream.simulator.server import spawn_simulator
+from editstream.topics.kafka_io import ensure_topics, event_key, send_flush, start_producer
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -551,7 +552,7 @@ def run(bootstrap: str, sessions: int = 60, runs: int = 2, scale: bool = True
     core_floor = bench_core_floor.run(sessions, runs=3)
     return {
         "machine": machine(),
-        "broker": "Apache Kafka (editstream.broker.start_broker('kafka')), exactly_once",
+        "broker": "Apache Kafka (editstream.infra.broker.start_broker('kafka')), exactly_once",
         "sessions": sessions,
         "events": len(lines),
         "predictions": predictions,

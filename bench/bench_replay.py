@@ -29,10 +29,10 @@ from tqdm import tqdm
 
 from bench.bench_settle import bench_settings, broker, load_topic
 from bench.common import events, machine, median
-from editstream.kafka_io import ensure_topics
-from editstream.offsets import parse_when
 from editstream.replay import copy_range, namespace, plan, replay
-from editstream.simulate import spawn_simulator
+from editstream.simulator.server import spawn_simulator
+from editstream.topics.kafka_io import ensure_topics
+from editstream.topics.offsets import parse_when
 from streams.settings import Settings
 
 

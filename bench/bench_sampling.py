@@ -37,8 +37,8 @@ from typing import Any
 
 from agents.models import StudentClient
 from bench.common import events, machine, median, settled_examples
-from editstream.process import http_ok
-from editstream.simulate import spawn_simulator
+from editstream.infra.process import http_ok
+from editstream.simulator.server import spawn_simulator
 from streams.formats import build_prompt
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, RequestEvent

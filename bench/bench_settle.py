@@ -2,7 +2,8 @@
 aiokafka consume -> produce passthrough of the same messages, on the same broker, same run.
 
 Run ``python -m bench.bench_settle [--bootstrap HOST:PORT] [--sessions 100] [--runs 3]``
-(without ``--bootstrap`` it starts a local Apache Kafka). Generated traces (editstream.generate:
+(without ``--bootstrap`` it starts a local Apache Kafka). Generated traces
+(editstream.sessions.generate:
 ~77 events per session, 84% edits, 8% predictions of ~3 KB) are produced once to
 ``edit-events`` (4 partitions, keyed by session, a flush control at the end of each).
 
@@ -14,7 +15,7 @@ Run ``python -m bench.bench_settle [--bootstrap HOST:PORT] [--sessions 100] [--r
 * settle, exactly_once: the same with ``processing_guarantee=exactly_once`` (one Kafka
   transaction per fetched batch and partition);
 * baseline: a bare aiokafka consumer (fresh group) -> idempotent acks=all producer
-  (``editstream.kafka_io.start_producer``) copying every record to another topic, offsets
+  (``editstream.topics.kafka_io.start_producer``) copying every record to another topic, offsets
   committed after each fetched batch once its sends are acknowledged.
 
 Goal: settle/baseline >= 0.5. ``--profile`` writes a pyinstrument profile of one settle run
@@ -39,9 +40,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import RESULTS, events, machine, median
-from editstream.broker import acreate_topics, start_broker
-from editstream.kafka_io import ensure_topics, produce_events, start_producer
-from editstream.process import spawn_worker
+from editstream.infra.broker import acreate_topics, start_broker
+from editstream.infra.process import spawn_worker
+from editstream.topics.kafka_io import ensure_topics, produce_events, start_producer
 from streams.settings import Settings
 from streams.settle import SettleMachine
 

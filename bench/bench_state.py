@@ -37,7 +37,7 @@ import orjson
 
 from bench.bench_settle import bench_settings, broker, settle_run
 from bench.common import events, machine, median
-from editstream.kafka_io import ensure_topics, start_producer
+from editstream.topics.kafka_io import ensure_topics, start_producer
 from schemas.topics import settle_changelog
 from streams.settings import Settings
 from streams.settle import SettleMachine, changelog_records

@@ -55,12 +55,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
-from editstream.broker import free_port
-from editstream.cluster import Cluster, start_cluster
 from editstream.demo import accounted, collect, expected_predictions
-from editstream.kafka_io import ensure_topics, event_key, send_flush, start_producer
-from editstream.offsets import describe_group
-from editstream.process import ManagedProcess, http_ok, left_behind, spawn_worker
+from editstream.infra.broker import free_port
+from editstream.infra.cluster import Cluster, start_cluster
+from editstream.infra.process import ManagedProcess, http_ok, left_behind, spawn_worker
+from editstream.topics.kafka_io import ensure_topics, event_key, send_flush, start_producer
+from editstream.topics.offsets import describe_group
 from schemas.topics import STAGE_SOURCES, TOPICS, settle_group, stages_group
 from streams.settings import Settings, to_env
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from editstream.generate import GenerateConfig, generate_events
+from editstream.sessions.generate import GenerateConfig, generate_events
 from streams.settle import settle_events
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -1248,7 +1248,7 @@ def _gateway(gw: dict[str, Any] | None) -> list[str]:
         "CPU per event, p99 66-72 ms; after: 0.66 / 0.71 / 0.56, 29-35 µs, p99 28-34 ms. "
         "What changed, same verdicts (tests compare each shortcut with the code it replaces "
         "on generated traces, the privacy corpus and edge cases): the gateway writes with "
-        "librdkafka (`editstream/gateway_sink.py`: one `produce_batch` per request, delivery "
+        "librdkafka (`editstream/gateway/sink.py`: one `produce_batch` per request, delivery "
         "reports served by a polling thread that wakes the loop once per request; acks=all, "
         "idempotent, the Java client's murmur2 partitioner, checked against aiokafka's "
         "`DefaultPartitioner` on a real broker) instead of aiokafka's per-event Python `send` "

@@ -8,7 +8,7 @@ are written beside them. The raw figures go to bench/results/<name>.json.
 Order: the benches that need no broker first (adaptive, scoring, sampling, local_model: the
 real model of `make local-model` on llama-server, ~15 min on 2 cores, skipped when not
 installed), then Kafka is
-started once (``editstream.broker.start_broker("kafka")``) for settle, state, replay, the
+started once (``editstream.infra.broker.start_broker("kafka")``) for settle, state, replay, the
 gateway bench (when ``bench/bench_gateway.py`` exists) and the end-to-end pipeline bench.
 A bench that fails is reported as failed in BENCHMARKS.md and makes the command exit
 non-zero; the others still run.
@@ -39,7 +39,7 @@ from bench import (
     bench_state,
 )
 from bench.common import load, machine, save
-from editstream.broker import start_broker
+from editstream.infra.broker import start_broker
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "BENCHMARKS.md"
@@ -171,7 +171,7 @@ def state(bootstrap: str, quick: bool) -> dict[str, Any]:
 def local_model_installed() -> bool:
     """The real-model tier (`make local-model`) is there; without it the bench is skipped
     and its last saved figures are shown."""
-    from editstream.local_model import server_installed
+    from editstream.infra.local_model import server_installed
 
     return server_installed()
 

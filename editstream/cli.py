@@ -61,26 +61,26 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
 
 
 def _cmd_broker(ns: argparse.Namespace) -> int:
-    from editstream.broker import main_broker
+    from editstream.infra.broker import main_broker
 
     return main_broker(ns.kind, ns.port, ns.data_dir, ns.partitions)
 
 
 def _cmd_simulate(ns: argparse.Namespace) -> int:
-    from editstream.simulate import config_from_args, serve
+    from editstream.simulator.server import config_from_args, serve
 
     serve(config_from_args(ns), ns.host, ns.port, reuse_port=ns.reuse_port)
     return 0
 
 
 def _cmd_local_model(ns: argparse.Namespace) -> int:
-    from editstream.local_model import serve
+    from editstream.infra.local_model import serve
 
     return serve(ns)
 
 
 def _cmd_generate(ns: argparse.Namespace) -> int:
-    from editstream.generate import (
+    from editstream.sessions.generate import (
         GenerateConfig,
         generate_events,
         ground_truth,
@@ -107,7 +107,7 @@ def _cmd_generate(ns: argparse.Namespace) -> int:
 
 
 def _cmd_produce(ns: argparse.Namespace) -> int:
-    from editstream.kafka_io import ensure_topics, produce_events
+    from editstream.topics.kafka_io import ensure_topics, produce_events
 
     s = settings_mod.from_args(ns)
     if not s.broker:
@@ -127,7 +127,7 @@ def _cmd_produce(ns: argparse.Namespace) -> int:
 
 
 def _cmd_gateway(ns: argparse.Namespace) -> int:
-    from editstream.gateway import main_gateway
+    from editstream.gateway.server import main_gateway
 
     return main_gateway(ns)
 
@@ -139,13 +139,13 @@ def _cmd_replay(ns: argparse.Namespace) -> int:
 
 
 def _cmd_reset_offsets(ns: argparse.Namespace) -> int:
-    from editstream.offsets import main_reset_offsets
+    from editstream.topics.offsets import main_reset_offsets
 
     return main_reset_offsets(ns)
 
 
 def _cmd_export(ns: argparse.Namespace) -> int:
-    from editstream.export import main_export
+    from editstream.dataset.export import main_export
 
     return main_export(ns)
 
@@ -154,8 +154,8 @@ def _cmd_report(ns: argparse.Namespace) -> int:
     if ns.prometheus:
         import httpx
 
-        from editstream.offsets import parse_duration_ms
-        from editstream.promreport import PrometheusError, render_prometheus
+        from editstream.dataset.promreport import PrometheusError, render_prometheus
+        from editstream.topics.offsets import parse_duration_ms
 
         lookback_ms = parse_duration_ms(ns.lookback) or 0  # validated by _check_report
         try:
@@ -166,7 +166,7 @@ def _cmd_report(ns: argparse.Namespace) -> int:
             return 1
         print(f"wrote {path}")
         return 0
-    from editstream.report import main_report
+    from editstream.dataset.report import main_report
 
     return main_report(ns)
 
@@ -189,7 +189,7 @@ def _check_report(ns: argparse.Namespace) -> str | None:
             return "give either DIR or --prometheus URL, not both"
         if not ns.out:
             return "--prometheus needs --out FILE (the PNG to write)"
-        from editstream.offsets import parse_duration_ms
+        from editstream.topics.offsets import parse_duration_ms
 
         if not parse_duration_ms(ns.lookback):
             return f"--lookback {ns.lookback!r} is not a duration (30m, 3h, 1d)"
@@ -249,13 +249,13 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
 
 
 def _args_broker(p: argparse.ArgumentParser) -> None:
-    from editstream.broker import add_arguments
+    from editstream.infra.broker import add_arguments
 
     add_arguments(p)
 
 
 def _args_simulate(p: argparse.ArgumentParser) -> None:
-    from editstream.simulate import add_arguments
+    from editstream.simulator.server import add_arguments
 
     add_arguments(p)
 
@@ -297,7 +297,7 @@ def _args_produce(p: argparse.ArgumentParser) -> None:
 
 
 def _args_gateway(p: argparse.ArgumentParser) -> None:
-    from editstream.gateway import add_arguments
+    from editstream.gateway.server import add_arguments
 
     add_arguments(p)
 
@@ -309,19 +309,19 @@ def _args_replay(p: argparse.ArgumentParser) -> None:
 
 
 def _args_reset_offsets(p: argparse.ArgumentParser) -> None:
-    from editstream.offsets import add_arguments
+    from editstream.topics.offsets import add_arguments
 
     add_arguments(p)
 
 
 def _args_export(p: argparse.ArgumentParser) -> None:
-    from editstream.export import add_arguments
+    from editstream.dataset.export import add_arguments
 
     add_arguments(p)
 
 
 def _args_report(p: argparse.ArgumentParser) -> None:
-    from editstream.report import add_arguments
+    from editstream.dataset.report import add_arguments
 
     add_arguments(p)
     group = p.add_argument_group("dashboard from Prometheus (instead of DIR)")
@@ -339,7 +339,7 @@ def _args_report(p: argparse.ArgumentParser) -> None:
 
 
 def _args_local_model(p: argparse.ArgumentParser) -> None:
-    from editstream.local_model import add_serve_arguments
+    from editstream.infra.local_model import add_serve_arguments
 
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add_serve_arguments(sub.add_parser(

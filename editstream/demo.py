@@ -22,8 +22,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from editstream.kafka_io import ensure_topics, produce_events, read_to_end
-from editstream.process import spawn_worker
+from editstream.infra.process import spawn_worker
+from editstream.topics.kafka_io import ensure_topics, produce_events, read_to_end
 from streams.ingest import Accepted, Discarded, decode_event
 from streams.settings import Settings
 
@@ -109,7 +109,7 @@ async def export_dataset(settings: Settings, out: Path) -> dict[str, Any]:
     """`editstream export --rejected` of this run, with the unfiltered eval set: the
     directory a training team gets (dataset card, splits, near-duplicates handled). Its
     manifest is returned for the summary."""
-    from editstream.export import export
+    from editstream.dataset.export import export
 
     result = await export(settings.replace(eval_unfiltered=True), out, include_rejected=True,
                           restart=True, progress=False)
@@ -241,7 +241,7 @@ async def _start_broker(kind: str, partitions: int, out: Path) -> Any:
     """The demo's own broker: embedded Tansu, or Apache Kafka (which librdkafka clients such
     as kcat can read; Tansu fails their ApiVersion request). Raises BrokerError with a
     message fit for the user (Java missing, Maven failing, ...)."""
-    from editstream.broker import start_broker
+    from editstream.infra.broker import start_broker
 
     if kind == "kafka":
         print("starting Apache Kafka (Java 17+; the first run fetches its jars with Maven)…",
@@ -269,7 +269,7 @@ async def _hold(bootstrap: str) -> None:
 async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
                 models: str = "simulator", max_predictions: int = 0,
                 broker_kind: str = "tansu", keep_broker: bool = False) -> int:
-    from editstream.broker import BrokerError
+    from editstream.infra.broker import BrokerError
 
     t0 = time.monotonic()
     lines = [ln for ln in sample.read_bytes().splitlines() if ln.strip()]
@@ -298,7 +298,7 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
             settings = settings.replace(topic_prefix=f"{settings.topic_prefix}demo-{run}-",
                                         app_id=f"{settings.app_id}-demo-{run}")
         if models == "local":
-            from editstream.local_model import start_local_model
+            from editstream.infra.local_model import start_local_model
 
             print("starting llama.cpp's llama-server with SmolLM2-135M-Instruct…")
             llm = await asyncio.to_thread(start_local_model, out / "local-model.log")
@@ -310,8 +310,8 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
             print(f"started local model {llm.model} on {llm.url}, {llm.slots} slots "
                   "(student, teacher, judge)")
         if not settings.student_url or not settings.teacher_url:
-            from editstream.generate import ground_truth, write_jsonl
-            from editstream.simulate import SimulatorConfig, start_simulator
+            from editstream.sessions.generate import ground_truth, write_jsonl
+            from editstream.simulator.server import SimulatorConfig, start_simulator
 
             # The simulator's teacher answers from the sample's answer key (what the users
             # left, settled offline by the pipeline's rules), never from the prompt.

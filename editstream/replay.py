@@ -44,8 +44,9 @@ from tqdm import tqdm
 
 from agents.kafka_security import Cluster, kafka_client_config
 from editstream.demo import accounted, expected_predictions, settled_examples
-from editstream.kafka_io import ensure_topics, send_flush, start_producer
-from editstream.offsets import (
+from editstream.infra.process import ManagedProcess, spawn_worker
+from editstream.topics.kafka_io import ensure_topics, send_flush, start_producer
+from editstream.topics.offsets import (
     When,
     new_consumer,
     parse_topic_arg,
@@ -54,7 +55,6 @@ from editstream.offsets import (
     resolve,
     retrying,
 )
-from editstream.process import ManagedProcess, spawn_worker
 from schemas.topics import STAGE_SOURCES, app_group, settle_group, stages_group
 from streams import settings as settings_mod
 from streams.settings import Settings
@@ -298,7 +298,7 @@ async def replay(settings: Settings, topic: str, frm: When, to: When, *,
 
     # the worker starts while the copy runs: both take seconds, and with idle ticks off
     # a worker that catches up with the copy cannot decide anything differently
-    procs = [spawn_worker(rs, log) for _ in range(max(1, workers))]  # editstream.process
+    procs = [spawn_worker(rs, log) for _ in range(max(1, workers))]  # editstream.infra.process
     tail = Tail(rs)
     admin = AIOKafkaAdminClient(**kafka_client_config(rs))
     try:

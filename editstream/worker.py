@@ -165,7 +165,7 @@ async def check_cluster(settings: Settings) -> str | None:
         describe_failure,
         worker_resources,
     )
-    from editstream.kafka_io import ensure_topics
+    from editstream.topics.kafka_io import ensure_topics
 
     topics, groups, tids = worker_resources(settings)
     try:

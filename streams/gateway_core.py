@@ -1,4 +1,4 @@
-"""The pure core of the ingestion gateway (`editstream/gateway.py` is the HTTP/Kafka edge).
+"""The pure core of the ingestion gateway (`editstream/gateway/server.py` is the HTTP/Kafka edge).
 
 Everything an HTTP request goes through before it reaches the broker is decided here, without
 I/O, so it can be tested in microseconds and reasoned about in one place:

@@ -1,6 +1,7 @@
 """Ingest: the one verdict on an incoming event, for every way into `edit-events`.
 
-Editors write through the gateway (`editstream/gateway.py`) or straight to Kafka; the worker's
+Editors write through the gateway (`editstream/gateway/server.py`) or straight to Kafka; the
+worker's
 settle runner reads `edit-events` either way. Both ask `judge_event`, so an event gets the same
 fate whichever path it took, with one result type and one vocabulary of reasons. The order
 matters for privacy and is the contract's:

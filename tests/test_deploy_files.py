@@ -72,7 +72,7 @@ def known_metrics() -> set[str]:
     from prometheus_client import REGISTRY
 
     import agents.metrics
-    from editstream.gateway import GatewayMetrics
+    from editstream.gateway.server import GatewayMetrics
 
     agents.metrics.register()
 

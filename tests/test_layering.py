@@ -81,12 +81,12 @@ def test_pure_layers_import_no_io_library(package: str) -> None:
 
 
 def test_the_generator_core_reads_no_files() -> None:
-    """streams.generate simulates on texts handed in; the disk is editstream.generate's."""
+    """streams.generate simulates on texts handed in; the disk is editstream.sessions.generate's."""
     file_io = {"os", "pathlib", "sysconfig", "tempfile", "shutil", "io"}
     offenders = {m: sorted(top(n) for n in imports_of(m) if top(n) in file_io)
                  for m in MODULES if m.startswith("streams.generate")}
     assert {m: libs for m, libs in offenders.items() if libs} == {}
-    assert {"os", "sysconfig"} <= {top(n) for n in imports_of("editstream.generate")}
+    assert {"os", "sysconfig"} <= {top(n) for n in imports_of("editstream.sessions.generate")}
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -126,5 +126,5 @@ def test_no_import_cycles() -> None:
 def test_the_checks_see_imports() -> None:
     """The walker finds what it is meant to find (a test that cannot fail proves nothing)."""
     assert "faust" in {top(n) for n in imports_of("agents.app")}
-    assert "schemas.topics" in project_imports("editstream.kafka_io")
+    assert "schemas.topics" in project_imports("editstream.topics.kafka_io")
     assert "agents.stage" in project_imports("agents.stages")

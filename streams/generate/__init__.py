@@ -15,7 +15,7 @@ Offsets on the wire are UTF-8 byte offsets. Internally the simulator works in Py
 indices (code points, hence always on UTF-8 char boundaries) and converts when emitting.
 
 The package is the pure core of the generator; reading source files (and writing traces) is
-the caller's: `editstream.generate` hands the standard library in as `SourceFiles`.
+the caller's: `editstream.sessions.generate` hands the standard library in as `SourceFiles`.
 
     config.py     wire constants, the session mix, `GenerateConfig`
     text.py       text helpers: wire edits, unified diffs, typing bursts, code lines

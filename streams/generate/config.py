@@ -56,7 +56,7 @@ class GenerateConfig:
     start_ms: int = 1_764_000_000_000  # fixed epoch start so output is reproducible
     repos: int = 8  # distinct fake repo urls, so train/eval splits by repo have something to split
     # Where sessions come from. Default: real commits (`streams.generate.history`) of
-    # `git` (None: this repository's pinned history, see editstream.gitsource), `revs` and
+    # `git` (None: this repository's pinned history, see editstream.sessions.gitsource), `revs` and
     # `paths` (globs) selecting them. `splice` (or a `source_dir`): the old stdlib mode that
     # types lines spliced in from other files -- for load tests only, it teaches nothing.
     git: str | None = None

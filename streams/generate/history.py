@@ -38,7 +38,7 @@ user deletes and retypes their last words past the TTL), a paste of the commit's
 that reaches outside the excerpt (context lost). Non-ASCII sessions take commits that add
 non-ASCII lines, so byte and char offsets differ without inventing any.
 
-Pure: the caller (``editstream.gitsource``) reads the repository and hands `Commit`s in.
+Pure: the caller (``editstream.sessions.gitsource``) reads the repository and hands `Commit`s in.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The source files a session edits: handed in by the caller, chosen and vetted here.
 
-The core never touches the disk: the caller (``editstream.generate`` reads the standard
+The core never touches the disk: the caller (``editstream.sessions.generate`` reads the standard
 library) passes the sorted relative paths and a reader, and the simulator asks for a file's
 text only when its seeded pick lands on it, so the same paths and texts give the same events.
 """

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
+from editstream.simulator.server import RunningSimulator, SimulatorConfig, start_simulator
 
 StartSim = Callable[..., Awaitable[RunningSimulator]]
 

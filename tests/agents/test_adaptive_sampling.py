@@ -10,8 +10,8 @@ import pytest
 
 import schemas
 from agents.models import StudentClient
-from editstream.generate import GenerateConfig, generate_events
-from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
+from editstream.sessions.generate import GenerateConfig, generate_events
+from editstream.simulator.server import RunningSimulator, SimulatorConfig, start_simulator
 from streams.models import Endpoint
 from streams.sample import sample_distance, sample_example
 from streams.score import score_example

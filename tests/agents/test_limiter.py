@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from agents.models import StudentClient
-from editstream.simulate import RunningSimulator
+from editstream.simulator.server import RunningSimulator
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, ModelError, RequestEvent
 from tests.agents.test_models import PROMPT

@@ -28,7 +28,7 @@ import pytest
 
 from agents.models import StudentClient, TeacherClient
 from agents.models.transport import _default_transport, _retry_after_s
-from editstream.simulate import RunningSimulator, SimulatorConfig, start_simulator
+from editstream.simulator.server import RunningSimulator, SimulatorConfig, start_simulator
 from streams.formats import (
     JUDGE_SYSTEM,
     TEACHER_SYSTEM,

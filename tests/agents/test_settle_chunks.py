@@ -18,7 +18,7 @@ from aiokafka import TopicPartition
 from agents import settle
 from agents.runtime import Runtime
 from agents.settle import PartitionState, SettleRunner
-from editstream.generate import GenerateConfig, generate_events
+from editstream.sessions.generate import GenerateConfig, generate_events
 from streams.emit import rejected_record
 from streams.settings import Settings
 from streams.settle import StagedStore

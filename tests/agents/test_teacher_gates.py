@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agents.models import TeacherClient
-from editstream.answers import AnswerConfig
-from editstream.simulate import SimulatorConfig, start_simulator
+from editstream.simulator.answers import AnswerConfig
+from editstream.simulator.server import SimulatorConfig, start_simulator
 from streams.distill import attempt
 from streams.formats import split_excerpt
 from streams.models import Endpoint

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from editstream.card import dataset_card
+from editstream.dataset.card import dataset_card
 
 
 def manifest(data_files: dict[str, dict[str, str]], license_: str = "unknown") -> dict[str, Any]:

@@ -14,7 +14,10 @@ from typing import Any
 
 import pytest
 
-from editstream import cli, export, gateway, offsets, promreport, replay, report
+from editstream import cli, replay
+from editstream.dataset import export, promreport, report
+from editstream.gateway import server as gateway
+from editstream.topics import offsets
 from streams import settings as settings_mod
 
 COMMANDS = ["worker", "demo", "broker", "simulate", "local-model", "generate", "produce",
@@ -249,9 +252,10 @@ def test_module_help_lists_every_subcommand() -> None:
 def test_a_command_imports_only_its_own_module() -> None:
     """Fast startup: `editstream worker` does not import the gateway, replay, report, ..."""
     code = ("import sys; from editstream import cli; cli.build_parser('worker'); "
-            "print(','.join(m for m in ('editstream.gateway', 'editstream.replay', "
-            "'editstream.offsets', 'editstream.export', 'editstream.report', "
-            "'editstream.promreport', 'editstream.simulate') if m in sys.modules))")
+            "print(','.join(m for m in ('editstream.gateway.server', 'editstream.replay', "
+            "'editstream.topics.offsets', 'editstream.dataset.export', "
+            "'editstream.dataset.report', 'editstream.dataset.promreport', "
+            "'editstream.simulator.server') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr

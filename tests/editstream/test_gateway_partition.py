@@ -7,7 +7,7 @@ import random
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from editstream.gateway_sink import partition_index as _partition_index
+from editstream.gateway.sink import partition_index as _partition_index
 
 
 def test_memoised_partition_is_the_default_partitioners() -> None:

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from editstream.cli import main
-from editstream.generate import GenerateConfig, generate_events
-from editstream.gitsource import read_commits
+from editstream.sessions.generate import GenerateConfig, generate_events
+from editstream.sessions.gitsource import read_commits
 from streams.generate import apply_edit
 from streams.settle import settle_events
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from editstream.process import ManagedProcess, ProcessError, free_port, http_ok
-from editstream.simulate import spawn_simulator
+from editstream.infra.process import ManagedProcess, ProcessError, free_port, http_ok
+from editstream.simulator.server import spawn_simulator
 
 
 def test_early_exit_is_reported_with_this_runs_log(tmp_path: Path) -> None:

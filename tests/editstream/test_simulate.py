@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rapidfuzz.distance import Levenshtein
 
-from editstream.answers import AnswerConfig, revert_edit
-from editstream.simulate import (
+from editstream.simulator.answers import AnswerConfig, revert_edit
+from editstream.simulator.server import (
     DESCRIPTION,
     RunningSimulator,
     SimulatorConfig,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from editstream.broker import BrokerHandle, start_broker
-from editstream.process import ManagedProcess, spawn_worker
-from editstream.simulate import spawn_simulator
+from editstream.infra.broker import BrokerHandle, start_broker
+from editstream.infra.process import ManagedProcess, spawn_worker
+from editstream.simulator.server import spawn_simulator
 from streams.settings import Settings
 
 
@@ -51,7 +51,12 @@ SPLICED_CORPORA = {(21, 5, 3)}  # kafka_fixtures.live_run: the export tests need
 
 
 def write_ground_truth(path: Path) -> Path:
-    from editstream.generate import GenerateConfig, generate_events, ground_truth, write_jsonl
+    from editstream.sessions.generate import (
+        GenerateConfig,
+        generate_events,
+        ground_truth,
+        write_jsonl,
+    )
 
     rows = [row for seed, sessions, per in TRUTH_CORPORA
             for row in ground_truth(generate_events(GenerateConfig(

@@ -22,11 +22,11 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from editstream.broker import BrokerError, BrokerHandle, ensure_kafka, start_broker
 from editstream.demo import accounted, collect, expected_predictions
-from editstream.generate import GenerateConfig, generate_events
-from editstream.kafka_io import ensure_topics, event_key, send_flush, start_producer
-from editstream.offsets import describe_group
+from editstream.infra.broker import BrokerError, BrokerHandle, ensure_kafka, start_broker
+from editstream.sessions.generate import GenerateConfig, generate_events
+from editstream.topics.kafka_io import ensure_topics, event_key, send_flush, start_producer
+from editstream.topics.offsets import describe_group
 from streams.settings import Settings
 from tests.integration.conftest import Simulator, Worker, run_settings
 

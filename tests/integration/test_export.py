@@ -23,10 +23,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from editstream import export, report
-from editstream.broker import BrokerHandle, acreate_topics
-from editstream.export import STATE_DIR
-from editstream.offsets import parse_when
+from editstream.dataset import export, report
+from editstream.dataset.export import STATE_DIR
+from editstream.infra.broker import BrokerHandle, acreate_topics
+from editstream.topics.offsets import parse_when
 from streams.dataset import arrange
 from streams.languages import language_of
 from streams.repo import record_unit, repo_key

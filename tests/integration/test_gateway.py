@@ -30,9 +30,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import schemas
-from editstream.broker import BrokerHandle, start_broker
-from editstream.gateway import OPENAPI_PATH, GatewayConfig, GatewayHandle, start_gateway
-from editstream.kafka_io import read_to_end
+from editstream.gateway.server import OPENAPI_PATH, GatewayConfig, GatewayHandle, start_gateway
+from editstream.infra.broker import BrokerHandle, start_broker
+from editstream.topics.kafka_io import read_to_end
 from streams.ingest import DISCARD_REASONS, REJECT_REASONS, Accepted, decode_event
 from streams.privacy import privacy_verdict
 from streams.settings import Settings

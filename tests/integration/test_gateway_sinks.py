@@ -1,4 +1,4 @@
-"""Both Kafka clients of the gateway (`editstream/gateway_sink.py`) on a real broker: every
+"""Both Kafka clients of the gateway (`editstream/gateway/sink.py`) on a real broker: every
 record delivered, and each in the partition aiokafka's `DefaultPartitioner` picks for its key,
 so a session keeps its partition whichever client the gateway runs with."""
 
@@ -10,8 +10,8 @@ import uuid
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from editstream.broker import BrokerHandle, acreate_topics
-from editstream.gateway_sink import AiokafkaSink, LibrdkafkaSink, start_sink
+from editstream.gateway.sink import AiokafkaSink, LibrdkafkaSink, start_sink
+from editstream.infra.broker import BrokerHandle, acreate_topics
 from tests.integration.test_gateway import read_all
 
 pytestmark = pytest.mark.timeout(120)

@@ -24,11 +24,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.models import StudentClient
-from editstream.broker import BrokerHandle
 from editstream.demo import accounted, expected_predictions
-from editstream.generate import GenerateConfig, generate_events
-from editstream.kafka_io import ensure_topics, produce_events, read_to_end
-from editstream.local_model import LocalModel, start_local_model
+from editstream.infra.broker import BrokerHandle
+from editstream.infra.local_model import LocalModel, start_local_model
+from editstream.sessions.generate import GenerateConfig, generate_events
+from editstream.topics.kafka_io import ensure_topics, produce_events, read_to_end
 from streams.models import Endpoint, SampleBatch
 from tests.integration.conftest import Worker, free_port, run_settings
 from tests.integration.kafka_fixtures import drain, wait_group_stable

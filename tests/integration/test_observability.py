@@ -33,12 +33,12 @@ import orjson
 import pytest
 import yaml
 
-from editstream.broker import BrokerHandle
+from editstream.dataset.promreport import render_prometheus
 from editstream.demo import accounted, expected_predictions
-from editstream.gateway import GatewayConfig, GatewayHandle, start_gateway
-from editstream.generate import GenerateConfig, generate_events
-from editstream.kafka_io import ensure_topics, produce_events, read_to_end, start_producer
-from editstream.promreport import render_prometheus
+from editstream.gateway.server import GatewayConfig, GatewayHandle, start_gateway
+from editstream.infra.broker import BrokerHandle
+from editstream.sessions.generate import GenerateConfig, generate_events
+from editstream.topics.kafka_io import ensure_topics, produce_events, read_to_end, start_producer
 from tests.integration.conftest import Simulator, Worker, free_port, run_settings
 from tests.integration.test_pipeline import POISON
 

@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaProducer
 
 import schemas
 from agents.runtime import ROUTED_HEADER
-from editstream.broker import BrokerHandle
 from editstream.demo import accounted, collect, expected_predictions, settled_examples
-from editstream.generate import GenerateConfig, generate_events
-from editstream.kafka_io import ensure_topics, produce_events, read_to_end
+from editstream.infra.broker import BrokerHandle
+from editstream.sessions.generate import GenerateConfig, generate_events
+from editstream.topics.kafka_io import ensure_topics, produce_events, read_to_end
 from streams.ingest import Discarded, decode_event, screen_settled
 from streams.settle import batch_item, settle_events
 from tests.integration.conftest import Simulator, Worker, run_settings

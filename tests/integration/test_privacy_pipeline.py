@@ -16,10 +16,10 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from editstream.broker import BrokerHandle
+from editstream.dataset.export import export
 from editstream.demo import expected_predictions
-from editstream.export import export
-from editstream.kafka_io import ensure_topics, produce_events, read_to_end
+from editstream.infra.broker import BrokerHandle
+from editstream.topics.kafka_io import ensure_topics, produce_events, read_to_end
 from streams.ingest import Discarded, decode_event
 from tests.integration.conftest import Simulator, Worker, run_settings
 from tests.integration.privacy_corpus import privacy_corpus

@@ -22,12 +22,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 import schemas
-from editstream.broker import BrokerHandle, start_broker
 from editstream.demo import accounted, collect, expected_predictions
-from editstream.generate import GenerateConfig, generate_events
-from editstream.kafka_io import ensure_topics, produce_events, read_to_end
-from editstream.offsets import describe_group
-from editstream.process import left_behind
+from editstream.infra.broker import BrokerHandle, start_broker
+from editstream.infra.process import left_behind
+from editstream.sessions.generate import GenerateConfig, generate_events
+from editstream.topics.kafka_io import ensure_topics, produce_events, read_to_end
+from editstream.topics.offsets import describe_group
 from schemas.topics import settle_changelog
 from streams.settings import Settings
 from tests.integration.conftest import Simulator, Worker, run_settings

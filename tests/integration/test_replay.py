@@ -18,10 +18,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from editstream import offsets, replay
-from editstream.broker import BrokerHandle
-from editstream.kafka_io import read_to_end
-from editstream.offsets import parse_when
+from editstream import replay
+from editstream.infra.broker import BrokerHandle
+from editstream.topics import offsets
+from editstream.topics.kafka_io import read_to_end
+from editstream.topics.offsets import parse_when
 from schemas.topics import STAGE_SOURCES, settle_group, stages_group
 from streams.ingest import Accepted, decode_event
 from streams.settings import Settings

@@ -28,11 +28,11 @@ import orjson
 import pytest
 
 from agents.kafka_security import KafkaAccessError, java_client_properties, reader_group
-from editstream.broker import BrokerError, BrokerHandle, ensure_kafka, start_broker
 from editstream.demo import accounted, expected_predictions
-from editstream.generate import GenerateConfig, generate_events
-from editstream.kafka_io import ensure_topics, produce_events
-from editstream.process import ManagedProcess
+from editstream.infra.broker import BrokerError, BrokerHandle, ensure_kafka, start_broker
+from editstream.infra.process import ManagedProcess
+from editstream.sessions.generate import GenerateConfig, generate_events
+from editstream.topics.kafka_io import ensure_topics, produce_events
 from streams.settings import Settings
 from tests.integration.conftest import Simulator, Worker, free_port, run_settings
 from tests.integration.test_pipeline import wait_accounted
@@ -365,8 +365,8 @@ async def test_mtls_client_certificate_with_an_encrypted_key(secured: Secured,
                                  only="User:CN=mtls-client")
     assert "--topic" in printed
 
-    from editstream.gateway_sink import LibrdkafkaSink
-    from editstream.kafka_io import read_to_end
+    from editstream.gateway.sink import LibrdkafkaSink
+    from editstream.topics.kafka_io import read_to_end
 
     await ensure_topics(s)
     n = await produce_events(s, [orjson.dumps({"n": i}) for i in range(5)])
@@ -398,8 +398,8 @@ async def test_gateway_readiness_names_the_refusal(secured: Secured) -> None:
     """The gateway's librdkafka producer meets the refusal itself (not only the start-up
     check): a wrong password fails its start with the one line, and a principal that may not
     write `edit-events` makes `/readyz` answer 503 with that line as its detail."""
-    from editstream.gateway import GatewayConfig, start_gateway
-    from editstream.gateway_sink import LibrdkafkaSink
+    from editstream.gateway.server import GatewayConfig, start_gateway
+    from editstream.gateway.sink import LibrdkafkaSink
 
     sec = secured
     run = run_settings(sec.bootstrap, "http://127.0.0.1:9")

@@ -28,11 +28,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from editstream.broker import BrokerHandle, free_port
 from editstream.demo import accounted, collect, expected_predictions
-from editstream.generate import GenerateConfig, generate_events
-from editstream.kafka_io import ensure_topics, produce_events, read_to_end
-from editstream.process import left_behind
+from editstream.infra.broker import BrokerHandle, free_port
+from editstream.infra.process import left_behind
+from editstream.sessions.generate import GenerateConfig, generate_events
+from editstream.topics.kafka_io import ensure_topics, produce_events, read_to_end
 from schemas.topics import app_group
 from streams.settings import Settings
 from tests.integration.conftest import Simulator, Worker, run_settings

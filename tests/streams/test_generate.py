@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from editstream.generate import (
+from editstream.sessions.generate import (
     SAMPLE_CONFIG,
     GenerateConfig,
     generate_events,
@@ -26,7 +26,7 @@ from editstream.generate import (
     stdlib_sources,
     write_jsonl,
 )
-from editstream.gitsource import DEFAULT_REPO_URL
+from editstream.sessions.gitsource import DEFAULT_REPO_URL
 from streams.generate import SourceFiles, apply_edit, is_disabled_path, simulate, unified_diff
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample-traces.jsonl"
@@ -500,7 +500,7 @@ def test_committed_sample_matches_generator(default_events: Events) -> None:
     with SAMPLE.open(encoding="utf-8") as fh:
         sample = [json.loads(line) for line in fh]
     assert sample == default_events, (
-        "data/sample-traces.jsonl drifted: regenerate with `python -m editstream.generate`"
+        "data/sample-traces.jsonl drifted: regenerate with `python -m editstream.sessions.generate`"
     )
     stats = Counter(e["type"] for e in sample)
     assert stats["prediction"] == 205 and len(sample) < 6000

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import schemas
-from editstream.generate import GenerateConfig, generate_events
+from editstream.sessions.generate import GenerateConfig, generate_events
 from streams import ingest, pii, secrets
 from streams.ingest import judge_event
 from streams.settings import Settings

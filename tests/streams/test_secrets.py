@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from editstream.generate import GenerateConfig, generate_events
+from editstream.sessions.generate import GenerateConfig, generate_events
 from streams import secrets
 from streams.secrets import SECRET_KINDS, event_secret, find_secret
 

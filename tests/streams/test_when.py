@@ -1,4 +1,4 @@
-"""WHEN parsing (`editstream.offsets.parse_when`): the forms replay, export and reset-offsets
+"""WHEN parsing (`editstream.topics.offsets.parse_when`): the forms replay, export and reset-offsets
 accept, pinned to a fixed "now" so durations are exact."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from editstream.offsets import When, iso_to_ms, parse_duration_ms, parse_when
+from editstream.topics.offsets import When, iso_to_ms, parse_duration_ms, parse_when
 
 NOW = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 

@@ -1,10 +1,10 @@
 """The generator's edge: hand it real commits (or the stdlib's files), write traces as JSON lines.
 
 The simulation itself is the pure `streams.generate`; this module hands it real history
-(`editstream.gitsource`: `--from-git PATH`, by default this repository's pinned range) or,
+(`editstream.sessions.gitsource`: `--from-git PATH`, by default this repository's pinned range) or,
 for load tests only, the standard library's files to splice (`stdlib_sources`), and keeps
 the signatures every caller uses (`generate_events(config)`, `initial_files(config)`).
-`python -m editstream.generate` regenerates the committed sample.
+`python -m editstream.sessions.generate` regenerates the committed sample.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from editstream.gitsource import default_commits, read_commits
+from editstream.sessions.gitsource import default_commits, read_commits
 from streams.generate import GenerateConfig, SourceFiles, ground_truth, simulate
 from streams.generate.history import Commit, simulate_history
 
@@ -161,7 +161,7 @@ def write_jsonl(events: Iterable[dict[str, Any]], path: str | Path) -> int:
 
 
 # The bundled sample (data/sample-traces.jsonl, what `make demo` runs): 50 sessions of this
-# repository's pinned history (editstream.gitsource.DEFAULT_RANGE), 205 predictions.
+# repository's pinned history (editstream.sessions.gitsource.DEFAULT_RANGE), 205 predictions.
 SAMPLE_CONFIG = GenerateConfig(sessions=50)
 
 if __name__ == "__main__":  # regenerate the committed demo sample

@@ -24,7 +24,7 @@ from streams.generate.history import Commit, FileChange, skip_reason
 
 # The bundled corpus: this repository's history from its first commit to the last commit
 # of 2026-11-30 on main (pinned, so the sample's bytes never change as history grows).
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RANGE = "0d31a048eb5304cccb8d6fb04a3d7b7047d378b7"
 DEFAULT_PATHS = ("*.py", "*.pyx", "*.md", "*.yml", "*.yaml", "*.toml", "Makefile", "*.xml")
 # No public URL: the repository names itself (RFC 6761 reserves .invalid; nothing resolves).

@@ -37,7 +37,7 @@ from agents.kafka_security import (
     refusal_line,
 )
 
-log = logging.getLogger("editstream.gateway")
+log = logging.getLogger("editstream.gateway.server")
 
 MiB = 1024 * 1024
 PRODUCERS = ("librdkafka", "aiokafka")

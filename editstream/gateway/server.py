@@ -47,7 +47,7 @@ from prometheus_client import (
 )
 
 from agents.kafka_security import KafkaAccessError, check_access, describe_failure
-from editstream.gateway_sink import (
+from editstream.gateway.sink import (
     PRODUCERS,
     AiokafkaSink,
     EventSink,
@@ -67,9 +67,9 @@ from streams.gateway_core import (
 from streams.ingest import DISCARD_REASONS, REJECT_REASONS, Accepted, Verdict
 from streams.settings import Settings
 
-log = logging.getLogger("editstream.gateway")
+log = logging.getLogger("editstream.gateway.server")
 
-OPENAPI_PATH = Path(__file__).resolve().parent.parent / "deploy" / "openapi.yaml"
+OPENAPI_PATH = Path(__file__).resolve().parents[2] / "deploy" / "openapi.yaml"
 ENV_PREFIX = "EDITSTREAM_GATEWAY_"
 MiB = 1024 * 1024
 # The shared settings that matter to the gateway (the rest are the worker's business).
@@ -440,7 +440,7 @@ async def start_gateway_producer(settings: Settings) -> AIOKafkaProducer:
 async def ensure_topic(settings: Settings) -> None:
     """Create `edit-events` if missing, best effort: a managed cluster may forbid it and
     already have the topic, in which case the sends tell the truth soon enough."""
-    from editstream.broker import acreate_topics
+    from editstream.infra.broker import acreate_topics
 
     try:
         await acreate_topics(settings, [settings.topic("edit-events")],
@@ -535,6 +535,6 @@ async def _serve(settings: Settings, config: GatewayConfig) -> int:
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m editstream.gateway")
+    _parser = argparse.ArgumentParser(prog="python -m editstream.gateway.server")
     add_arguments(_parser)
     sys.exit(main_gateway(_parser.parse_args()))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from editstream.process import ManagedProcess, free_port, http_ok, spawn
+from editstream.infra.process import ManagedProcess, free_port, http_ok, spawn
 
 __all__ = ["DEFAULT_SLOTS", "LocalModel", "LocalModelError", "gguf_path", "server_binary",
            "server_command", "start_local_model"]

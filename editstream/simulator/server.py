@@ -4,7 +4,7 @@ It exists so the whole pipeline runs offline and so tests exercise the real HTTP
 (OpenAI completions and chat, Anthropic Messages) with real faults: dropped connections,
 hangs, 429s with ``Retry-After``, 500s and truncated JSON bodies.
 
-Its answers come from ``editstream.answers`` (deterministic, blake2b-derived): a student
+Its answers come from ``editstream.simulator.answers`` (deterministic, blake2b-derived): a student
 whose skill follows each example's features, a teacher that answers from the ground-truth
 side file ``editstream generate`` writes (``--ground-truth``), erring on purpose in
 configurable ways, and a judge. It knows nothing of the pipeline's band thresholds.
@@ -33,10 +33,10 @@ from typing import Any, Self
 import orjson
 from aiohttp import web
 
-from editstream.answers import GroundTruth
-from editstream.process import ManagedProcess, free_port, http_ok, spawn
-from editstream.simulate_api import _anthropic, _BadRequest, _chat, _completions
-from editstream.simulate_config import (
+from editstream.infra.process import ManagedProcess, free_port, http_ok, spawn
+from editstream.simulator.answers import GroundTruth
+from editstream.simulator.api import _anthropic, _BadRequest, _chat, _completions
+from editstream.simulator.config import (
     DEFAULT_PORT,
     DESCRIPTION,
     SimulatorConfig,
@@ -408,7 +408,7 @@ def spawn_simulator(*flags: str, port: int = 0, log_file: Path | None = None,
 
 
 if __name__ == "__main__":
-    _parser = argparse.ArgumentParser(prog="python -m editstream.simulate")
+    _parser = argparse.ArgumentParser(prog="python -m editstream.simulator.server")
     add_arguments(_parser)
     _ns = _parser.parse_args()
     serve(config_from_args(_ns), _ns.host, _ns.port, reuse_port=_ns.reuse_port)

@@ -1,6 +1,6 @@
 """The simulator's wire: requests of the OpenAI completions/chat and Anthropic Messages APIs
 validated as those servers do (a `_BadRequest` names the bad field), and answers in each API's
-own response shape. The answers themselves come from ``editstream.answers``."""
+own response shape. The answers themselves come from ``editstream.simulator.answers``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from editstream.answers import GroundTruth, chat_answer, student_samples
-from editstream.answers import digest as _digest
-from editstream.simulate_config import SimulatorConfig
+from editstream.simulator.answers import GroundTruth, chat_answer, student_samples
+from editstream.simulator.answers import digest as _digest
+from editstream.simulator.config import SimulatorConfig
 
 # Request limits: generous, but bounded so bad input can't make the simulator misbehave.
 MAX_N = 128

@@ -57,8 +57,8 @@ import orjson
 from aiokafka import TopicPartition
 from tqdm import tqdm
 
-from editstream.card import dataset_card
-from editstream.offsets import When, new_consumer, parse_when, partitions_of, resolve
+from editstream.dataset.card import dataset_card
+from editstream.topics.offsets import When, new_consumer, parse_when, partitions_of, resolve
 from streams import settings as settings_mod
 from streams.corpus import corpus_figures
 from streams.dataset import arrange

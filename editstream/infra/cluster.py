@@ -1,7 +1,7 @@
 """A local Apache Kafka cluster of N KRaft nodes (each a combined controller + broker), for
 fault runs that need replication: a killed broker whose partitions move to the others.
 
-`editstream.broker` starts one node; this module starts N on 127.0.0.1 from the same Maven
+`editstream.infra.broker` starts one node; this module starts N on 127.0.0.1 from the same Maven
 jars, with replication factor N (at most 3) and `min.insync.replicas` N-1 for every topic,
 including the consumer-offsets and transaction-state topics, so a transaction survives the
 loss of one node. Each node keeps its data dir and ports, so `kill(i)` then `restart(i)` is a
@@ -26,7 +26,7 @@ from types import TracebackType
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from editstream.broker import (
+from editstream.infra.broker import (
     _LOG4J2,
     DEFAULT_KAFKA_VERSION,
     PROBE_TOPIC,

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from editstream.answers import AnswerConfig
+from editstream.simulator.answers import AnswerConfig
 
 DESCRIPTION = (
     "Run a local model SIMULATOR (not a model): an HTTP server speaking the OpenAI "
@@ -36,7 +36,7 @@ class SimulatorConfig:
     timeout_s: float = 60.0
     malformed_rate: float = 0.0  # 200 with a truncated JSON body
     drop_rate: float = 0.0  # close the connection without a response
-    # The answer model (editstream/answers.py): the side file, student skill, error rates.
+    # The answer model (editstream/simulator/answers.py): the side file, student skill, error rates.
     ground_truth: str = ""  # JSONL written by `editstream generate`; empty: none known
     # its seed is ignored: `seed` seeds the answers too (AnswerConfig is frozen: one default)
     answers: AnswerConfig = AnswerConfig()  # noqa: RUF009

@@ -1,0 +1,1 @@
+"""Traces to feed the pipeline: editing sessions generated from real git history."""
