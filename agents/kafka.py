@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import UnknownError
 
+from agents import metrics
 from agents.kafka_security import kafka_client_config
 from streams.settings import Settings
 
@@ -71,16 +72,22 @@ class Runner(Protocol):
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """aiokafka's rebalance callbacks, handed to a `Runner`."""
+    """aiokafka's rebalance callbacks, handed to a `Runner`; the partitions it holds are
+    `editstream_assigned_partitions{runner=name}`."""
 
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
+    def __init__(self, runner: Runner, name: str) -> None:
+        self.runner, self.name = runner, name
+        self.owned: set[TopicPartition] = set()
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.owned -= set(revoked)
+        metrics.ASSIGNED_PARTITIONS.labels(self.name).set(len(self.owned))
         await self.runner.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.runner.on_assigned(set(assigned))
+        self.owned |= set(assigned)
+        metrics.ASSIGNED_PARTITIONS.labels(self.name).set(len(self.owned))
 
 
 async def send_all(prod: AIOKafkaProducer, records: Iterable[Send]) -> None:

@@ -64,6 +64,7 @@ PREFERENCE_DROPPED: Counter
 STAGE_SECONDS: Histogram
 STAGE_COMMITS: Counter
 CONSUMER_LAG: Gauge
+ASSIGNED_PARTITIONS: Gauge
 EXAMPLES_IN_FLIGHT: Gauge
 EXAMPLES_IN_FLIGHT_PEAK: Gauge
 EXAMPLES_IN_FLIGHT_LIMIT: Gauge
@@ -195,6 +196,10 @@ def _build() -> dict[str, Any]:
                          "Messages behind the log end in the worker's assigned partitions "
                          "(highwater minus committed offset); set by agents/lag.py",
                          ["topic", "partition"], multiprocess_mode="livesum")
+    ASSIGNED_PARTITIONS = Gauge("editstream_assigned_partitions",
+                                "Source partitions a runner's consumer group has assigned to "
+                                "this worker (0 until its group is joined)", ["runner"],
+                                multiprocess_mode="livesum")
     EXAMPLES_IN_FLIGHT = Gauge("editstream_examples_in_flight",
                                "Records the stages are working on now (agents/inflight.py)",
                                multiprocess_mode="livesum")

@@ -170,8 +170,12 @@ class SettleRunner(mode.Service):
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             rebalance_timeout_ms=60_000, request_timeout_ms=90_000,
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
-        self.consumer.subscribe([self.source], listener=Rebalance(self))
         await self.consumer.start()
+        # Subscribed after start: start() would otherwise wait for the group's first
+        # assignment, and the app starts its services one after the other, so each group's
+        # join (15 s on Tansu) would wait for the previous one. The join happens in the
+        # consume loop's first fetch instead, alongside the other groups'.
+        self.consumer.subscribe([self.source], listener=Rebalance(self, "settle"))
 
     async def on_stop(self) -> None:
         if self.consumer is not None:

@@ -196,8 +196,9 @@ class StageRunner(mode.Service):
             heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
             rebalance_timeout_ms=60_000, request_timeout_ms=90_000,
             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
-        self.consumer.subscribe(list(self.stages), listener=Rebalance(self))
         await self.consumer.start()
+        # after start, so the join does not hold up the app's next service (agents/settle.py)
+        self.consumer.subscribe(list(self.stages), listener=Rebalance(self, "stages"))
 
     async def on_stop(self) -> None:
         async with self.lock:  # flush what is done while the group still holds the partitions

@@ -130,10 +130,18 @@ class Progress:
         self.last_line = -every_s  # the first update prints
         self.done = -1
         self.closed = False
+        self.width = 0  # of the last in-place line, so a shorter one blanks its tail
 
-    def update(self, done: int) -> None:
+    def update(self, done: int, waiting: str = "") -> None:
+        """`waiting`: what the pipeline is waiting for, while nothing is accounted for yet
+        (`waiting_for`), so a first minute of "0/98" says why."""
         now = self.clock() - self.t0
         line = f"  accounted for {done}/{self.expected} predictions ({now:.0f} s)"
+        if waiting:
+            line += f": {waiting}"
+        if self.tty:
+            line = line.ljust(self.width)
+            self.width = len(line)
         if self.tty:
             self.stream.write("\r" + line)
             self.stream.flush()
@@ -149,6 +157,39 @@ class Progress:
             self.stream.write("\n")
             self.stream.flush()
         self.closed = True
+
+
+def waiting_for(metrics_text: str, expected: int) -> str:
+    """What the demo waits for while no prediction is accounted for, from the worker's
+    /metrics: its runners' consumer groups joining (each join takes seconds on a fresh
+    broker), then the quiet windows of the predictions still open."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    assigned: dict[str, float] = {}
+    open_now = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "editstream_assigned_partitions":
+                assigned[sample.labels.get("runner", "")] = sample.value
+            elif sample.name == "editstream_settle_open_predictions":
+                open_now += sample.value
+    joined = sum(assigned.get(runner, 0) > 0 for runner in ("settle", "stages"))
+    if joined < 2:
+        return f"worker joining its consumer groups ({joined}/2 assigned)"
+    if open_now:
+        return f"settling ({open_now:.0f} of {expected} predictions still open)"
+    return "in the stages after settle"
+
+
+async def worker_metrics(port: int) -> str:
+    """The demo worker's /metrics text ("" until it serves them)."""
+    import httpx
+
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            return (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    except httpx.HTTPError:
+        return ""
 
 
 def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[str],
@@ -325,6 +366,10 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
                                         teacher_url=settings.teacher_url or sim.url)
             print(f"started model simulator on {sim.url}")
         await ensure_topics(settings)
+        if not settings.metrics_port:  # the progress line reads the worker's /metrics
+            from editstream.infra.process import free_port
+
+            settings = settings.replace(metrics_port=free_port())
         (out / "worker.log").unlink(missing_ok=True)  # this run's log only
         worker = spawn_worker(settings, out / "worker.log")
         stack.callback(worker.stop, 20)
@@ -343,7 +388,10 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
                     return 1
                 outputs = await collect(settings)
                 done = len(accounted(outputs) & expected)
-                progress.update(done)
+                waiting = ""
+                if not done and (text := await worker_metrics(settings.metrics_port)):
+                    waiting = waiting_for(text, len(expected))
+                progress.update(done, waiting)
                 if done == len(expected):
                     break
                 await asyncio.sleep(2)

@@ -70,3 +70,36 @@ def test_kafka_demo_without_java_says_so(tmp_path: Path, monkeypatch: pytest.Mon
     assert code == 1
     assert "cannot start the kafka broker" in err and "Java 17+" in err
     assert "make demo" in err
+
+
+def test_the_progress_line_says_what_the_pipeline_waits_for() -> None:
+    """While nothing is accounted for, the line names the phase from the worker's /metrics."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    registry = CollectorRegistry()
+    assigned = Gauge("editstream_assigned_partitions", "", ["runner"], registry=registry)
+    open_now = Gauge("editstream_settle_open_predictions", "", registry=registry)
+
+    def phase() -> str:
+        return demo.waiting_for(generate_latest(registry).decode(), 98)
+
+    assert phase() == "worker joining its consumer groups (0/2 assigned)"
+    assigned.labels("settle").set(4)
+    open_now.set(40)
+    assert phase() == "worker joining its consumer groups (1/2 assigned)"
+    assigned.labels("stages").set(4)
+    assert phase() == "settling (40 of 98 predictions still open)"
+    open_now.set(0)
+    assert phase() == "in the stages after settle"
+
+
+def test_the_progress_line_carries_the_phase_and_blanks_a_longer_one() -> None:
+    stream = io.StringIO()
+    stream.isatty = lambda: True  # type: ignore[method-assign]
+    progress = demo.Progress(98, stream=stream, clock=lambda: 0.0)
+    progress.update(0, "worker joining its consumer groups (0/2 assigned)")
+    progress.update(3)
+    lines = stream.getvalue().split("\r")[1:]
+    assert lines[0].endswith(": worker joining its consumer groups (0/2 assigned)")
+    assert lines[1].startswith("  accounted for 3/98 predictions (0 s)")
+    assert len(lines[1]) == len(lines[0])  # padded: the old phase does not show through
