@@ -234,7 +234,8 @@ def paired_rows(candidate: Sequence[Record], baseline: Sequence[Record]
                            np.ndarray[Any, np.dtype[np.float64]], int, int]:
     """(candidate values, baseline values, candidate-only, baseline-only): two arrays of shape
     (len(PAIRED), pairs), one column per request id both sides have complete metrics for, in
-    the baseline's order."""
+    request id order (so the bootstrap's draws do not depend on the order records were read
+    in: partitions interleave differently on every read)."""
     def rows(records: Sequence[Record]) -> dict[str, list[float]]:
         out = {}
         for r in records:
@@ -245,7 +246,7 @@ def paired_rows(candidate: Sequence[Record], baseline: Sequence[Record]
         return out
 
     cand, base = rows(candidate), rows(baseline)
-    ids = [i for i in base if i in cand]
+    ids = sorted(i for i in base if i in cand)
     shape = (len(PAIRED), len(ids))
     c = np.array([cand[i] for i in ids], dtype=np.float64).T.reshape(shape)
     b = np.array([base[i] for i in ids], dtype=np.float64).T.reshape(shape)
@@ -370,9 +371,11 @@ class Scorecard:
 
 def default_baseline(names: Iterable[str]) -> str | None:
     """`served` (what editors run today: the model a candidate would replace) when present,
-    else `noop`; None when neither is."""
+    else `noop`; None when neither is. With no configured candidate in the records, `noop`:
+    the question left is whether the served model beats showing nothing."""
     present = set(names)
-    return next((b for b in BUILTINS[::-1] if b in present), None)
+    order = BUILTINS[::-1] if present - set(BUILTINS) else BUILTINS
+    return next((b for b in order if b in present), None)
 
 
 def default_candidates(names: Iterable[str], baseline: str) -> list[str]:

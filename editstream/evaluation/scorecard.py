@@ -229,7 +229,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only examples settled before WHEN")
     parser.add_argument("--baseline", default=None, metavar="NAME",
                         help="the model candidates must beat (default: served, what editors "
-                             "run now, if its records are there; else noop)")
+                             "run now, if its records are there, else noop; noop when the "
+                             "records hold no configured candidate)")
     parser.add_argument("--candidate", action="append", default=None, metavar="NAME",
                         help="a model to judge against the baseline (repeatable; default: "
                              "every configured candidate in the records, or, when there is "

@@ -262,6 +262,7 @@ def test_defaults_and_the_exit_code_is_the_worst() -> None:
     assert sc.default_baseline(["noop", "served", "x"]) == "served"
     assert sc.default_baseline(["noop", "x"]) == "noop"
     assert sc.default_baseline(["x"]) is None
+    assert sc.default_baseline(["served", "noop"]) == "noop"
     assert sc.default_candidates(["noop", "served", "b", "a"], "served") == ["a", "b"]
     assert sc.default_candidates(["noop", "served"], "noop") == ["served"]
     card = sc.build_scorecard(sample_records(), baseline="noop",
