@@ -157,7 +157,8 @@ def model_stats(records: Sequence[Record]) -> ModelStats:
     means: dict[str, float | None] = {}
     for key in METRICS:
         values = [m[key] for m in eff if key in m]
-        means[key] = float(np.mean(values)) if values else None
+        # fsum: exactly rounded, so the figure does not depend on the order records were read
+        means[key] = math.fsum(values) / len(values) if values else None
     distances = [m["distance"] for m in eff if "distance" in m]
     latencies = [float(r["latency_ms"]) for r in records
                  if isinstance(r.get("latency_ms"), int | float)]
