@@ -257,7 +257,12 @@ def main_scorecard(ns: argparse.Namespace) -> int:
     if ns.results:
         if ns.live:
             raise ValueError("--live reads the broker; with --results give the files only")
-        records, bad = read_files(ns.results)
+        try:
+            records, bad = read_files(ns.results)
+        except OSError as exc:
+            print(f"editstream scorecard: cannot read {exc.filename}: {exc.strerror}",
+                  file=sys.stderr)
+            return 2
         source = ", ".join(ns.results)
     elif not settings.broker:
         print("editstream scorecard: set --broker or EDITSTREAM_BROKER, or give "

@@ -126,6 +126,8 @@ def test_unknown_names_and_empty_input_are_one_line_errors(
     code, _ = run(tmp_path, "--from", "2000-01-01", "--to", "2000-01-02")
     assert code == 2 and "no eval records in the --from/--to window" in \
         capsys.readouterr().err
+    assert cli.main(["scorecard", "--results", str(tmp_path / "nosuch.jsonl")]) == 2
+    assert "cannot read" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not an offset"):
         window_ms("offset:5", "--from")
 
