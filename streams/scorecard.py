@@ -423,8 +423,8 @@ def _row(name: str, s: ModelStats) -> list[str]:
     m = s.means
     return [name, str(s.n), _pct(s.parse_rate), _pct(s.noop_rate), _f(m["distance"]),
             _f(s.distance_median), _pct(m["exact"]), _f(m["kept_rate"]), _f(m["recall_rate"]),
-            _f(m["reversal_ratio"]), _f(m["delta_chrf"]), _f(s.latency_p50_ms, 0),
-            _f(s.latency_p99_ms, 0),
+            _f(m["reversal_ratio"]), _f(m["delta_chrf"]), _ms(s.latency_p50_ms),
+            _ms(s.latency_p99_ms),
             ", ".join(f"{k} {v}" for k, v in sorted(s.failures.items())) or "-"]
 
 
@@ -489,6 +489,11 @@ def _r(x: float | None) -> float | None:
 
 def _f(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _ms(x: float | None) -> str:
+    """Milliseconds: whole ones, a decimal below 10 (a local server answers in under one)."""
+    return "-" if x is None else f"{x:.1f}" if x < 10 else f"{x:.0f}"
 
 
 def _pct(x: float | None) -> str:
