@@ -12,6 +12,7 @@
     reset-offsets  move a consumer group's committed offsets (dry run unless --execute)
     export         write training records from the sink topic to dataset files
     report         summarise and plot an export DIR, or render the dashboard from Prometheus
+    scorecard      score models on eval records, compare a candidate with a baseline: ship?
     acls           print the kafka-acls commands giving each principal only what it needs
 """
 
@@ -169,6 +170,12 @@ def _cmd_report(ns: argparse.Namespace) -> int:
     from editstream.dataset.report import main_report
 
     return main_report(ns)
+
+
+def _cmd_scorecard(ns: argparse.Namespace) -> int:
+    from editstream.evaluation.scorecard import main_scorecard
+
+    return main_scorecard(ns)
 
 
 def _cmd_acls(ns: argparse.Namespace) -> int:
@@ -338,6 +345,12 @@ def _args_report(p: argparse.ArgumentParser) -> None:
                            help="how far back to look for scored samples (default: 3h)")
 
 
+def _args_scorecard(p: argparse.ArgumentParser) -> None:
+    from editstream.evaluation.scorecard import add_arguments
+
+    add_arguments(p)
+
+
 def _args_local_model(p: argparse.ArgumentParser) -> None:
     from editstream.infra.local_model import add_serve_arguments
 
@@ -386,6 +399,9 @@ COMMANDS: dict[str, Command] = {
     "report": Command("summarise and plot an export DIR, or render the dashboard's "
                       "data-quality panels from Prometheus", _args_report, _cmd_report,
                       _check_report),
+    "scorecard": Command("score each model on eval records (eval-results, or --results "
+                         "FILE) and judge a candidate against a baseline: exit 0 ship, 1 do "
+                         "not ship, 2 too little data", _args_scorecard, _cmd_scorecard),
     "acls": Command("print the kafka-acls commands that give the gateway, the worker and "
                     "a reader exactly what they use (names from schemas/topics.py)",
                     _args_acls, _cmd_acls),

@@ -189,6 +189,25 @@ class Settings:
     dataset_license: str = field(default="unknown", metadata={
         "help": "license id written into the dataset card (Hugging Face ids: apache-2.0, "
                 "cc-by-4.0, other, ...)"})
+    # --- scorecard: the shipping rule of `editstream scorecard` (streams/scorecard.py) ----
+    scorecard_min_pairs: int = field(default=30, metadata={
+        "help": "fewer examples scored for both the candidate and the baseline than this: "
+                "\"too little data\" (exit 2)"})
+    scorecard_max_distance_ci_high: float = field(default=0.0, metadata={
+        "help": "ship only if the upper end of the interval of the distance difference "
+                "(candidate minus baseline) is below this (0: closer to what users wrote)"})
+    scorecard_max_reversal_increase: float = field(default=0.02, metadata={
+        "help": "do not ship if the candidate's mean reversal ratio exceeds the baseline's "
+                "by more than this (on the paired examples)"})
+    scorecard_max_parse_rate_drop: float = field(default=0.01, metadata={
+        "help": "do not ship if the candidate's parse rate is lower than the baseline's by "
+                "more than this (0.01: one point)"})
+    scorecard_confidence: float = field(default=0.95, metadata={
+        "help": "confidence level of the bootstrap intervals"})
+    scorecard_bootstrap_resamples: int = field(default=9999, metadata={
+        "help": "bootstrap resamples of the paired examples (seeded by `seed`)"})
+    scorecard_ci_method: str = field(default="BCa", metadata={
+        "help": "BCa | percentile | basic: scipy.stats.bootstrap's interval method"})
     # --- operations --------------------------------------------------------------------
     metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port; 0: off"})
     session_timeout_s: float = field(default=30.0, metadata={
@@ -223,7 +242,18 @@ class Settings:
             raise ValueError("stage_commit_interval_ms must be >= 0")
         if self.pii_policy not in ("mask", "discard", "keep"):
             raise ValueError(f"pii_policy must be mask, discard or keep, not {self.pii_policy!r}")
+        self._check_scorecard()
         self._check_kafka_security()
+
+    def _check_scorecard(self) -> None:
+        if self.scorecard_ci_method not in ("BCa", "percentile", "basic"):
+            raise ValueError(f"scorecard_ci_method must be BCa, percentile or basic, not "
+                             f"{self.scorecard_ci_method!r}")
+        if not 0 < self.scorecard_confidence < 1:
+            raise ValueError("scorecard_confidence must be between 0 and 1")
+        if self.scorecard_bootstrap_resamples < 1 or self.scorecard_min_pairs < 0:
+            raise ValueError("scorecard_bootstrap_resamples must be >= 1 and "
+                             "scorecard_min_pairs >= 0")
 
     def _check_kafka_security(self) -> None:
         """Contradictions a client would only report at connect time, or not at all (a

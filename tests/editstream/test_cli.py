@@ -21,7 +21,7 @@ from editstream.topics import offsets
 from streams import settings as settings_mod
 
 COMMANDS = ["worker", "demo", "broker", "simulate", "local-model", "generate", "produce",
-            "gateway", "replay", "reset-offsets", "export", "report", "acls"]
+            "gateway", "replay", "reset-offsets", "export", "report", "scorecard", "acls"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -74,6 +74,9 @@ def test_every_subcommand_flags_build_together() -> None:
                 "--pipeline-version", "--broker"]),
     ("report", ["DIR", "--no-plots", "--prometheus", "--out", "--lookback"]),
     ("local-model", ["serve"]),
+    ("scorecard", ["--from", "--to", "--baseline", "--candidate", "--results", "--live",
+                   "--out", "--scorecard-min-pairs", "--scorecard-max-reversal-increase",
+                   "--broker", "--topic-prefix"]),
 ])
 def test_help_lists_the_flags(command: str, flags: list[str],
                               capsys: pytest.CaptureFixture[str]) -> None:
@@ -255,7 +258,8 @@ def test_a_command_imports_only_its_own_module() -> None:
             "print(','.join(m for m in ('editstream.gateway.server', 'editstream.replay', "
             "'editstream.topics.offsets', 'editstream.dataset.export', "
             "'editstream.dataset.report', 'editstream.dataset.promreport', "
-            "'editstream.simulator.server') if m in sys.modules))")
+            "'editstream.simulator.server', 'editstream.evaluation.scorecard', "
+            "'streams.scorecard', 'scipy') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
