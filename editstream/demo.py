@@ -267,8 +267,8 @@ def run_demo(settings: Settings, *, sample: Path, out: Path, timeout_s: float = 
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        return asyncio.run(_demo(settings, sample, out, timeout_s, models, max_predictions,
-                                 broker_kind, keep_broker))
+        return asyncio.run(demo(settings, sample, out, timeout_s, models, max_predictions,
+                                broker_kind, keep_broker))
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -307,9 +307,13 @@ async def _hold(bootstrap: str) -> None:
             loop.remove_signal_handler(sig)
 
 
-async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
-                models: str = "simulator", max_predictions: int = 0,
-                broker_kind: str = "tansu", keep_broker: bool = False) -> int:
+async def demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
+               models: str = "simulator", max_predictions: int = 0,
+               broker_kind: str = "tansu", keep_broker: bool = False, *,
+               own_namespace: bool = True) -> int:
+    """The demo's run (see the module docstring). On a configured broker the run's topics
+    get a fresh prefix, unless `own_namespace` is False: then `settings` name them (the
+    flywheel reads them again after the run)."""
     from editstream.infra.broker import BrokerError
 
     t0 = time.monotonic()
@@ -334,7 +338,7 @@ async def _demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
             started_broker = True
             name = "Apache Kafka" if broker_kind == "kafka" else "embedded Tansu broker"
             print(f"started {name} on {broker.bootstrap}")
-        else:  # a shared broker: keep this run's topics apart
+        elif own_namespace:  # a shared broker: keep this run's topics apart
             run = time.strftime("%Y%m%d%H%M%S")
             settings = settings.replace(topic_prefix=f"{settings.topic_prefix}demo-{run}-",
                                         app_id=f"{settings.app_id}-demo-{run}")
