@@ -154,6 +154,28 @@ def hunks_of(before: str, after: str) -> list[tuple[int, int, int, int]]:
             if tag != "equal" and not _ws_only(a[a0:a1], b[b0:b1])]
 
 
+# a dotted version (`1.2`, `23.1.0rc1`, `2.0.post1`): what a release bumps in every file
+_VERSION = re.compile(r"\d+(?:\.\d+)+(?:[-_.]?(?:a|b|rc|c|post|dev)\d*)*")
+
+
+def is_version_bump(before: str, after: str) -> bool:
+    """Whether every hunk of the change only moves version strings (`__version__ = "1.2"`
+    to `"1.3"`): in release-to-release history such a file changes in every release and
+    teaches nothing. A hunk that adds or removes a line, or changes anything but the
+    dotted numbers on its lines, is a real change."""
+    hunks = hunks_of(before, after)
+    if not hunks:
+        return False
+    a, b = _lines(before), _lines(after)
+    for a0, a1, b0, b1 in hunks:
+        if a1 - a0 != b1 - b0:
+            return False
+        for old, new in zip(a[a0:a1], b[b0:b1], strict=True):
+            if not _VERSION.search(old) or _VERSION.sub("V", old) != _VERSION.sub("V", new):
+                return False
+    return True
+
+
 # -------------------------------------------------------------------------------- the ops
 
 
