@@ -156,6 +156,8 @@ def hunks_of(before: str, after: str) -> list[tuple[int, int, int, int]]:
 
 # a dotted version (`1.2`, `23.1.0rc1`, `2.0.post1`): what a release bumps in every file
 _VERSION = re.compile(r"\d+(?:\.\d+)+(?:[-_.]?(?:a|b|rc|c|post|dev)\d*)*")
+# `(1, 2, 3)` on a line that names a version (`__version_tuple__ = (1, 2, 3)`)
+_VERSION_TUPLE = re.compile(r"\(\s*\d+(?:\s*,\s*(?:\d+|['\"][\w.]*['\"]))+\s*,?\s*\)")
 
 
 def is_version_bump(before: str, after: str) -> bool:
@@ -171,9 +173,16 @@ def is_version_bump(before: str, after: str) -> bool:
         if a1 - a0 != b1 - b0:
             return False
         for old, new in zip(a[a0:a1], b[b0:b1], strict=True):
-            if not _VERSION.search(old) or _VERSION.sub("V", old) != _VERSION.sub("V", new):
+            if not _VERSION.search(old) and not _VERSION_TUPLE.search(old):
+                return False
+            if _unversioned(old) != _unversioned(new):
                 return False
     return True
+
+
+def _unversioned(line: str) -> str:
+    line = _VERSION.sub("V", line)
+    return _VERSION_TUPLE.sub("V", line) if "version" in line.lower() else line
 
 
 # -------------------------------------------------------------------------------- the ops
