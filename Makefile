@@ -69,7 +69,7 @@ test: $(STAMP) $(LOCAL)
 
 # A training corpus of real code history from several repositories (README, "A corpus of
 # several repositories"): the last 12 releases of 16 PyPI packages, one git repository each
-# (cached in ~/.cache/editstream/release-history), then sessions; needs PyPI, ~3 min.
+# (cached in ~/.cache/editstream/release-history), then sessions; needs PyPI, ~75 s.
 CORPUS ?= data/corpus/release-history.jsonl
 CORPUS_ARGS ?= --sessions 460
 corpus: $(STAMP)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import random
 import re
 from collections.abc import Sequence
@@ -148,10 +149,18 @@ def _ws_only(old: list[str], new: list[str]) -> bool:
 
 def hunks_of(before: str, after: str) -> list[tuple[int, int, int, int]]:
     """Line hunks (a0, a1, b0, b1) turning `before` into `after`, whitespace-only ones out."""
+    return list(_hunks(before, after))
+
+
+@functools.lru_cache(maxsize=1024)
+def _hunks(before: str, after: str) -> tuple[tuple[int, int, int, int], ...]:
+    # Memoized: the reader, the planner and the session ask for the same file pair's hunks
+    # many times, and a diff of two large release files takes tens of milliseconds. The
+    # cache holds its texts: bounded, and the texts are mostly the commits' own anyway.
     a, b = _lines(before), _lines(after)
     sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return [(a0, a1, b0, b1) for tag, a0, a1, b0, b1 in sm.get_opcodes()
-            if tag != "equal" and not _ws_only(a[a0:a1], b[b0:b1])]
+    return tuple((a0, a1, b0, b1) for tag, a0, a1, b0, b1 in sm.get_opcodes()
+                 if tag != "equal" and not _ws_only(a[a0:a1], b[b0:b1]))
 
 
 # a dotted version (`1.2`, `23.1.0rc1`, `2.0.post1`): what a release bumps in every file

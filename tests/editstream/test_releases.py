@@ -10,10 +10,16 @@ repository must be its own train/eval split unit, and ids must not collide.
 
 from __future__ import annotations
 
+import hashlib
+import http.server
+import io
 import json
 import shutil
 import subprocess
+import tarfile
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +92,7 @@ def test_version_bumps_are_told_from_real_changes() -> None:
     v1 = '"""Doc."""\n__version__ = "1.2.3"\nVERSION = (1, 2, 3)\n\ndef f():\n    return 1\n'
     bump = v1.replace("1.2.3", "1.3.0rc1").replace("(1, 2, 3)", "(1, 3, 0, 'rc1')")
     assert is_version_bump(v1, bump)
+    assert is_version_bump(v1, bump + "\n")  # a blank line too: whitespace hunks don't count
     assert not is_version_bump(v1, v1.replace("return 1", "return 2"))  # code
     assert not is_version_bump(v1, bump.replace("return 1", "return 2"))  # both
     assert not is_version_bump(v1, v1 + "\ndef g():\n    return 3\n")  # an addition
@@ -102,6 +109,78 @@ def test_an_unreachable_index_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReleaseError, match="cannot reach the package index"):
         build_release_repo("iniconfig", 3, root=tmp_path, index_url="http://127.0.0.1:9/")
     assert not (tmp_path / "iniconfig").exists()  # nothing half-built left behind
+
+
+def _sdist(version: str, files: dict[str, str]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, text in {**files, "PKG-INFO": f"Version: {version}\n"}.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"tiny-{version}/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tiny_index() -> Iterator[str]:
+    """A package index on a local HTTP server (PEP 691 JSON) for a package `tiny` whose
+    releases are: 1.0 fine, 1.1 missing (404), 1.2 not a tarball, 1.3 a wrong sha256,
+    1.4 fine."""
+    good = {"1.0": _sdist("1.0", {"tiny.py": "def f():\n    return 1\n"}),
+            "1.4": _sdist("1.4", {"tiny.py": "def f(x=0):\n    return 1 + x\n"})}
+    blobs = {"tiny-1.0.tar.gz": good["1.0"], "tiny-1.2.tar.gz": b"not a tarball",
+             "tiny-1.3.tar.gz": good["1.4"], "tiny-1.4.tar.gz": good["1.4"]}
+
+    def digest(name: str) -> str:
+        if name == "tiny-1.3.tar.gz":
+            return "0" * 64
+        return hashlib.sha256(blobs.get(name, b"")).hexdigest()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            base = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if self.path == "/simple/tiny/":
+                body = json.dumps({"files": [
+                    {"filename": f"tiny-{v}.tar.gz", "url": f"{base}/f/tiny-{v}.tar.gz",
+                     "hashes": {"sha256": digest(f"tiny-{v}.tar.gz")},
+                     "upload-time": f"2024-0{i + 1}-01T00:00:00Z", "yanked": False}
+                    for i, v in enumerate(("1.0", "1.1", "1.2", "1.3", "1.4"))]}).encode()
+            elif self.path.startswith("/f/") and self.path[3:] in blobs:
+                body = blobs[self.path[3:]]
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_releases_that_fail_are_skipped_and_counted(tmp_path: Path, tiny_index: str) -> None:
+    rr = build_release_repo("tiny", 5, root=tmp_path, index_url=tiny_index)
+    assert rr.versions == ["1.0", "1.4"]
+    assert rr.skipped == Counter({"download_failed": 2, "unpack_failed": 1})
+    log = _git(rr.path, "log", "--reverse", "--format=%s").splitlines()
+    assert log == ["release 1.0", "release 1.4"]
+    assert _git(rr.path, "ls-files").split() == ["tiny.py"]  # PKG-INFO left out
+    commits = history_commits(GenerateConfig(git=str(rr.path)))
+    assert [ch.after for c in commits for ch in c.changes] == [
+        "def f(x=0):\n    return 1 + x\n"]
+    with pytest.raises(ReleaseError, match="only 1 of 2 releases"):
+        build_release_repo("tiny", 2, root=tmp_path / "other", index_url=tiny_index)
 
 
 # ---------------------------------------------------------- real sdists from PyPI (network)
