@@ -23,7 +23,7 @@ LLAMA_CACHE  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/editstream/llama-server-$
 LLAMA_SERVER := $(LLAMA_CACHE)/llama-server
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: demo demo-local local-model test lint kafka bench chaos chaos-sweep clean
+.PHONY: demo demo-local local-model test lint kafka bench chaos chaos-sweep clean corpus
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,14 @@ test: $(STAMP) $(LOCAL)
 	$(VENV)/bin/mypy --strict streams schemas
 	$(VENV)/bin/mypy agents editstream
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+# A training corpus of real code history from several repositories (README, "A corpus of
+# several repositories"): the last 12 releases of 16 PyPI packages, one git repository each
+# (cached in ~/.cache/editstream/release-history), then sessions; needs PyPI, ~75 s.
+CORPUS ?= data/corpus/release-history.jsonl
+CORPUS_ARGS ?= --sessions 460
+corpus: $(STAMP)
+	$(VENV)/bin/editstream generate --release-corpus $(CORPUS_ARGS) --out $(CORPUS)
 
 kafka: $(STAMP)
 	$(VENV)/bin/editstream broker --kind kafka --data-dir .cache/kafka-data

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +89,29 @@ def _cmd_generate(ns: argparse.Namespace) -> int:
         history_summary,
         write_jsonl,
     )
+    from editstream.sessions.releases import (
+        DEFAULT_PACKAGES,
+        build_release_repos,
+        cache_root,
+    )
 
-    if ns.from_git and (ns.splice_stdlib or ns.source_dir):
-        raise ValueError("--from-git and --splice-stdlib/--source-dir are exclusive")
+    repos = list(ns.from_git or ())
+    packages = list(ns.from_pypi or ())
+    if ns.release_corpus:
+        packages += [p for p in DEFAULT_PACKAGES if p not in packages]
+    if (repos or packages) and (ns.splice_stdlib or ns.source_dir):
+        raise ValueError("--from-git/--from-pypi and --splice-stdlib/--source-dir are "
+                         "exclusive")
+    if packages:  # a release-history repository per package, cached (see sessions/releases)
+        started = time.monotonic()
+        built = build_release_repos(packages, ns.releases, log=print)
+        print(f"{len(built)} release-history repositories ready in "
+              f"{time.monotonic() - started:.1f}s under {cache_root()}")
+        repos += [str(rr.path) for rr in built]
     cfg = GenerateConfig(seed=ns.seed, sessions=ns.sessions,
                          predictions_per_session=ns.predictions_per_session,
-                         source_dir=ns.source_dir, git=ns.from_git, revs=ns.revs,
+                         source_dir=ns.source_dir, git=repos[0] if repos else None,
+                         gits=tuple(repos[1:]), revs=ns.revs,
                          paths=tuple(ns.paths or ()), splice=ns.splice_stdlib)
     events = generate_events(cfg)
     n = write_jsonl(events, ns.out)
@@ -272,10 +290,20 @@ def _args_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--predictions-per-session", type=int, default=6)
-    p.add_argument("--from-git", default=None, metavar="PATH",
+    p.add_argument("--from-git", action="append", default=None, metavar="PATH",
                    help="a local git repository whose real commits become the sessions "
                         "(default: this repository's own pinned history, the bundled "
-                        "sample's source)")
+                        "sample's source); repeat it for a corpus of several repositories, "
+                        "each its own train/eval split unit")
+    p.add_argument("--from-pypi", nargs="+", default=None, metavar="NAME",
+                   help="PyPI packages whose last --releases sdists become a git history "
+                        "each (one commit per release, cached under "
+                        "~/.cache/editstream/release-history)")
+    p.add_argument("--release-corpus", action="store_true",
+                   help="--from-pypi with the default list of well-known pure-Python "
+                        "packages (what `make corpus` runs)")
+    p.add_argument("--releases", type=int, default=12, metavar="K",
+                   help="with --from-pypi/--release-corpus: the last K releases of each")
     p.add_argument("--revs", default=None, metavar="A..B",
                    help="the commits to use, as git rev-list takes them (default: HEAD's "
                         "history); merge commits are skipped")

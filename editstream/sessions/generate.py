@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from editstream.sessions.gitsource import default_commits, read_commits
+from editstream.sessions.releases import is_release_repo, release_commits
 from streams.generate import GenerateConfig, SourceFiles, ground_truth, simulate
 from streams.generate.history import Commit, simulate_history
 
-__all__ = ["SAMPLE_CONFIG", "GenerateConfig", "generate_events", "ground_truth",
+__all__ = ["SAMPLE_CONFIG", "GenerateConfig", "generate_events", "git_repos", "ground_truth",
            "history_commits", "history_summary", "initial_files", "stdlib_sources",
            "write_jsonl"]
 
@@ -74,31 +75,51 @@ def _simulate(config: GenerateConfig
     return simulate_history(config, history_commits(config))
 
 
+def git_repos(config: GenerateConfig) -> tuple[str, ...]:
+    """The repositories a config names (`git` first, then `gits`), each once."""
+    out: list[str] = []
+    for path in ((config.git,) if config.git else ()) + config.gits:
+        if path not in out:
+            out.append(path)
+    return tuple(out)
+
+
 def history_commits(config: GenerateConfig) -> Sequence[Commit]:
-    """The commits a history config names: `--from-git` PATH, else the bundled range."""
-    if config.git is None:
+    """The commits a history config names: those of every `--from-git` PATH, in the order
+    given, else the bundled range."""
+    repos = git_repos(config)
+    if not repos:
         if config.revs or config.paths:
             raise ValueError("--revs and --paths need --from-git PATH")
         return default_commits()
-    return _read_git(config.git, config.revs, config.paths)[0]
+    commits: list[Commit] = []
+    for path in repos:
+        commits.extend(_read_git(path, config.revs, config.paths)[0])
+    return commits
 
 
 def history_summary(config: GenerateConfig) -> str:
-    """One line on the commits a `--from-git` config read, for the CLI."""
-    if config.git is None or config.splice or config.source_dir:
+    """One line per repository a `--from-git` config read, for the CLI."""
+    if config.splice or config.source_dir:
         return ""
-    commits, skipped = _read_git(config.git, config.revs, config.paths)
-    usable = [c for c in commits if c.changes]
-    files = sum(len(c.changes) for c in usable)
-    why = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "none"
-    return (f"{config.git}: {len(usable)} of {len(commits)} non-merge commits with usable "
-            f"changes ({files} file changes); skipped: {why}")
+    lines = []
+    for path in git_repos(config):
+        commits, skipped = _read_git(path, config.revs, config.paths)
+        usable = [c for c in commits if c.changes]
+        files = sum(len(c.changes) for c in usable)
+        why = ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "none"
+        lines.append(f"{path}: {len(usable)} of {len(commits)} non-merge commits with usable "
+                     f"changes ({files} file changes); skipped: {why}")
+    return "\n".join(lines)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=32)
 def _read_git(path: str, revs: str | None, paths: tuple[str, ...]
               ) -> tuple[tuple[Commit, ...], dict[str, int]]:
-    commits, skipped = read_commits(path, revs, paths)
+    if is_release_repo(path):  # PyPI release history: Python sources, no version bumps
+        commits, skipped = release_commits(path, revs, paths)
+    else:
+        commits, skipped = read_commits(path, revs, paths)
     return tuple(commits), dict(skipped)
 
 

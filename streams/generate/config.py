@@ -60,6 +60,10 @@ class GenerateConfig:
     # `paths` (globs) selecting them. `splice` (or a `source_dir`): the old stdlib mode that
     # types lines spliced in from other files -- for load tests only, it teaches nothing.
     git: str | None = None
+    # Several repositories at once (`--from-git` repeated, `--from-pypi`): their commits make
+    # one corpus, each session from one repository, named by its own `repo_url` (the
+    # train/eval split unit); `git`, when set too, comes first.
+    gits: tuple[str, ...] = ()
     revs: str | None = None
     paths: tuple[str, ...] = ()
     splice: bool = False

@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import functools
 import random
 import re
 from collections.abc import Sequence
@@ -148,10 +149,49 @@ def _ws_only(old: list[str], new: list[str]) -> bool:
 
 def hunks_of(before: str, after: str) -> list[tuple[int, int, int, int]]:
     """Line hunks (a0, a1, b0, b1) turning `before` into `after`, whitespace-only ones out."""
+    return list(_hunks(before, after))
+
+
+@functools.lru_cache(maxsize=1024)
+def _hunks(before: str, after: str) -> tuple[tuple[int, int, int, int], ...]:
+    # Memoized: the reader, the planner and the session ask for the same file pair's hunks
+    # many times, and a diff of two large release files takes tens of milliseconds. The
+    # cache holds its texts: bounded, and the texts are mostly the commits' own anyway.
     a, b = _lines(before), _lines(after)
     sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    return [(a0, a1, b0, b1) for tag, a0, a1, b0, b1 in sm.get_opcodes()
-            if tag != "equal" and not _ws_only(a[a0:a1], b[b0:b1])]
+    return tuple((a0, a1, b0, b1) for tag, a0, a1, b0, b1 in sm.get_opcodes()
+                 if tag != "equal" and not _ws_only(a[a0:a1], b[b0:b1]))
+
+
+# a dotted version (`1.2`, `23.1.0rc1`, `2.0.post1`): what a release bumps in every file
+_VERSION = re.compile(r"\d+(?:\.\d+)+(?:[-_.]?(?:a|b|rc|c|post|dev)\d*)*")
+# `(1, 2, 3)` on a line that names a version (`__version_tuple__ = (1, 2, 3)`)
+_VERSION_TUPLE = re.compile(r"\(\s*\d+(?:\s*,\s*(?:\d+|['\"][\w.]*['\"]))+\s*,?\s*\)")
+
+
+def is_version_bump(before: str, after: str) -> bool:
+    """Whether every hunk of the change only moves version strings (`__version__ = "1.2"`
+    to `"1.3"`): in release-to-release history such a file changes in every release and
+    teaches nothing. A hunk that adds or removes a line, or changes anything but the
+    dotted numbers on its lines, is a real change."""
+    hunks = hunks_of(before, after)
+    if not hunks:
+        return False
+    a, b = _lines(before), _lines(after)
+    for a0, a1, b0, b1 in hunks:
+        if a1 - a0 != b1 - b0:
+            return False
+        for old, new in zip(a[a0:a1], b[b0:b1], strict=True):
+            if not _VERSION.search(old) and not _VERSION_TUPLE.search(old):
+                return False
+            if _unversioned(old) != _unversioned(new):
+                return False
+    return True
+
+
+def _unversioned(line: str) -> str:
+    line = _VERSION.sub("V", line)
+    return _VERSION_TUPLE.sub("V", line) if "version" in line.lower() else line
 
 
 # -------------------------------------------------------------------------------- the ops
