@@ -24,6 +24,7 @@ from typing import Any, cast
 
 import orjson
 
+import schemas
 from agents import metrics
 from agents.runtime import Runtime
 from agents.stages import Stage, StageRunner
@@ -59,10 +60,23 @@ async def ask(rt: Runtime, example: SettledExample, cand: Candidate) -> EvalReco
             await asyncio.sleep(delay_ms(attempt, s) / 1000)
 
 
+def is_example(value: Any) -> bool:
+    """Whether `value` has the fields of a settled example. One that does not is the
+    training stages' to dead-letter (their group reads the same record and keeps it in
+    `pipeline-dlq`); here it is only counted, not kept a second time."""
+    return isinstance(value, dict) and all(key in value for key in REQUIRED)
+
+
+REQUIRED = tuple(schemas.load("settled-examples")["required"])
+
+
 async def evaluate_one(rt: Runtime, example: SettledExample,
                        candidates: list[Candidate]) -> None:
     """Every candidate's record on `example`, if it is one the stage evaluates."""
     s = rt.settings
+    if not is_example(example):
+        metrics.EVAL_RECORDS.labels("-", "invalid_example").inc()
+        return
     if settle_rejection(example, s) is not None or not selected(example, s):
         return  # (a rejected one is a backlog record of an older version: not scored)
     asked = await asyncio.gather(*(ask(rt, example, c) for c in candidates))

@@ -367,7 +367,9 @@ def student_samples(
     found = truth.find(parts.path, parts.region, parts.cursor_in_region)
     base = found.base_region if found is not None else parts.region
     if config.student_mode != "sample":
-        return [completion_for(_planted(config, found, base, parts.history_diffs), fmt, base)] * n
+        mine = [h["diff"] for h in parts.history
+                if h.get("path") == parts.path and not h.get("predicted")]
+        return [completion_for(_planted(config, found, base, mine), fmt, base)] * n
     out = []
     for i in range(n):
         key = "greedy" if temperature <= 0 else (f"noseed-{i}" if seed is None else seed + i)
@@ -379,7 +381,8 @@ def student_samples(
 
 def _planted(config: AnswerConfig, found: Truth | None, base: str, diffs: list[str]) -> str:
     """The answer of a planted student: the oracle's (what the user wrote) or the
-    reverter's (the region with the user's last edit undone; unchanged when it cannot)."""
+    reverter's (the region with the user's last own edit of this file, ``diffs[-1]``,
+    undone; unchanged when it cannot)."""
     if config.student_mode == "oracle":
         return found.settled_region if found is not None else base
     reverted = revert_edit(base, diffs[-1]) if diffs else None
