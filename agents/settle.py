@@ -409,6 +409,7 @@ class SettleRunner(mode.Service):
             tally.counts.update(chunk_tally.counts)
             tally.delays_s.extend(chunk_tally.delays_s)
             tally.left_at_ms.extend(chunk_tally.left_at_ms)
+            tally.scorecards.extend(chunk_tally.scorecards)
             merged.events.extend(out.events)
             merged.dropped.update(out.dropped)
             merged.skipped += out.skipped

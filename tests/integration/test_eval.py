@@ -22,9 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 import schemas
 from editstream import replay
@@ -41,7 +43,7 @@ from streams.sample import max_tokens_for
 from streams.scoring import kept_rate, score_prediction
 from streams.settings import Settings
 from streams.settle import settle_events
-from tests.integration.conftest import Simulator, Worker, run_settings
+from tests.integration.conftest import Simulator, Worker, free_port, run_settings
 
 pytest_plugins = ("tests.integration.kafka_fixtures",)
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(400)]
@@ -120,7 +122,7 @@ async def test_eval_stage_and_live_scorecard(
         tansu.bootstrap, simulator.url, samples=4, eval_all=True, eval_latency=False,
         candidates=tuple(f"{n}={candidates[n].url}" for n in CANDIDATES),
         candidate_models=("oracle=ckpt-oracle",), model_max_retries=1, retry_attempts=1,
-        retry_delay_ms=100, candidate_timeout_s=10.0)
+        retry_delay_ms=100, candidate_timeout_s=10.0, metrics_port=free_port())
     events = generate_events(GenerateConfig(seed=5, sessions=6, predictions_per_session=3))
     lines = [orjson.dumps(e) for e in events]
     expected = expected_predictions(lines, s)
@@ -204,6 +206,23 @@ async def test_eval_stage_and_live_scorecard(
     blob = b"\n".join(raw)
     assert not any(rid.encode() in blob for rid in discarded)
     assert not any(sid.encode() in blob for sid in private)
+
+    # the dashboard's series: the scorecard by served model version, eval records by candidate
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(
+        f"http://127.0.0.1:{s.metrics_port}/metrics", timeout=10).text)}
+    predictions = Counter()
+    for sample in families["editstream_scorecard_predictions"].samples:
+        if sample.name.endswith("_total"):
+            predictions[sample.labels["model_version"]] += int(sample.value)
+    assert predictions == Counter(c["served_model_version"] or "unknown" for c in cards)
+    distance = {x.labels["model_version"]: x.value
+                for x in families["editstream_scorecard_distance_ratio"].samples
+                if x.name.endswith("_count")}
+    assert sum(distance.values()) == sum(c["metrics"] is not None for c in cards)
+    evaluated = {(x.labels["candidate"], x.labels["result"]): x.value
+                 for x in families["editstream_eval_records"].samples
+                 if x.name.endswith("_total")}
+    assert evaluated[("broken", "http_error")] == len(settled)
     workers[0].stop()
 
 
