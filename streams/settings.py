@@ -199,6 +199,7 @@ class Settings:
         "help": "run the eval stage (group <app_id>-eval): noop, served and every candidate "
                 "on the eval split of settled-examples, to eval-results"})
     eval_only: bool = field(default=False, metadata={
+        "cli": False,  # no --eval-only on every command: `replay --eval-only` sets it
         "help": "the worker runs the eval stage only (no settle, no training stages): "
                 "`editstream replay --eval-only` scores a checkpoint on past traffic"})
     eval_all: bool = field(default=False, metadata={
@@ -343,7 +344,7 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
     """One `--flag` per settings field (all optional: unset flags fall back to the env)."""
     group = parser.add_argument_group("settings (also EDITSTREAM_<NAME> env vars)")
     for f in fields(Settings):
-        if only is not None and f.name not in only:
+        if (only is not None and f.name not in only) or f.metadata.get("cli") is False:
             continue
         flag = "--" + f.name.replace("_", "-")
         if is_secret(f.name):  # never the secret itself on a command line: its file
