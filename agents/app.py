@@ -1,8 +1,9 @@
 """The Faust app: wiring only. Topics and one module per stage. Settle is a plain aiokafka
 runner the app starts as a service (agents/settle.py, group `<app_id>-settle`); sample,
 score, distill, repair and the retry of model outages run in another (agents/stages.py,
-group `<app_id>-stages`). Faust consumes no topic any more: it runs the worker (services,
-timers for lag and loop lag, signals) and the metrics.
+group `<app_id>-stages`), and the eval stage in a third (agents/evaluate.py, group
+`<app_id>-eval`: candidates scored on settled examples). Faust consumes no topic any more:
+it runs the worker (services, timers for lag and loop lag, signals) and the metrics.
 
       [settle runner]          [stage runner: sample, score, distill, repair]
     edit-events ─settle─▶ settled-examples ─sample─▶ student-samples ─score─▶ scored-examples
@@ -11,6 +12,7 @@ timers for lag and loop lag, signals) and the metrics.
                                                     rejected-examples ◀────────┤
                                                     repair ◀──────────────────▶ repair
     sample, distill, repair ─(model outage)─▶ model-retry ─retry (stage runner)─▶ their stage
+    settle ─▶ scorecard (served model, live)   settled-examples ─eval (own group)─▶ eval-results
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import timedelta
 
 import faust
 
-from agents import faust_fixes, lag, looplag, settle, stages
+from agents import evaluate, faust_fixes, lag, looplag, settle, stages
 from agents.kafka_security import faust_credentials
 from agents.runtime import Runtime
 from schemas.topics import TOPICS
@@ -73,8 +75,11 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         rt.topics[name] = app.topic(
             settings.topic(name), key_type=bytes, value_type=bytes, key_serializer="raw",
             value_serializer="raw", partitions=settings.partitions)
-    settle.register(app, rt)
-    stages.register(app, rt)
+    if not settings.eval_only:
+        settle.register(app, rt)
+        stages.register(app, rt)
+    if settings.eval_stage or settings.eval_only:
+        evaluate.register(app, rt)
     lag.register(app, rt)
     rt.loop_lag = looplag.register(app, rt)
 
@@ -83,8 +88,9 @@ def create_app(settings: Settings) -> tuple[faust.App, Runtime]:
         # after faust has waited for the events in flight; aiohttp's pools warn if left open.
         # The stage runner first: its records in flight must not meet closed clients (a
         # record failing on one would be dead-lettered); it cancels them instead.
-        if rt.stages is not None:
-            await rt.stages.stop()
+        for runner in (rt.stages, rt.evaluator):
+            if runner is not None:
+                await runner.stop()
         await rt.aclose()
 
     return app, rt

@@ -44,7 +44,14 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.metadata import MetadataRequest
 
-from schemas.topics import TOPICS, app_group, settle_changelog, settle_group, stages_group
+from schemas.topics import (
+    TOPICS,
+    app_group,
+    eval_group,
+    settle_changelog,
+    settle_group,
+    stages_group,
+)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +62,8 @@ Cluster = Settings | str
 
 # What `--principal-reader` (export, scorecard) reads: the sink topics, no group (the export
 # assigns partitions and keeps its own position in its output directory).
-READER_TOPICS = ("training-records", "rejected-examples", "scored-examples")
+READER_TOPICS = ("training-records", "rejected-examples", "scored-examples", "eval-results",
+                 "scorecard")
 
 
 class KafkaAccessError(Exception):
@@ -354,8 +362,9 @@ def _closed_after_tls(s: Settings, where: str) -> str:
 def worker_resources(s: Settings) -> tuple[list[str], list[str], list[str]]:
     """The topics, consumer groups and (a sample of the) transactional ids the worker uses."""
     topics = [s.topic(t) for t in TOPICS] + [settle_changelog(s)]
-    groups = [app_group(s), settle_group(s), stages_group(s)]
-    tids = ([f"{settle_group(s)}-0", f"{stages_group(s)}-0", f"{s.app_id}-0-0"]
+    groups = [app_group(s), settle_group(s), stages_group(s), eval_group(s)]
+    tids = ([f"{settle_group(s)}-0", f"{stages_group(s)}-0", f"{eval_group(s)}-0",
+             f"{s.app_id}-0-0"]
             if s.processing_guarantee == "exactly_once" else [])
     return topics, groups, tids
 
@@ -372,10 +381,10 @@ def acl_commands(s: Settings, *, gateway: str, worker: str, reader: str = "",
     * gateway: Write (and Describe) `edit-events`;
     * worker: Read/Write/Describe/Create its topics (it creates missing ones), its settle
       state changelog and Faust's internal topics (`<app_id>-` prefixed); Read its three
-      consumer groups (`<app_id>`, `-settle`, `-stages`); Write/Describe the transactional
-      ids (`<app_id>-` prefixed: settle's `<app_id>-settle-P`, the stage runner's
-      `<app_id>-stages-P`, Faust's `<app_id>-G-P`). Also what replay and reset-offsets
-      need: they run as the worker;
+      consumer groups (`<app_id>`, `-settle`, `-stages`, `-eval`); Write/Describe the
+      transactional ids (`<app_id>-` prefixed: settle's `<app_id>-settle-P`, the stage
+      runner's `<app_id>-stages-P`, the eval stage's `<app_id>-eval-P`, Faust's
+      `<app_id>-G-P`). Also what replay and reset-offsets need: they run as the worker;
     * reader (optional): Read/Describe the sink topics (export, scorecard: no group), and
       the group `<app_id>-reader` for a subscribing consumer outside the project.
 

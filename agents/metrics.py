@@ -26,8 +26,8 @@ from streams.models import RequestEvent
 from streams.settle import SETTLE_REASONS
 from streams.syntax import SYNTAX_RESULTS
 
-MODEL_KINDS = ("student", "teacher", "judge")
-STAGES = ("settle", "sample", "score", "distill", "repair", "retry")
+MODEL_KINDS = ("student", "teacher", "judge", "candidate")
+STAGES = ("settle", "sample", "score", "distill", "repair", "retry", "eval")
 BAND_NAMES = ("trivial", "ideal", "noise")
 RECORD_KINDS = ("sft", "preference")
 SPLITS = ("train", "eval")
@@ -69,6 +69,12 @@ EXAMPLES_IN_FLIGHT: Gauge
 EXAMPLES_IN_FLIGHT_PEAK: Gauge
 EXAMPLES_IN_FLIGHT_LIMIT: Gauge
 EVENT_LOOP_LAG: Histogram
+EVAL_RECORDS: Counter
+SCORECARD_PREDICTIONS: Counter
+SCORECARD_UNDONE: Counter
+SCORECARD_DISTANCE: Histogram
+SCORECARD_KEPT_RATE: Histogram
+SCORECARD_REVERSAL: Histogram
 
 _NAMES = frozenset(__annotations__)  # the metrics' names, as annotated above
 _lock = threading.Lock()
@@ -214,6 +220,35 @@ def _build() -> dict[str, Any]:
         "How late the worker's event loop woke a probe sleeping loop_lag_interval_s: the time "
         "some callback held the loop (agents/looplag.py)",
         buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+
+    # --- scorecard (issue 24): served models live, candidates in the eval stage ----------------
+    EVAL_RECORDS = Counter("editstream_eval_records_total",
+                           "eval-results records by candidate (noop, served and the configured "
+                           "ones) and result (ok or the failure reason)",
+                           ["candidate", "result"])
+    # model_version: the busiest `scorecard_versions` served versions, the rest `other`
+    # (`VersionLabels`); unknown: a prediction without model_version
+    SCORECARD_PREDICTIONS = Counter(
+        "editstream_scorecard_predictions_total",
+        "Settled predictions with a served output, by served model version and outcome "
+        "(accepted, rejected, ignored, discarded, unknown)", ["model_version", "outcome"])
+    SCORECARD_UNDONE = Counter(
+        "editstream_scorecard_undone_total",
+        "Accepted served predictions the user reverted inside the settle window",
+        ["model_version"])
+    ratio_buckets = tuple(i / 20 for i in range(1, 21))
+    SCORECARD_DISTANCE = Histogram(
+        "editstream_scorecard_distance_ratio",
+        "Normalized Levenshtein distance of the served region to the settled region",
+        ["model_version"], buckets=ratio_buckets)
+    SCORECARD_KEPT_RATE = Histogram(
+        "editstream_scorecard_kept_rate_ratio",
+        "Kept rate of the served region's edit in the settled region", ["model_version"],
+        buckets=ratio_buckets)
+    SCORECARD_REVERSAL = Histogram(
+        "editstream_scorecard_reversal_ratio",
+        "Reversal ratio of the served region (how much of the user's recent edits it undoes)",
+        ["model_version"], buckets=(0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0))
     built = {name: value for name, value in locals().items()
              if isinstance(value, Counter | Gauge | Histogram)}
     if set(built) != _NAMES:  # a metric defined here but not annotated above, or the reverse
@@ -230,8 +265,10 @@ def _initialise(m: dict[str, Any]) -> None:
         m["MODEL_SHORT_RESPONSES"].labels(kind)
         for direction in ("prompt", "completion"):
             m["MODEL_TOKENS"].labels(kind, direction)
-    for stage in ("sample", "distill", "repair"):
+    for stage in ("sample", "distill", "repair", "eval"):
         m["MODEL_REQUEUED"].labels(stage)
+    for candidate in ("noop", "served"):
+        m["EVAL_RECORDS"].labels(candidate, "ok")
     for stage in STAGES:
         m["STAGE_SECONDS"].labels(stage)
     for reason in SETTLE_REASONS:
@@ -271,3 +308,35 @@ def reason_label(reason: str) -> str:
     """Keep the label set bounded: reasons are snake_case words; anything else is folded."""
     head = reason.split(":", 1)[0]
     return head if head.replace("_", "").isalnum() and len(head) <= 40 else "other"
+
+
+class VersionLabels:
+    """Bounded `model_version` label values: the `top` busiest versions seen so far keep
+    their name, the others are `other` (a version that overtakes the quietest named one
+    takes its place from then on). A prediction without a version is `unknown`."""
+
+    MAX_TRACKED = 10_000  # versions counted; past it, new ones are `other` at once
+
+    def __init__(self, top: int) -> None:
+        self.top = top
+        self.counts: dict[str, int] = {}
+        self.named: set[str] = set()
+
+    def label(self, version: str | None) -> str:
+        if version is None:
+            return "unknown"
+        if version not in self.counts and len(self.counts) >= self.MAX_TRACKED:
+            return "other"
+        n = self.counts[version] = self.counts.get(version, 0) + 1
+        if version in self.named:
+            return version
+        if len(self.named) < self.top:
+            self.named.add(version)
+            return version
+        if self.named:
+            quietest = min(self.named, key=lambda v: (self.counts[v], v))
+            if n > self.counts[quietest]:
+                self.named.discard(quietest)
+                self.named.add(version)
+                return version
+        return "other"

@@ -23,7 +23,7 @@ from streams.emit import dlq_record, rejected_record
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, ModelError
 from streams.retry import retry_record
-from streams.settings import Settings
+from streams.settings import Candidate, Settings
 
 
 def dumps(record: Mapping[str, object]) -> bytes:
@@ -77,6 +77,8 @@ class Runtime:
     _limiters: dict[str, AdaptiveLimit] = field(default_factory=dict)
     settle: Any = None  # the settle runner (agents.settle.SettleRunner) once registered
     stages: Any = None  # the stage runner (agents.stages.StageRunner) once registered
+    evaluator: Any = None  # the eval stage's runner (agents.evaluate.register), if on
+    _candidates: dict[str, StudentClient] = field(default_factory=dict)
     loop_lag: Any = None  # the event-loop lag probe (agents.looplag.LoopLagProbe), if on
     _examples: InFlight | None = None
 
@@ -154,8 +156,23 @@ class Runtime:
                 limiter=self.limiter("judge"))
         return self._judge
 
+    def candidate(self, cand: Candidate) -> StudentClient:
+        """The client of an eval candidate: the student's client (adaptive concurrency,
+        retries, stop sequences, finish_reason) on the candidate's endpoint, its own limit."""
+        client = self._candidates.get(cand.name)
+        if client is None:
+            s = self.settings
+            client = self._candidates[cand.name] = StudentClient(
+                Endpoint(cand.url, cand.model, timeout_s=cand.timeout_s,
+                         max_retries=s.model_max_retries),
+                kind="candidate", max_in_flight=cand.max_in_flight,
+                observer=metrics.observe_request, http_transport=s.http_transport,
+                limiter=AdaptiveLimit(cand.max_in_flight, adaptive=s.adaptive_concurrency,
+                                      latency_budget_s=cand.timeout_s))
+        return client
+
     async def aclose(self) -> None:
-        for client in (self._student, self._teacher, self._judge):
+        for client in (self._student, self._teacher, self._judge, *self._candidates.values()):
             if client is not None:
                 await client.aclose()
 

@@ -23,6 +23,12 @@ partition = source partition, for every topic (see `Runtime.send`).
 Per fetched batch of a partition, under one lock that the rebalance callbacks also take (a
 revoke never lands in the middle of a batch):
 
+The live scorecard: each settled example with a served output also gets its `scorecard`
+record (`streams.evaluate.scorecard_record`: the served region scored against the settled
+one, with the outcome), keyed by request id, in the same write as the example (one
+transaction under exactly_once); its metrics by served model version are counted once the
+batch is written.
+
 * exactly_once (Apache Kafka): each assigned partition has a transactional producer,
   `transactional_id=<app_id>-settle-<partition>`. Starting it on assignment fences a crashed
   or stale predecessor and aborts its open transaction, and only then is the state restored
@@ -72,9 +78,10 @@ from agents.kafka import Rebalance, send_all, start_producer
 from agents.kafka_security import describe_failure, exit_refused, kafka_client_config
 from agents.lag import runner_lag
 from agents.runtime import Runtime, dead_letter_record, dumps, observe_lag
-from schemas.records import SettledExample
+from schemas.records import EvalRecord, SettledExample
 from schemas.topics import settle_changelog, settle_group
 from streams.emit import rejected_record
+from streams.evaluate import scorecard_record
 from streams.ingest import Discarded, Rejected, Verdict, decode_event, screen_settled
 from streams.route import settle_rejection
 from streams.settle import (
@@ -120,6 +127,7 @@ class _Tally:
     counts: Counter[tuple[Any, tuple[str, ...]]] = field(default_factory=Counter)
     delays_s: list[float] = field(default_factory=list)
     left_at_ms: list[int] = field(default_factory=list)  # settled_at_ms of rejected examples
+    scorecards: list[EvalRecord] = field(default_factory=list)  # the batch's scorecard records
 
 
 class SettleRunner(mode.Service):
@@ -137,6 +145,8 @@ class SettleRunner(mode.Service):
         self.settled_topic = s.topic("settled-examples")
         self.dlq_topic = s.topic("edit-events-dlq")
         self.rejected_topic = s.topic("rejected-examples")
+        self.scorecard_topic = s.topic("scorecard")
+        self.versions = metrics.VersionLabels(s.scorecard_versions)
         self.parts: dict[int, PartitionState] = {}
         self.committed: dict[TopicPartition, int] = {}  # the group's offsets, as we know them
         self.lock = asyncio.Lock()
@@ -403,6 +413,7 @@ class SettleRunner(mode.Service):
             tally.counts.update(chunk_tally.counts)
             tally.delays_s.extend(chunk_tally.delays_s)
             tally.left_at_ms.extend(chunk_tally.left_at_ms)
+            tally.scorecards.extend(chunk_tally.scorecards)
             merged.events.extend(out.events)
             merged.dropped.update(out.dropped)
             merged.skipped += out.skipped
@@ -488,6 +499,11 @@ class SettleRunner(mode.Service):
                         rid, "settle", rejection, s, example=record))))
                     continue
                 sends.append((self.settled_topic, rid.encode(), dumps(record)))
+                # the live scorecard of the served model, in the same write (transaction)
+                card = scorecard_record(cast(SettledExample, record), s)
+                if card is not None:
+                    sends.append((self.scorecard_topic, rid.encode(), dumps(card)))
+                    tally.scorecards.append(card)
         return sends, tally
 
     def _count(self, tally: _Tally, outcome: BatchOutcome, n: int, seconds: float) -> None:
@@ -499,11 +515,25 @@ class SettleRunner(mode.Service):
             observe_lag({"settled_at_ms": settled_at_ms})
         if outcome.skipped:
             metrics.SETTLE_REPLAYED.inc(outcome.skipped)
+        for card in tally.scorecards:
+            self._observe_scorecard(card)
         metrics.OPEN_PREDICTIONS.set(self.open_total())
         stage = metrics.STAGE_SECONDS.labels("settle")
         per_event = seconds / n
         for _ in range(n):  # the histogram is per event, as it was for the Faust agent
             stage.observe(per_event)
+
+    def _observe_scorecard(self, card: EvalRecord) -> None:
+        """The served model's figures by (bounded) version, for the dashboard."""
+        version = self.versions.label(card["served_model_version"])
+        metrics.SCORECARD_PREDICTIONS.labels(version, card.get("outcome") or "unknown").inc()
+        if card.get("undone"):
+            metrics.SCORECARD_UNDONE.labels(version).inc()
+        scores = card["metrics"]
+        if scores is not None:
+            metrics.SCORECARD_DISTANCE.labels(version).observe(scores["distance"])
+            metrics.SCORECARD_KEPT_RATE.labels(version).observe(scores["kept_rate"])
+            metrics.SCORECARD_REVERSAL.labels(version).observe(scores["reversal_ratio"])
 
     async def _transaction(self, part: PartitionState, sends: list[tuple[str, bytes, bytes]],
                            state: list[tuple[bytes, bytes | None]], last: int) -> None:

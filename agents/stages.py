@@ -128,6 +128,33 @@ def _raw(value: bytes) -> bytes:
     return value
 
 
+def training_stages(rt: Runtime, pool: CpuPool) -> list[Stage]:
+    """Sample, score, distill, repair and retry: the stages on `STAGE_SOURCES`."""
+    s = rt.settings
+    specs: list[tuple[str, str, Callable[[Any], Awaitable[None]], Callable[[bytes], Any],
+                      int]] = [
+        ("sample", "settled-examples",
+         lambda ex: sample_one(rt, cast(SettledExample, ex)), orjson.loads,
+         s.sample_concurrency),
+        # two per pool process keep it busy while a result travels back (one on the loop)
+        ("score", "student-samples", lambda value: score_one(rt, pool, value), _raw,
+         max(1, 2 * s.cpu_processes)),
+        ("distill", "scored-examples",
+         lambda sc: distill_one(rt, cast(ScoredExample, sc)), orjson.loads,
+         s.distill_concurrency),
+        ("repair", "repair", lambda req: repair_one(rt, cast(RepairRequest, req)),
+         orjson.loads, s.distill_concurrency),
+        ("retry", "model-retry", lambda rec: retry_one(rt, cast(ModelRetry, rec)),
+         orjson.loads, RETRY_WAITING),
+    ]
+    assert tuple(src for _, src, _, _, _ in specs) == STAGE_SOURCES
+    stages = [Stage(name, s.topic(src), handle, decode, conc)
+              for name, src, handle, decode, conc in specs]
+    retry = stages[-1]
+    retry.bounded, retry.queue = False, RETRY_WAITING
+    return stages
+
+
 @dataclass
 class Partition:
     """What the runner holds for one partition number p (the five topics' partitions p)."""
@@ -142,38 +169,26 @@ class Partition:
 
 
 class StageRunner(mode.Service):
-    """The stages after settle (see the module docstring)."""
+    """Stages on one consumer group (see the module docstring): by default the training
+    stages after settle (`training_stages`, group `<app_id>-stages`); the eval stage runs
+    on another instance with its own group (agents/evaluate.py)."""
 
-    def __init__(self, rt: Runtime, **kwargs: Any) -> None:
+    def __init__(self, rt: Runtime, stages: list[Stage] | None = None,
+                 group_id: str | None = None, name: str = "stages", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         s = rt.settings
         self.rt = rt
         self.settings = s
+        self.name = name
         self.exactly_once = s.processing_guarantee == "exactly_once"
-        self.group_id = stages_group(s)
-        self.pool = CpuPool(s.cpu_processes)
-        pool = self.pool
-        specs: list[tuple[str, str, Callable[[Any], Awaitable[None]], Callable[[bytes], Any],
-                          int]] = [
-            ("sample", "settled-examples",
-             lambda ex: sample_one(rt, cast(SettledExample, ex)), orjson.loads,
-             s.sample_concurrency),
-            # two per pool process keep it busy while a result travels back (one on the loop)
-            ("score", "student-samples", lambda value: score_one(rt, pool, value), _raw,
-             max(1, 2 * s.cpu_processes)),
-            ("distill", "scored-examples",
-             lambda sc: distill_one(rt, cast(ScoredExample, sc)), orjson.loads,
-             s.distill_concurrency),
-            ("repair", "repair", lambda req: repair_one(rt, cast(RepairRequest, req)),
-             orjson.loads, s.distill_concurrency),
-            ("retry", "model-retry", lambda rec: retry_one(rt, cast(ModelRetry, rec)),
-             orjson.loads, RETRY_WAITING),
-        ]
-        assert tuple(src for _, src, _, _, _ in specs) == STAGE_SOURCES
-        self.stages = {s.topic(src): Stage(name, s.topic(src), handle, decode, conc)
-                       for name, src, handle, decode, conc in specs}
-        retry = self.stages[s.topic("model-retry")]
-        retry.bounded, retry.queue = False, RETRY_WAITING
+        self.group_id = group_id or stages_group(s)
+        self.pool: CpuPool | None = None
+        if stages is None:
+            self.pool = CpuPool(s.cpu_processes)
+            stages = training_stages(rt, self.pool)
+        # only the training stages ran in Faust's group before (the upgrade path)
+        self.legacy_group = group_id is None
+        self.stages = {stage.source: stage for stage in stages}
         self.parts: dict[int, Partition] = {}
         self.committed: dict[TopicPartition, int] = {}  # the group's offsets, as we know them
         self.lock = asyncio.Lock()  # rebalances and stop, one at a time
@@ -188,7 +203,7 @@ class StageRunner(mode.Service):
             self.producer = await start_producer(s, linger_ms=0)
         self.consumer = AIOKafkaConsumer(
             **kafka_client_config(s), group_id=self.group_id,
-            client_id=f"{s.app_id}-stages", enable_auto_commit=False,
+            client_id=f"{s.app_id}-{self.name}", enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed" if self.exactly_once else "read_uncommitted",
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -208,7 +223,8 @@ class StageRunner(mode.Service):
             await self.consumer.stop()
         if self.producer is not None:
             await self.producer.stop()
-        self.pool.close()
+        if self.pool is not None:
+            self.pool.close()
 
     # ---- rebalances -------------------------------------------------------------------------
 
@@ -240,7 +256,7 @@ class StageRunner(mode.Service):
         these stages before this runner) left it, not at the earliest offset: an upgrade
         must not send every example the Faust agents handled through the models again."""
         consumer = self.consumer
-        if not tps or consumer is None:
+        if not tps or consumer is None or not self.legacy_group:
             return
         fresh = [tp for tp in tps if await consumer.committed(tp) is None]
         if not fresh:
@@ -282,13 +298,13 @@ class StageRunner(mode.Service):
                     if self.should_stop:
                         raise
                     if (refused := describe_failure(exc, self.settings)) is not None:
-                        exit_refused("stages", refused)  # an ACL taken away: retrying cannot help
-                    log.warning("stages: producer of partition %d not started (%r); retrying",
-                                number, exc)
+                        exit_refused(self.name, refused)  # an ACL taken away: retrying cannot help
+                    log.warning("%s: producer of partition %d not started (%r); retrying",
+                                self.name, number, exc)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
         part = Partition(number, producer)
-        part.flusher = asyncio.create_task(self._flusher(part), name=f"stages-flush-{number}")
+        part.flusher = asyncio.create_task(self._flusher(part), name=f"{self.name}-flush-{number}")
         self.parts[number] = part
         return part
 
@@ -302,7 +318,8 @@ class StageRunner(mode.Service):
             try:
                 await self._flush(part)
             except Exception as exc:  # fenced or broker gone: the next owner redoes it
-                log.warning("stages: last flush of partition %d failed (%r)", part.number, exc)
+                log.warning("%s: last flush of partition %d failed (%r)", self.name,
+                            part.number, exc)
         for task in part.tasks:
             task.cancel()
         await asyncio.gather(*part.tasks, return_exceptions=True)
@@ -389,7 +406,7 @@ class StageRunner(mode.Service):
                 try:
                     await self._flush(part)
                 except Exception as exc:
-                    exit_on_client_failure("stages", exc)
+                    exit_on_client_failure(self.name, exc)
 
     async def _flush(self, part: Partition) -> None:
         """Write the done prefix of every source partition of `part`, with its offsets."""
@@ -420,8 +437,8 @@ class StageRunner(mode.Service):
                 try:
                     await self.consumer.commit(offsets)
                 except Exception as exc:  # a rebalance in between: the next owner redoes it
-                    log.warning("stages: offset commit of partition %d failed (%r)",
-                                part.number, exc)
+                    log.warning("%s: offset commit of partition %d failed (%r)",
+                                self.name, part.number, exc)
                     return
         finally:
             for stage, n in taken:

@@ -51,6 +51,9 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
     from editstream import demo
 
     settings = settings_mod.from_args(ns)
+    if "eval_all" not in settings_mod.explicit(ns):
+        # the demo's eval split would be one or two repositories: evaluate every example
+        settings = settings.replace(eval_all=True)
     timeout, limit = ns.timeout, ns.max_predictions
     if ns.models == "local":
         settings = demo.local_settings(settings, settings_mod.explicit(ns))

@@ -11,13 +11,25 @@ in the range is accounted for (training record, rejection or dead letter), and s
     settled-examples  → the replay's settled-examples: re-samples and re-scores only (its
                         settle agent has nothing to do)
 
+    settled-examples with --eval-only
+                      → the eval stage alone (its own group, `<app_id>-replay-<id>-eval`):
+                        every configured candidate (`--candidate NAME=URL`, e.g. tonight's
+                        checkpoint) scored on last week's traffic, with `noop` and `served`,
+                        into the replay's eval-results; nothing is sampled or distilled. An
+                        example is accounted for by its `noop` record (an example's records
+                        are written together); examples outside the evaluated set
+                        (`streams.evaluate.selected`) are not expected.
+
 Determinism: settling decides on event time only, and the live worker writes its wall-clock
 idle ticks into `edit-events` as `control` events, so a copied range carries the very ticks
 the live run acted on. The replay's own worker therefore gets idle ticks switched off (a
 replay runs at full speed, and a tick from *its* wall clock would be a decision the live run
 never made); the end of the copied input is marked by a control `flush` per partition, as
 `produce --flush` does. With the same configuration and a seeded model, the replay writes the
-same settled examples and training records as the live run, byte for byte. A different
+same settled examples and training records as the live run, byte for byte; the eval
+stage's records too (candidates are asked greedily with a seed from the request id), but
+for `latency_ms`, which is measured: `--no-eval-latency` (`eval_latency=false`) leaves it
+null, and a second replay is then byte-identical to the first. A different
 `--pipeline-version` changes the record ids (they hash it), so both datasets can coexist.
 """
 
@@ -35,7 +47,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 from aiokafka import TopicPartition
@@ -55,14 +67,16 @@ from editstream.topics.offsets import (
     resolve,
     retrying,
 )
+from schemas.records import SettledExample
 from schemas.topics import STAGE_SOURCES, app_group, settle_group, stages_group
 from streams import settings as settings_mod
+from streams.evaluate import selected
 from streams.settings import Settings
 
 # Topics whose records account for an example, plus settled-examples for the summary (with
 # the settle stage's rejections, which carry their example).
 WATCHED = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq",
-           "settled-examples")
+           "settled-examples", "eval-results")
 # Topics the pipeline's consumer groups read: zero lag on all of them means it is idle.
 CONSUMED = ("edit-events", "settled-examples", "student-samples", "scored-examples", "repair",
             "model-retry")
@@ -110,6 +124,24 @@ def namespace(settings: Settings, replay_id: str, partitions: int) -> Settings:
     return settings.replace(topic_prefix=f"{settings.topic_prefix}replay-{replay_id}-",
                             app_id=f"{settings.app_id}-replay-{replay_id}",
                             partitions=partitions, idle_tick_ms=REPLAY_IDLE_TICK_MS)
+
+
+def eval_only_ids(values: Iterable[bytes], settings: Settings) -> set[str]:
+    """Request ids an eval-only replay must account for: the copied settled examples the
+    eval stage evaluates (`streams.evaluate.selected`)."""
+    out = set()
+    for raw in values:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            rec = orjson.loads(raw)
+            if not isinstance(rec, dict) or not isinstance(rec.get("request_id"), str):
+                continue
+            try:
+                chosen = selected(cast(SettledExample, rec), settings)
+            except (KeyError, TypeError, AttributeError):  # not an example: nothing to score
+                continue
+            if chosen:
+                out.add(rec["request_id"])
+    return out
 
 
 def new_replay_id() -> str:
@@ -230,7 +262,11 @@ class Tail:
                     n += 1
         for name, recs in new.items():
             self.outputs[name].extend(recs)
-        self.accounted |= accounted(new)
+        if self.settings.eval_only:  # an example's records come together: noop among them
+            self.accounted |= {r["request_id"] for r in new["eval-results"]
+                               if r.get("candidate") == "noop"}
+        else:
+            self.accounted |= accounted(new)
         return n
 
     async def stop(self) -> None:
@@ -242,10 +278,15 @@ async def group_lag(admin: AIOKafkaAdminClient, settings: Settings, tail: Tail) 
     """Records the replay's consumer groups have not yet committed, over every topic they
     read (`edit-events` is the settle runner's group's, `STAGE_SOURCES`, `model-retry` among
     them, the stage runner's; Faust's group's offsets are older versions')."""
+    if settings.eval_only:
+        # an eval-only run is done when every expected example has its records (they are
+        # written together); the examples it does not evaluate leave nothing to wait for
+        return 0
     committed = dict(await retrying(
         lambda: admin.list_consumer_group_offsets(app_group(settings))))
-    for group, names in ((settle_group(settings), ("edit-events",)),
-                         (stages_group(settings), STAGE_SOURCES)):
+    groups = ((settle_group(settings), ("edit-events",)),
+              (stages_group(settings), STAGE_SOURCES))
+    for group, names in groups:
         topics = {settings.topic(name) for name in names}
         offsets = await retrying(functools.partial(admin.list_consumer_group_offsets, group))
         committed.update({tp: meta for tp, meta in offsets.items() if tp.topic in topics})
@@ -270,11 +311,14 @@ def _tail_text(path: Path, n: int = 30) -> str:
 async def replay(settings: Settings, topic: str, frm: When, to: When, *,
                  dry_run: bool = False, replay_id: str | None = None, workers: int = 1,
                  timeout_s: float = 1800.0, progress: bool = True,
-                 out: TextIO | None = None) -> ReplayResult:
-    """Copy `topic`[frm, to) into a fresh namespace and run it to completion (see module)."""
+                 out: TextIO | None = None, eval_only: bool = False) -> ReplayResult:
+    """Copy `topic`[frm, to) into a fresh namespace and run it to completion (see module);
+    `eval_only`: run the eval stage alone on a range of settled-examples."""
     out = out or sys.stdout
     t0 = time.monotonic()
     kind = source_kind(topic)
+    if eval_only and kind != "settled-examples":
+        raise ValueError("--eval-only replays settled-examples (the eval stage's input)")
     ranges = await plan(settings, topic, frm, to)
     result = ReplayResult(topic, kind, ranges)
     print(f"replay {topic} from {frm.describe()} to {to.describe()}", file=out)
@@ -285,6 +329,8 @@ async def replay(settings: Settings, topic: str, frm: When, to: When, *,
 
     rid = replay_id or new_replay_id()
     rs = namespace(settings, rid, len(ranges))
+    if eval_only:
+        rs = rs.replace(eval_only=True)
     result.settings = rs
     dest = rs.topic(kind)
     await ensure_topics(rs)
@@ -313,7 +359,8 @@ async def replay(settings: Settings, topic: str, frm: When, to: When, *,
                 await send_flush(producer, dest, range(len(ranges)))
             finally:
                 await producer.stop()
-        result.expected = expected_ids(kind, values, rs)
+        result.expected = (eval_only_ids(values, rs) if eval_only
+                           else expected_ids(kind, values, rs))
         await tail.start()
         await admin.start()
         await _drain(rs, result.expected, tail, admin, procs, log, timeout_s, progress)
@@ -387,6 +434,8 @@ def summary(result: ReplayResult) -> str:
                                  }.values())
     dlq = Counter(r["reason"] for n in ("edit-events-dlq", "pipeline-dlq")
                   for r in out.get(n, []))
+    evals = Counter(f"{r['candidate']}:{'ok' if r['failure'] is None else r['failure']['reason']}"
+                    for r in out.get("eval-results", []))
     return "\n".join([
         f"editstream replay finished in {result.seconds:.1f} s",
         f"  source:        {result.source_topic} ({result.kind}), "
@@ -400,6 +449,9 @@ def summary(result: ReplayResult) -> str:
         f"  records:       {_fmt(kinds)}",
         f"  rejected:      {_fmt(rejected)}",
         f"  dead letters:  {_fmt(dlq)}",
+        f"  eval results:  {_fmt(evals)}",
+        *([f"  scorecard:     editstream scorecard --topic-prefix {rs.topic_prefix}"]
+          if evals else []),
         f"  export with:   editstream export --topic-prefix {rs.topic_prefix} "
         f"--pipeline-version {rs.pipeline_version} --out DIR",
     ])
@@ -425,6 +477,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds to wait for the replay to drain (default: 1800)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="settled-examples only: run the eval stage alone (the "
+                             "candidates given with --candidate against noop and served), "
+                             "nothing else")
     settings_mod.add_arguments(parser)
 
 
@@ -438,8 +494,8 @@ def main_replay(ns: argparse.Namespace) -> int:
     try:
         asyncio.run(replay(settings, topic, frm, to, dry_run=ns.dry_run,
                            replay_id=ns.replay_id, workers=ns.workers, timeout_s=ns.timeout,
-                           progress=not ns.no_progress))
-    except (RuntimeError, TimeoutError) as exc:
+                           progress=not ns.no_progress, eval_only=ns.eval_only))
+    except (RuntimeError, TimeoutError, ValueError) as exc:
         print(f"editstream replay: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # the worker was stopped on the way out; the topics stay

@@ -36,6 +36,8 @@ TOPIC_SCHEMAS = {
     "training-records": "training-records.v1.json",
     "rejected-examples": "rejected-examples.v1.json",
     "dlq": "dlq.v1.json",
+    "eval-results": "eval-results.v1.json",
+    "scorecard": "scorecard.v1.json",
 }
 
 

@@ -208,3 +208,47 @@ class ModelRetry(TypedDict):
 
 # what each retry stage is given: sample a settled example, distill a scored one, repair a repair
 RetryPayload = SettledExample | ScoredExample | RepairRequest
+
+
+class EvalMetrics(TypedDict):
+    """`streams.scoring.score_prediction(...).to_dict()` of one predicted region."""
+
+    distance: float
+    exact: bool
+    kept_rate: float
+    recall_rate: float
+    reversal_ratio: float
+    delta_chrf: float
+
+
+class EvalFailure(TypedDict):
+    reason: str  # unparsable | truncated | empty | http_error | timeout | connection | ...
+    detail: str
+
+
+class EvalRecord(TypedDict):
+    """`eval-results` (one per settled example and candidate, `noop` and `served` among
+    them) and `scorecard` (one per settled prediction with a served output: candidate
+    `served`, with `outcome` and `undone`). The shape is /work/notes/EVAL-RECORD.md's, shared
+    with `editstream scorecard`."""
+
+    v: int
+    pipeline_version: str
+    request_id: str
+    candidate: str
+    model: str | None
+    served_model_version: str | None
+    split: Literal["train", "eval"]
+    language: str
+    ts_ms: int
+    predicted_region: str | None
+    failure: EvalFailure | None
+    noop: bool | None
+    metrics: EvalMetrics | None
+    unchanged_metrics: EvalMetrics | None
+    latency_ms: float | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    outcome: NotRequired[Outcome | None]
+    undone: NotRequired[bool]

@@ -13,6 +13,7 @@ from typing import Protocol
 TOPICS = (
     "edit-events", "edit-events-dlq", "settled-examples", "student-samples", "scored-examples",
     "repair", "model-retry", "training-records", "rejected-examples", "pipeline-dlq",
+    "eval-results", "scorecard",
 )
 
 # The stages after settle that the stage runner (agents/stages.py) reads, in its own group
@@ -43,6 +44,13 @@ def settle_group(settings: HasAppId) -> str:
 def stages_group(settings: HasAppId) -> str:
     """The stage runner's consumer group (`STAGE_SOURCES`, `model-retry` included)."""
     return f"{settings.app_id}-stages"
+
+
+def eval_group(settings: HasAppId) -> str:
+    """The eval stage's consumer group (agents/evaluate.py): it reads `settled-examples` on
+    its own, so a slow candidate never holds back the training stages, and a replay can run
+    it alone."""
+    return f"{settings.app_id}-eval"
 
 
 def settle_changelog(settings: HasAppId) -> str:

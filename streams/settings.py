@@ -173,6 +173,48 @@ class Settings:
     eval_fraction: float = field(default=0.15, metadata={
         "help": "share of repositories (split units: a repository, or the session of an "
                 "example without one) whose examples go to eval"})
+    # --- eval: shadow evaluation of candidates and the live scorecard (issue 24) ------------
+    candidates: tuple[str, ...] = field(default=(), metadata={
+        "flag": "--candidate", "append": True,
+        "help": "a candidate model to evaluate, NAME=URL of an OpenAI-compatible server "
+                "(repeatable; env: comma-separated); model, format, limits: --candidate-model "
+                "& co or EDITSTREAM_CANDIDATES_JSON"})
+    candidate_models: tuple[str, ...] = field(default=(), metadata={
+        "flag": "--candidate-model", "append": True,
+        "help": "NAME=MODEL: the model name sent to candidate NAME (default: NAME)"})
+    candidate_formats: tuple[str, ...] = field(default=(), metadata={
+        "flag": "--candidate-format", "append": True,
+        "help": "NAME=FORMAT: candidate NAME's prompt format (default: prompt_format)"})
+    candidates_json: str = field(default="", metadata={
+        "help": "candidates as a JSON list of objects {name, url, model?, prompt_format?, "
+                "max_tokens?, prompt_max_tokens?, timeout_s?, max_in_flight?}; added to "
+                "--candidate ones"})
+    candidate_max_tokens: int = field(default=4096, metadata={
+        "help": "cap on a candidate's max_tokens (below it: follows the region's size, as "
+                "for the student)"})
+    candidate_timeout_s: float = 30.0
+    candidate_max_in_flight: int = field(default=8, metadata={
+        "help": "most requests in flight per candidate endpoint (the adaptive limit's ceiling)"})
+    eval_stage: bool = field(default=True, metadata={
+        "help": "run the eval stage (group <app_id>-eval): noop, served and every candidate "
+                "on the eval split of settled-examples, to eval-results"})
+    eval_only: bool = field(default=False, metadata={
+        "cli": False,  # no --eval-only on every command: `replay --eval-only` sets it
+        "help": "the worker runs the eval stage only (no settle, no training stages): "
+                "`editstream replay --eval-only` scores a checkpoint on past traffic"})
+    eval_all: bool = field(default=False, metadata={
+        "help": "evaluate every settled example, not only the eval split (the demo)"})
+    eval_train_fraction: float = field(default=0.0, metadata={
+        "help": "share of the train split's examples also evaluated (a stable hash of the "
+                "request id picks them)"})
+    eval_concurrency: int = field(default=4, metadata={
+        "help": "examples the eval stage works on at once per worker"})
+    eval_latency: bool = field(default=True, metadata={
+        "help": "put each candidate's measured latency on its eval record; false: null, so "
+                "that a replay is byte-identical to the previous one"})
+    scorecard_versions: int = field(default=8, metadata={
+        "help": "served model versions with their own Prometheus series (the first ones "
+                "seen by traffic); the rest count as `other`"})
     # --- export: the dataset (streams/dataset.py) --------------------------------------
     eval_min_repos: int = field(default=2, metadata={
         "help": "the export tops eval up to at least this many repositories (taking them "
@@ -240,6 +282,11 @@ class Settings:
             raise ValueError("max_examples_in_flight and replication_factor must be >= 1")
         if self.stage_commit_interval_ms < 0:
             raise ValueError("stage_commit_interval_ms must be >= 0")
+        if not 0.0 <= self.eval_train_fraction <= 1.0:
+            raise ValueError("eval_train_fraction must be in [0, 1]")
+        if self.eval_concurrency < 1 or self.scorecard_versions < 0:
+            raise ValueError("eval_concurrency must be >= 1 and scorecard_versions >= 0")
+        candidate_list(self)  # a malformed candidate fails here, at start, with its reason
         if self.pii_policy not in ("mask", "discard", "keep"):
             raise ValueError(f"pii_policy must be mask, discard or keep, not {self.pii_policy!r}")
         self._check_scorecard()
@@ -327,7 +374,7 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
     """One `--flag` per settings field (all optional: unset flags fall back to the env)."""
     group = parser.add_argument_group("settings (also EDITSTREAM_<NAME> env vars)")
     for f in fields(Settings):
-        if only is not None and f.name not in only:
+        if (only is not None and f.name not in only) or f.metadata.get("cli") is False:
             continue
         flag = "--" + f.name.replace("_", "-")
         if is_secret(f.name):  # never the secret itself on a command line: its file
@@ -341,6 +388,10 @@ def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None 
                                metavar="V", dest=f"refused_{f.name}")
             continue
         help_ = f.metadata.get("help", "") + f" (default: {f.default!r})"
+        if f.metadata.get("append"):  # a repeatable flag, one item each (`--candidate`)
+            group.add_argument(f.metadata.get("flag", flag), dest=f"setting_{f.name}",
+                               default=None, metavar="V", action="append", help=help_)
+            continue
         group.add_argument(flag, dest=f"setting_{f.name}", default=None, metavar="V",
                            type=_converter(f.default), help=help_)
 
@@ -385,8 +436,8 @@ def _converter(default: Any) -> Callable[[str], Any]:
 
 
 def from_args(ns: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
-    overrides = {k.removeprefix("setting_"): v for k, v in vars(ns).items()
-                 if k.startswith("setting_")}
+    overrides = {k.removeprefix("setting_"): tuple(v) if isinstance(v, list) else v
+                 for k, v in vars(ns).items() if k.startswith("setting_")}
     return from_env(environ, **overrides)
 
 
@@ -410,4 +461,80 @@ def to_env(settings: Settings) -> dict[str, str]:
         else:
             text = str(value)
         out[ENV_PREFIX + f.name.upper()] = text
+    return out
+
+
+# --- candidates of the eval stage -------------------------------------------------------------
+
+BASELINES = ("noop", "served")  # built-in candidates of the eval stage: no server needed
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model the eval stage asks for one greedy prediction per example: an OpenAI-compatible
+    completions endpoint, called through the student's client (agents/models)."""
+
+    name: str
+    url: str
+    model: str
+    prompt_format: str
+    max_tokens: int  # cap; below it max_tokens follows the region's size
+    prompt_max_tokens: int
+    timeout_s: float
+    max_in_flight: int
+
+
+def _pairs(items: tuple[str, ...], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip() or not value.strip():
+            raise ValueError(f"{what}: expected NAME=VALUE, got {item!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def candidate_list(settings: Settings) -> list[Candidate]:
+    """The configured candidates, in the order given (`--candidate` ones first, then
+    `candidates_json`'s); ValueError naming what is wrong (an unknown format, a name used
+    twice or taken by a baseline, a model or format for a name that is no candidate)."""
+    import json
+
+    from streams.formats import prompt_format
+
+    urls = _pairs(settings.candidates, "candidate")
+    models = _pairs(settings.candidate_models, "candidate_models")
+    formats = _pairs(settings.candidate_formats, "candidate_formats")
+    rows: list[dict[str, Any]] = [{"name": n, "url": u} for n, u in urls.items()]
+    if len(urls) != len(settings.candidates):
+        raise ValueError("candidate: a name is given twice")
+    if settings.candidates_json.strip():
+        try:
+            extra = json.loads(settings.candidates_json)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"candidates_json: not JSON ({exc.msg})") from None
+        if not isinstance(extra, list) or not all(isinstance(r, dict) for r in extra):
+            raise ValueError("candidates_json: expected a list of objects")
+        rows += extra
+    out: list[Candidate] = []
+    for row in rows:
+        name, url = row.get("name"), row.get("url")
+        if not isinstance(name, str) or not name or not isinstance(url, str) or not url:
+            raise ValueError(f"candidate {row!r}: name and url are required")
+        if name in BASELINES or any(c.name == name for c in out):
+            raise ValueError(f"candidate {name!r}: the name is taken (baselines: "
+                             f"{', '.join(BASELINES)})")
+        fmt = str(row.get("prompt_format") or formats.get(name) or settings.prompt_format)
+        prompt_format(fmt)  # KeyError/ValueError for an unknown one
+        out.append(Candidate(
+            name=name, url=url, model=str(row.get("model") or models.get(name) or name),
+            prompt_format=fmt,
+            max_tokens=int(row.get("max_tokens") or settings.candidate_max_tokens),
+            prompt_max_tokens=int(row.get("prompt_max_tokens") or settings.prompt_max_tokens),
+            timeout_s=float(row.get("timeout_s") or settings.candidate_timeout_s),
+            max_in_flight=int(row.get("max_in_flight") or settings.candidate_max_in_flight)))
+    names = {c.name for c in out}
+    for what, given in (("candidate_models", models), ("candidate_formats", formats)):
+        if unknown := sorted(set(given) - names):
+            raise ValueError(f"{what}: no candidate named {', '.join(unknown)}")
     return out

@@ -102,6 +102,16 @@ def test_dashboard_is_grafana_json_with_targets_on_the_provisioned_datasource() 
         for t in p["targets"]:
             assert t["datasource"]["uid"] == ds["uid"], p["title"]
             assert t["expr"].strip() and t["refId"], p["title"]
+    # the model scorecard (issue 24): accept rate, kept rate, reversal ratio and distance by
+    # served model version over time
+    scorecard = [t["expr"] for p in graphs for t in p["targets"]
+                 if "by (model_version)" in t["expr"]]
+    for metric in ("editstream_scorecard_predictions_total{outcome=\"accepted\"}",
+                   "editstream_scorecard_kept_rate_ratio_sum",
+                   "editstream_scorecard_reversal_ratio_sum",
+                   "editstream_scorecard_distance_ratio_sum"):
+        assert any(metric in e for e in scorecard), metric
+    assert "Model scorecard" in rows
     heatmaps = [p for p in graphs if p["type"] == "heatmap"]
     assert any("editstream_sample_distance_ratio_bucket" in t["expr"] and
                t.get("format") == "heatmap" for p in heatmaps for t in p["targets"])

@@ -44,11 +44,13 @@ _STATED_MAX = re.compile(r"(?:<=|at most|maximum(?: is| of)?|max(?: is| of)?)\s*
 class StudentClient(_ModelClient):
     """Samples completions from the student model (OpenAI-compatible ``/v1/completions``)."""
 
-    def __init__(self, endpoint: Endpoint, **options: Unpack[ClientOptions]) -> None:
+    def __init__(self, endpoint: Endpoint, *, kind: str = "student",
+                 **options: Unpack[ClientOptions]) -> None:
         if endpoint.api != "openai":
             raise ValueError("the student speaks the OpenAI completions API only")
         options.setdefault("max_in_flight", 64)
-        super().__init__(endpoint, kind="student", **options)
+        # kind: the metrics' label (`candidate` for the eval stage's candidates)
+        super().__init__(endpoint, kind=kind, **options)
         # Learned per client: the most choices one response carries (None: n is honoured
         # so far; 1: the server ignores or rejects n, one request per sample).
         self.n_cap: int | None = None

@@ -83,6 +83,9 @@ def pick(u: float, weights: list[tuple[str, float]]) -> str:
 # Configuration and ground truth
 
 
+STUDENT_MODES = ("sample", "oracle", "revert")
+
+
 @dataclass(frozen=True)
 class AnswerConfig:
     """The answer model's knobs (the simulator's flags of the same names set them)."""
@@ -100,8 +103,14 @@ class AnswerConfig:
     teacher_truncation_rate: float = 0.03
     teacher_preamble_rate: float = 0.1
     repair_success_rate: float = 0.7
+    # sample: the student model above; oracle: every answer is the settled region (needs the
+    # side file); revert: every answer undoes the user's last edit in the region (a planted
+    # bad checkpoint for the scorecard's tests: issue 24)
+    student_mode: str = "sample"
 
     def __post_init__(self) -> None:
+        if self.student_mode not in STUDENT_MODES:
+            raise ValueError(f"student_mode must be one of {', '.join(STUDENT_MODES)}")
         for name in ("student_preamble_rate", "student_garbage_rate", "student_runaway_rate",
                      "student_inline_rate", "teacher_stale_rate", "teacher_junk_rate",
                      "teacher_revert_rate", "teacher_truncation_rate", "teacher_preamble_rate",
@@ -357,6 +366,10 @@ def student_samples(
     fmt = parts.format
     found = truth.find(parts.path, parts.region, parts.cursor_in_region)
     base = found.base_region if found is not None else parts.region
+    if config.student_mode != "sample":
+        mine = [h["diff"] for h in parts.history
+                if h.get("path") == parts.path and not h.get("predicted")]
+        return [completion_for(_planted(config, found, base, mine), fmt, base)] * n
     out = []
     for i in range(n):
         key = "greedy" if temperature <= 0 else (f"noseed-{i}" if seed is None else seed + i)
@@ -364,6 +377,16 @@ def student_samples(
         region = _student_region(config, rng, base, found, len(parts.history))
         out.append(_render(config, rng, fmt, region, base))
     return out
+
+
+def _planted(config: AnswerConfig, found: Truth | None, base: str, diffs: list[str]) -> str:
+    """The answer of a planted student: the oracle's (what the user wrote) or the
+    reverter's (the region with the user's last own edit of this file, ``diffs[-1]``,
+    undone; unchanged when it cannot)."""
+    if config.student_mode == "oracle":
+        return found.settled_region if found is not None else base
+    reverted = revert_edit(base, diffs[-1]) if diffs else None
+    return reverted if reverted is not None else base
 
 
 # --------------------------------------------------------------------------------------------

@@ -117,6 +117,9 @@ _HELP = {
     "teacher_truncation_rate": "fraction of teacher answers cut by max_tokens",
     "teacher_preamble_rate": "fraction of teacher answers with chatty prose and no fence",
     "repair_success_rate": "fraction of repair attempts (prompts with feedback) answered well",
+    "student_mode": "sample: the student model; oracle: answer what the user wrote (needs "
+                    "--ground-truth); revert: undo the user's last edit (a planted bad "
+                    "checkpoint)",
     "model": "model id listed by GET /v1/models",
     "admin": "serve POST /admin/chaos to open outage (503) and slow-latency windows at run "
              "time (chaos runs: bench/chaos.py)",

@@ -47,7 +47,14 @@ from aiokafka.structs import OffsetAndMetadata
 
 from agents.kafka import quiet_logger
 from agents.kafka_security import Cluster, kafka_client_config
-from schemas.topics import STAGE_SOURCES, TOPICS, app_group, settle_group, stages_group
+from schemas.topics import (
+    STAGE_SOURCES,
+    TOPICS,
+    app_group,
+    eval_group,
+    settle_group,
+    stages_group,
+)
 from streams import settings as settings_mod
 from streams.settings import Settings
 
@@ -295,26 +302,30 @@ async def execute_reset(bootstrap: Cluster, plan: ResetPlan) -> None:
 def pipeline_groups(settings: Settings, topics: Sequence[str]) -> list[tuple[str, list[str]]]:
     """(group, topics) pairs that a reset of the pipeline covers: `edit-events` belongs to
     the settle runner's group, the stage runner's sources (`model-retry` among them) to its
-    group, any other topic to Faust's (offsets of older versions). No topics named: all of
-    the runners' topics, and every topic Faust's group committed."""
+    group, `settled-examples` also to the eval stage's group, any other topic to Faust's
+    (offsets of older versions). No topics named: all of the runners' topics, and every
+    topic Faust's group committed."""
     settle = [settings.topic("edit-events")]
     stages = [settings.topic(name) for name in STAGE_SOURCES]
+    evaluated = [settings.topic("settled-examples")]
     if not topics:
         return [(app_group(settings), []), (settle_group(settings), settle),
-                (stages_group(settings), stages)]
+                (stages_group(settings), stages), (eval_group(settings), evaluated)]
     pairs = [(app_group(settings), [t for t in topics if t not in settle + stages]),
              (settle_group(settings), [t for t in topics if t in settle]),
-             (stages_group(settings), [t for t in topics if t in stages])]
+             (stages_group(settings), [t for t in topics if t in stages]),
+             (eval_group(settings), [t for t in topics if t in evaluated])]
     return [(group, wanted) for group, wanted in pairs if wanted]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `editstream reset-offsets`."""
     parser.add_argument("--group", default=None,
-                        help="one consumer group (default: the pipeline's three, "
+                        help="one consumer group (default: the pipeline's four, "
                              "<app-id>-settle for edit-events, <app-id>-stages for the "
-                             "stage topics and model-retry, and <app-id>, Faust's, whose "
-                             "offsets older versions committed)")
+                             "stage topics and model-retry, <app-id>-eval for "
+                             "settled-examples, and <app-id>, Faust's, whose offsets older "
+                             "versions committed)")
     parser.add_argument("--to", required=True, metavar="WHEN",
                         help="ISO-8601 time, a duration ago (2h, 30m, 1d), offset:N, "
                              "earliest or latest")

@@ -171,8 +171,8 @@ def test_acls_follow_the_topic_names() -> None:
     _, groups, tids = worker_resources(s.replace(processing_guarantee="exactly_once"))
     for group in groups:
         assert f"--group {group}" in worker
-    assert groups == ["es", "es-settle", "es-stages"]
-    # settle's es-settle-P, the stage runner's es-stages-P and Faust's es-G-P
+    assert groups == ["es", "es-settle", "es-stages", "es-eval"]
+    # settle's es-settle-P, the stage runner's es-stages-P, eval's es-eval-P, Faust's es-G-P
     assert "--transactional-id es- --resource-pattern-type prefixed" in worker
     assert all(t.startswith("es-") for t in tids)
     reader = [c for c in commands if "User:trainer" in c]

@@ -38,3 +38,16 @@ def test_metrics_written_to_a_directory_named_after_the_import(tmp_path: Path) -
     # 3 dead letters, 7 completion tokens, and a zero series created up front
     assert out.stdout.split() == ["3.0", "7.0", "0.0"]
     assert list(tmp_path.glob("counter_*.db"))
+
+
+def test_version_labels_are_the_busiest_versions_and_other() -> None:
+    from agents.metrics import VersionLabels
+
+    labels = VersionLabels(2)
+    assert [labels.label(v) for v in ("a", "b", "c", None)] == ["a", "b", "other", "unknown"]
+    # "c" overtakes the quietest named version and takes its place from then on
+    assert [labels.label("c") for _ in range(2)] == ["c", "c"]
+    assert labels.label("a") == "a" and labels.label("b") == "other"
+    assert len(labels.named) == 2
+    many = VersionLabels(3)
+    assert len({many.label(f"v{i}") for i in range(1000)}) == 4  # three names and other

@@ -117,9 +117,11 @@ async def test_settle_reason_rejections_leave_at_settle_with_their_example() -> 
                         example=ex))) for ex in leaving]
     rejected = [send for send in sends if send[0].endswith("rejected-examples")]
     assert rejected == expected
+    # (their settled example and its live scorecard record both stay out)
+    left_ids = {ex["request_id"].encode() for ex in leaving}
     assert [send for send in sends if send not in rejected] == [
-        send for send in sends_all if orjson.loads(send[2]).get("settle_reason") not in (
-            "ttl", "context_lost")]
+        send for send in sends_all if send[1] not in left_ids]
+    assert any(t.endswith("scorecard") for t, _, _ in sends)
     assert sum(n for (metric, labels), n in tally.counts.items()
                if labels[0] == "settle" and labels[1].startswith("settle_")) == len(leaving)
     assert len(tally.left_at_ms) == len(leaving)

@@ -7,7 +7,8 @@
   `stage_commit_interval_ms`, however they finish (`editstream_stage_commits_total`).
 - Apache Kafka (exactly_once): a worker killed -9 again and again while the stages work
   leaves every example accounted for and no output twice (read_committed): a record's
-  outputs and its offset commit in one transaction.
+  outputs and its offset commit in one transaction. The eval stage (its own runner and
+  group) and settle's scorecard records too: one record per example and candidate.
 """
 
 from __future__ import annotations
@@ -187,9 +188,10 @@ async def kill_mid_stage(worker: Worker, settings: Settings, rng: random.Random,
 
 async def test_kill_9_in_the_stages_loses_and_duplicates_nothing(
         kafka_broker: BrokerHandle, slow: Simulator, tmp_path: Path) -> None:
+    # the eval stage too (its own group and transactions): every example, a slow candidate
     s, lines, expected, worker = await start_run(
         kafka_broker, slow, tmp_path, 21, 20, 5, processing_guarantee="exactly_once",
-        session_timeout_s=8.0)
+        session_timeout_s=8.0, eval_all=True, candidates=(f"slow={slow.url}",))
     rng = random.Random(5)
     mid_work = 0
     try:
@@ -198,6 +200,11 @@ async def test_kill_9_in_the_stages_loses_and_duplicates_nothing(
             mid_work += await kill_mid_stage(worker, s, rng, expected)
             worker.start()
         out = await drain(s, expected, worker, timeout=240)
+        settled = {r.key for r in await records(s, "settled-examples")}
+        deadline = time.monotonic() + 120
+        while {r.key for r in await records(s, "eval-results")} != settled:
+            assert time.monotonic() < deadline, "eval-results incomplete\n" + worker.log_tail()
+            await asyncio.sleep(1)
     finally:
         worker.stop()
     assert mid_work >= 2, "the kills must land while the stages still have work"
@@ -208,7 +215,14 @@ async def test_kill_9_in_the_stages_loses_and_duplicates_nothing(
     twice = {name: [k for k, n in c.items() if n > 1] for name, c in keys.items()}
     assert twice == {name: [] for name in keys}
     assert left_behind(s) == [], "a killed worker's CPU pool outlived it"
-    settled = {r.key for r in await records(s, "settled-examples")}
+    # eval-results (read_committed): each example's noop, served and candidate records once
+    evals = Counter((r.key, orjson.loads(r.value)["candidate"])
+                    for r in await records(s, "eval-results"))
+    assert set(evals.values()) == {1} and len(evals) == 3 * len(settled)
+    # the live scorecard, written with its settled example: once per served output
+    served = {r.key for r in await records(s, "settled-examples")
+              if isinstance(orjson.loads(r.value).get("output"), str)}
+    assert served and Counter(r.key for r in await records(s, "scorecard")) == Counter(served)
     # every settled example was sampled or left at sample (rejected, re-queued or dead)
     sampled = set(keys["student-samples"])
     left = {r.key for r in await records(s, "rejected-examples")}
