@@ -230,8 +230,9 @@ A next-edit prediction student fine-tuned by `editstream train`: {objective}, {a
 
 - base model: {base}
 - dataset: `{info.root}`, config `{info.config}`, pipeline version `{info.pipeline_version}`,
-  prompt format(s) {', '.join(info.prompt_formats) or '-'}; rows train {info.rows.get('train', 0)},
-  eval {info.rows.get('eval', 'none')}
+  prompt format(s) {', '.join(info.prompt_formats) or '-'}; rows as exported: train
+  {info.rows.get('train', 0)}, eval {info.rows.get('eval', 'none')} (trained on: `train_rows`
+  below; longer than `max_length` tokens: `left_out_too_long`)
 - dataset manifest content SHA-256: `{info.content_sha256}` (the export's `manifest.json`,
   `content_sha256`: every data file, path order)
 - dataset license: `{info.license}`
@@ -253,8 +254,8 @@ editable region followed by the end-of-sequence token.
 |---|---|
 {res}
 
-`loss.png` plots the training loss per logged step (and the eval loss when there is an eval
-split).
+`loss.png` plots the training loss per logged step, and with an eval split the eval loss of
+the base (step 0, `eval_loss_base`) and of the result (`eval_loss`).
 
 ## Files
 

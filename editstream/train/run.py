@@ -17,6 +17,7 @@ Trainer refuses to train it, FIELD-NOTES).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import shutil
@@ -96,7 +97,8 @@ def main(ns: argparse.Namespace) -> int:
           f"{results['train_rows']} rows in {results['train_seconds']:.0f} s "
           f"({results['seconds_per_step']:.2f} s/step); train loss "
           f"{results['train_loss_first']:.4f} → {results['train_loss_last']:.4f}; eval loss "
-          f"{results.get('eval_loss', 'n/a')}; wrote {ns.out}")
+          + (f"{results['eval_loss_base']} → {results['eval_loss']}" if "eval_loss" in results
+             else "n/a (no eval split)") + f"; wrote {ns.out}")
     return 0
 
 
@@ -307,6 +309,9 @@ def train(info: DatasetInfo, hyper: Hyper, out: Path, *, base: str | None = None
     trainer = _trainer(info, hyper, model, tok, ds, out, device)
     bar = _Progress(steps_for(len(ds["train"]), hyper), progress)
     trainer.add_callback(bar.callback)
+    base_eval: float | None = None
+    if "eval" in ds and len(ds["eval"]) > 0:  # the base's eval loss, to compare with
+        base_eval = round(float(trainer.evaluate()["eval_loss"]), 4)
     t0 = time.monotonic()
     state = trainer.train()
     seconds = time.monotonic() - t0
@@ -321,11 +326,13 @@ def train(info: DatasetInfo, hyper: Hyper, out: Path, *, base: str | None = None
         "base": base_name, "dataset_content_sha256": info.content_sha256,
         "loss_history": bar.history,
     }
-    if "eval" in ds and len(ds["eval"]) > 0:
-        metrics = trainer.evaluate()
-        results["eval_loss"] = round(float(metrics["eval_loss"]), 4)
-        bar.eval.append((state.global_step, results["eval_loss"]))
+    if base_eval is not None:
+        results["eval_loss_base"] = base_eval
+        results["eval_loss"] = round(float(trainer.evaluate()["eval_loss"]), 4)
+        bar.eval += [(0, base_eval), (state.global_step, results["eval_loss"])]
     files = _save(trainer, tok, hyper, out, gguf_type)
+    with contextlib.suppress(OSError):  # save_strategy "no": the Trainer's empty output_dir
+        (out / "checkpoints").rmdir()
     _plot(bar.history, bar.eval, out / "loss.png", hyper)
     files += ["loss.png", "train_results.json"]
     (out / "train_results.json").write_text(json.dumps(
