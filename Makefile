@@ -4,6 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LOCAL  := $(VENV)/.local-model
+TRAIN  := $(VENV)/.train
 
 # The real-model tier: llama.cpp's own server, `llama-server` (parallel slots, continuous
 # batching, `n`), compiled from the llama.cpp tree that llama-cpp-python's source
@@ -23,13 +24,20 @@ LLAMA_CACHE  ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/editstream/llama-server-$
 LLAMA_SERVER := $(LLAMA_CACHE)/llama-server
 JOBS         ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: demo demo-local local-model test lint kafka bench chaos chaos-sweep clean corpus
+.PHONY: demo demo-local local-model train test lint kafka bench chaos chaos-sweep clean corpus flywheel
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# The `train` extra (torch, transformers, TRL, peft: ~5.5 GB with torch's CUDA libraries,
+# ~1.5 min from pip's cache, 4-5 min from PyPI): `editstream train` and its test. A stamp of
+# its own, so that `make demo` does not install it; reinstalled when pyproject.toml changes.
+$(TRAIN): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,train]'
+	touch $(TRAIN)
 
 # llama-server from source (see LLAMA_CMAKE_ARGS); the build log stays beside the binary.
 $(LLAMA_SERVER): | $(STAMP)
@@ -55,13 +63,15 @@ $(LOCAL): $(STAMP) $(LLAMA_SERVER)
 
 local-model: $(LOCAL)
 
+train: $(TRAIN)
+
 demo: $(STAMP)
 	$(VENV)/bin/editstream demo
 
 demo-local: $(LOCAL)
 	$(VENV)/bin/editstream demo --models local
 
-test: $(STAMP) $(LOCAL)
+test: $(STAMP) $(LOCAL) $(TRAIN)
 	$(VENV)/bin/ruff check streams agents schemas editstream tests bench
 	$(VENV)/bin/mypy --strict streams schemas
 	$(VENV)/bin/mypy agents editstream

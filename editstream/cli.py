@@ -14,6 +14,7 @@
     report         summarise and plot an export DIR, or render the dashboard from Prometheus
     scorecard      score models on eval records, compare a candidate with a baseline: ship?
     acls           print the kafka-acls commands giving each principal only what it needs
+    train          fine-tune a student on an export DIR with TRL (the `train` extra)
 """
 
 from __future__ import annotations
@@ -392,6 +393,18 @@ def _args_local_model(p: argparse.ArgumentParser) -> None:
                     "continuous batching, `n` up to the slot count (Ctrl-C stops it)"))
 
 
+def _args_train(p: argparse.ArgumentParser) -> None:
+    from editstream.train.run import add_arguments
+
+    add_arguments(p)
+
+
+def _cmd_train(ns: argparse.Namespace) -> int:
+    from editstream.train.run import main as main_train
+
+    return main_train(ns)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -436,6 +449,9 @@ COMMANDS: dict[str, Command] = {
     "acls": Command("print the kafka-acls commands that give the gateway, the worker and "
                     "a reader exactly what they use (names from schemas/topics.py)",
                     _args_acls, _cmd_acls),
+    "train": Command("fine-tune a student on an export DIR with TRL: sft, dpo or kto, LoRA "
+                     "or full; writes the adapter, merged weights and a GGUF (`train` extra)",
+                     _args_train, _cmd_train),
 }
 
 # Subcommands whose Kafka clients are checked first (login, TLS, and Describe on the topics

@@ -19,6 +19,8 @@ all examples at once, so it decides the split again, here, with what only that v
    dropped with the reason `near_duplicate`, all their records with them.
 5. The unfiltered eval set: every scored example of an eval component, any band, not
    dropped, as `streams.emit.reference_record` (the settled region is the reference).
+6. KTO records (`streams.kto`), when settled examples are given: one per settled example
+   with a shown output and a verdict, in its component's split, not dropped.
 
 Pure: lists of records in, lists of records and counts out; the same input, the same output.
 """
@@ -33,6 +35,7 @@ from typing import Any
 from schemas.records import RejectedExample, TrainingRecord
 from streams.emit import reference_record, rejected_record
 from streams.ids import stable_fraction
+from streams.kto import kto_record
 from streams.neardup import near_duplicate_groups
 from streams.repo import record_unit, split_unit
 from streams.settings import Settings
@@ -145,6 +148,8 @@ class Arranged:
     rejections: list[RejectedExample]  # rejected-examples records for the dropped examples
     plan: Plan
     dropped_records: Counter[str]  # kind → training records dropped
+    kto: list[dict[str, Any]] = field(default_factory=list)  # KTO records kept
+    kto_skipped: Counter[str] = field(default_factory=Counter)  # reason → settled examples
 
 
 def _example_of_record(rec: dict[str, Any]) -> Example:
@@ -166,15 +171,27 @@ def _example_of_scored(scored: dict[str, Any]) -> Example:
 
 
 def arrange(records: list[dict[str, Any]], scored: list[dict[str, Any]] | None,
-            settings: Settings) -> Arranged:
+            settings: Settings, settled: list[dict[str, Any]] | None = None) -> Arranged:
     """Apply the plan to the export's records (and scored examples, for the unfiltered
-    eval set when `scored` is given). Input order does not matter; output is sorted."""
+    eval set when `scored` is given; settled examples, for the KTO records when `settled`
+    is given). Input order does not matter; output is sorted."""
     examples: dict[str, Example] = {}
     for rec in sorted(records, key=lambda r: (r["request_id"], r["format"] != "sft")):
         examples.setdefault(rec["request_id"], _example_of_record(rec))
     for sc in scored or []:
         if sc["request_id"] not in examples:
             examples[sc["request_id"]] = _example_of_scored(sc)
+    kto_skipped: Counter[str] = Counter()
+    kto_of: dict[str, dict[str, Any]] = {}
+    for ex in sorted(settled or [], key=lambda e: str(e["request_id"])):
+        made = kto_record(ex, settings)
+        if isinstance(made, str):
+            kto_skipped[made] += 1
+            continue
+        kto_of[ex["request_id"]] = made
+        if ex["request_id"] not in examples:
+            examples[ex["request_id"]] = _example_of_scored({"request_id": ex["request_id"],
+                                                             "example": ex})
     p = plan(examples.values(), settings)
     kept: list[dict[str, Any]] = []
     dropped_records: Counter[str] = Counter()
@@ -191,8 +208,15 @@ def arrange(records: list[dict[str, Any]], scored: list[dict[str, Any]] | None,
     rejections = [_near_duplicate_rejection(rid, first, record_of.get(rid), scored_of.get(rid),
                                             settings)
                   for rid, first in sorted(p.dropped.items())]
+    kto: list[dict[str, Any]] = []
+    for rid, rec in kto_of.items():
+        if rid in p.dropped:
+            dropped_records["kto"] += 1
+            continue
+        kto.append({**rec, "split": p.split_of(examples[rid].unit)})
     return Arranged(sorted(kept, key=lambda r: r["id"]), sorted(unfiltered, key=lambda r: r["id"]),
-                    rejections, p, dropped_records)
+                    rejections, p, dropped_records, sorted(kto, key=lambda r: r["id"]),
+                    kto_skipped)
 
 
 def _near_duplicate_rejection(rid: str, first: str, record: dict[str, Any] | None,

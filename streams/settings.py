@@ -222,6 +222,9 @@ class Settings:
     eval_unfiltered: bool = field(default=False, metadata={
         "help": "the export also reads scored-examples and writes sft/eval_unfiltered: every "
                 "eval example of any band, the settled region as the reference"})
+    export_kto: bool = field(default=False, metadata={
+        "help": "the export also reads settled-examples and writes the kto config: the "
+                "output the editor showed, labelled by the user's verdict (streams/kto.py)"})
     dedup_threshold: float = field(default=0.85, metadata={
         "help": "estimated Jaccard similarity (MinHash) of base + settled region at which two "
                 "examples are near-duplicates"})

@@ -13,7 +13,8 @@ from typing import Any
 
 import orjson
 
-TASK_TAGS = ("code", "next-edit-prediction", "edit-prediction", "sft", "dpo", "editstream")
+TASK_TAGS = ("code", "next-edit-prediction", "edit-prediction", "sft", "dpo", "kto",
+             "editstream")
 MAX_REPOS = 30  # rows of the per-repository table (all of them are in manifest.json)
 
 
@@ -38,7 +39,7 @@ def yaml_header(manifest: dict[str, Any]) -> str:
              *[f"- {t}" for t in TASK_TAGS], "size_categories:",
              f"- {_size_category(int(counts.get('records') or 0))}", "configs:"]
     first = True
-    for config in ("sft", "preference", "rejected"):
+    for config in ("sft", "preference", "kto", "rejected"):
         splits = manifest["data_files"].get(config)
         if not splits:
             continue
@@ -97,6 +98,27 @@ def _corpus(fig: dict[str, Any] | None) -> str:
             f"{ref['oracle']['distance_mean']}.")
 
 
+def _kto(k: dict[str, Any] | None) -> str:
+    """The `kto` config: what it is, and its figures."""
+    if k is None:
+        return ("Not exported (export with `export_kto` to write the `kto` config from the "
+                "editor's live outcomes).")
+    skipped = _counter(k.get("skipped") or {})
+    return f"""Unpaired records for KTO (`load_dataset(DIR, "kto")`; TRL's `prompt`,
+`completion`, `label`) from the editor's live outcomes, without a teacher: the prompt is the
+student's prompt of the example, the completion what the served model showed the user (in
+the same answer layout as `sft`), and `label` the user's verdict: true when they accepted it
+and it survived the settle window, false when they rejected it or accepted it and undid it
+inside the window (less than half of its edit left in the settled region). Predictions that
+were never shown, were discarded or ignored, or proposed no change give no record. The split,
+near-duplicate and privacy rules are those of the other configs; `outcome`, `undone`,
+`kept_rate` and `served_model_version` are columns.
+
+- records: train {k.get('train', 0)}, eval {k.get('eval', 0)}; desirable (kept)
+  {k['desirable']}, undesirable {k['undesirable']} (of which undone {k['undone']})
+- settled examples read: {k['settled_examples']}; without a record: {skipped}"""
+
+
 def dataset_card(m: dict[str, Any]) -> str:
     c, th, nd, ep = m["counts"], m["thresholds"], m["near_duplicates"], m["eval_policy"]
     models = m["models"]
@@ -129,6 +151,7 @@ user really kept), and answers that failed were repaired with the gates' reasons
 from datasets import load_dataset
 sft = load_dataset("path/to/this/directory", "sft")          # prompt, completion
 pref = load_dataset("path/to/this/directory", "preference")  # prompt, chosen, rejected
+kto = load_dataset("path/to/this/directory", "kto")          # prompt, completion, label
 ```
 
 {files}
@@ -185,6 +208,10 @@ form a group; a group never straddles the split (repositories it joins travel to
 {ep['components_joined_by_near_duplicates']} such joins), and at most {nd['max_per_group'] or 'all'}
 per group are kept. {nd['groups']} groups with {nd['examples_in_groups']} examples;
 {nd['dropped_examples']} examples dropped ({_counter(nd['dropped_records'])} records).
+
+## Live outcomes (`kto`)
+
+{_kto(c.get('kto'))}
 
 ## By language
 

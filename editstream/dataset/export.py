@@ -4,6 +4,8 @@
     DIR/preference/train.jsonl  preference/eval.jsonl  {prompt, chosen, rejected, ...}  (TRL DPO)
     DIR/sft/eval_unfiltered.jsonl                   with eval_unfiltered: any band, settled
                                                     region as the reference (measure a student)
+    DIR/kto/train.jsonl  kto/eval.jsonl             with export_kto: {prompt, completion,
+                                                    label, ...} from live outcomes (TRL KTO)
     DIR/rejected/rejected.jsonl                     with --rejected (+ near-duplicates dropped)
     DIR/manifest.json                               counts, versions, thresholds, hash, ...
     DIR/README.md                                   the dataset card: load_dataset(DIR, "sft")
@@ -68,7 +70,7 @@ from streams.settings import Settings
 STATE_DIR = ".export-state"
 CHECKPOINT = "checkpoint.json"
 SPOOLS = {"training-records": "records.jsonl", "rejected-examples": "rejected.jsonl",
-          "scored-examples": "scored.jsonl"}
+          "scored-examples": "scored.jsonl", "settled-examples": "settled.jsonl"}
 KINDS = ("sft", "preference")
 SPLITS = ("train", "eval")
 UNFILTERED = "eval_unfiltered"  # the sft split of the unfiltered eval set
@@ -85,6 +87,29 @@ def _json(value: Any) -> str:
 
 def _float(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def kto_row(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """A KTO record (`streams.kto`) as a row: TRL's prompt, completion, label, then extras."""
+    prov = rec.get("provenance") or {}
+    return {
+        "prompt": rec["prompt"], "completion": rec["completion"], "label": bool(rec["label"]),
+        "id": rec["id"],
+        "request_id": rec["request_id"],
+        "split": rec["split"],
+        "pipeline_version": rec["pipeline_version"],
+        "prompt_format": rec.get("prompt_format") or "",
+        "prompt_format_version": int(rec.get("prompt_format_version") or 0),
+        "outcome": str(rec.get("outcome") or ""),
+        "undone": bool(rec.get("undone")),
+        "kept_rate": _float(prov.get("kept_rate")),
+        "repo": str(prov.get("repo") or ""),
+        "language": language_of(prov.get("path")),
+        "served_model_version": str(prov.get("served_model_version") or ""),
+        "settle_reason": str(prov.get("settle_reason") or ""),
+        "settled_at_ms": int(prov.get("settled_at_ms") or 0),
+        "provenance": _json(prov),
+    }
 
 
 def record_row(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,6 +164,14 @@ def _arrow_schema(kind: str) -> Any:
     import pyarrow as pa
 
     text, i64, f64 = pa.string(), pa.int64(), pa.float64()
+    if kind == "kto":
+        return pa.schema([
+            ("prompt", text), ("completion", text), ("label", pa.bool_()), ("id", text),
+            ("request_id", text), ("split", text), ("pipeline_version", text),
+            ("prompt_format", text), ("prompt_format_version", i64), ("outcome", text),
+            ("undone", pa.bool_()), ("kept_rate", f64), ("repo", text), ("language", text),
+            ("served_model_version", text), ("settle_reason", text), ("settled_at_ms", i64),
+            ("provenance", text)])
     head = {"sft": [("prompt", text), ("completion", text)],
             "preference": [("prompt", text), ("chosen", text), ("rejected", text),
                            ("rejected_source", text)],
@@ -276,6 +309,8 @@ def _options(settings: Settings, since: When | None, include_rejected: bool) -> 
         topics.append(settings.topic("rejected-examples"))
     if settings.eval_unfiltered:
         topics.append(settings.topic("scored-examples"))
+    if settings.export_kto:
+        topics.append(settings.topic("settled-examples"))
     return {"pipeline_version": settings.pipeline_version, "topics": topics,
             "since": since.text if since else None}
 
@@ -307,7 +342,8 @@ async def export(settings: Settings, out: Path, *, since: When | None = None,
     state = load_state(out, options, restart)
     state_dir = out / STATE_DIR
     names = (["training-records"] + (["rejected-examples"] if include_rejected else [])
-             + (["scored-examples"] if settings.eval_unfiltered else []))
+             + (["scored-examples"] if settings.eval_unfiltered else [])
+             + (["settled-examples"] if settings.export_kto else []))
     spools = {settings.topic(n): Spool(state_dir / SPOOLS[n],
                                        "id" if n == "training-records" else "request_id",
                                        state.spool_bytes.get(SPOOLS[n], 0),
@@ -412,8 +448,9 @@ def _take(rec: Any, spool: Spool, settings: Settings, state: ExportState) -> Non
         state.stats["other_pipeline_version"] += 1
         return
     if not spool.add(value):
-        scored = spool.path.name == SPOOLS["scored-examples"]  # not a dataset row: own count
-        state.stats["duplicates:scored" if scored else f"duplicates:{spool.key}"] += 1
+        own = {SPOOLS["scored-examples"]: "duplicates:scored",  # not dataset rows: own counts
+               SPOOLS["settled-examples"]: "duplicates:settled"}
+        state.stats[own.get(spool.path.name, f"duplicates:{spool.key}")] += 1
 
 
 def _iso(ms: int | None) -> str | None:
@@ -430,10 +467,12 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
     scored = (list(spools[settings.topic("scored-examples")].records())
               if settings.eval_unfiltered else None)
     # the split, near-duplicates and the unfiltered eval set (streams/dataset.py)
+    outcomes = (list(spools[settings.topic("settled-examples")].records())
+                if settings.export_kto else None)
     arranged = arrange(list(spools[settings.topic("training-records")].records()), scored,
-                       settings)
+                       settings, outcomes)
     records = arranged.records
-    for stale in ("sft", "preference", "rejected"):  # a previous run's (other format)
+    for stale in ("sft", "preference", "rejected", "kto"):  # a previous run's (other format)
         shutil.rmtree(out / stale, ignore_errors=True)
     files: dict[str, dict[str, Any]] = {}
 
@@ -453,6 +492,9 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
         for split in SPLITS:
             emit(kind, split, [record_row(r) for r in records
                                if r["format"] == kind and r["split"] == split])
+    if outcomes is not None:  # the editor's live outcomes (streams/kto.py)
+        for split in SPLITS:
+            emit("kto", split, [kto_row(r) for r in arranged.kto if r["split"] == split])
     if scored is not None:
         emit("sft", UNFILTERED, [record_row(r) for r in arranged.unfiltered])
         counts["sft"].pop(UNFILTERED)  # counted on its own: not part of the sft records
@@ -484,6 +526,15 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
         "counts": {
             "records": len(records),
             **{kind: counts[kind] for kind in KINDS},
+            # KTO records by split and label, and the settled examples that gave none, by
+            # reason (streams/kto.py); None: not exported
+            "kto": None if outcomes is None else {
+                **counts["kto"],
+                "desirable": sum(1 for r in arranged.kto if r["label"]),
+                "undesirable": sum(1 for r in arranged.kto if not r["label"]),
+                "undone": sum(1 for r in arranged.kto if r.get("undone")),
+                "settled_examples": len(outcomes),
+                "skipped": dict(sorted(arranged.kto_skipped.items()))},
             "rejected": len(rejected) if include_rejected else None,
             "examples": len(per_example),
             "by_band": dict(sorted(Counter(str(p.get("band")) for p in per_example).items())),
@@ -501,9 +552,11 @@ def finalize(out: Path, spools: dict[str, Spool], settings: Settings, state: Exp
                        if scored is not None else None),
         },
         "near_duplicates": {**arranged.plan.stats["near_duplicates"],
-                            "dropped_records": {k: arranged.dropped_records[k] for k in KINDS}},
+                            "dropped_records": {k: arranged.dropped_records[k] for k in
+                                                (*KINDS, "kto")}},
         "eval_policy": {**arranged.plan.stats["eval_policy"],
-                        "eval_unfiltered": settings.eval_unfiltered},
+                        "eval_unfiltered": settings.eval_unfiltered,
+                        "export_kto": settings.export_kto},
         "license": settings.dataset_license,
         "records_read": state.stats["read"],
         "duplicates_removed": state.stats["duplicates:id"]
@@ -619,6 +672,9 @@ def main_export(ns: argparse.Namespace) -> int:
           + (f", rejected {c['rejected']}" if c["rejected"] is not None else "")
           + (f", eval_unfiltered {c['eval_unfiltered']}" if c["eval_unfiltered"] is not None
              else "")
+          + (f", kto train/eval {c['kto'].get('train', 0)}/{c['kto'].get('eval', 0)} "
+             f"({c['kto']['desirable']} kept, {c['kto']['undesirable']} rejected or undone)"
+             if c.get("kto") is not None else "")
           + f"); read {result.read_this_run} this run, {m['duplicates_removed']} duplicates "
           f"removed, {m['near_duplicates']['dropped_examples']} near-duplicate examples "
           f"dropped, eval repositories {m['eval_policy']['eval_units']} of "

@@ -21,7 +21,8 @@ from editstream.topics import offsets
 from streams import settings as settings_mod
 
 COMMANDS = ["worker", "demo", "broker", "simulate", "local-model", "generate", "produce",
-            "gateway", "replay", "reset-offsets", "export", "report", "scorecard", "acls"]
+            "gateway", "replay", "reset-offsets", "export", "report", "scorecard", "acls",
+            "train"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

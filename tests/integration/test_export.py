@@ -58,7 +58,8 @@ async def make_source(live: LiveRun, kafka: BrokerHandle) -> Source:
     assert len(records) >= 3 and rejected, "the live run should yield records and rejections"
     await acreate_topics(kafka.bootstrap, [s.topic("training-records"),
                                            s.topic("rejected-examples"),
-                                           s.topic("scored-examples")], partitions=4)
+                                           s.topic("scored-examples"),
+                                           s.topic("settled-examples")], partitions=4)
     now = int(time.time() * 1000)
     old = now - HOURS_AGO * 3_600_000
     ordered = sorted(records)
@@ -90,6 +91,11 @@ async def make_source(live: LiveRun, kafka: BrokerHandle) -> Source:
                   now)
         for sc in live.outputs["scored-examples"]:
             await put("scored-examples", sc["request_id"], orjson.dumps(sc), now)
+            # the settled example as the settle stage wrote it (outcomes for `kto`), twice:
+            # at-least-once delivery
+            for _ in range(2):
+                await put("settled-examples", sc["request_id"], orjson.dumps(sc["example"]),
+                          now)
     finally:
         await prod.stop()
     scored = {sc["request_id"]: sc for sc in live.outputs["scored-examples"]}
@@ -383,7 +389,8 @@ def test_dataset_card_loads_by_config_name(source: Source, tmp_path: Path, fmt: 
                              orjson.dumps(pref)))
     out = tmp_path / fmt
     assert run(source, out, "--format", fmt, "--rejected", "--eval-unfiltered", "true",
-               "--eval-min-repos", "1", "--dataset-license", "cc-by-4.0") == 0
+               "--eval-min-repos", "1", "--dataset-license", "cc-by-4.0",
+               "--export-kto", "true") == 0
     m = manifest(out)
     card = (out / "README.md").read_text()
     _, header, body = card.split("---\n", 2)
@@ -419,6 +426,24 @@ def test_dataset_card_loads_by_config_name(source: Source, tmp_path: Path, fmt: 
                 if repo_key(sc["example"].get("repo_url")) in eval_repos}
     assert expected <= set(unfiltered["request_id"])
     assert m["eval_policy"]["eval_unfiltered"] is True
+
+    # kto: one record per shown output with a verdict, the user's verdict as its label
+    from streams.kto import outcome_label
+
+    labels = {rid: outcome_label(sc["example"]) for rid, sc in source.scored.items()}
+    labelled = {rid: v for rid, v in labels.items() if isinstance(v, bool)}
+    assert labelled, "the live run's traces carry accepted and rejected outputs"
+    kto = load_dataset(str(out), "kto", cache_dir=cache)
+    kto_rows = [r for d in kto.values() for r in d]
+    assert kto[next(iter(kto))].column_names[:3] == ["prompt", "completion", "label"]
+    assert {r["request_id"] for r in kto_rows} <= set(labelled)
+    # all of them but those dropped as near-duplicates
+    assert len(kto_rows) == len(labelled) - m["near_duplicates"]["dropped_records"]["kto"]
+    assert all(r["label"] is labelled[r["request_id"]] for r in kto_rows)
+    assert m["counts"]["kto"]["settled_examples"] == len(source.scored)  # deduplicated
+    for r in kto_rows:  # the split of its repository, as the sft records have it
+        assert r["repo"] not in train_repos or r["split"] == "train"
+    assert "Live outcomes (`kto`)" in body and "config_name: kto" in header
 
     # per-language and per-repository figures, counted here from the loaded rows
     for lang in set(sft["train"]["language"]):
