@@ -15,6 +15,7 @@
     scorecard      score models on eval records, compare a candidate with a baseline: ship?
     acls           print the kafka-acls commands giving each principal only what it needs
     train          fine-tune a student on an export DIR with TRL (the `train` extra)
+    flywheel       the whole loop on real history: pipeline, train, serve, eval, verdict
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ def _cmd_demo(ns: argparse.Namespace) -> int:
                          timeout_s=170.0 if timeout is None else timeout,
                          models=ns.models, max_predictions=limit or 0,
                          broker_kind=ns.broker_kind, keep_broker=ns.keep_broker)
+
+
+def _cmd_flywheel(ns: argparse.Namespace) -> int:
+    from editstream import flywheel
+
+    return flywheel.run(ns, settings_mod.from_args(ns))
 
 
 def _cmd_broker(ns: argparse.Namespace) -> int:
@@ -277,6 +284,13 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
     settings_mod.add_arguments(p)
 
 
+def _args_flywheel(p: argparse.ArgumentParser) -> None:
+    from editstream.flywheel import add_arguments
+
+    add_arguments(p)
+    settings_mod.add_arguments(p)
+
+
 def _args_broker(p: argparse.ArgumentParser) -> None:
     from editstream.infra.broker import add_arguments
 
@@ -420,6 +434,9 @@ COMMANDS: dict[str, Command] = {
     "worker": Command("run the streaming pipeline", _args_worker, _cmd_worker),
     "demo": Command("run the whole pipeline locally on the bundled sample", _args_demo,
                     _cmd_demo),
+    "flywheel": Command("the whole loop: corpus of real history → pipeline → export → train "
+                        "→ serve base and fine-tune → shadow eval → scorecard verdict",
+                        _args_flywheel, _cmd_flywheel),
     "broker": Command("run a local Kafka-compatible broker", _args_broker, _cmd_broker),
     "simulate": Command(
         "run the local model SIMULATOR (speaks OpenAI completions/chat and Anthropic "

@@ -67,6 +67,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gguf-type", default="f16", choices=("f32", "f16", "bf16", "q8_0"),
                    help="GGUF tensor type (default f16)")
     p.add_argument("--no-gguf", action="store_true", help="skip the GGUF")
+    p.add_argument("--eval-rows", type=int, default=64, metavar="N",
+                   help="eval-split rows the eval loss is measured on (a seeded sample; "
+                        "0: all). On CPU each row costs a forward pass, twice")
+    p.add_argument("--base-gguf", action="store_true",
+                   help="also write MODEL_DIR/base.gguf: the base as it was trained from, "
+                        "through the same converter at the same --gguf-type, so that base "
+                        "and fine-tune are compared at one precision (the flywheel serves it)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -88,11 +95,16 @@ def main(ns: argparse.Namespace) -> int:
         return 2
     try:
         results = train(info, hyper, ns.out, base=ns.base, device=ns.device,
+                        eval_rows=ns.eval_rows,
                         gguf_type=None if ns.no_gguf else ns.gguf_type,
                         progress=not ns.no_progress)
     except DatasetError as exc:
         print(f"editstream train: {exc}", file=sys.stderr)
         return 2
+    if ns.base_gguf and not ns.no_gguf:
+        from editstream.train.gguf import convert
+
+        convert(base_checkpoint(ns.base)[0], ns.out / "base.gguf", ns.gguf_type)
     print(f"trained {hyper.method} ({'lora' if hyper.lora else 'full'}) on "
           f"{results['train_rows']} rows in {results['train_seconds']:.0f} s "
           f"({results['seconds_per_step']:.2f} s/step); train loss "
@@ -287,7 +299,7 @@ def _trainer(info: DatasetInfo, hyper: Hyper, model: Any, tok: Any, ds: Any, out
 
 def train(info: DatasetInfo, hyper: Hyper, out: Path, *, base: str | None = None,
           device: str = "auto", gguf_type: str | None = "f16",
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, eval_rows: int = 0) -> dict[str, Any]:
     """One run; returns the figures `train_results.json` holds."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
@@ -302,6 +314,8 @@ def train(info: DatasetInfo, hyper: Hyper, out: Path, *, base: str | None = None
     rows_in = {k: len(v) for k, v in ds.items()}
     ds = ds.filter(_fits(tok, hyper.max_length, hyper.method))
     too_long = {k: rows_in[k] - len(v) for k, v in ds.items()}
+    if eval_rows and "eval" in ds and len(ds["eval"]) > eval_rows:
+        ds["eval"] = ds["eval"].shuffle(seed=hyper.seed).select(range(eval_rows))
     if len(ds["train"]) == 0:
         raise DatasetError(f"every train example is longer than --max-length "
                            f"{hyper.max_length} tokens")

@@ -22,7 +22,7 @@ from streams import settings as settings_mod
 
 COMMANDS = ["worker", "demo", "broker", "simulate", "local-model", "generate", "produce",
             "gateway", "replay", "reset-offsets", "export", "report", "scorecard", "acls",
-            "train"]
+            "train", "flywheel"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
