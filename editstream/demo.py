@@ -45,6 +45,9 @@ LOCAL_DEFAULTS: dict[str, Any] = {
 LOCAL_MAX_PREDICTIONS = 10  # the bundled sample's first sessions, up to this many predictions
 LOCAL_TIMEOUT_S = 1800.0
 
+DEMO_CANDIDATE = "student"  # the run's own student, as a candidate of the demo's scorecard
+VERDICTS = {0: "ship", 1: "do not ship", 2: "too little data"}
+
 OUTPUT_TOPICS = ("training-records", "rejected-examples", "edit-events-dlq", "pipeline-dlq",
                  "settled-examples", "scored-examples", "repair")
 
@@ -190,6 +193,44 @@ async def worker_metrics(port: int) -> str:
             return (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     except httpx.HTTPError:
         return ""
+
+
+async def scorecard(settings: Settings, outputs: dict[str, list[dict[str, Any]]], out: Path,
+                    deadline: float) -> None:
+    """Wait for the eval stage's records of every settled example (its own consumer group,
+    behind the training stages or ahead of them), keep them as `eval-results.jsonl`, and
+    print the scorecard of every candidate against `served` (`scorecard.md`, `.json`, `.png`)
+    and the verdicts against `noop` (`scorecard-vs-noop/`)."""
+    from editstream.evaluation.scorecard import render_scorecard
+
+    wanted = {r["request_id"] for r in outputs["settled-examples"]}
+    raw: list[bytes] = []
+    while True:
+        raw = [r.value async for r in read_to_end(settings, settings.topic("eval-results"))]
+        records = [orjson.loads(v) for v in raw]
+        done = {r["request_id"] for r in records if r.get("candidate") == "noop"}
+        if wanted <= done or time.monotonic() > deadline:
+            break
+        print(f"  eval records for {len(done & wanted)}/{len(wanted)} settled examples…",
+              flush=True)
+        await asyncio.sleep(2)
+    (out / "eval-results.jsonl").write_bytes(b"".join(v + b"\n" for v in raw))
+    if not records:
+        print("scorecard: no eval records (see worker.log)")
+        return
+    missing = len(wanted - done)
+    print(f"\nscorecard ({len(done & wanted)} settled examples"
+          + (f", {missing} without eval records by the deadline" if missing else "") + "):")
+    try:
+        text, _ = render_scorecard(records, "served", None, settings, out)
+        print(text)
+        _, code = render_scorecard(records, "noop", None, settings, out / "scorecard-vs-noop",
+                                   plot=False)
+    except ValueError as exc:  # e.g. no served output in the sample
+        print(f"scorecard: {exc}")
+        return
+    print(f"against noop: {VERDICTS.get(code, code)} (scorecard-vs-noop/scorecard.md); "
+          f"files: {out / 'scorecard.md'}, {out / 'eval-results.jsonl'}")
 
 
 def summary(lines: int, outputs: dict[str, list[dict[str, Any]]], expected: set[str],
@@ -369,6 +410,11 @@ async def demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
             settings = settings.replace(student_url=settings.student_url or sim.url,
                                         teacher_url=settings.teacher_url or sim.url)
             print(f"started model simulator on {sim.url}")
+        if not settings.candidates and not settings.candidates_json:
+            # the scorecard at the end: the run's own student, greedy, against noop and served
+            settings = settings.replace(candidates=(f"{DEMO_CANDIDATE}={settings.student_url}",),
+                                        candidate_models=(
+                                            f"{DEMO_CANDIDATE}={settings.student_model}",))
         await ensure_topics(settings)
         if not settings.metrics_port:  # the progress line reads the worker's /metrics
             from editstream.infra.process import free_port
@@ -411,6 +457,8 @@ async def demo(settings: Settings, sample: Path, out: Path, timeout_s: float,
         manifest = await export_dataset(settings, dataset)
         print(summary(len(lines), outputs, expected, manifest, dataset,
                       time.monotonic() - t0, ingest_discards(lines, settings)))
+        if settings.eval_all:
+            await scorecard(settings, outputs, out, max(deadline, time.monotonic() + 120))
         if keep_broker and started_broker:
             worker.stop(20)
             await _hold(settings.broker)
