@@ -260,7 +260,8 @@ class _ModelClient:
             retry_after: float | None = None
             t0 = clock()
             try:
-                async with self.limiter.slot() as slot:
+                # an n-choice request holds n of the server's slots (llama-server's n_cmpl)
+                async with self.limiter.slot(max(1, choices)) as slot:
                     # The timeout and latency start once we hold a slot: they time the
                     # server's work (and its own queue), never a wait in this client.
                     t0 = clock()
