@@ -15,6 +15,7 @@ import contextlib
 import statistics
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 
 from agents.models import StudentClient
@@ -326,3 +327,23 @@ def test_service_time_is_read_from_llama_server_timings() -> None:
     assert _service_s(b'{"timings": {"prompt_ms": "x"}}') is None
     assert _service_s(b'{"timings": null}') is None
     assert _service_s(b'not json "timings"') is None
+
+
+@on_virtual_clock
+async def test_simulator_slots_hold_n_choices_and_report_timings(start_sim: StartSim) -> None:
+    """The simulator as llama-server: an n=3 request takes 3 of 4 slots, so a second one
+    waits for it although one slot is free, and `timings` say the time worked, not queued."""
+    sim = await start_sim(slots=4, latency_ms=200, timings=True)
+    async with httpx.AsyncClient(base_url=sim.url) as http:
+
+        async def one(n: int) -> tuple[float, float]:
+            t0 = asyncio.get_running_loop().time()
+            r = await http.post("/v1/completions", json={"model": "m", "prompt": PROMPT, "n": n})
+            timings = r.raise_for_status().json()["timings"]
+            return asyncio.get_running_loop().time() - t0, timings["predicted_ms"] / 1000
+
+        first, second, narrow = await asyncio.gather(one(3), one(3), one(1))
+    assert first == pytest.approx((0.2, 0.2), abs=1e-6)
+    assert second == pytest.approx((0.4, 0.2), abs=1e-6)  # queued 0.2 s for 3 free slots
+    assert narrow == pytest.approx((0.4, 0.2), abs=1e-6)  # behind it (arrival order)
+    assert sim.stats.max_queued == 2
