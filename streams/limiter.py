@@ -241,12 +241,10 @@ class AdaptiveLimit:
         if ratio > self.tolerance:
             # saturated, latency grows as limit / slots: limit / ratio estimates the slots
             self._set(self.limit * max(self.backoff, 1.0 / ratio), decrease=True)
-        elif r.peak < int(self.limit) or not self._room_to_grow(latency):
-            self._set(self.limit, decrease=False)  # unused, or no headroom left: hold
-        elif self._slow_start:
-            self._set(self.limit * 2, decrease=False)
+        elif r.peak < int(self.limit):
+            self._set(self.limit, decrease=False)  # unused: hold
         else:
-            self._set(self.limit + 1, decrease=False)
+            self._grow(latency)
 
     def _decide_on_queue(self, latency: float) -> None:
         """A round whose every response carried the server's service time: shrink by the
@@ -275,20 +273,30 @@ class AdaptiveLimit:
         self._strikes = 0
         if r.peak >= level:
             self._clear_level = max(self._clear_level, level)
-        if r.peak < level or not self._room_to_grow(latency):
+        if r.peak < level:
             self._set(self.limit, decrease=False)
-        elif self._slow_start:
-            self._set(self.limit * 2, decrease=False)
         else:
-            self._set(self.limit + 1, decrease=False)
+            self._grow(latency)
 
-    def _room_to_grow(self, latency: float) -> bool:
-        """Whether one more in flight keeps a saturated server's latency, which grows as
-        (level + 1) / level, within 3/4 of the budget (the requests' timeout)."""
+    def _grow(self, latency: float) -> None:
+        """Double in slow start, else add one; a step that could push a queued request
+        past the budget is made smaller (one), or not at all (hold)."""
+        for target in ((self.limit * 2, self.limit + 1) if self._slow_start
+                       else (self.limit + 1,)):
+            if self._room_to_grow(latency, target):
+                self._set(target, decrease=False)
+                return
+        self._set(self.limit, decrease=False)  # no headroom left: hold
+
+    def _room_to_grow(self, latency: float, target: float) -> bool:
+        """Whether ``target`` in flight keeps a saturated server's latency, which grows as
+        target / level, within 3/4 of the budget (the requests' timeout). Doubling 8 in
+        flight on llama-server's 8 slots at ~90 s a request queued 8 for another ~90 s, and
+        they timed out at 120 s."""
         if self.latency_budget_s is None:
             return True
         level = max(1, int(self.limit))
-        return latency * (level + 1) / level < 0.75 * self.latency_budget_s
+        return latency * int(target) / level < 0.75 * self.latency_budget_s
 
     def _set(self, value: float, *, decrease: bool) -> None:
         if decrease:

@@ -84,6 +84,20 @@ async def test_no_growth_that_could_push_a_queued_request_past_its_timeout() -> 
     assert roomy.limit > 1
 
 
+async def test_slow_start_does_not_double_past_the_latency_budget() -> None:
+    """At 2 in flight and 50 s a request (all worked, none queued), doubling to 4 would
+    queue two for ~50 s more (100 s against a 120 s timeout); one more (75 s) fits."""
+    limit = AdaptiveLimit(16, initial=2, latency_budget_s=120.0)
+
+    async def one() -> None:
+        async with limit.slot() as slot:
+            await asyncio.sleep(0)
+            slot.ok(50.0, 50.0)
+
+    await asyncio.gather(one(), one())
+    assert limit.limit == 3
+
+
 async def _cpu_server(slots: int, requests: int, *, service: bool, width: int = 1,
                       stall_every: int = 0) -> tuple[list[float], list[int]]:
     """A CPU-bound server of ``slots`` slots (asyncio sleeps): a request of ``width``
