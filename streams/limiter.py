@@ -244,7 +244,7 @@ class AdaptiveLimit:
         elif r.peak < int(self.limit):
             self._set(self.limit, decrease=False)  # unused: hold
         else:
-            self._grow(latency)
+            self._grow(max(r.latencies))
 
     def _decide_on_queue(self, latency: float) -> None:
         """A round whose every response carried the server's service time: shrink by the
@@ -276,11 +276,14 @@ class AdaptiveLimit:
         if r.peak < level:
             self._set(self.limit, decrease=False)
         else:
-            self._grow(latency)
+            self._grow(max(r.latencies))
 
     def _grow(self, latency: float) -> None:
         """Double in slow start, else add one; a step that could push a queued request
-        past the budget is made smaller (one), or not at all (hold)."""
+        past the budget is made smaller (one), or not at all (hold). ``latency``: the
+        round's slowest request (the budget is about the slowest timing out, and on
+        llama-server a request whose prompt is cached takes seconds, one whose prompt is
+        not, a minute and more: the mean let 8 in flight double to 16 and 14 time out)."""
         for target in ((self.limit * 2, self.limit + 1) if self._slow_start
                        else (self.limit + 1,)):
             if self._room_to_grow(latency, target):

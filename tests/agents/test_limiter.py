@@ -85,16 +85,17 @@ async def test_no_growth_that_could_push_a_queued_request_past_its_timeout() -> 
 
 
 async def test_slow_start_does_not_double_past_the_latency_budget() -> None:
-    """At 2 in flight and 50 s a request (all worked, none queued), doubling to 4 would
-    queue two for ~50 s more (100 s against a 120 s timeout); one more (75 s) fits."""
+    """At 2 in flight, one request taking 10 s and one 50 s (all worked, none queued; a
+    cached prompt and one evaluated), doubling to 4 could queue a request for ~50 s more
+    (100 s against a 120 s timeout); one more (75 s) fits. (The mean, 30 s, would double.)"""
     limit = AdaptiveLimit(16, initial=2, latency_budget_s=120.0)
 
-    async def one() -> None:
+    async def one(latency: float) -> None:
         async with limit.slot() as slot:
             await asyncio.sleep(0)
-            slot.ok(50.0, 50.0)
+            slot.ok(latency, latency)
 
-    await asyncio.gather(one(), one())
+    await asyncio.gather(one(10.0), one(50.0))
     assert limit.limit == 3
 
 
