@@ -25,10 +25,12 @@ everything at ``max_limit``. Latency also varies with request size (prompt lengt
 generated); averaging per round and per level damps that, and requests of very different
 sizes on one endpoint make the limit more cautious, never less.
 
-``latency_budget_s`` (the requests' timeout): the limit does not grow when one more request
-in flight could push a saturated server's latency past 3/4 of it. A one-slot server that
-needs 15 s per request is never sent a second one that would wait 15 s in its queue and
-time out at 30 s.
+``latency_budget_s`` (the requests' timeout): the limit does not grow when the step (a
+doubling in slow start, else one) could push a saturated server's latency, estimated from the
+round's slowest request, past 3/4 of it; slow start then grows by one, or holds. A one-slot
+server that needs 15 s per request is never sent a second one that would wait 15 s in its
+queue and time out at 30 s. (The estimate is linear in the level; on a CPU server, where a
+request's own service time grows with the batch, it can still be short: bench notes.)
 
 **server-reported service time** (llama-server's ``timings``): when a response says how long
 the server worked on it, latency minus that is the time the request waited in the server's
