@@ -25,10 +25,12 @@ everything at ``max_limit``. Latency also varies with request size (prompt lengt
 generated); averaging per round and per level damps that, and requests of very different
 sizes on one endpoint make the limit more cautious, never less.
 
-``latency_budget_s`` (the requests' timeout): the limit does not grow when one more request
-in flight could push a saturated server's latency past 3/4 of it. A one-slot server that
-needs 15 s per request is never sent a second one that would wait 15 s in its queue and
-time out at 30 s.
+``latency_budget_s`` (the requests' timeout): the limit does not grow when the step (a
+doubling in slow start, else one) could push a saturated server's latency, estimated from the
+round's slowest request, past 3/4 of it; slow start then grows by one, or holds. A one-slot
+server that needs 15 s per request is never sent a second one that would wait 15 s in its
+queue and time out at 30 s. (The estimate is linear in the level; on a CPU server, where a
+request's own service time grows with the batch, it can still be short: bench notes.)
 
 **server-reported service time** (llama-server's ``timings``): when a response says how long
 the server worked on it, latency minus that is the time the request waited in the server's
@@ -39,6 +41,19 @@ and settle below the slot count. With service times a round decides on the queue
 if more than a sliver of its requests waited (over ``_WAIT_SHARE`` of their service time),
 the limit is above the slots by about that share and shrinks by it; if none did, it grows
 (slow start, then by one). The limit then moves between the slot count and one above it.
+Not every wait is for a slot: llama-server takes new requests between two batches, so one
+that arrives while another slot's long prompt is evaluated waits for that batch with slots
+free (seconds for a prompt of 800 tokens on a CPU). Shrinking for that settled 8 slots at
+6.9. So the highest limit a full round ran at with no wait is kept (the server has shown
+that many slots): a round with waits at or below it holds the limit once, and only a second
+in a row shrinks it (the server got smaller, or another client shares it; the level is then
+proven anew); a failed probe above it falls back no lower than it.
+
+**Requests of n choices** count as n in flight: llama-server works an ``n=k`` request
+(``n_cmpl``) in k slots at once and starts it only when k are free, and a batching server
+(vLLM) decodes k sequences for it. The limit counts sequences, so what it learned from
+single-choice requests (a teacher, a judge on the same endpoint) holds for ``n`` requests.
+A request wider than the limit is sent when nothing else is in flight.
 
 ``adaptive=False`` keeps the limit fixed at ``max_limit`` (a plain semaphore).
 
@@ -70,7 +85,8 @@ class Slot:
     """One request's permission to be in flight; tell it how the request went."""
 
     seq: int
-    in_flight: int  # requests in flight when this one was sent, itself included
+    in_flight: int  # sequences in flight when this one was sent, its own included
+    weight: int = 1  # sequences this request asks the server for (``n``)
     outcome: str = "ignored"  # "ok" | "overload" | "ignored" (no load signal: 400, 500, ...)
     latency_s: float = 0.0
     service_s: float | None = None  # the server's own time on the request, when it says
@@ -88,6 +104,7 @@ class Slot:
 class _Round:
     latencies: list[float] = field(default_factory=list)
     levels: list[int] = field(default_factory=list)
+    weights: list[int] = field(default_factory=list)
     waited: list[bool | None] = field(default_factory=list)  # None: service time unknown
     peak: int = 0  # most requests in flight since the round started
 
@@ -128,49 +145,65 @@ class AdaptiveLimit:
         self._changed_at = 0  # the last slot handed out before the last decision
         self._round = _Round()
         self._levels: dict[int, float] = {}  # in-flight level → average latency (s)
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Service times: the highest limit a round ran at with no request waiting for a
+        # slot (the server has shown that many slots), and the rounds in a row that saw
+        # waits at or below it (one is the server's own stall, two say it has fewer now).
+        self._clear_level = 0
+        self._strikes = 0
+        self._waiters: deque[tuple[asyncio.Future[None], int]] = deque()
         self._notify()
 
     # --- admission -----------------------------------------------------------------------
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[Slot]:
-        """Wait for room under the limit (FIFO), then hold it for one request."""
-        await self._acquire()  # counts us in flight
-        self._seq += 1
+    async def slot(self, weight: int = 1) -> AsyncIterator[Slot]:
+        """Wait for room under the limit (FIFO), then hold it for one request that asks
+        for ``weight`` sequences (an ``n=k`` request: llama-server works its k choices in
+        k slots at once, and starts it only when k are free; vLLM batches k sequences). A
+        request wider than the limit is sent when nothing else is in flight."""
+        weight = max(1, weight)
+        await self._acquire(weight)  # counts us in flight
+        self._seq += weight
         if self._seq > self._decided_at:
             self._round.peak = max(self._round.peak, self.in_flight)
-        slot = Slot(self._seq, self.in_flight)
+        slot = Slot(self._seq, self.in_flight, weight)
         try:
             yield slot
         finally:
-            self.in_flight -= 1
+            self.in_flight -= weight
             self._record(slot)
             self._wake()
 
-    async def _acquire(self) -> None:
-        if self.in_flight < int(self.limit) and not self._waiters:
-            self.in_flight += 1
+    def _fits(self, weight: int) -> bool:
+        return self.in_flight + weight <= int(self.limit) or self.in_flight == 0
+
+    async def _acquire(self, weight: int) -> None:
+        if not self._waiters and self._fits(weight):
+            self.in_flight += weight
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        self._waiters.append((fut, weight))
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
-                self.in_flight -= 1  # we were handed room we will not use: pass it on
+                self.in_flight -= weight  # we were handed room we will not use: pass it on
                 self._wake()
             else:
-                self._waiters.remove(fut)
+                self._waiters.remove((fut, weight))
             raise
 
     def _wake(self) -> None:
-        room = int(self.limit) - self.in_flight
-        while room > 0 and self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                self.in_flight += 1  # reserved for the waiter until it runs
-                fut.set_result(None)
-                room -= 1
+        # strictly FIFO: a wide request at the head is not overtaken by narrow ones
+        while self._waiters:
+            fut, weight = self._waiters[0]
+            if fut.done():
+                self._waiters.popleft()
+                continue
+            if not self._fits(weight):
+                return
+            self._waiters.popleft()
+            self.in_flight += weight  # reserved for the waiter until it runs
+            fut.set_result(None)
 
     # --- feedback ------------------------------------------------------------------------
     def _record(self, slot: Slot) -> None:
@@ -178,6 +211,7 @@ class AdaptiveLimit:
             return
         if slot.outcome == "overload":
             if slot.seq > self._changed_at:  # once per round: in-flight peers don't count
+                self._clear_level = 0  # the server is not what it was: prove levels anew
                 self._set(self.limit * self.backoff, decrease=True)
             return
         if slot.seq <= self._decided_at:
@@ -185,15 +219,17 @@ class AdaptiveLimit:
         r = self._round
         r.latencies.append(slot.latency_s)
         r.levels.append(slot.in_flight)
+        r.weights.append(slot.weight)
         r.waited.append(None if slot.service_s is None else
                         slot.latency_s - slot.service_s
                         > max(_WAIT_MIN_S, _WAIT_SHARE * slot.service_s))
-        if len(r.latencies) >= max(1, min(int(self.limit), r.peak)):
+        if sum(r.weights) >= max(1, min(int(self.limit), r.peak)):
             self._decide()
 
     def _decide(self) -> None:
         r = self._round
-        latency = sum(r.latencies) / len(r.latencies)
+        latency = sum(lat * w for lat, w in zip(r.latencies, r.weights, strict=True)) / sum(
+            r.weights)
         if None not in r.waited:
             self._decide_on_queue(latency)
             return
@@ -207,34 +243,65 @@ class AdaptiveLimit:
         if ratio > self.tolerance:
             # saturated, latency grows as limit / slots: limit / ratio estimates the slots
             self._set(self.limit * max(self.backoff, 1.0 / ratio), decrease=True)
-        elif r.peak < int(self.limit) or not self._room_to_grow(latency):
-            self._set(self.limit, decrease=False)  # unused, or no headroom left: hold
-        elif self._slow_start:
-            self._set(self.limit * 2, decrease=False)
+        elif r.peak < int(self.limit):
+            self._set(self.limit, decrease=False)  # unused: hold
         else:
-            self._set(self.limit + 1, decrease=False)
+            self._grow(max(r.latencies))
 
     def _decide_on_queue(self, latency: float) -> None:
         """A round whose every response carried the server's service time: shrink by the
-        share of requests that waited for a slot, else grow (see the module docstring)."""
+        share of sequences that waited for a slot, else grow (see the module docstring)."""
         r = self._round
-        share = sum(1 for w in r.waited if w) / len(r.waited)
+        share = sum(w for w, waited in zip(r.weights, r.waited, strict=True) if waited) / sum(
+            r.weights)
+        level = int(self.limit)
         if share > 0:
-            self._set(self.limit * max(self.backoff, 1.0 - share), decrease=True)
-        elif r.peak < int(self.limit) or not self._room_to_grow(latency):
+            if level <= self._clear_level and self._strikes == 0:
+                # a level the server ran clear before: one round with waits is its own
+                # stall (a request arriving during another slot's prompt evaluation waits
+                # for that batch, free slots or not); a second in a row is a smaller server
+                self._strikes = 1
+                self._set(self.limit, decrease=False)
+                return
+            self._strikes = 0
+            shrunk = self.limit * max(self.backoff, 1.0 - share)
+            if self._clear_level < level:
+                # above every level that ran clear: fall back at most to the last one
+                shrunk = max(shrunk, float(self._clear_level))
+            else:
+                self._clear_level = 0  # waits twice at a proven level: prove levels anew
+            self._set(shrunk, decrease=True)
+            return
+        self._strikes = 0
+        if r.peak >= level:
+            self._clear_level = max(self._clear_level, level)
+        if r.peak < level:
             self._set(self.limit, decrease=False)
-        elif self._slow_start:
-            self._set(self.limit * 2, decrease=False)
         else:
-            self._set(self.limit + 1, decrease=False)
+            self._grow(max(r.latencies))
 
-    def _room_to_grow(self, latency: float) -> bool:
-        """Whether one more in flight keeps a saturated server's latency, which grows as
-        (level + 1) / level, within 3/4 of the budget (the requests' timeout)."""
+    def _grow(self, latency: float) -> None:
+        """Double in slow start, else add one; a step that could push a queued request
+        past the budget is made smaller (one), or not at all (hold). ``latency``: the
+        round's slowest request (the budget is about the slowest timing out, and on
+        llama-server a request whose prompt is cached takes seconds, one whose prompt is
+        not, a minute and more: the mean let 8 in flight double to 16 and 14 time out)."""
+        for target in ((self.limit * 2, self.limit + 1) if self._slow_start
+                       else (self.limit + 1,)):
+            if self._room_to_grow(latency, target):
+                self._set(target, decrease=False)
+                return
+        self._set(self.limit, decrease=False)  # no headroom left: hold
+
+    def _room_to_grow(self, latency: float, target: float) -> bool:
+        """Whether ``target`` in flight keeps a saturated server's latency, which grows as
+        target / level, within 3/4 of the budget (the requests' timeout). Doubling 8 in
+        flight on llama-server's 8 slots at ~90 s a request queued 8 for another ~90 s, and
+        they timed out at 120 s."""
         if self.latency_budget_s is None:
             return True
         level = max(1, int(self.limit))
-        return latency * (level + 1) / level < 0.75 * self.latency_budget_s
+        return latency * int(target) / level < 0.75 * self.latency_budget_s
 
     def _set(self, value: float, *, decrease: bool) -> None:
         if decrease:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Self, TypedDict, TypeVar
@@ -252,16 +251,20 @@ class _ModelClient:
         """
         ep = self.endpoint
         content = orjson.dumps(body)
-        started = time.monotonic()
+        # Timed on the event loop's clock (the monotonic clock, unless a test runs the loop
+        # on a virtual one: tests/agents/virtual_clock.py).
+        clock = asyncio.get_running_loop().time
+        started = clock()
         reason = "connection"
         for attempt in range(ep.max_retries + 1):
             retry_after: float | None = None
-            t0 = time.monotonic()
+            t0 = clock()
             try:
-                async with self.limiter.slot() as slot:
+                # an n-choice request holds n of the server's slots (llama-server's n_cmpl)
+                async with self.limiter.slot(max(1, choices)) as slot:
                     # The timeout and latency start once we hold a slot: they time the
                     # server's work (and its own queue), never a wait in this client.
-                    t0 = time.monotonic()
+                    t0 = clock()
                     try:
                         resp = await self._post(path, content)
                     except httpx.TimeoutException:
@@ -270,7 +273,7 @@ class _ModelClient:
                     if resp.status_code in _OVERLOAD_STATUSES:
                         slot.overload()
                     elif resp.status_code == 200:
-                        slot.ok(time.monotonic() - t0, _service_s(resp.content))
+                        slot.ok(clock() - t0, _service_s(resp.content))
             except httpx.TimeoutException:
                 reason = "timeout"
             except httpx.DecodingError:  # e.g. a corrupt gzip body: the response is broken
@@ -278,7 +281,7 @@ class _ModelClient:
             except httpx.HTTPError:  # TransportError & co: refused, reset, closed early
                 reason = "connection"
             else:
-                latency = time.monotonic() - t0
+                latency = clock() - t0
                 status = resp.status_code
                 if status == 200:
                     try:
@@ -301,7 +304,7 @@ class _ModelClient:
                         )
                         return _Outcome(
                             value,
-                            (time.monotonic() - started) * 1000.0,
+                            (clock() - started) * 1000.0,
                             attempt + 1,
                             usage.prompt_tokens,
                             usage.completion_tokens,
@@ -315,7 +318,7 @@ class _ModelClient:
                             reason, status=status, detail=detail, param=param, attempts=attempt + 1
                         )
                     retry_after = _retry_after_s(resp.headers.get("retry-after"))
-            self._observe(RequestEvent(self.kind, reason, time.monotonic() - t0, attempt > 0, 0, 0))
+            self._observe(RequestEvent(self.kind, reason, clock() - t0, attempt > 0, 0, 0))
             if attempt < ep.max_retries:
                 await self._sleep(self._backoff_s(attempt, retry_after))
         raise ModelError("retry_budget_exhausted", last_reason=reason, attempts=ep.max_retries + 1)

@@ -29,6 +29,7 @@ class SimulatorConfig:
     accept_n: bool = True  # False: 400 naming param "n" for n > 1
     n_cap: int = 0  # > 0: answer at most this many choices whatever n asks (llama.cpp: 1)
     slots: int = 0  # > 0: requests worked on at once; the rest wait in the server (llama.cpp)
+    timings: bool = False  # report llama-server's `timings` (time worked, not queued)
     error_rate: float = 0.0  # HTTP 500
     rate_limit_rate: float = 0.0  # HTTP 429 with Retry-After
     retry_after_s: float = 1.0
@@ -94,8 +95,10 @@ _HELP = {
     "accept_n": "accept n > 1 in /v1/completions (--no-accept-n answers 400 naming 'n')",
     "n_cap": "answer at most this many choices whatever n asks, silently (0: honour n; "
              "llama.cpp's server behaves like 1)",
-    "slots": "requests worked on at once; more wait in the server's queue, their latency "
-             "growing (0: unlimited; llama.cpp's server behaves like 1)",
+    "slots": "slots worked on at once (a request of n choices takes n, as llama-server's "
+             "do); more wait in the server's queue, their latency growing (0: unlimited)",
+    "timings": "report llama-server's `timings` in completions (the time a request was "
+               "worked on in its slots, not the time it queued for them)",
     "error_rate": "fraction of requests answered with HTTP 500",
     "rate_limit_rate": "fraction of requests answered with HTTP 429 and Retry-After",
     "retry_after_s": "Retry-After seconds sent with 429s",

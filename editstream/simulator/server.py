@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -66,7 +67,48 @@ _CONFIG = web.AppKey("config", SimulatorConfig)
 _TRUTH = web.AppKey("truth", GroundTruth)
 _STATS = web.AppKey("stats", SimulatorStats)
 _RNG = web.AppKey("rng", random.Random)
-_SLOTS = web.AppKey("slots", asyncio.Semaphore)
+
+
+class _Slots:
+    """The server's slots. A request of ``n`` choices takes n of them at once and waits
+    until n are free (llama-server's ``n_cmpl``: one slot per choice), in arrival order."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self._queue: collections.deque[tuple[asyncio.Future[None], int]] = collections.deque()
+
+    async def acquire(self, width: int) -> int:
+        width = max(1, min(width, self.total))
+        if not self._queue and self.free >= width:
+            self.free -= width
+            return width
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((fut, width))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(width)  # handed slots we will not use
+            else:
+                self._queue.remove((fut, width))
+                self._wake()
+            raise
+        return width
+
+    def release(self, width: int) -> None:
+        self.free += width
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._queue and self._queue[0][1] <= self.free:
+            fut, width = self._queue.popleft()
+            if not fut.done():
+                self.free -= width
+                fut.set_result(None)
+
+
+_SLOTS = web.AppKey("slots", _Slots)
 
 
 @dataclass
@@ -160,7 +202,8 @@ def _model_endpoint(answer: Answer) -> Callable[[web.Request], Awaitable[web.Str
             if now < chaos.slow_until and request.path in chaos.slow_paths:
                 delay_ms *= chaos.slow_factor
                 stats.faults["slow"] += 1
-            async with _slot(request):  # the work (latency) happens in a slot, if limited
+            raw = await request.read()
+            async with _slot(request, _width(raw)):  # the work (latency) happens in slots
                 if delay_ms > 0:
                     await asyncio.sleep(delay_ms / 1000.0)
             if fault == "rate_limit":
@@ -170,10 +213,12 @@ def _model_endpoint(answer: Answer) -> Callable[[web.Request], Awaitable[web.Str
             if fault == "error":
                 return _error(request, 500, "internal error (simulated)")
             try:
-                body = _parse_body(request, await request.read())
+                body = _parse_body(request, raw)
                 payload = answer(config, body)
             except _BadRequest as exc:
                 return _error(request, exc.status, exc.message, exc.param)
+            if config.timings:  # llama-server's: the time worked in the slot, not queued
+                payload["timings"] = {"prompt_ms": 0.0, "predicted_ms": max(0.0, delay_ms)}
             data = orjson.dumps(payload)
             stats.statuses[200] += 1
             if fault == "malformed":  # a prefix of a JSON object is never valid JSON
@@ -185,27 +230,37 @@ def _model_endpoint(answer: Answer) -> Callable[[web.Request], Awaitable[web.Str
     return handler
 
 
+def _width(raw: bytes) -> int:
+    """The slots a request needs: its ``n`` (1 when absent or odd; a bad body is
+    answered 400 after its latency, as before)."""
+    try:
+        n = orjson.loads(raw).get("n", 1)
+    except (orjson.JSONDecodeError, AttributeError):
+        return 1
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1
+
+
 @contextlib.asynccontextmanager
-async def _slot(request: web.Request) -> AsyncIterator[None]:
-    """Hold one of the server's slots (``slots``) while working, queueing for it like
-    llama.cpp's server does; without slots every request works at once."""
+async def _slot(request: web.Request, width: int = 1) -> AsyncIterator[None]:
+    """Hold ``width`` of the server's slots (``slots``) while working, queueing for them
+    like llama.cpp's server does; without slots every request works at once."""
     if not request.app[_CONFIG].slots:
         yield
         return
-    semaphore = request.app[_SLOTS]
+    slots = request.app[_SLOTS]
     stats = request.app[_STATS]
     stats.queued += 1
     stats.max_queued = max(stats.max_queued, stats.queued)
     t0 = time.monotonic()
     try:
-        await semaphore.acquire()
+        width = await slots.acquire(width)
     finally:
         stats.queued -= 1
     stats.max_queue_wait_s = max(stats.max_queue_wait_s, time.monotonic() - t0)
     try:
         yield
     finally:
-        semaphore.release()
+        slots.release(width)
 
 
 def _parse_body(request: web.Request, raw: bytes) -> dict[str, Any]:
@@ -288,7 +343,7 @@ def build_app(config: SimulatorConfig) -> web.Application:
     app[_CONFIG] = config
     app[_STATS] = SimulatorStats()
     app[_RNG] = random.Random(config.seed)
-    app[_SLOTS] = asyncio.Semaphore(max(1, config.slots))
+    app[_SLOTS] = _Slots(max(1, config.slots))
     app[_CHAOS] = ChaosWindows()
     if config.admin:
         app.router.add_post("/admin/chaos", _admin_chaos)
