@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -78,9 +77,11 @@ def editstream(*args: str, log: Path | None = None) -> None:
         return
     with log.open("ab") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
+    lines = log.read_text(errors="replace").splitlines()
     if proc.returncode:
-        tail = log.read_text(errors="replace").splitlines()[-30:]
-        raise RuntimeError(f"editstream {args[0]} exited {proc.returncode}:\n" + "\n".join(tail))
+        raise RuntimeError(f"editstream {args[0]} exited {proc.returncode}:\n"
+                           + "\n".join(lines[-30:]))
+    print("  " + (lines[-1] if lines else "") + f"  (log: {log})", flush=True)
 
 
 def settings_args(settings: Settings) -> list[str]:
@@ -153,8 +154,10 @@ async def flywheel(ns: argparse.Namespace, settings: Settings) -> int:
         dataset, model = out / "pipeline" / "dataset", out / "model"
         with phases.phase("train"):
             editstream("train", str(dataset), "--out", str(model), "--seed", str(ns.seed),
-                       "--max-steps", str(ns.max_steps), "--max-length", str(ns.max_length),
-                       *(["--base", ns.base] if ns.base else []), "--base-gguf")
+                       "--epochs", str(ns.epochs), "--max-steps", str(ns.max_steps),
+                       "--max-length", str(ns.max_length), "--no-progress",
+                       *(["--base", ns.base] if ns.base else []), "--base-gguf",
+                       log=out / "train.log")
         with phases.phase("serve"):
             base = await asyncio.to_thread(
                 start_local_model, out / "base-server.log", slots=ns.slots,
@@ -188,9 +191,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              "(repeatable; default: the release history of several PyPI "
                              "packages, `editstream generate --release-corpus`)")
     source.add_argument("--sample", metavar="FILE", help="a trace file instead of a corpus")
-    p.add_argument("--max-steps", type=int, default=int(os.environ.get("FLYWHEEL_STEPS", 150)),
-                   help="training steps (CPU: ~5 s each for SmolLM2-135M with LoRA)")
-    p.add_argument("--max-length", type=int, default=1024, help="training tokens per example")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the train split")
+    p.add_argument("--max-steps", type=int, default=-1,
+                   help="> 0: stop after N optimizer steps (of 8 examples each; ~35 s a step "
+                        "for SmolLM2-135M with LoRA on 2 CPU cores)")
+    p.add_argument("--max-length", type=int, default=640,
+                   help="tokens per training example; longer ones are left out (CPU time "
+                        "grows with it: 640 keeps about half of the examples)")
     p.add_argument("--base", default=None, help="the base to fine-tune (default SmolLM2-135M)")
     p.add_argument("--slots", type=int, default=4, help="llama-server slots per model")
     p.add_argument("--pipeline-timeout", type=float, default=1200.0)
