@@ -434,9 +434,6 @@ COMMANDS: dict[str, Command] = {
     "worker": Command("run the streaming pipeline", _args_worker, _cmd_worker),
     "demo": Command("run the whole pipeline locally on the bundled sample", _args_demo,
                     _cmd_demo),
-    "flywheel": Command("the whole loop: corpus of real history → pipeline → export → train "
-                        "→ serve base and fine-tune → shadow eval → scorecard verdict",
-                        _args_flywheel, _cmd_flywheel),
     "broker": Command("run a local Kafka-compatible broker", _args_broker, _cmd_broker),
     "simulate": Command(
         "run the local model SIMULATOR (speaks OpenAI completions/chat and Anthropic "
@@ -469,6 +466,9 @@ COMMANDS: dict[str, Command] = {
     "train": Command("fine-tune a student on an export DIR with TRL: sft, dpo or kto, LoRA "
                      "or full; writes the adapter, merged weights and a GGUF (`train` extra)",
                      _args_train, _cmd_train),
+    "flywheel": Command("the whole loop: corpus of real history → pipeline → export → train "
+                        "→ serve base and fine-tune → shadow eval → scorecard verdict",
+                        _args_flywheel, _cmd_flywheel),
 }
 
 # Subcommands whose Kafka clients are checked first (login, TLS, and Describe on the topics

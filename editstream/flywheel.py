@@ -89,7 +89,7 @@ def settings_args(settings: Settings) -> list[str]:
             "--app-id", settings.app_id, "--partitions", str(settings.partitions)]
 
 
-def build_corpus(ns: argparse.Namespace, out: Path) -> Path:
+def build_corpus(ns: argparse.Namespace, settings: Settings, out: Path) -> Path:
     if ns.sample:
         return Path(ns.sample)
     corpus = out / "corpus.jsonl"
@@ -97,7 +97,7 @@ def build_corpus(ns: argparse.Namespace, out: Path) -> Path:
         args = [a for path in ns.from_git for a in ("--from-git", path)]
     else:
         args = ["--release-corpus"]
-    editstream("generate", *args, "--seed", str(ns.seed), "--out", str(corpus))
+    editstream("generate", *args, "--seed", str(settings.seed), "--out", str(corpus))
     return corpus
 
 
@@ -140,7 +140,7 @@ async def flywheel(ns: argparse.Namespace, settings: Settings) -> int:
     out.mkdir(parents=True, exist_ok=True)
     phases = Phases()
     with phases.phase("corpus"):
-        corpus = build_corpus(ns, out)
+        corpus = build_corpus(ns, settings, out)
     async with contextlib.AsyncExitStack() as stack:
         if not settings.broker:
             broker = await asyncio.to_thread(start_broker, "tansu",
@@ -153,7 +153,7 @@ async def flywheel(ns: argparse.Namespace, settings: Settings) -> int:
             await run_pipeline(settings, corpus, out / "pipeline", ns.pipeline_timeout)
         dataset, model = out / "pipeline" / "dataset", out / "model"
         with phases.phase("train"):
-            editstream("train", str(dataset), "--out", str(model), "--seed", str(ns.seed),
+            editstream("train", str(dataset), "--out", str(model), "--seed", str(settings.seed),
                        "--epochs", str(ns.epochs), "--max-steps", str(ns.max_steps),
                        "--max-length", str(ns.max_length), "--no-progress",
                        *(["--base", ns.base] if ns.base else []), "--base-gguf",
