@@ -172,6 +172,9 @@ async def flywheel(ns: argparse.Namespace, settings: Settings) -> int:
                        REPLAY_ID, "--timeout", str(ns.eval_timeout),
                        "--candidate", f"{BASE}={base.url}",
                        "--candidate", f"{CANDIDATE}={cand.url}",
+                       # a CPU server: a request waits behind the others' prompts
+                       "--candidate-timeout-s", str(ns.eval_request_timeout),
+                       "--candidate-max-in-flight", str(2 * ns.slots),
                        *settings_args(settings), log=out / "eval.log")
             raw = await read_eval_results(settings)
             (out / "eval-results.jsonl").write_bytes(b"".join(v + b"\n" for v in raw))
@@ -202,6 +205,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slots", type=int, default=4, help="llama-server slots per model")
     p.add_argument("--pipeline-timeout", type=float, default=1200.0)
     p.add_argument("--eval-timeout", type=float, default=1800.0)
+    p.add_argument("--eval-request-timeout", type=float, default=600.0,
+                   help="seconds a candidate request may take on the CPU servers")
 
 
 def run(ns: argparse.Namespace, settings: Settings) -> int:
