@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -210,11 +211,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(ns: argparse.Namespace, settings: Settings) -> int:
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # as Ctrl-C: the broker and the servers it started stop
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         return asyncio.run(flywheel(ns, settings))
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"editstream flywheel: {exc}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 __all__: Sequence[str] = ("add_arguments", "run")
