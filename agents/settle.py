@@ -81,7 +81,7 @@ from agents.runtime import Runtime, dead_letter_record, dumps, observe_lag
 from schemas.records import EvalRecord, SettledExample
 from schemas.topics import settle_changelog, settle_group
 from streams.emit import rejected_record
-from streams.evaluate import scorecard_record
+from streams.evaluate import OUTCOMES, scorecard_record
 from streams.ingest import Discarded, Rejected, Verdict, decode_event, screen_settled
 from streams.route import settle_rejection
 from streams.settle import (
@@ -147,6 +147,7 @@ class SettleRunner(mode.Service):
         self.rejected_topic = s.topic("rejected-examples")
         self.scorecard_topic = s.topic("scorecard")
         self.versions = metrics.VersionLabels(s.scorecard_versions)
+        self.versions_seen: set[str] = set()
         self.parts: dict[int, PartitionState] = {}
         self.committed: dict[TopicPartition, int] = {}  # the group's offsets, as we know them
         self.lock = asyncio.Lock()
@@ -526,6 +527,13 @@ class SettleRunner(mode.Service):
     def _observe_scorecard(self, card: EvalRecord) -> None:
         """The served model's figures by (bounded) version, for the dashboard."""
         version = self.versions.label(card["served_model_version"])
+        if version not in self.versions_seen:
+            # every series of a new version is born at 0, so that its first increments
+            # already have a rate on the dashboard (a counter born at 1 has none)
+            self.versions_seen.add(version)
+            for outcome in (*OUTCOMES, "unknown"):
+                metrics.SCORECARD_PREDICTIONS.labels(version, outcome)
+            metrics.SCORECARD_UNDONE.labels(version)
         metrics.SCORECARD_PREDICTIONS.labels(version, card.get("outcome") or "unknown").inc()
         if card.get("undone"):
             metrics.SCORECARD_UNDONE.labels(version).inc()

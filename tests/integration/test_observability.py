@@ -312,6 +312,24 @@ async def test_every_dashboard_and_alert_expression_has_data(
         assert expected
         await wait_accounted(settings, expected, worker, timeout=120)
 
+        # A second wave once the live scorecard's series are scraped: those series are born
+        # per served model version with its first settled prediction, and a counter born at
+        # its final value has no rate in a window; traffic that goes on gives the panels data.
+        deadline = time.monotonic() + 30
+        while not prom.query("editstream_scorecard_predictions_total"):
+            if time.monotonic() > deadline:
+                pytest.fail("the live scorecard was never scraped\n" + worker.log_tail())
+            await asyncio.sleep(1)
+        await asyncio.sleep(3)  # a few scrapes at the first wave's values
+        more = generate_events(GenerateConfig(seed=31, sessions=2, predictions_per_session=3))
+        # accepted predictions among them, so the rate of acceptance (and of undoing) is known
+        assert any(e.get("outcome") == "accepted" for e in more)
+        wave = [orjson.dumps(e) for e in more]
+        await produce_events(settings, wave, flush=True)
+        second = expected_predictions(wave, settings)
+        assert second and not second & expected
+        await wait_accounted(settings, expected | second, worker, timeout=120)
+
         # the last values scraped: lag measured after the run, records counted
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
