@@ -85,6 +85,13 @@ CORPUS_ARGS ?= --sessions 460
 corpus: $(STAMP)
 	$(VENV)/bin/editstream generate --release-corpus $(CORPUS_ARGS) --out $(CORPUS)
 
+# The whole loop on this machine (README, "The flywheel"): a corpus of real release history,
+# the pipeline, `editstream train`, base and fine-tune side by side on llama-server, the eval
+# stage on the eval split, the scorecard's verdict; everything under flywheel-output/.
+# FLYWHEEL_ARGS passes flags (--help lists them).
+flywheel: $(LOCAL) $(TRAIN)
+	$(VENV)/bin/editstream flywheel $(FLYWHEEL_ARGS)
+
 kafka: $(STAMP)
 	$(VENV)/bin/editstream broker --kind kafka --data-dir .cache/kafka-data
 
