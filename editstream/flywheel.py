@@ -171,6 +171,8 @@ async def flywheel(ns: argparse.Namespace, settings: Settings) -> int:
         with phases.phase("eval"):
             editstream("replay", "--topic", "settled-examples", "--eval-only", "--id",
                        REPLAY_ID, "--timeout", str(ns.eval_timeout),
+                       *(["--to", f"offset:{ns.eval_per_partition}"]
+                         if ns.eval_per_partition else []),
                        "--candidate", f"{BASE}={base.url}",
                        "--candidate", f"{CANDIDATE}={cand.url}",
                        # a CPU server: a request waits behind the others' prompts
@@ -206,6 +208,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slots", type=int, default=4, help="llama-server slots per model")
     p.add_argument("--pipeline-timeout", type=float, default=1200.0)
     p.add_argument("--eval-timeout", type=float, default=1800.0)
+    p.add_argument("--eval-per-partition", type=int, default=0, metavar="N",
+                   help="replay only the first N settled examples of each partition into the "
+                        "eval stage (0: all); the eval split of those is evaluated")
     p.add_argument("--eval-request-timeout", type=float, default=600.0,
                    help="seconds a candidate request may take on the CPU servers")
 
