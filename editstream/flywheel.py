@@ -98,7 +98,8 @@ def build_corpus(ns: argparse.Namespace, settings: Settings, out: Path) -> Path:
         args = [a for path in ns.from_git for a in ("--from-git", path)]
     else:
         args = ["--release-corpus"]
-    editstream("generate", *args, "--seed", str(settings.seed), "--out", str(corpus))
+    editstream("generate", *args, "--seed", str(ns.corpus_seed), "--sessions", str(ns.sessions),
+               "--out", str(corpus))
     return corpus
 
 
@@ -197,6 +198,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              "(repeatable; default: the release history of several PyPI "
                              "packages, `editstream generate --release-corpus`)")
     source.add_argument("--sample", metavar="FILE", help="a trace file instead of a corpus")
+    p.add_argument("--sessions", type=int, default=460,
+                   help="sessions of the generated corpus (460: ~1,700 predictions, as `make "
+                        "corpus` writes)")
+    p.add_argument("--corpus-seed", type=int, default=7, help="the generator's seed")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the train split")
     p.add_argument("--max-steps", type=int, default=-1,
                    help="> 0: stop after N optimizer steps (of 8 examples each; ~35 s a step "
