@@ -170,6 +170,22 @@ def steps_for(rows: int, hyper: Hyper) -> int:
     return max(1, math.ceil(per_epoch * hyper.epochs))
 
 
+def sft_sequence(prompt_ids: Sequence[int], completion_ids: Sequence[int],
+                 eos_id: int | None) -> dict[str, list[int]]:
+    """One SFT training sequence as the served model meets it: the prompt's tokens exactly
+    as the server tokenizes the prompt alone, then the completion's tokens and EOS, the loss
+    on those only.
+
+    Tokenizing prompt + completion as one string (what TRL does with raw text) lets tokens
+    merge across the boundary: SmolLM2 reads zeta1's closing ``"\\n\\n"`` as one token alone
+    but as ``"\\n", "\\n"`` before ``<|editable_region_start|>``. A model trained so never
+    sees the prompt's last token; served, it answers an extra newline and drifts (the
+    flywheel's first fine-tune emptied most regions that way)."""
+    tail = list(completion_ids) + ([eos_id] if eos_id is not None else [])
+    return {"input_ids": list(prompt_ids) + tail,
+            "completion_mask": [0] * len(prompt_ids) + [1] * len(tail)}
+
+
 def kto_weights(desirable: int, undesirable: int) -> tuple[float, float]:
     """(desirable_weight, undesirable_weight) that balance the two labels' total weight, as
     the KTO paper's eq. 8 asks (TRL warns outside it): live outcomes are rarely balanced

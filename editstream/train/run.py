@@ -36,6 +36,7 @@ from editstream.train.plan import (
     kto_weights,
     loss_dropped,
     model_card,
+    sft_sequence,
     steps_for,
 )
 
@@ -218,10 +219,22 @@ def _fits(tok: Any, max_length: int, method: str) -> Any:
     """Keep the examples whose prompt and longest answer fit `max_length` tokens (with
     EOS): truncating would cut the answer off, and a model would learn to stop mid-region."""
     def ok(row: dict[str, Any]) -> bool:
+        if "input_ids" in row:  # sft, tokenized at the boundary
+            return len(row["input_ids"]) <= max_length
         answers = [row["chosen"], row["rejected"]] if method == "dpo" else [row["completion"]]
         n = len(tok(row["prompt"] + max(answers, key=len))["input_ids"]) + 1
         return n <= max_length
     return ok
+
+
+def _tokenize_sft(tok: Any) -> Any:
+    """`sft_sequence` over a split: TRL takes a tokenized split as it is (`input_ids` and
+    `completion_mask`), so the trainer sees the prompt's tokens as the server will."""
+    def encode(row: dict[str, Any]) -> dict[str, list[int]]:
+        return sft_sequence(tok(row["prompt"])["input_ids"],
+                            tok(row["completion"], add_special_tokens=False)["input_ids"],
+                            tok.eos_token_id)
+    return encode
 
 
 class _Progress:
@@ -312,6 +325,9 @@ def train(info: DatasetInfo, hyper: Hyper, out: Path, *, base: str | None = None
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     ds = _load(info)
     rows_in = {k: len(v) for k, v in ds.items()}
+    if hyper.method == "sft":
+        for k in list(ds):
+            ds[k] = ds[k].map(_tokenize_sft(tok), remove_columns=ds[k].column_names)
     ds = ds.filter(_fits(tok, hyper.max_length, hyper.method))
     too_long = {k: rows_in[k] - len(v) for k, v in ds.items()}
     if eval_rows and "eval" in ds and len(ds["eval"]) > eval_rows:

@@ -63,15 +63,29 @@ def test_sft_lowers_the_training_loss_and_llama_cpp_serves_the_result(tmp_path: 
     assert gguf.read_bytes()[:4] == b"GGUF"
 
     # llama.cpp loads it and answers a request in the dataset's own prompt format
-    prompt = orjson.loads((data / "sft" / "train.jsonl").read_bytes().splitlines()[0])["prompt"]
+    row = orjson.loads((data / "sft" / "train.jsonl").read_bytes().splitlines()[0])
+    prompt = row["prompt"]
     server = start_local_model(tmp_path / "server.log", model=gguf, slots=1,
                                ctx_per_slot=4096, threads=1)
     try:
         answer = httpx.post(f"{server.url}/v1/completions", json={
             "model": server.model, "prompt": prompt, "max_tokens": 48, "temperature": 0,
             "stop": ["<|editable_region_end|>"]}, timeout=300).raise_for_status().json()
+        served = httpx.post(f"{server.url}/tokenize", json={"content": prompt},
+                            timeout=60).raise_for_status().json()["tokens"]
     finally:
         server.stop()
+    # the sequence trained on starts with the very tokens the server reads the prompt as,
+    # and the loss starts right after them (tokenizing prompt + completion as one string
+    # merges zeta1's closing blank line with the answer's first newline: the trap it avoids)
+    from transformers import AutoTokenizer
+
+    from editstream.train.run import _tokenize_sft
+    tok = AutoTokenizer.from_pretrained(out / "merged")
+    seq = _tokenize_sft(tok)(row)
+    assert seq["input_ids"][: len(served)] == served
+    assert seq["completion_mask"].index(1) == len(served)
+    assert tok(prompt + row["completion"])["input_ids"][: len(served)] != served
     choice = answer["choices"][0]
     assert choice["finish_reason"] in ("stop", "length") and choice["text"].strip()
     assert answer["usage"]["prompt_tokens"] > 100
