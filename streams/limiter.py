@@ -337,10 +337,13 @@ class AdaptiveLimit:
         if decrease:
             self._slow_start = False
         value = min(float(self.max_limit), max(1.0, value))
-        # The next round starts after the requests sent in the change itself (they went
-        # out together, the first ones found the server idle): it measures the new level.
+        # The next round starts after the requests sent in the change itself: after a
+        # decrease, those sent while the server still worked the old level's; after an
+        # increase, the burst it released (they went out together). It measures the new level.
         self._changed_at = self._seq
-        self._decided_at = self._seq + (int(value) if int(value) != int(self.limit) else 0)
+        skip = int(value) - int(self.limit) if int(value) > int(self.limit) else (
+            int(value) if int(value) < int(self.limit) else 0)
+        self._decided_at = self._seq + skip
         self._round = _Round()
         if value != self.limit:
             self.limit = value
