@@ -26,11 +26,17 @@ generated); averaging per round and per level damps that, and requests of very d
 sizes on one endpoint make the limit more cautious, never less.
 
 ``latency_budget_s`` (the requests' timeout): the limit does not grow when the step (a
-doubling in slow start, else one) could push a saturated server's latency, estimated from the
-round's slowest request, past 3/4 of it; slow start then grows by one, or holds. A one-slot
-server that needs 15 s per request is never sent a second one that would wait 15 s in its
-queue and time out at 30 s. (The estimate is linear in the level; on a CPU server, where a
-request's own service time grows with the batch, it can still be short: bench notes.)
+doubling in slow start, else one) could push a request past it, judged on the slowest
+request seen at the level (in this round or an earlier one: llama-server answers a request
+whose prompt a slot has cached in seconds, an uncached one in a minute and more, so one
+round of cached prompts says little about the next). Two ways to get there: a saturated
+server's latency grows as target / level (kept within 3/4 of the budget), and a request that
+queues behind a full server waits up to a whole request's time for a slot and then takes as
+long itself (twice the slowest, kept within the budget; the limiter cannot know whether the
+step lands below the slot count). A one-slot server that needs 15 s per request is never
+sent a second one that would wait 15 s in its queue and time out at 30 s. Where the server
+is too slow for the timeout the budget wins over the slot count: 8 slots on a CPU at ~90 s
+a request settle at 7, not 8, and no request times out.
 
 **server-reported service time** (llama-server's ``timings``): when a response says how long
 the server worked on it, latency minus that is the time the request waited in the server's
@@ -41,6 +47,16 @@ and settle below the slot count. With service times a round decides on the queue
 if more than a sliver of its requests waited (over ``_WAIT_SHARE`` of their service time),
 the limit is above the slots by about that share and shrinks by it; if none did, it grows
 (slow start, then by one). The limit then moves between the slot count and one above it.
+Slow start ends when the service time per sequence grows with the level (half way to the
+tolerance over the lowest level's): the CPU server's signature, where the work of a batch
+is shared by its sequences. Doubling there is blind: the round it decides on is the
+cheapest the server ran (llama-server's 8 slots on 2 cores, a round at 8 of cached prompts
+doubled to 16, and the 8 requests beyond the slots queued behind uncached ones until they
+timed out at 120 s); by one, a step past the slots queues one request, whose wait the next
+round sees. A wait over a quarter of the budget is a queue, not the server's own stall (that
+is one prompt evaluation, seconds): it shrinks the limit at once, below a level that ran
+clear before too.
+
 Not every wait is for a slot: llama-server takes new requests between two batches, so one
 that arrives while another slot's long prompt is evaluated waits for that batch with slots
 free (seconds for a prompt of 800 tokens on a CPU). Shrinking for that settled 8 slots at
