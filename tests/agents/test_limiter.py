@@ -101,6 +101,50 @@ async def test_slow_start_does_not_double_past_the_latency_budget() -> None:
     assert limit.limit == 3
 
 
+async def test_slow_start_ends_when_the_service_time_grows_with_the_level() -> None:
+    """No request waited, but at 2 in flight each took twice the work of 1 (a CPU server
+    sharing its cores between the sequences of a batch): slow start ends, the limit grows by
+    one. Where the work stays flat (a server with room for the batch), it doubles."""
+
+    async def round_of(limit: AdaptiveLimit, service: float) -> None:
+        async def one() -> None:
+            async with limit.slot() as slot:
+                await asyncio.sleep(0)
+                slot.ok(service, service)
+
+        await asyncio.gather(*(one() for _ in range(limit.current)))
+
+    for service_at_two, after in ((2.0, 3.0), (1.1, 4.0)):
+        limit = AdaptiveLimit(64)
+        await round_of(limit, 1.0)
+        assert limit.limit == 2
+        for _ in range(3):  # the first request after a step is its burst, not a round
+            await round_of(limit, service_at_two)
+            if limit.limit != 2:
+                break
+        assert limit.limit == after, (service_at_two, limit.limit)
+
+
+async def test_a_long_wait_is_a_queue_even_at_a_level_that_ran_clear() -> None:
+    """A round with a wait at a level that ran clear before holds the limit once (the
+    server's own stall: seconds, behind another slot's prompt evaluation); a wait over a
+    quarter of the budget is no stall but a queue, and shrinks the limit at once."""
+
+    async def round_at(limit: AdaptiveLimit, waits: list[float]) -> None:
+        async def one(wait: float) -> None:
+            async with limit.slot() as slot:
+                await asyncio.sleep(0)
+                slot.ok(10.0 + wait, 10.0)  # 10 s of work, after `wait` s in the queue
+
+        await asyncio.gather(*(one(w) for w in waits))
+
+    for wait, after in ((2.0, 4.0), (40.0, 3.0)):
+        limit = AdaptiveLimit(4, initial=4, latency_budget_s=120.0)
+        await round_at(limit, [0.0] * 4)  # 4 run clear: the server has shown 4 slots
+        await round_at(limit, [wait, 0.0, 0.0, 0.0])
+        assert limit.limit == after, (wait, limit.limit)
+
+
 async def _cpu_server(slots: int, requests: int, *, service: bool, width: int = 1,
                       stall_every: int = 0) -> tuple[list[float], list[int]]:
     """A CPU-bound server of ``slots`` slots (asyncio sleeps): a request of ``width``
