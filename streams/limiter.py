@@ -47,7 +47,7 @@ and settle below the slot count. With service times a round decides on the queue
 if more than a sliver of its requests waited (over ``_WAIT_SHARE`` of their service time),
 the limit is above the slots by about that share and shrinks by it; if none did, it grows
 (slow start, then by one). The limit then moves between the slot count and one above it.
-Slow start ends when the service time per sequence grows with the level (half way to the
+Slow start ends when the service time grows with the level (half way to the
 tolerance over the lowest level's): the CPU server's signature, where the work of a batch
 is shared by its sequences. Doubling there is blind: the round it decides on is the
 cheapest the server ran (llama-server's 8 slots on 2 cores, a round at 8 of cached prompts
@@ -125,7 +125,7 @@ class _Round:
     levels: list[int] = field(default_factory=list)
     weights: list[int] = field(default_factory=list)
     waited: list[bool | None] = field(default_factory=list)  # None: service time unknown
-    services: list[float] = field(default_factory=list)  # per sequence, when all are known
+    services: list[float] = field(default_factory=list)  # each request's, when all are known
     long_wait: bool = False  # a request waited in the server's queue past _LONG_WAIT
     peak: int = 0  # most requests in flight since the round started
 
@@ -171,7 +171,7 @@ class AdaptiveLimit:
         # waits at or below it (one is the server's own stall, two say it has fewer now).
         self._clear_level = 0
         self._strikes = 0
-        # Service time per sequence, averaged per in-flight level (as ``_levels``), and the
+        # Service time (a round's mean), averaged per in-flight level (as ``_levels``), and the
         # slowest request seen at each level (the budget is judged on it: see ``_grow``).
         self._service_levels: dict[int, float] = {}
         self._slowest: dict[int, float] = {}
