@@ -3,8 +3,9 @@
 honoured up to the slot count), and what a training record costs on it.
 
 Run ``python -m bench.bench_local_model [--quick] [--only limits,modes,efficiency,cost]
-[--json]`` (``make local-model`` first). Four parts, each on a server of its own started for
-it; every figure is a ratio or a comparison measured in the same run, runs alternating so
+[--slots 1,4,8] [--json]`` (``make local-model`` first; ``--only limits --slots 8`` runs the
+limits part against 8 slots alone). Four parts, each on a server of its own started for it;
+every figure is a ratio or a comparison measured in the same run, runs alternating so
 load from elsewhere hits both sides alike:
 
 * **limits**: the adaptive concurrency limit against 1, 4 and 8 slots. The production
@@ -360,13 +361,14 @@ def cost(tmp: str, exs: list[SettledExample], slots: int, runs: int) -> dict[str
     }
 
 
-def run(quick: bool = False, only: tuple[str, ...] = PARTS) -> dict[str, Any]:
+def run(quick: bool = False, only: tuple[str, ...] = PARTS,
+        slot_counts: tuple[int, ...] = (1, 4, 8)) -> dict[str, Any]:
     runs = 1 if quick else 2
     figures: dict[str, Any] = {"machine": machine(), "quick": quick}
     with tempfile.TemporaryDirectory() as tmp:
         # sizes for ~25 min on 2 shared cores: prompts of ~800 tokens, answers run to the cap
         if "limits" in only:
-            figures["limits"] = limits(tmp, examples(4 if quick else 8), 8)
+            figures["limits"] = limits(tmp, examples(4 if quick else 8), 8, slot_counts)
         if "modes" in only:
             figures["modes"] = modes(tmp, examples(4), 8, 4, runs)
         if "efficiency" in only:
@@ -381,12 +383,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default=",".join(PARTS))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--slots", default="1,4,8",
+                        help="the limits part's slot counts, e.g. 8 (one server each)")
     parser.add_argument("--save", action="store_true",
                         help="merge the parts run into bench/results/local_model.json (for "
                              "`python -m bench.run --saved local_model`)")
     a = parser.parse_args()
     t0 = time.monotonic()
-    figures = run(a.quick, tuple(a.only.split(",")))
+    figures = run(a.quick, tuple(a.only.split(",")), tuple(int(x) for x in a.slots.split(",")))
     if a.save:
         old = load("local_model") or {}
         merged = {**(old if "limits" in old or "cost" in old else {}), **figures}

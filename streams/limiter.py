@@ -26,11 +26,17 @@ generated); averaging per round and per level damps that, and requests of very d
 sizes on one endpoint make the limit more cautious, never less.
 
 ``latency_budget_s`` (the requests' timeout): the limit does not grow when the step (a
-doubling in slow start, else one) could push a saturated server's latency, estimated from the
-round's slowest request, past 3/4 of it; slow start then grows by one, or holds. A one-slot
-server that needs 15 s per request is never sent a second one that would wait 15 s in its
-queue and time out at 30 s. (The estimate is linear in the level; on a CPU server, where a
-request's own service time grows with the batch, it can still be short: bench notes.)
+doubling in slow start, else one) could push a request past it, judged on the slowest
+request seen at the level (in this round or an earlier one: llama-server answers a request
+whose prompt a slot has cached in seconds, an uncached one in a minute and more, so one
+round of cached prompts says little about the next). Two ways to get there: a saturated
+server's latency grows as target / level (kept within 3/4 of the budget), and a request that
+queues behind a full server waits up to a whole request's time for a slot and then takes as
+long itself (twice the slowest, kept within the budget; the limiter cannot know whether the
+step lands below the slot count). A one-slot server that needs 15 s per request is never
+sent a second one that would wait 15 s in its queue and time out at 30 s. Where the server
+is too slow for the timeout the budget wins over the slot count: 8 slots on a CPU at ~90 s
+a request settle at 7, not 8, and no request times out.
 
 **server-reported service time** (llama-server's ``timings``): when a response says how long
 the server worked on it, latency minus that is the time the request waited in the server's
@@ -41,6 +47,16 @@ and settle below the slot count. With service times a round decides on the queue
 if more than a sliver of its requests waited (over ``_WAIT_SHARE`` of their service time),
 the limit is above the slots by about that share and shrinks by it; if none did, it grows
 (slow start, then by one). The limit then moves between the slot count and one above it.
+Slow start ends when the service time grows with the level (half way to the
+tolerance over the lowest level's): the CPU server's signature, where the work of a batch
+is shared by its sequences. Doubling there is blind: the round it decides on is the
+cheapest the server ran (llama-server's 8 slots on 2 cores, a round at 8 of cached prompts
+doubled to 16, and the 8 requests beyond the slots queued behind uncached ones until they
+timed out at 120 s); by one, a step past the slots queues one request, whose wait the next
+round sees. A wait over a quarter of the budget is a queue, not the server's own stall (that
+is one prompt evaluation, seconds): it shrinks the limit at once, below a level that ran
+clear before too.
+
 Not every wait is for a slot: llama-server takes new requests between two batches, so one
 that arrives while another slot's long prompt is evaluated waits for that batch with slots
 free (seconds for a prompt of 800 tokens on a CPU). Shrinking for that settled 8 slots at
@@ -78,6 +94,9 @@ _LEVEL_WEIGHT = 0.5
 # milliseconds against seconds of model work.
 _WAIT_SHARE = 0.1
 _WAIT_MIN_S = 0.005
+# A wait over this share of the budget is a queue, never the server's own stall (that is one
+# prompt evaluation, seconds): it shrinks the limit at once, a level proven clear or not.
+_LONG_WAIT = 0.25
 
 
 @dataclass
@@ -106,6 +125,8 @@ class _Round:
     levels: list[int] = field(default_factory=list)
     weights: list[int] = field(default_factory=list)
     waited: list[bool | None] = field(default_factory=list)  # None: service time unknown
+    services: list[float] = field(default_factory=list)  # each request's, when all are known
+    long_wait: bool = False  # a request waited in the server's queue past _LONG_WAIT
     peak: int = 0  # most requests in flight since the round started
 
 
@@ -150,6 +171,10 @@ class AdaptiveLimit:
         # waits at or below it (one is the server's own stall, two say it has fewer now).
         self._clear_level = 0
         self._strikes = 0
+        # Service time (a round's mean), averaged per in-flight level (as ``_levels``), and the
+        # slowest request seen at each level (the budget is judged on it: see ``_grow``).
+        self._service_levels: dict[int, float] = {}
+        self._slowest: dict[int, float] = {}
         self._waiters: deque[tuple[asyncio.Future[None], int]] = deque()
         self._notify()
 
@@ -220,9 +245,14 @@ class AdaptiveLimit:
         r.latencies.append(slot.latency_s)
         r.levels.append(slot.in_flight)
         r.weights.append(slot.weight)
-        r.waited.append(None if slot.service_s is None else
-                        slot.latency_s - slot.service_s
-                        > max(_WAIT_MIN_S, _WAIT_SHARE * slot.service_s))
+        if slot.service_s is None:
+            r.waited.append(None)
+        else:
+            wait = slot.latency_s - slot.service_s
+            r.waited.append(wait > max(_WAIT_MIN_S, _WAIT_SHARE * slot.service_s))
+            r.services.append(slot.service_s)
+            if self.latency_budget_s is not None and wait > _LONG_WAIT * self.latency_budget_s:
+                r.long_wait = True
         if sum(r.weights) >= max(1, min(int(self.limit), r.peak)):
             self._decide()
 
@@ -256,6 +286,8 @@ class AdaptiveLimit:
             r.weights)
         level = int(self.limit)
         if share > 0:
+            if r.long_wait:
+                self._clear_level = min(self._clear_level, level - 1)  # it did not run clear
             if level <= self._clear_level and self._strikes == 0:
                 # a level the server ran clear before: one round with waits is its own
                 # stall (a request arriving during another slot's prompt evaluation waits
@@ -273,19 +305,30 @@ class AdaptiveLimit:
             self._set(shrunk, decrease=True)
             return
         self._strikes = 0
-        if r.peak >= level:
-            self._clear_level = max(self._clear_level, level)
         if r.peak < level:
             self._set(self.limit, decrease=False)
-        else:
-            self._grow(max(r.latencies))
+            return
+        self._clear_level = max(self._clear_level, level)
+        service = sum(s * w for s, w in zip(r.services, r.weights, strict=True)) / sum(r.weights)
+        old = self._service_levels.get(level)
+        self._service_levels[level] = service if old is None else old + _LEVEL_WEIGHT * (
+            service - old)
+        lower = [v for k, v in self._service_levels.items() if k < level]
+        if self._slow_start and lower and service > (1.0 + (self.tolerance - 1.0) / 2) * min(
+                lower):
+            self._slow_start = False  # the work grows with the batch: grow by one from here
+        self._grow(max(r.latencies))
 
-    def _grow(self, latency: float) -> None:
+    def _grow(self, slowest: float) -> None:
         """Double in slow start, else add one; a step that could push a queued request
         past the budget is made smaller (one), or not at all (hold). ``latency``: the
         round's slowest request (the budget is about the slowest timing out, and on
         llama-server a request whose prompt is cached takes seconds, one whose prompt is
-        not, a minute and more: the mean let 8 in flight double to 16 and 14 time out)."""
+        not, a minute and more: the mean let 8 in flight double to 16 and 14 time out), or
+        the slowest seen at this level before, if slower (a round of cached prompts says
+        little about the next uncached one)."""
+        level = max(1, int(self.limit))
+        latency = self._slowest[level] = max(slowest, self._slowest.get(level, 0.0))
         for target in ((self.limit * 2, self.limit + 1) if self._slow_start
                        else (self.limit + 1,)):
             if self._room_to_grow(latency, target):
@@ -295,22 +338,28 @@ class AdaptiveLimit:
 
     def _room_to_grow(self, latency: float, target: float) -> bool:
         """Whether ``target`` in flight keeps a saturated server's latency, which grows as
-        target / level, within 3/4 of the budget (the requests' timeout). Doubling 8 in
-        flight on llama-server's 8 slots at ~90 s a request queued 8 for another ~90 s, and
-        they timed out at 120 s."""
+        target / level, within 3/4 of the budget (the requests' timeout), and a request
+        that queues behind a full server, which can wait a whole request's time for a slot
+        and then take as long itself, within the budget. Doubling 8 in flight on
+        llama-server's 8 slots at ~90 s a request queued 8 for another ~90 s, and they
+        timed out at 120 s."""
         if self.latency_budget_s is None:
             return True
         level = max(1, int(self.limit))
-        return latency * int(target) / level < 0.75 * self.latency_budget_s
+        return (latency * int(target) / level < 0.75 * self.latency_budget_s
+                and 2 * latency < self.latency_budget_s)
 
     def _set(self, value: float, *, decrease: bool) -> None:
         if decrease:
             self._slow_start = False
         value = min(float(self.max_limit), max(1.0, value))
-        # The next round starts after the requests sent in the change itself (they went
-        # out together, the first ones found the server idle): it measures the new level.
+        # The next round starts after the requests sent in the change itself: after a
+        # decrease, those sent while the server still worked the old level's; after an
+        # increase, the burst it released (they went out together). It measures the new level.
         self._changed_at = self._seq
-        self._decided_at = self._seq + (int(value) if int(value) != int(self.limit) else 0)
+        skip = int(value) - int(self.limit) if int(value) > int(self.limit) else (
+            int(value) if int(value) < int(self.limit) else 0)
+        self._decided_at = self._seq + skip
         self._round = _Round()
         if value != self.limit:
             self.limit = value

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import statistics
+from collections import deque
 from typing import TYPE_CHECKING
 
 import httpx
@@ -99,6 +101,50 @@ async def test_slow_start_does_not_double_past_the_latency_budget() -> None:
     assert limit.limit == 3
 
 
+async def test_slow_start_ends_when_the_service_time_grows_with_the_level() -> None:
+    """No request waited, but at 2 in flight each took twice the work of 1 (a CPU server
+    sharing its cores between the sequences of a batch): slow start ends, the limit grows by
+    one. Where the work stays flat (a server with room for the batch), it doubles."""
+
+    async def round_of(limit: AdaptiveLimit, service: float) -> None:
+        async def one() -> None:
+            async with limit.slot() as slot:
+                await asyncio.sleep(0)
+                slot.ok(service, service)
+
+        await asyncio.gather(*(one() for _ in range(limit.current)))
+
+    for service_at_two, after in ((2.0, 3.0), (1.1, 4.0)):
+        limit = AdaptiveLimit(64)
+        await round_of(limit, 1.0)
+        assert limit.limit == 2
+        for _ in range(3):  # the first request after a step is its burst, not a round
+            await round_of(limit, service_at_two)
+            if limit.limit != 2:
+                break
+        assert limit.limit == after, (service_at_two, limit.limit)
+
+
+async def test_a_long_wait_is_a_queue_even_at_a_level_that_ran_clear() -> None:
+    """A round with a wait at a level that ran clear before holds the limit once (the
+    server's own stall: seconds, behind another slot's prompt evaluation); a wait over a
+    quarter of the budget is no stall but a queue, and shrinks the limit at once."""
+
+    async def round_at(limit: AdaptiveLimit, waits: list[float]) -> None:
+        async def one(wait: float) -> None:
+            async with limit.slot() as slot:
+                await asyncio.sleep(0)
+                slot.ok(10.0 + wait, 10.0)  # 10 s of work, after `wait` s in the queue
+
+        await asyncio.gather(*(one(w) for w in waits))
+
+    for wait, after in ((2.0, 4.0), (40.0, 3.0)):
+        limit = AdaptiveLimit(4, initial=4, latency_budget_s=120.0)
+        await round_at(limit, [0.0] * 4)  # 4 run clear: the server has shown 4 slots
+        await round_at(limit, [wait, 0.0, 0.0, 0.0])
+        assert limit.limit == after, (wait, limit.limit)
+
+
 async def _cpu_server(slots: int, requests: int, *, service: bool, width: int = 1,
                       stall_every: int = 0) -> tuple[list[float], list[int]]:
     """A CPU-bound server of ``slots`` slots (asyncio sleeps): a request of ``width``
@@ -180,6 +226,157 @@ def test_n_choice_requests_count_as_their_choices() -> None:
     assert 8 <= settled <= 8 + 4, (settled, seen[-20:])
     assert max(levels[len(levels) // 2:]) <= 12  # at most one request waits for slots
     assert statistics.mean(levels[len(levels) // 2:]) >= 8  # and the slots are kept busy
+
+
+class _Job:
+    def __init__(self, prompt: int, done: asyncio.Future[float]) -> None:
+        self.prompt, self.done = prompt, done
+        self.slot, self.started, self.left = -1, 0.0, 0.0
+
+
+class _SharedCpuServer:
+    """llama-server on a CPU, closer than ``_cpu_server``: ``slots`` slots share one core
+    (processor sharing: a batch of k sequences runs each k times slower, and a request's
+    service time grows as others join), the rest wait in a FIFO queue. Each slot keeps the
+    last prompt it evaluated: a request whose prompt a free slot holds takes that slot and
+    needs ``answer_s`` of the core, any other ``prompt_s`` more (llama-server's prompt
+    cache). A request reports its service time (time in its slot); a cancelled one (the
+    client timed out) leaves its slot or the queue, as llama-server drops a closed request."""
+
+    def __init__(self, slots: int, prompt_s: float, answer_s: float) -> None:
+        self.prompt_s, self.answer_s = prompt_s, answer_s
+        self.cached: list[int | None] = [None] * slots
+        self.used = [0.0] * slots
+        self.free = list(range(slots))
+        self.queue: deque[_Job] = deque()
+        self.active: list[_Job] = []
+        self.clock = asyncio.get_running_loop().time
+        self.last = 0.0
+        self.changed = asyncio.Event()
+        self.max_queued = 0
+
+    def _advance(self) -> None:
+        now = self.clock()
+        for job in self.active:
+            job.left -= (now - self.last) / len(self.active)
+        self.last = now
+
+    def _admit(self) -> None:
+        while self.queue and self.free:
+            job = self.queue.popleft()
+            hits = [s for s in self.free if self.cached[s] == job.prompt]
+            slot = hits[0] if hits else min(self.free, key=lambda s: self.used[s])
+            self.free.remove(slot)
+            self.cached[slot] = job.prompt
+            job.slot, job.started = slot, self.clock()
+            job.left = self.answer_s + (0.0 if hits else self.prompt_s)
+            self.active.append(job)
+
+    def _release(self, job: _Job) -> None:
+        self.active.remove(job)
+        self.free.append(job.slot)
+        self.used[job.slot] = self.clock()
+
+    async def run(self) -> None:
+        while True:
+            self._advance()
+            for job in [j for j in self.active if j.left <= 1e-6]:
+                self._release(job)
+                job.done.set_result(self.clock() - job.started)
+            self._admit()
+            self.changed.clear()
+            next_done = (min(j.left for j in self.active) * len(self.active)
+                         if self.active else None)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), next_done)
+
+    async def request(self, prompt: int) -> float:
+        job = _Job(prompt, asyncio.get_running_loop().create_future())
+        self._advance()
+        self.queue.append(job)
+        self._admit()
+        self.max_queued = max(self.max_queued, len(self.queue))
+        self.changed.set()
+        try:
+            return await job.done
+        except asyncio.CancelledError:
+            self._advance()
+            if job in self.queue:
+                self.queue.remove(job)
+            elif job in self.active:
+                self._release(job)
+            self._admit()
+            self.changed.set()
+            raise
+
+
+async def _on_shared_cpu(slots: int, prompt_s: float, examples: int = 8, samples: int = 16,
+                         timeout_s: float = 120.0) -> dict[str, float]:
+    """The bench's limits part on ``_SharedCpuServer``: every example's samples at once,
+    one request each (example by example, so a slot finds its prompt cached while an
+    example lasts), the timeout as the budget, 4 retries. The limit settled (time-weighted
+    over the second half), its peak, the timeouts, the samples lost, the most queued."""
+    clock = asyncio.get_running_loop().time
+    trace: list[tuple[float, float]] = []
+    limit = AdaptiveLimit(64, latency_budget_s=timeout_s,
+                          observer=lambda v: trace.append((clock(), v)))
+    server = _SharedCpuServer(slots, prompt_s, answer_s=1.4)
+    runner = asyncio.create_task(server.run())
+    timeouts = lost = 0
+
+    async def one(prompt: int) -> None:
+        nonlocal timeouts, lost
+        for _ in range(5):
+            async with limit.slot() as slot:
+                t0 = clock()
+                try:
+                    service = await asyncio.wait_for(server.request(prompt), timeout_s)
+                except TimeoutError:
+                    slot.overload()
+                    timeouts += 1
+                    continue
+                slot.ok(clock() - t0, service)
+                return
+        lost += 1
+
+    await asyncio.gather(*(one(e) for e in range(examples) for _ in range(samples)))
+    end = clock()
+    runner.cancel()
+    weighted = 0.0
+    for (t, v), (t_next, _) in itertools.pairwise([*trace, (end, trace[-1][1])]):
+        weighted += v * max(0.0, t_next - max(t, end / 2))
+    return {"settled": weighted / (end / 2), "peak": limit.peak_limit, "timeouts": timeouts,
+            "lost": lost, "max_queued": server.max_queued}
+
+
+def test_a_cpu_server_whose_prompts_were_cached_is_not_overrun() -> None:
+    """The overshoot llama-server showed with 8 slots on 2 CPU cores: slow start reached 8
+    on a round of cached prompts (~11 s each at 8 in flight) and doubled to 16; the 8
+    beyond the slots queued behind uncached ones (~90 s at 8 in flight) and timed out at
+    120 s. Here the same shape (prompt 10 s of the core uncached, answer 1.4 s, 8 examples of
+    16 samples): the old limiter went 8 -> 16, queued 8 and timed one out. Service time that
+    grows with the level ends slow start (the CPU's signature), so the limit climbs by one
+    and stops short of a step a queued request could not survive: no timeout, never above
+    one beyond the slots. It settles at 7: an 8th in flight would take ~91 s, and one that
+    then queued behind a full server could wait as long again (the limiter cannot know the
+    8th would have found a free slot); the budget wins over the slot count."""
+    r = run_on_virtual_clock(lambda: _on_shared_cpu(8, prompt_s=10.0))
+    assert r["timeouts"] == 0 and r["lost"] == 0, r
+    assert r["peak"] <= 9, r
+    assert 7 <= r["settled"] <= 9, r
+
+
+@pytest.mark.parametrize("slots", [1, 4, 8])
+def test_a_cpu_server_settles_within_one_of_its_slots(slots: int) -> None:
+    """Uncached prompts of 8 s of the core (a request ~75 s at 8 in flight, against a
+    120 s timeout): the old limiter probed 9 on 8 slots, the queued request waited for a
+    full batch and timed out, and the halving that followed left it at 7.2; on 4 slots it
+    doubled to 8 and queued 4. Now 1, 4 and 8 slots settle within one of the slot count,
+    nothing times out, and at most one request waits in the server's queue."""
+    r = run_on_virtual_clock(lambda: _on_shared_cpu(slots, prompt_s=8.0))
+    assert r["timeouts"] == 0 and r["lost"] == 0, r
+    assert slots - 1 <= r["settled"] <= slots + 1, r
+    assert r["max_queued"] <= 1, r  # one probe beyond the slots at most
 
 
 async def test_a_request_holds_as_many_places_as_it_asks_choices() -> None:
