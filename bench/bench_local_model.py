@@ -3,10 +3,10 @@
 honoured up to the slot count), and what a training record costs on it.
 
 Run ``python -m bench.bench_local_model [--quick] [--only limits,modes,efficiency,cost]
-[--slots 1,4,8] [--json]`` (``make local-model`` first; ``--only limits --slots 8`` runs the
-limits part against 8 slots alone). Four parts, each on a server of its own started for it;
-every figure is a ratio or a comparison measured in the same run, runs alternating so
-load from elsewhere hits both sides alike:
+[--slots 1,4,8] [--model GGUF] [--json]`` (``make local-model`` first; ``--only limits
+--slots 8`` runs the limits part against 8 slots alone). Four parts, each on a server of its
+own started for it; every figure is a ratio or a comparison measured in the same run, runs
+alternating so load from elsewhere hits both sides alike:
 
 * **limits**: the adaptive concurrency limit against 1, 4 and 8 slots. The production
   ``StudentClient`` (``max_in_flight=64``, adaptive limit starting at 1, the sample stage's
@@ -196,8 +196,19 @@ async def minimal(llm: LocalModel, requests: list[Request], in_flight: int,
             "requests": len(requests), "in_flight": in_flight}
 
 
+def student_gguf() -> Path | None:
+    """The student every part serves: ``EDITSTREAM_BENCH_MODEL`` (a GGUF, e.g. the
+    flywheel's fine-tune, ``flywheel-output/model/model.gguf``), else SmolLM2-135M-Instruct.
+    The base model never learned the answer format and rarely ends an answer, so its samples
+    run to ``max_tokens``; a student trained on the format ends them, which is what the cost
+    part's stop sequences and fitted ``max_tokens`` are for."""
+    path = os.environ.get("EDITSTREAM_BENCH_MODEL")
+    return Path(path) if path else None
+
+
 def _server(tmp: str, slots: int, name: str) -> LocalModel:
-    llm = start_local_model(Path(tmp) / f"{name}-{slots}.log", slots=slots)
+    llm = start_local_model(Path(tmp) / f"{name}-{slots}.log", slots=slots,
+                            model=student_gguf())
     # load the weights into the page cache and the threads' first run out of the figures
     httpx.post(f"{llm.url}/v1/completions", json={"model": llm.model, "prompt": "def f(",
                                                   "max_tokens": 4}, timeout=120)
@@ -364,7 +375,9 @@ def cost(tmp: str, exs: list[SettledExample], slots: int, runs: int) -> dict[str
 def run(quick: bool = False, only: tuple[str, ...] = PARTS,
         slot_counts: tuple[int, ...] = (1, 4, 8)) -> dict[str, Any]:
     runs = 1 if quick else 2
-    figures: dict[str, Any] = {"machine": machine(), "quick": quick}
+    model = student_gguf()
+    figures: dict[str, Any] = {"machine": machine(), "quick": quick,
+                               "model": str(model) if model else "SmolLM2-135M-Instruct"}
     with tempfile.TemporaryDirectory() as tmp:
         # sizes for ~25 min on 2 shared cores: prompts of ~800 tokens, answers run to the cap
         if "limits" in only:
@@ -383,12 +396,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default=",".join(PARTS))
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--model", default=None, metavar="GGUF",
+                        help="the student to serve (default: $EDITSTREAM_BENCH_MODEL, else "
+                             "SmolLM2-135M-Instruct)")
     parser.add_argument("--slots", default="1,4,8",
                         help="the limits part's slot counts, e.g. 8 (one server each)")
     parser.add_argument("--save", action="store_true",
                         help="merge the parts run into bench/results/local_model.json (for "
                              "`python -m bench.run --saved local_model`)")
     a = parser.parse_args()
+    if a.model:
+        os.environ["EDITSTREAM_BENCH_MODEL"] = str(Path(a.model).resolve())
     t0 = time.monotonic()
     figures = run(a.quick, tuple(a.only.split(",")), tuple(int(x) for x in a.slots.split(",")))
     if a.save:

@@ -745,6 +745,14 @@ def _local_model_rows(lm: dict[str, Any] | None) -> list[str]:
     return rows
 
 
+def _served_model(lm: dict[str, Any]) -> str:
+    model = str(lm.get("model") or "SmolLM2-135M-Instruct")
+    if model.endswith(".gguf"):  # EDITSTREAM_BENCH_MODEL: a fine-tuned student
+        return (f"the student GGUF `{Path(model).name}` (`EDITSTREAM_BENCH_MODEL`: the "
+                "flywheel's fine-tune of SmolLM2-135M-Instruct, which answers in the format)")
+    return "SmolLM2-135M-Instruct (Q4_1)"
+
+
 def _local_model(lm: dict[str, Any] | None) -> list[str]:
     out = ["## A production-shaped model server: llama-server" + _stale(lm), ""]
     if (msg := _failed("local_model", lm)) is not None:
@@ -755,8 +763,9 @@ def _local_model(lm: dict[str, Any] | None) -> list[str]:
                 "--only local_model`."]
     out += [
         "llama.cpp's own `llama-server` (built by `make local-model` from the llama.cpp tree "
-        "in llama-cpp-python 0.3.36's source distribution) serving SmolLM2-135M-Instruct "
-        "(Q4_1) on this machine's 2 cores, with `--parallel` slots and continuous batching; "
+        "in llama-cpp-python 0.3.36's source distribution) serving "
+        f"{_served_model(lm)} on this machine's 2 cores, with `--parallel` slots and "
+        "continuous batching; "
         "`n` is honoured up to the slot count (the prompt is evaluated once and copied to "
         "the other slots). Settings as `editstream demo --models local` (`max_tokens` fitted "
         "to the region with a cap of 64, 32 in the modes and efficiency parts, 128 in the "
