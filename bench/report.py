@@ -748,8 +748,7 @@ def _local_model_rows(lm: dict[str, Any] | None) -> list[str]:
 def _served_model(lm: dict[str, Any]) -> str:
     model = str(lm.get("model") or "SmolLM2-135M-Instruct")
     if model.endswith(".gguf"):  # EDITSTREAM_BENCH_MODEL: a fine-tuned student
-        return (f"the student GGUF `{Path(model).name}` (`EDITSTREAM_BENCH_MODEL`: the "
-                "flywheel's fine-tune of SmolLM2-135M-Instruct, which answers in the format)")
+        return f"the student GGUF `{Path(model).name}` (given by `EDITSTREAM_BENCH_MODEL`)"
     return "SmolLM2-135M-Instruct (Q4_1)"
 
 
