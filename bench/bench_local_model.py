@@ -67,11 +67,12 @@ from streams.score import score_example
 from streams.settings import Settings
 
 NAIVE_SAMPLES = 50
-# The naive setup's fixed max_tokens: twice the demo's cap of 64 (the sample stage's own cap
-# is 4096, the client's old fixed default 1024). SmolLM2 rarely ends an answer by itself, so
-# naive samples run to the cap; 128 keeps the naive run within minutes on 2 shared cores and
+# The naive setup's fixed max_tokens: one cap for every example, large enough that it cuts no
+# answer the fitted rule allows for the cost part's examples (their fitted max_tokens are
+# 170-198), and also the defaults' cap, so the defaults never ask more per sample. The client's
+# old fixed default was 1024; 256 keeps the naive run within minutes on 2 shared cores and
 # makes its cost an underestimate (the ratio below is conservative).
-NAIVE_MAX_TOKENS = 128
+NAIVE_MAX_TOKENS = 256
 PARTS = ("limits", "modes", "efficiency", "cost")
 
 
@@ -197,13 +198,18 @@ async def minimal(llm: LocalModel, requests: list[Request], in_flight: int,
 
 
 def student_gguf() -> Path | None:
-    """The student every part serves: ``EDITSTREAM_BENCH_MODEL`` (a GGUF, e.g. the
-    flywheel's fine-tune, ``flywheel-output/model/model.gguf``), else SmolLM2-135M-Instruct.
+    """The student every part serves: ``EDITSTREAM_BENCH_MODEL`` (a GGUF), else the
+    flywheel's fine-tune when ``make flywheel`` has left one (``flywheel-output/model/
+    model.gguf``), else SmolLM2-135M-Instruct.
     The base model never learned the answer format and rarely ends an answer, so its samples
     run to ``max_tokens``; a student trained on the format ends them, which is what the cost
     part's stop sequences and fitted ``max_tokens`` are for."""
     path = os.environ.get("EDITSTREAM_BENCH_MODEL")
-    return Path(path) if path else None
+    if path:
+        return Path(path)
+    # what `make flywheel` leaves in the checkout, when it has run
+    made = Path(__file__).resolve().parent.parent / "flywheel-output" / "model" / "model.gguf"
+    return made if made.exists() else None
 
 
 def _server(tmp: str, slots: int, name: str) -> LocalModel:
@@ -353,6 +359,8 @@ def cost(tmp: str, exs: list[SettledExample], slots: int, runs: int) -> dict[str
     return {
         "slots": slots, "examples": n, "runs": runs, "naive_max_tokens": NAIVE_MAX_TOKENS,
         "naive_samples": NAIVE_SAMPLES, "naive": pn, "defaults": pd,
+        "adaptive": {"rule": s.adaptive_rule, "min_samples": s.adaptive_min_samples,
+                     "batch": s.adaptive_batch, "confidence": s.adaptive_confidence},
         "ratio_server_s": median(ratios), "ratio_spread": spread(ratios),
         "ratio_tokens": (pd["prompt_tokens"] + pd["completion_tokens"])
         / (pn["prompt_tokens"] + pn["completion_tokens"]),

@@ -745,10 +745,18 @@ def _local_model_rows(lm: dict[str, Any] | None) -> list[str]:
     return rows
 
 
+def _adaptive_setup(c: dict[str, Any]) -> str:
+    a = c.get("adaptive")
+    if not a:  # runs before the predictive rule
+        return "batches of 10, the 95 % interval rule"
+    return (f"the {a['rule']} rule at {a['confidence']:.0%}, a first batch of "
+            f"{a['min_samples']} then {a['batch']} at a time")
+
+
 def _served_model(lm: dict[str, Any]) -> str:
     model = str(lm.get("model") or "SmolLM2-135M-Instruct")
-    if model.endswith(".gguf"):  # EDITSTREAM_BENCH_MODEL: a fine-tuned student
-        return f"the student GGUF `{Path(model).name}` (given by `EDITSTREAM_BENCH_MODEL`)"
+    if model.endswith(".gguf"):  # EDITSTREAM_BENCH_MODEL or flywheel-output: a fine-tune
+        return f"the student GGUF `{model}`"
     return "SmolLM2-135M-Instruct (Q4_1)"
 
 
@@ -767,7 +775,8 @@ def _local_model(lm: dict[str, Any] | None) -> list[str]:
         "continuous batching; "
         "`n` is honoured up to the slot count (the prompt is evaluated once and copied to "
         "the other slots). Settings as `editstream demo --models local` (`max_tokens` fitted "
-        "to the region with a cap of 64, 32 in the modes and efficiency parts, 128 in the "
+        "to the region with a cap of 64, 32 in the modes and efficiency parts, "
+        f"{lm['cost'].get('naive_max_tokens', 128)} in the "
         "cost part; the format's stop sequences; sample temperature 0.8); one thread "
         "(`OMP_WAIT_POLICY=PASSIVE`); servers started by the bench. Command: `python -m "
         "bench.bench_local_model` (`--only limits,modes,efficiency,cost`). The 2 cores are "
@@ -857,7 +866,7 @@ def _local_model(lm: dict[str, Any] | None) -> list[str]:
            else "one run each, naive first. ") + "*Naive*: "
         f"{c['naive_samples']} samples per example, one request each, `max_tokens` fixed at "
         f"{c['naive_max_tokens']}, no stop sequences. *Defaults*: the sample stage's own "
-        "`sample_example` (adaptive sampling in batches of 10 with the 95 % stopping rule, "
+        f"`sample_example` (adaptive sampling: {_adaptive_setup(c)}, "
         "n-mode, `max_tokens` fitted to the region, the format's stop sequences). Sample `i` "
         "has the same seed on both sides; both records go through the score stage's "
         "`score_example`. Server time: the run's wall time on a server doing nothing else, "
@@ -1081,20 +1090,29 @@ def _adaptive(ad: dict[str, Any] | None) -> list[str]:
         "run, so this is exactly what the live sampler draws. Command: "
         "`python -m bench.bench_adaptive`.",
         "",
-        "Rule: after each batch, a distribution-free confidence interval for the median "
-        "distance from order statistics (binomial), with the confidence split over the looks "
-        "(Bonferroni); stop when it lies below `band_low`, above `band_high` or inside the "
-        "band. The score stage's median of the drawn samples always lies in that interval, so "
-        "its band equals the decided one.",
+        "Rules (`adaptive_rule`): **predictive** (the default) stops when the decision over "
+        "the samples drawn (band, or `unparsable` with too few valid samples) is the decision "
+        "over all N with posterior probability ≥ the confidence: each sample is invalid, "
+        "below, inside or above the band, and Beta-binomials (Jeffreys prior) give how many of "
+        "the samples not drawn land in each cell; it also stops hopeless examples early. "
+        "**interval** (the earlier rule) stops when a distribution-free confidence interval "
+        "for the student's median (order statistics, Bonferroni over the looks) lies below, "
+        "inside or above the band; it needs ≥ 8 valid samples before any stop. Both stop only "
+        "on the score stage's own decision over the drawn samples. Invalid samples count "
+        "as invalid here, as live (the band is the median of the valid ones).",
         "",
-        "| first batch | later batches | confidence | samples saved | mean drawn | mean "
-        "requests | undecided at N | decisions changed |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| rule | first batch | later batches | confidence | samples saved | mean drawn | "
+        "mean requests | undecided at N | decisions changed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in [d, *[x for x in ad["sweep"] if (x["min_samples"], x["batch"], x["confidence"])
-                   != (d["min_samples"], d["batch"], d["confidence"])]]:
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r.get("rule", "interval"), r["min_samples"], r["batch"], r["confidence"])
+
+    for r in [d, *[x for x in ad["sweep"] if key(x) != key(d)]]:
         mark = " (default)" if r is d else ""
-        out.append(f"| {r['min_samples']}{mark} | {r['batch']} | {r['confidence']} | "
+        out.append(f"| {r.get('rule', 'interval')}{mark} | {r['min_samples']} | {r['batch']} | "
+                   f"{r['confidence']} | "
                    f"**{r['saved_fraction']:.1%}** | {r['mean_drawn']:.1f} | "
                    f"{r['mean_requests']:.2f} | {r['reached_cap_undecided']} | "
                    f"**{r['changed_decisions']}** ({r['changed_fraction']:.2%}) |")
@@ -1105,9 +1123,9 @@ def _adaptive(ad: dict[str, Any] | None) -> list[str]:
         f"({d['saved_fraction']:.1%} fewer), 1 → {d['mean_requests']:.2f} requests per "
         "example in n mode. The defaults were chosen on the seed-7 corpus; this table is on "
         "seed 8. The simulator's examples sit far from the thresholds, so changed decisions are "
-        "rare here; on a real student the guarantee is the rule's: each example's early "
-        "decision is wrong about the median of its sample distribution with probability ≤ "
-        "1 − confidence.",
+        "rare here; on a real student the bound is the rule's: under its model each early "
+        "stop is a decision other than the full run's with probability ≤ 1 − confidence "
+        "(the unit tests check that on random mixtures of invalid, near and far answers).",
         "",
         "Trade-off: an example now waits for its batches one after the other (mean "
         f"{d['mean_requests']:.2f} round trips instead of 1), so at the same "

@@ -11,14 +11,14 @@ Each request carries the format's stop sequences and a ``max_tokens`` that follo
 region's size (``max_tokens_for``); the prompt is trimmed to ``prompt_max_tokens`` by
 dropping the oldest history first. Every sample's ``finish_reason`` goes on the record.
 
-Adaptive sampling (``settings.adaptive_sampling``, see ``streams.adaptive``): samples are drawn
-in batches and drawing stops as soon as the band of the median distance is decided with high
-confidence. Batch seeds line up with the full run: a batch starting at sample j asks for
-``n=batch`` with ``seed = base_seed + j``, and the server derives choice i from ``seed + i``,
-so sample j always has seed ``base_seed + j`` whatever the batching. The record then carries
-``adaptive = {"drawn": k, "cap": N, "decided": band | None, "distances": [...]}`` (the
-distances of the valid samples, in sample order: truncated and unparsable samples never
-count towards a band).
+Adaptive sampling (``settings.adaptive_sampling``, see ``streams.adaptive``): samples are
+drawn in batches and drawing stops as soon as the example's decision (its band, or too few
+valid samples) is settled with high confidence. Batch seeds line up with the full run: a
+batch starting at sample j asks for ``n=batch`` with ``seed = base_seed + j``, and the server
+derives choice i from ``seed + i``, so sample j always has seed ``base_seed + j`` whatever the
+batching. The record then carries ``adaptive = {"drawn": k, "cap": N, "decided": band |
+"unparsable" | None, "distances": [...]}`` (the distances of the valid samples, in sample
+order: truncated and unparsable samples never count towards a band).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from streams.formats import (
 )
 from streams.ids import stable_int
 from streams.models import SampleBatch, Student
+from streams.score import min_valid
 from streams.scoring import normalized_levenshtein
 from streams.settings import Settings
 
@@ -116,6 +117,8 @@ def policy_for(settings: Settings) -> AdaptivePolicy:
         min_samples=settings.adaptive_min_samples,
         batch=settings.adaptive_batch,
         confidence=settings.adaptive_confidence,
+        rule=settings.adaptive_rule,
+        min_valid=min_valid(settings),
     )
 
 
@@ -173,6 +176,7 @@ async def sample_example(
     batches: list[SampleBatch] = []
     distances: list[float] = []
     decided: str | None = None
+    drawn = 0
     for start, size in policy.batches():
         batch = await client.sample(
             prompt,
@@ -184,12 +188,13 @@ async def sample_example(
             stop=stop,
         )
         batches.append(batch)
+        drawn += len(batch.texts)
         reasons = batch.finish_reasons or ["stop"] * len(batch.texts)
         for t, f in zip(batch.texts, reasons, strict=True):
             d = sample_distance(example, t, settings.prompt_format, f)
             if d is not None:  # the band is decided on valid samples only
                 distances.append(d)
-        decided = policy.decide(distances)
+        decided = policy.decide(distances, drawn)
         if decided is not None:
             break
     merged = merge_batches(batches)

@@ -124,12 +124,17 @@ class Settings:
                 "(the first ones; ~0.5 ms each, BENCHMARKS.md); every sample gets distance"})
     adaptive_sampling: bool = field(default=True, metadata={
         "help": "stop sampling an example once its band is decided (streams/adaptive.py)"})
-    adaptive_min_samples: int = field(default=10, metadata={
+    adaptive_min_samples: int = field(default=8, metadata={
         "help": "samples in the first adaptive batch"})
-    adaptive_batch: int = field(default=10, metadata={
+    adaptive_batch: int = field(default=8, metadata={
         "help": "samples per later adaptive batch"})
-    adaptive_confidence: float = field(default=0.95, metadata={
-        "help": "confidence that an early band decision is right (over all looks)"})
+    adaptive_rule: str = field(default="predictive", metadata={
+        "help": "predictive: stop when the remaining samples are unlikely to change the "
+                "decision; interval: stop when the student's median is in a band with "
+                "confidence (streams/adaptive.py)"})
+    adaptive_confidence: float = field(default=0.99, metadata={
+        "help": "confidence that an early decision is right (predictive: that it is the "
+                "decision over all samples; interval: over all looks)"})
     # --- distill / judge / repair ------------------------------------------------------
     teacher_url: str = field(default="", metadata={"help": "empty: the local simulator"})
     teacher_api: str = field(default="openai", metadata={"help": "openai | anthropic"})

@@ -13,11 +13,10 @@ from agents.models import StudentClient
 from editstream.sessions.generate import GenerateConfig, generate_events
 from editstream.simulator.server import RunningSimulator, SimulatorConfig, start_simulator
 from streams.models import Endpoint
-from streams.sample import sample_distance, sample_example
+from streams.sample import policy_for, sample_distance, sample_example
 from streams.score import score_example
 from streams.settings import Settings
 from streams.settle import settle_events
-from tests.streams.test_adaptive import policy
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +79,7 @@ async def test_decided_band_is_the_score_stage_band(
                      for t, f in zip(rec["samples"], rec["finish_reasons"], strict=True)]
             dists = [d for d in all_d if d is not None]  # valid samples only
             assert info["distances"] == dists
-            assert policy().decide(dists) == info["decided"]
+            assert policy_for(settings).decide(dists, info["drawn"]) == info["decided"]
             scores = score_example(rec, settings)["scores"]
             valid = [s["distance"] for s in scores if not s.get("invalid")]
             assert valid == dists  # what score computes, reusable
