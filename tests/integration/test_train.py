@@ -80,9 +80,9 @@ def test_sft_lowers_the_training_loss_and_llama_cpp_serves_the_result(tmp_path: 
     # merges zeta1's closing blank line with the answer's first newline: the trap it avoids)
     from transformers import AutoTokenizer
 
-    from editstream.train.run import _tokenize_sft
+    from editstream.train.run import _tokenize
     tok = AutoTokenizer.from_pretrained(out / "merged")
-    seq = _tokenize_sft(tok)(row)
+    seq = _tokenize(tok, "sft")(row)
     assert seq["input_ids"][: len(served)] == served
     assert seq["completion_mask"].index(1) == len(served)
     assert tok(prompt + row["completion"])["input_ids"][: len(served)] != served
