@@ -170,6 +170,11 @@ def steps_for(rows: int, hyper: Hyper) -> int:
     return max(1, math.ceil(per_epoch * hyper.epochs))
 
 
+def _answer(ids: Sequence[int], eos_id: int | None) -> list[int]:
+    """An answer's tokens as the model should emit them: the text's own tokens, then EOS."""
+    return list(ids) + ([eos_id] if eos_id is not None else [])
+
+
 def sft_sequence(prompt_ids: Sequence[int], completion_ids: Sequence[int],
                  eos_id: int | None) -> dict[str, list[int]]:
     """One SFT training sequence as the served model meets it: the prompt's tokens exactly
@@ -181,9 +186,47 @@ def sft_sequence(prompt_ids: Sequence[int], completion_ids: Sequence[int],
     but as ``"\\n", "\\n"`` before ``<|editable_region_start|>``. A model trained so never
     sees the prompt's last token; served, it answers an extra newline and drifts (the
     flywheel's first fine-tune emptied most regions that way)."""
-    tail = list(completion_ids) + ([eos_id] if eos_id is not None else [])
+    tail = _answer(completion_ids, eos_id)
     return {"input_ids": list(prompt_ids) + tail,
             "completion_mask": [0] * len(prompt_ids) + [1] * len(tail)}
+
+
+def dpo_sequences(prompt_ids: Sequence[int], chosen_ids: Sequence[int],
+                  rejected_ids: Sequence[int], eos_id: int | None) -> dict[str, list[int]]:
+    """One DPO row as the served model meets it, in the columns TRL's preference collator
+    joins (``prompt_ids + chosen_ids``, ``prompt_ids + rejected_ids``, the loss on the
+    answer): the prompt tokenized alone, each answer tokenized alone and followed by EOS.
+
+    TRL 1.16 tokenizes prompt + answer as one string and starts the answer where the two
+    tokenizations part: for zeta1 that drops the prompt's closing ``"\\n\\n"`` token and
+    puts ``"\\n", "\\n"`` at the head of both answers (`sft_sequence` has the story)."""
+    return {"prompt_ids": list(prompt_ids), "chosen_ids": _answer(chosen_ids, eos_id),
+            "rejected_ids": _answer(rejected_ids, eos_id)}
+
+
+def kto_sequence(prompt_ids: Sequence[int], completion_ids: Sequence[int],
+                 eos_id: int | None) -> dict[str, list[int]]:
+    """One KTO row (the label travels beside it) in the columns TRL's unpaired collator
+    joins: the prompt tokenized alone, the completion tokenized alone and followed by EOS
+    (`dpo_sequences` says why not TRL's own tokenization)."""
+    return {"prompt_ids": list(prompt_ids), "completion_ids": _answer(completion_ids, eos_id)}
+
+
+def kl_completions(completion_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+    """KTO's mismatched completions for one batch: each prompt paired with the previous
+    example's completion, (x1, y1) ... (xn, yn) -> (x1, yn), (x2, y1) ... (xn, yn-1), the
+    rotation TRL's own preparation applies per `per_device_train_batch_size` rows."""
+    ids = [list(c) for c in completion_ids]
+    return ids[-1:] + ids[:-1]
+
+
+def longest_sequence(row: Mapping[str, Any]) -> int:
+    """Tokens of the longest sequence a tokenized row (any method) puts through the model:
+    an SFT row's ``input_ids``, or the prompt followed by its longest answer."""
+    if "input_ids" in row:
+        return len(row["input_ids"])
+    answers = [len(row[k]) for k in ("chosen_ids", "rejected_ids", "completion_ids") if k in row]
+    return len(row["prompt_ids"]) + max(answers)
 
 
 def kto_weights(desirable: int, undesirable: int) -> tuple[float, float]:

@@ -32,8 +32,12 @@ from editstream.train.plan import (
     DatasetInfo,
     Hyper,
     check_columns,
+    dpo_sequences,
     inspect_dataset,
+    kl_completions,
+    kto_sequence,
     kto_weights,
+    longest_sequence,
     loss_dropped,
     model_card,
     sft_sequence,
@@ -215,26 +219,92 @@ def _load(info: DatasetInfo) -> Any:
     return ds
 
 
-def _fits(tok: Any, max_length: int, method: str) -> Any:
-    """Keep the examples whose prompt and longest answer fit `max_length` tokens (with
-    EOS): truncating would cut the answer off, and a model would learn to stop mid-region."""
+def _fits(max_length: int) -> Any:
+    """Keep the tokenized rows whose longest sequence (prompt and longest answer, with EOS)
+    fits `max_length` tokens: truncating would cut the answer off, and a model would learn
+    to stop mid-region."""
     def ok(row: dict[str, Any]) -> bool:
-        if "input_ids" in row:  # sft, tokenized at the boundary
-            return len(row["input_ids"]) <= max_length
-        answers = [row["chosen"], row["rejected"]] if method == "dpo" else [row["completion"]]
-        n = len(tok(row["prompt"] + max(answers, key=len))["input_ids"]) + 1
-        return n <= max_length
+        return longest_sequence(row) <= max_length
     return ok
 
 
-def _tokenize_sft(tok: Any) -> Any:
-    """`sft_sequence` over a split: TRL takes a tokenized split as it is (`input_ids` and
-    `completion_mask`), so the trainer sees the prompt's tokens as the server will."""
-    def encode(row: dict[str, Any]) -> dict[str, list[int]]:
-        return sft_sequence(tok(row["prompt"])["input_ids"],
-                            tok(row["completion"], add_special_tokens=False)["input_ids"],
-                            tok.eos_token_id)
+def _tokenize(tok: Any, method: str) -> Any:
+    """The method's row of token ids (`sft_sequence`, `dpo_sequences`, `kto_sequence`): the
+    prompt tokenized alone, as the server will read it, each answer tokenized alone and
+    followed by EOS. TRL takes an SFT split tokenized as it is (`input_ids`,
+    `completion_mask`); DPO and KTO rows go through `_pretokenized` trainers."""
+    def prompt(row: dict[str, Any]) -> list[int]:
+        return list(tok(row["prompt"])["input_ids"])
+
+    def answer(text: str) -> list[int]:
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    eos = tok.eos_token_id
+
+    def encode(row: dict[str, Any]) -> dict[str, Any]:
+        if method == "dpo":
+            return dpo_sequences(prompt(row), answer(row["chosen"]), answer(row["rejected"]),
+                                 eos)
+        if method == "kto":
+            return {**kto_sequence(prompt(row), answer(row["completion"]), eos),
+                    "label": bool(row["label"])}
+        return sft_sequence(prompt(row), answer(row["completion"]), eos)
     return encode
+
+
+def prepare(info: DatasetInfo, hyper: Hyper, tok: Any,
+            eval_rows: int = 0) -> tuple[Any, dict[str, int]]:
+    """The splits as the trainer takes them: loaded, tokenized (`_tokenize`), the rows
+    longer than `max_length` left out (their count per split is the second value), the
+    eval split sampled down to `eval_rows` (seeded; 0: all)."""
+    ds = _load(info)
+    rows_in = {k: len(v) for k, v in ds.items()}
+    for k in list(ds):
+        ds[k] = ds[k].map(_tokenize(tok, hyper.method), remove_columns=ds[k].column_names)
+    ds = ds.filter(_fits(hyper.max_length))
+    too_long = {k: rows_in[k] - len(v) for k, v in ds.items()}
+    if eval_rows and "eval" in ds and len(ds["eval"]) > eval_rows:
+        ds["eval"] = ds["eval"].shuffle(seed=hyper.seed).select(range(eval_rows))
+    return ds, too_long
+
+
+def _pretokenized(method: str) -> Any:
+    """TRL's DPOTrainer / KTOTrainer taking the rows `_tokenize` made as they are.
+
+    TRL 1.16 offers no pre-tokenized input for these two (SFTTrainer skips its own
+    tokenization when `input_ids` is there; their `_prepare_dataset` always tokenizes
+    prompt + answer as one string, see `dpo_sequences`). Overriding that one method keeps
+    the rest of each trainer (collator, reference model, losses) as TRL ships it: a split
+    with `prompt_ids` is used as is, anything else takes TRL's own path. What TRL would do
+    after tokenizing stays: KTO's mismatched completions for its KL estimate, rotated per
+    batch as TRL rotates them (`kl_completions`); the too-long rows `prepare` already
+    left out."""
+    from trl import DPOTrainer, KTOTrainer
+
+    def ready(dataset: Any) -> bool:
+        return "prompt_ids" in (getattr(dataset, "column_names", None) or [])
+
+    if method == "dpo":
+        class PreTokenizedDPO(DPOTrainer):  # type: ignore[misc]
+            def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
+                                 dataset_name: str) -> Any:
+                if not ready(dataset):
+                    return super()._prepare_dataset(dataset, processing_class, args,
+                                                    dataset_name)
+                return dataset
+        return PreTokenizedDPO
+
+    class PreTokenizedKTO(KTOTrainer):  # type: ignore[misc]
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
+                             dataset_name: str) -> Any:
+            if not ready(dataset):
+                return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if self.calculate_KL:
+                dataset = dataset.map(
+                    lambda b: {"KL_completion_ids": kl_completions(b["completion_ids"])},
+                    batched=True, batch_size=args.per_device_train_batch_size)
+            return dataset
+    return PreTokenizedKTO
 
 
 class _Progress:
@@ -288,26 +358,27 @@ def _trainer(info: DatasetInfo, hyper: Hyper, model: Any, tok: Any, ds: Any, out
     if hyper.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        # prompt + completion as raw text (no chat template: the student is served on
-        # /v1/completions with this very prompt); the loss on the completion only
+        # rows `prepare` tokenized at the prompt boundary (no chat template: the student is
+        # served on /v1/completions with this very prompt); the loss on the completion only
         cfg = SFTConfig(**common, completion_only_loss=True, packing=False)
         return SFTTrainer(model=model, args=cfg, train_dataset=ds["train"],
                           eval_dataset=eval_ds, processing_class=tok, peft_config=peft)
     if hyper.method == "dpo":
-        from trl import DPOConfig, DPOTrainer
+        from trl import DPOConfig
 
         dpo = DPOConfig(**common, beta=hyper.beta)
-        return DPOTrainer(model=model, args=dpo, train_dataset=ds["train"],
-                          eval_dataset=eval_ds, processing_class=tok, peft_config=peft)
-    from trl import KTOConfig, KTOTrainer
+        return _pretokenized("dpo")(model=model, args=dpo, train_dataset=ds["train"],
+                                    eval_dataset=eval_ds, processing_class=tok,
+                                    peft_config=peft)
+    from trl import KTOConfig
 
     labels = ds["train"]["label"]
     good = sum(1 for v in labels if v)
     w_good, w_bad = kto_weights(good, len(labels) - good)
     kto = KTOConfig(**common, beta=hyper.beta, desirable_weight=w_good,
                     undesirable_weight=w_bad)
-    return KTOTrainer(model=model, args=kto, train_dataset=ds["train"], eval_dataset=eval_ds,
-                      processing_class=tok, peft_config=peft)
+    return _pretokenized("kto")(model=model, args=kto, train_dataset=ds["train"],
+                                eval_dataset=eval_ds, processing_class=tok, peft_config=peft)
 
 
 def train(info: DatasetInfo, hyper: Hyper, out: Path, *, base: str | None = None,
@@ -323,15 +394,7 @@ def train(info: DatasetInfo, hyper: Hyper, out: Path, *, base: str | None = None
     base_dir, base_name = base_checkpoint(base)
     tok = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    ds = _load(info)
-    rows_in = {k: len(v) for k, v in ds.items()}
-    if hyper.method == "sft":
-        for k in list(ds):
-            ds[k] = ds[k].map(_tokenize_sft(tok), remove_columns=ds[k].column_names)
-    ds = ds.filter(_fits(tok, hyper.max_length, hyper.method))
-    too_long = {k: rows_in[k] - len(v) for k, v in ds.items()}
-    if eval_rows and "eval" in ds and len(ds["eval"]) > eval_rows:
-        ds["eval"] = ds["eval"].shuffle(seed=hyper.seed).select(range(eval_rows))
+    ds, too_long = prepare(info, hyper, tok, eval_rows)
     if len(ds["train"]) == 0:
         raise DatasetError(f"every train example is longer than --max-length "
                            f"{hyper.max_length} tokens")

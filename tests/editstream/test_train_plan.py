@@ -13,10 +13,15 @@ from editstream.train.gguf import LLAMA_VERSION
 from editstream.train.plan import (
     DatasetError,
     Hyper,
+    dpo_sequences,
     inspect_dataset,
+    kl_completions,
+    kto_sequence,
     kto_weights,
+    longest_sequence,
     loss_dropped,
     model_card,
+    sft_sequence,
     steps_for,
 )
 
@@ -98,6 +103,50 @@ def test_kto_weights_balance_the_labels() -> None:
     good, bad = 30, 10
     w_good, w_bad = kto_weights(good, bad)
     assert 1 <= (good * w_good) / (bad * w_bad) <= 4 / 3  # the KTO paper's eq. 8
+
+
+# token ids as SmolLM2 gives them: zeta1's prompt ends in "### Response:\n\n", whose "\n\n"
+# is one token (1116) alone; the answers start with "<|" (the region marker is plain text)
+PROMPT = [198, 3757, 14212, 42, 1116]
+CHOSEN, REJECTED, EOS = [44, 108, 300, 301], [44, 108, 302], 2
+
+
+def test_sft_sequence_is_the_prompt_alone_then_the_completion_and_eos() -> None:
+    seq = sft_sequence(PROMPT, CHOSEN, EOS)
+    assert seq["input_ids"] == PROMPT + CHOSEN + [EOS]
+    assert seq["completion_mask"] == [0] * 5 + [1] * 5
+    assert sft_sequence(PROMPT, CHOSEN, None)["input_ids"] == PROMPT + CHOSEN
+
+
+def test_dpo_sequences_keep_the_prompt_whole_and_end_each_answer_with_eos() -> None:
+    row = dpo_sequences(PROMPT, CHOSEN, REJECTED, EOS)
+    # the columns TRL's preference collator joins: prompt_ids + chosen_ids, prompt_ids +
+    # rejected_ids, the loss on the second part
+    assert row == {"prompt_ids": PROMPT, "chosen_ids": [*CHOSEN, EOS],
+                   "rejected_ids": [*REJECTED, EOS]}
+    assert row["prompt_ids"][-1] == 1116  # the server's last prompt token is trained on
+    # the same prompt and answer as an SFT row
+    sft = sft_sequence(PROMPT, CHOSEN, EOS)
+    assert row["prompt_ids"] + row["chosen_ids"] == sft["input_ids"]
+    assert longest_sequence(row) == 5 + 5
+    assert dpo_sequences(PROMPT, CHOSEN, REJECTED, None)["rejected_ids"] == REJECTED
+    # any sequence of ints in (datasets hands lists), lists out
+    assert dpo_sequences((7, 8), (9,), (), EOS) == {"prompt_ids": [7, 8], "chosen_ids": [9, EOS],
+                                                    "rejected_ids": [EOS]}
+
+
+def test_kto_sequence_keeps_the_prompt_whole_and_ends_the_completion_with_eos() -> None:
+    row = kto_sequence(PROMPT, REJECTED, EOS)
+    assert row == {"prompt_ids": PROMPT, "completion_ids": [*REJECTED, EOS]}
+    assert longest_sequence(row) == 5 + 4
+    assert longest_sequence(sft_sequence(PROMPT, CHOSEN, EOS)) == 10
+    assert longest_sequence({"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": [3, 4, 5]}) == 4
+
+
+def test_kl_completions_pair_each_prompt_with_the_previous_rows_completion() -> None:
+    assert kl_completions([[1], [2, 2], [3]]) == [[3], [1], [2, 2]]
+    assert kl_completions([[1, 1]]) == [[1, 1]]
+    assert kl_completions([]) == []
 
 
 def test_loss_dropped_compares_first_and_last_logged_losses() -> None:
