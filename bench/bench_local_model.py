@@ -59,10 +59,18 @@ from editstream.demo import LOCAL_DEFAULTS
 from editstream.infra.local_model import LocalModel, start_local_model
 from editstream.sessions.generate import GenerateConfig, generate_events
 from schemas.records import SettledExample
+from streams.adaptive import replay
 from streams.formats import build_prompt, prompt_format
 from streams.limiter import AdaptiveLimit
 from streams.models import Endpoint, SampleBatch
-from streams.sample import max_tokens_for, sample_example, sample_seed, samples_record
+from streams.sample import (
+    max_tokens_for,
+    policy_for,
+    sample_distance,
+    sample_example,
+    sample_seed,
+    samples_record,
+)
 from streams.score import score_example
 from streams.settings import Settings
 
@@ -329,6 +337,24 @@ def _cost_side(llm: LocalModel, name: str, exs: list[SettledExample], s: Setting
             "records": records}
 
 
+def _valid_distances(e: SettledExample, record: Any, s: Settings) -> list[float | None]:
+    return [sample_distance(e, t, s.prompt_format, f)
+            for t, f in zip(record["samples"], record["finish_reasons"], strict=True)]
+
+
+def _per_example(e: SettledExample, naive: Any, default: Any, s: Settings) -> dict[str, Any]:
+    """What each side drew and made of one example, and what the stopping rule makes of the
+    naive side's 50 samples (same seeds; no stop sequences and the fixed ``max_tokens``
+    there, so validity can differ from the defaults' own samples)."""
+    nd, dd = _valid_distances(e, naive, s), _valid_distances(e, default, s)
+    drawn, decided = replay(nd, policy_for(s))
+    return {"request_id": e["request_id"], "region_bytes": len(e["base_region"].encode()),
+            "max_tokens_fitted": max_tokens_for(e, s.prompt_format, s.sample_max_tokens),
+            "naive_valid": sum(d is not None for d in nd), "naive": _decision(naive, s),
+            "defaults_drawn": len(dd), "defaults_valid": sum(d is not None for d in dd),
+            "defaults": _decision(default, s), "rule_on_naive": [drawn, decided]}
+
+
 def cost(tmp: str, exs: list[SettledExample], slots: int, runs: int) -> dict[str, Any]:
     """Naive against defaults on one server, alternating; the decisions of the first run of
     each (the samples are seeded: later runs repeat them)."""
@@ -375,6 +401,8 @@ def cost(tmp: str, exs: list[SettledExample], slots: int, runs: int) -> dict[str
         # the examples that go on to the teacher (streams/route.py): the ideal band; the
         # others leave as band_trivial, band_noise or unparsable_samples
         "training_record_share": records.get("ideal", 0) / n,
+        "per_example": [_per_example(e, a, b, s) for e, a, b in
+                        zip(exs, naive["records"], default["records"], strict=True)],
         "sample_texts": {"naive": naive["records"][0]["samples"][:2],
                          "defaults": default["records"][0]["samples"][:2]},
     }

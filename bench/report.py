@@ -897,6 +897,16 @@ def _local_model(lm: dict[str, Any] | None) -> list[str]:
         f"{_counts(c['finish_naive'])}; defaults {_counts(c['finish_defaults'])}.",
         "",
     ]
+    if c.get("per_example"):
+        out += ["| example | region bytes | `max_tokens` fitted | naive: valid of 50, decision "
+                "| defaults: drawn, valid, decision | the rule on the naive samples |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for x in c["per_example"]:
+            out.append(f"| {x['request_id']} | {x['region_bytes']} | {x['max_tokens_fitted']} "
+                       f"| {x['naive_valid']}, {x['naive']} | {x['defaults_drawn']}, "
+                       f"{x['defaults_valid']}, {x['defaults']} | drawn "
+                       f"{x['rule_on_naive'][0]}, {x['rule_on_naive'][1]} |")
+        out.append("")
     if per_record is not None:
         out += [
             f"**Per training record.** Only `ideal` examples go on to the teacher "
