@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from streams.score import decide_band, quantile
 
@@ -130,7 +131,7 @@ def _at_least(pmf: Sequence[float], k: int) -> float:
 
 @functools.lru_cache(maxsize=65536)
 def final_decision_probabilities(low: int, mid: int, high: int, invalid: int, future: int,
-                                 min_valid: int) -> dict[str, float]:
+                                 min_valid: int) -> Mapping[str, float]:
     """Posterior probability that the decision over all samples (the drawn cell counts plus
     ``future`` more draws) is each of ``unparsable``, ``trivial``, ``ideal`` and ``noise``.
 
@@ -153,7 +154,7 @@ def final_decision_probabilities(low: int, mid: int, high: int, invalid: int, fu
         half = (total - 1) // 2 + 1
         out["ideal"] += w * max(0.0, 1.0 - _at_least(p_low, half - low)
                                 - _at_least(p_high, half - high))
-    return out
+    return MappingProxyType(out)  # cached: shared by every caller, so read-only
 
 
 def current_decision(distances: Sequence[float], band_low: float, band_high: float,

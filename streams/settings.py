@@ -123,7 +123,7 @@ class Settings:
         "help": "valid samples per example that get kept rate, reversal ratio and delta chrF "
                 "(the first ones; ~0.5 ms each, BENCHMARKS.md); every sample gets distance"})
     adaptive_sampling: bool = field(default=True, metadata={
-        "help": "stop sampling an example once its band is decided (streams/adaptive.py)"})
+        "help": "stop sampling an example once its decision is settled (streams/adaptive.py)"})
     adaptive_min_samples: int = field(default=8, metadata={
         "help": "samples in the first adaptive batch"})
     adaptive_batch: int = field(default=8, metadata={
